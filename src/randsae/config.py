@@ -1,0 +1,84 @@
+"""Typed experiment configs: read from TOML/JSON files and CLI strings, validated with one-sentence errors."""
+
+import dataclasses
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import numpy as np
+
+
+def parse_coefficients(text: str) -> list[float]:
+    """A comma list ('0.001,0.01') or 'start:stop:num' (log-spaced, both ends included)."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, num = text.split(":")
+            start_f, stop_f, count = float(start), float(stop), int(num)
+            if start_f <= 0 or stop_f <= 0 or count < 1:
+                raise ValueError
+            values = np.logspace(math.log10(start_f), math.log10(stop_f), count).tolist()
+        else:
+            values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"cannot read coefficients {text!r}: give a comma list like 0.001,0.01 or start:stop:num "
+            "with positive start and stop, like 0.001:100:21.") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise ValueError(f"coefficients must be finite and non-negative, not {text!r}.")
+    return values
+
+
+def parse_list(text: str, item_type: type) -> list:
+    """A comma-separated list of `item_type` values."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"expected a comma-separated list, not {text!r}.")
+    try:
+        return [item_type(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a list of {item_type.__name__} values.") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML or JSON file, as a flat dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist.")
+    try:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())
+        return tomllib.loads(path.read_text())
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"cannot parse config file {path}: {e}.") from None
+
+
+def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """Check `values` against the fields of dataclass `cls`, converting strings where a field wants a list."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
+    out = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if get_origin(hint) is list:
+            (item_type,) = get_args(hint)
+            if isinstance(value, str):
+                value = (parse_coefficients(value) if item_type is float
+                         else parse_list(value, item_type))
+            elif not isinstance(value, list):
+                value = [value]
+            try:
+                value = [item_type(v) for v in value]
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a list of {item_type.__name__}, not {value!r}.") from None
+        out[name] = value
+    return out
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,1 @@
+"""Sources of vectors: the toy generator, matched controls, the 2-D demo."""

@@ -1,0 +1,107 @@
+"""The Sharkey et al. (2022) toy data with known features: seed Figure 21, vectorised.
+
+Figure 21 draws one sample at a time from N(0, Σ) with Σ = A Aᵀ. Drawing g = A z with z ~ N(0, I) gives
+exactly that distribution for all samples in one matrix product, without a Cholesky factorisation.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from randsae.seeding import generator
+
+Decay = Literal["power", "product"]
+
+
+@dataclass(frozen=True)
+class SharkeyData:
+    samples: torch.Tensor  # N × n_d
+    features: torch.Tensor  # n_d × n_s, unit-norm columns
+    coefficients: torch.Tensor  # N × n_s, non-zero where a feature is active
+
+
+def activation_probabilities(
+    g: torch.Tensor, avg_active_features: float, lambda_decay: float, decay: Decay
+) -> torch.Tensor:
+    """Per-sample, per-feature firing probabilities from correlated normals `g` (N × n_s)."""
+    num_features = g.shape[1]
+    p = torch.special.ndtr(g)
+    index = torch.arange(num_features, dtype=g.dtype, device=g.device)
+    if decay == "power":
+        p = p.pow(lambda_decay * index)
+    elif decay == "product":
+        p = p * lambda_decay**index
+    else:
+        raise ValueError(f"decay must be 'power' or 'product', not {decay!r}.")
+    p = p * (avg_active_features / (num_features * p.mean(dim=1, keepdim=True)))
+    return p.clamp_(0, 1)
+
+
+def generate(
+    num_samples: int,
+    num_inputs: int = 256,
+    num_features: int = 512,
+    avg_active_features: float = 5,
+    lambda_decay: float = 0.99,
+    seed: int = 0,
+    decay: Decay = "power",
+    device: str | torch.device = "cpu",
+) -> SharkeyData:
+    """Draw `num_samples` toy vectors in R^num_inputs built from `num_features` sparse features."""
+    for name, value in (("num_samples", num_samples), ("num_inputs", num_inputs),
+                        ("num_features", num_features)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+    if not avg_active_features > 0:
+        raise ValueError(f"avg_active_features must be positive, not {avg_active_features!r}.")
+    if not 0 < lambda_decay <= 1:
+        raise ValueError(f"lambda_decay must be in (0, 1], not {lambda_decay!r}.")
+
+    gen = generator(seed, device=device)
+    features = torch.randn(num_inputs, num_features, generator=gen, device=device)
+    features /= features.norm(dim=0, keepdim=True)
+    covariance_root = torch.randn(num_features, num_features, generator=gen, device=device)
+
+    z = torch.randn(num_samples, num_features, generator=gen, device=device)
+    g = z @ covariance_root.T
+    p = activation_probabilities(g, avg_active_features, lambda_decay, decay)
+    active = torch.bernoulli(p, generator=gen)
+    magnitudes = torch.rand(num_samples, num_features, generator=gen, device=device)
+    coefficients = active * magnitudes
+    return SharkeyData(samples=coefficients @ features.T, features=features,
+                       coefficients=coefficients)
+
+
+@torch.no_grad()
+def generate_reference(
+    num_samples: int,
+    num_inputs: int = 256,
+    num_features: int = 512,
+    avg_active_features: float = 5,
+    lambda_decay: float = 0.99,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Figure 21 as printed, one sample per loop iteration: the yardstick for tests and benchmarks.
+
+    Draws its features and covariance root in the same order as `generate`, so the two share Σ and the
+    features for a seed and differ only in how the samples are drawn. Leaves the global RNG as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        features = torch.randn(num_inputs, num_features)
+        features /= torch.norm(features, dim=0, keepdim=True)
+        covariance = torch.randn(num_features, num_features)
+        covariance = covariance @ covariance.T
+        correlated_normal = torch.distributions.MultivariateNormal(
+            torch.zeros(num_features), covariance_matrix=covariance)
+        standard_normal = torch.distributions.Normal(0, 1)
+        samples = []
+        for _ in range(num_samples):
+            p = standard_normal.cdf(correlated_normal.sample())
+            p = p ** (lambda_decay * torch.arange(num_features))
+            p = p * (avg_active_features / (num_features * p.mean()))
+            p = torch.bernoulli(p.clamp(0, 1))
+            coef = p * torch.rand(num_features)
+            samples.append(coef @ features.T)
+    return torch.stack(samples), features

@@ -1,0 +1,140 @@
+"""Figures drawn from results tables alone (and the 2-D demo from its samples). Nothing here trains."""
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from randsae.io import atomic_write  # noqa: E402
+
+Row = dict[str, str | float | int | None]
+
+
+def _value(row: Row, column: str) -> float | None:
+    value = row.get(column)
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda p: fig.savefig(p, dpi=130, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def mean_and_sem(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    a = np.asarray(values, dtype=float)
+    sem = a.std(ddof=1) / math.sqrt(len(a)) if len(a) > 1 else 0.0
+    return float(a.mean()), float(sem)
+
+
+def pareto_frontier(sparsity: Sequence[float], quality: Sequence[float],
+                    lower_is_sparser: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The points no other point beats on both sparsity and quality, ordered from sparsest."""
+    s, q = np.asarray(sparsity, dtype=float), np.asarray(quality, dtype=float)
+    order = np.lexsort((-q, s if lower_is_sparser else -s))
+    s, q = s[order], q[order]
+    keep = q > np.maximum.accumulate(np.concatenate([[-np.inf], q[:-1]]))
+    return s[keep], q[keep]
+
+
+def plot_mmcs(rows: Sequence[Row], path: str | Path, goldilocks: float = 0.9) -> Path | None:
+    """MMCS against the L1 coefficient, a line per dictionary size (mean ± SEM over seeds).
+
+    The shaded band marks the coefficients where some dictionary size's mean MMCS reaches `goldilocks`.
+    Returns None when no row has an MMCS.
+    """
+    groups: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        value = _value(row, "mmcs")
+        if value is not None:
+            key = (row["data"], row["transform"], int(row["latents"]))
+            groups[key][float(row["l1_coef"])].append(value)
+    if not groups:
+        return None
+    variants = sorted({key[:2] for key in groups})
+    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4.2), squeeze=False)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        band = []
+        for key in sorted(k for k in groups if k[:2] == variant):
+            coefs = sorted(groups[key])
+            stats = [mean_and_sem(groups[key][c]) for c in coefs]
+            means = np.array([m for m, _ in stats])
+            sems = np.array([s for _, s in stats])
+            ax.errorbar(coefs, means, yerr=sems, marker="o", ms=3, capsize=2, label=f"{key[2]} latents")
+            band += [c for c, m in zip(coefs, means, strict=True) if m >= goldilocks]
+        if band:
+            ax.axvspan(min(band), max(band), color="gold", alpha=0.25,
+                       label=f"Goldilocks (MMCS ≥ {goldilocks:g})")
+        ax.set(xscale="log", xlabel="L1 coefficient", ylabel="MMCS", ylim=(0, 1.02),
+               title=f"Feature recovery: {variant[0]} / {variant[1]}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+SPARSITY_AXES = {"l0": ("L0 (active latents per sample)", True),
+                 "hoyer": ("Hoyer sparseness", False)}
+
+
+def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0") -> Path | None:
+    """Explained variance against sparsity: every SAE as a dot, each data source's Pareto frontier as a
+    line, one panel per transform. Returns None when the table is empty."""
+    label, lower_is_sparser = SPARSITY_AXES[sparsity]
+    points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        s, ev = _value(row, sparsity), _value(row, "explained_variance")
+        if s is not None and ev is not None and math.isfinite(s) and math.isfinite(ev):
+            points[str(row["transform"]), str(row["data"])].append((s, ev))
+    if not points:
+        return None
+    transforms = sorted({t for t, _ in points}, key=lambda t: (t != "none", t))
+    fig, axes = plt.subplots(1, len(transforms), figsize=(5.5 * len(transforms), 4.2), squeeze=False)
+    for ax, transform in zip(axes[0], transforms, strict=True):
+        for (t, data), pts in sorted(points.items()):
+            if t != transform:
+                continue
+            s, ev = np.array(pts).T
+            dots = ax.scatter(s, ev, s=8, alpha=0.3)
+            fs, fev = pareto_frontier(s, ev, lower_is_sparser)
+            ax.plot(fs, fev, marker="o", ms=3, color=dots.get_facecolor()[0][:3], label=data)
+        ax.set(xlabel=label, ylabel="explained variance", ylim=(-0.05, 1.02),
+               title=f"inputs: {'raw' if transform == 'none' else transform}")
+        if lower_is_sparser:
+            ax.set_xscale("symlog", linthresh=1.0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_results(rows: Sequence[Row], out: str | Path) -> list[Path]:
+    """Every figure a results table supports, written into `out`."""
+    out = Path(out)
+    drawn = [plot_mmcs(rows, out / "mmcs.png"),
+             plot_frontiers(rows, out / "frontier_l0.png", "l0"),
+             plot_frontiers(rows, out / "frontier_hoyer.png", "hoyer")]
+    return [p for p in drawn if p is not None]
+
+
+def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path) -> Path:
+    """Scatter plots of the 2-D demo before and after the random MLP (paper Fig. 3)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    for ax, points, title in ((axes[0], inputs, "sparse features projected to 2-D"),
+                              (axes[1], outputs, "after a random MLP 2 → 8 → 2")):
+        points = np.asarray(points)
+        limit = np.quantile(np.abs(points - np.median(points, axis=0)), 0.98) * 1.2
+        centre = np.median(points, axis=0)
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4)
+        ax.set(xlim=(centre[0] - limit, centre[0] + limit), ylim=(centre[1] - limit, centre[1] + limit),
+               title=title, aspect="equal")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,101 @@
+"""A stack of ReLU + L1 sparse autoencoders trained side by side (PAPER.md §1.3).
+
+Stacking S SAEs of one shape into (S, ...) parameters lets one matrix product serve a whole sweep of
+sparsity coefficients. Every SAE in the stack starts from the same initialisation, so a sweep compares
+coefficients and nothing else, and an SAE's result does not depend on which others share its stack.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from randsae.io import atomic_write
+from randsae.seeding import generator
+
+STANDARDIZE_EPS = 1e-8
+
+
+class ReluSAE(nn.Module):
+    """z = ReLU(x W_enc + b_enc), x̂ = z W_dec (no decoder bias); W_dec rows are latent directions."""
+
+    def __init__(self, num_inputs: int, num_latents: int, num_saes: int = 1, standardize: bool = True,
+                 seed: int = 0):
+        super().__init__()
+        self.num_inputs, self.num_latents, self.num_saes = num_inputs, num_latents, num_saes
+        self.standardize = standardize
+        gen = generator(seed, "relu-sae-init")
+        bound = 1 / math.sqrt(num_inputs)  # nn.Linear's default initialisation
+        w_enc = (torch.rand(num_inputs, num_latents, generator=gen) * 2 - 1) * bound
+        b_enc = (torch.rand(num_latents, generator=gen) * 2 - 1) * bound
+        w_dec = torch.empty(num_inputs, num_latents)
+        nn.init.orthogonal_(w_dec, generator=gen)
+        self.W_enc = nn.Parameter(w_enc.expand(num_saes, -1, -1).clone())
+        self.b_enc = nn.Parameter(b_enc.expand(num_saes, -1).clone())
+        self.W_dec = nn.Parameter(w_dec.T.expand(num_saes, -1, -1).clone())
+        self.normalize_decoder()
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Scale every latent's decoder direction to unit norm."""
+        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(STANDARDIZE_EPS)
+
+    def standardization(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample mean and std (over the input dimensions); identity when standardisation is off."""
+        if not self.standardize:
+            return torch.zeros_like(x[..., :1]), torch.ones_like(x[..., :1])
+        return x.mean(dim=-1, keepdim=True), x.std(dim=-1, keepdim=True).clamp_min(STANDARDIZE_EPS)
+
+    def _stack(self, index: int | None) -> slice:
+        return slice(None) if index is None else slice(index, index + 1)
+
+    def encode(self, x: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """Latents (S × B × n) of inputs `x` (B × d, shared by all SAEs); only SAE `index` if given."""
+        mean, std = self.standardization(x)
+        s = self._stack(index)
+        return torch.relu(torch.matmul((x - mean) / std, self.W_enc[s]) + self.b_enc[s, None, :])
+
+    def decode(self, z: torch.Tensor, x: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """Reconstructions (S × B × d) of inputs `x` from their latents `z`."""
+        mean, std = self.standardization(x)
+        return torch.bmm(z, self.W_dec[self._stack(index)]) * std + mean
+
+    def forward(self, x: torch.Tensor, index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x, index)
+        return self.decode(z, x, index), z
+
+    def config(self) -> dict:
+        return {"architecture": "relu", "d_in": self.num_inputs, "d_sae": self.num_latents,
+                "standardize": self.standardize}
+
+    def save(self, directory: str | Path, index: int, metadata: dict | None = None) -> Path:
+        """Write SAE `index` of the stack as `sae_weights.safetensors` + `cfg.json` (SAELens layout)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {"W_enc": self.W_enc[index], "b_enc": self.b_enc[index],
+                   "W_dec": self.W_dec[index], "b_dec": torch.zeros(self.num_inputs)}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        cfg = {**self.config(), "apply_b_dec_to_input": False, "normalize_activations": "none",
+               **(metadata or {})}
+        atomic_write(directory / "sae_weights.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ReluSAE":
+        """Read one SAE written by `save` (a stack of one)."""
+        directory = Path(directory)
+        for name in ("cfg.json", "sae_weights.safetensors"):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} does not exist.")
+        cfg = json.loads((directory / "cfg.json").read_text())
+        sae = cls(cfg["d_in"], cfg["d_sae"], standardize=cfg.get("standardize", True))
+        tensors = load_file(str(directory / "sae_weights.safetensors"))
+        with torch.no_grad():
+            for name in ("W_enc", "b_enc", "W_dec"):
+                getattr(sae, name).copy_(tensors[name][None])
+        return sae
+

@@ -1,0 +1,25 @@
+"""The random MLP that toy data and word vectors are passed through (PAPER.md §1.2)."""
+
+import torch
+from torch import nn
+
+from randsae.seeding import derive_seed
+
+
+def random_mlp(dim: int, seed: int = 0, hidden_multiple: int = 4, hidden: int | None = None) -> nn.Sequential:
+    """Linear(dim → hidden) → ReLU → Linear(hidden → dim), PyTorch default init, never trained.
+
+    `hidden` defaults to `hidden_multiple · dim`. The global RNG is left as it was.
+    """
+    hidden = hidden or hidden_multiple * dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "mlp"))
+        mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+    return mlp.requires_grad_(False).eval()
+
+
+@torch.no_grad()
+def apply(mlp: nn.Module, data: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """`mlp` applied to the rows of `data`, in chunks so a large matrix never needs 4× its memory at once."""
+    mlp = mlp.to(data.device)
+    return torch.cat([mlp(part) for part in data.split(chunk)])
