@@ -1,7 +1,6 @@
 """The toy model of superposition (PAPER.md §1): Sharkey data and its Gaussian control, raw and through a
 random MLP, ReLU+L1 SAEs swept over sparsity coefficients, dictionary sizes and seeds."""
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field

@@ -1,0 +1,81 @@
+import torch
+
+from randsae.sae.relu import ReluSAE
+from randsae.train import relu_sae_losses, train_relu_saes
+
+
+def test_init_orthogonal_unit_decoder_same_for_every_sae_in_stack():
+    sae = ReluSAE(16, 32, num_saes=3, seed=1)
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(3, 32))
+    square = ReluSAE(16, 16, seed=1).W_dec[0]  # orthogonal init: an orthonormal basis when square
+    torch.testing.assert_close(square @ square.T, torch.eye(16), atol=1e-5, rtol=0)
+    assert torch.equal(sae.W_enc[0], sae.W_enc[2]) and torch.equal(sae.W_dec[1], sae.W_dec[2])
+    assert not torch.equal(sae.W_enc[0], ReluSAE(16, 32, seed=2).W_enc[0])
+
+
+def test_standardisation_makes_latents_scale_free():
+    sae = ReluSAE(16, 32, seed=0)
+    x = torch.randn(10, 16)
+    torch.testing.assert_close(sae.encode(x), sae.encode(5 * x + 3))
+    x_hat, _ = sae(5 * x + 3)
+    torch.testing.assert_close(x_hat, 5 * sae(x)[0] + 3, rtol=1e-4, atol=1e-4)
+    raw = ReluSAE(16, 32, seed=0, standardize=False)
+    assert not torch.allclose(raw.encode(x), raw.encode(5 * x + 3))
+
+
+def test_stacked_training_equals_training_each_sae_alone():
+    data = torch.randn(300, 12)
+    coefs = [0.01, 0.3, 3.0]
+    stack = ReluSAE(12, 24, num_saes=3, seed=4)
+    train_relu_saes(stack, data, coefs, epochs=3, batch_size=64, seed=9)
+    for i, c in enumerate(coefs):
+        alone = ReluSAE(12, 24, num_saes=1, seed=4)
+        train_relu_saes(alone, data, [c], epochs=3, batch_size=64, seed=9)
+        torch.testing.assert_close(alone.W_enc[0], stack.W_enc[i], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(alone.W_dec[0], stack.W_dec[i], rtol=1e-4, atol=1e-5)
+
+
+def test_training_reduces_loss_and_sparsity_coefficient_bites():
+    torch.manual_seed(0)
+    data = torch.relu(torch.randn(1000, 8)) @ torch.randn(8, 16)
+    sae = ReluSAE(16, 32, num_saes=2, seed=0)
+    x = data[:256]
+    with torch.no_grad():
+        before = relu_sae_losses(x, *sae(x))[0]
+    train_relu_saes(sae, data, [1e-3, 10.0], epochs=20, batch_size=128, seed=0)
+    with torch.no_grad():
+        x_hat, z = sae(x)
+        after = relu_sae_losses(x, x_hat, z)[0]
+    assert after[0] < 0.5 * before[0]
+    assert (z[1] != 0).float().sum(1).mean() < (z[0] != 0).float().sum(1).mean()
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(2, 32))
+
+
+def test_l1_reductions():
+    x = torch.zeros(4, 3)
+    z = torch.ones(1, 4, 10)
+    x_hat = torch.zeros(1, 4, 3)
+    assert relu_sae_losses(x, x_hat, z, "mean")[1].item() == 1.0
+    assert relu_sae_losses(x, x_hat, z, "sum")[1].item() == 10.0
+
+
+def test_save_and_load_round_trip(tmp_path):
+    sae = ReluSAE(8, 16, num_saes=2, seed=0)
+    with torch.no_grad():
+        sae.W_enc[1] += 1
+    sae.save(tmp_path / "one", 1, metadata={"l1_coef": 0.1})
+    loaded = ReluSAE.load(tmp_path / "one")
+    assert torch.equal(loaded.W_enc[0], sae.W_enc[1]) and torch.equal(loaded.W_dec[0], sae.W_dec[1])
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(loaded(x)[0][0], sae(x, index=1)[0][0])
+
+
+def test_bad_training_input_is_refused():
+    import pytest
+    sae = ReluSAE(4, 8)
+    with pytest.raises(ValueError, match="shape"):
+        train_relu_saes(sae, torch.randn(10, 5), [0.1], epochs=1)
+    with pytest.raises(ValueError, match="NaN"):
+        train_relu_saes(sae, torch.full((10, 4), float("nan")), [0.1], epochs=1)
+    with pytest.raises(ValueError, match="coefficients"):
+        train_relu_saes(sae, torch.randn(10, 4), [0.1, 0.2], epochs=1)
