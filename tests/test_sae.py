@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from randsae.sae.relu import ReluSAE
-from randsae.train import relu_sae_losses, train_relu_saes
+from randsae.train import l1_scale, relu_sae_losses, relu_sae_step_gradients, train_relu_saes
 
 
 def test_init_orthogonal_unit_decoder_same_for_every_sae_in_stack():
@@ -71,7 +72,6 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_bad_training_input_is_refused():
-    import pytest
     sae = ReluSAE(4, 8)
     with pytest.raises(ValueError, match="shape"):
         train_relu_saes(sae, torch.randn(10, 5), [0.1], epochs=1)
@@ -79,3 +79,56 @@ def test_bad_training_input_is_refused():
         train_relu_saes(sae, torch.full((10, 4), float("nan")), [0.1], epochs=1)
     with pytest.raises(ValueError, match="coefficients"):
         train_relu_saes(sae, torch.randn(10, 4), [0.1, 0.2], epochs=1)
+    with pytest.raises(ValueError, match="ascending"):
+        train_relu_saes(ReluSAE(4, 8, num_saes=2), torch.randn(10, 4), [0.2, 0.1], epochs=1)
+
+
+@pytest.mark.parametrize("sparse_l0", [0.0, 3.0, float("inf")])
+@pytest.mark.parametrize("standardize, l1_reduction", [(True, "mean"), (False, "sum")])
+def test_hand_written_gradients_equal_autograd(sparse_l0, standardize, l1_reduction):
+    torch.manual_seed(0)
+    sae = ReluSAE(12, 40, num_saes=4, standardize=standardize, seed=3)
+    with torch.no_grad():  # spread the stack from dense to sparse latents, as a coefficient sweep does
+        sae.b_enc -= torch.tensor([0.0, 0.3, 0.8, 2.0])[:, None]
+    x = torch.randn(64, 12) * 2 + 0.5
+    coefs = torch.tensor([0.001, 0.1, 1.0, 10.0])
+    x_hat, z = sae(x)
+    mse, l1 = relu_sae_losses(x, x_hat, z, l1_reduction)
+    (mse + coefs * l1).sum().backward()
+    expected = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    scale = l1_scale(l1_reduction, 40, 64)
+    mse2, l12 = relu_sae_step_gradients(sae, x, coefs, scale, sparse_l0)
+    torch.testing.assert_close(mse2, mse.detach())
+    torch.testing.assert_close(l12, l1.detach())
+    for name, p in sae.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_sparse_path_trains_like_the_dense_one():
+    data = torch.randn(400, 16)
+    runs = []
+    for sparse_l0 in (0.0, float("inf")):
+        sae = ReluSAE(16, 48, num_saes=2, seed=1)
+        train_relu_saes(sae, data, [0.5, 5.0], epochs=3, batch_size=100, sparse_l0=sparse_l0)
+        runs.append(sae)
+    torch.testing.assert_close(runs[0].W_enc, runs[1].W_enc, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(runs[0].W_dec, runs[1].W_dec, rtol=1e-3, atol=1e-5)
+
+
+def test_hand_written_gradients_with_a_handful_of_active_latents():
+    # so few non-zero latents that the sparse path gathers instead of multiplying
+    torch.manual_seed(1)
+    sae = ReluSAE(12, 64, num_saes=2, seed=5)
+    x = torch.randn(128, 12)
+    with torch.no_grad():
+        sae.b_enc[1] -= 1.9
+        active = (sae.encode(x)[1] > 0).sum().item()
+    assert 0 < active * 256 < 128 * 64
+    coefs = torch.tensor([0.1, 1.0])
+    x_hat, z = sae(x)
+    mse, l1 = relu_sae_losses(x, x_hat, z)
+    (mse + coefs * l1).sum().backward()
+    expected = {name: p.grad.clone() for name, p in sae.named_parameters()}
+    relu_sae_step_gradients(sae, x, coefs, l1_scale("mean", 64, 128), sparse_l0=1.0)
+    for name, p in sae.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -33,15 +33,17 @@ class ReluSAE(nn.Module):
         b_enc = (torch.rand(num_latents, generator=gen) * 2 - 1) * bound
         w_dec = torch.empty(num_inputs, num_latents)
         nn.init.orthogonal_(w_dec, generator=gen)
-        self.W_enc = nn.Parameter(w_enc.expand(num_saes, -1, -1).clone())
-        self.b_enc = nn.Parameter(b_enc.expand(num_saes, -1).clone())
-        self.W_dec = nn.Parameter(w_dec.T.expand(num_saes, -1, -1).clone())
+        stack = lambda t: t.expand(num_saes, *t.shape).contiguous()  # noqa: E731
+        self.W_enc = nn.Parameter(stack(w_enc))
+        self.b_enc = nn.Parameter(stack(b_enc))
+        self.W_dec = nn.Parameter(stack(w_dec.T))
         self.normalize_decoder()
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Scale every latent's decoder direction to unit norm."""
-        self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(STANDARDIZE_EPS)
+        norms = torch.linalg.vector_norm(self.W_dec, dim=-1, keepdim=True)
+        self.W_dec.mul_(norms.clamp_min_(STANDARDIZE_EPS).reciprocal_())
 
     def standardization(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample mean and std (over the input dimensions); identity when standardisation is off."""
