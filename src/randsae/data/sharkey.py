@@ -4,12 +4,12 @@ Figure 21 draws one sample at a time from N(0, Σ) with Σ = A Aᵀ. Drawing g =
 exactly that distribution for all samples in one matrix product, without a Cholesky factorisation.
 """
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
+from randsae import denormals
 from randsae.seeding import generator
 
 Decay = Literal["power", "product"]
@@ -40,16 +40,6 @@ def activation_probabilities(
         raise ValueError(f"decay must be 'power' or 'product', not {decay!r}.")
     p.mul_(avg_active_features / (num_features * p.mean(dim=1, keepdim=True)))
     return p.clamp_(0, 1)
-
-
-@contextmanager
-def _flush_denormals():
-    """Probabilities below 1e-38 are flushed to 0: same draws, several times faster CDF on CPUs."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
 
 
 @torch.no_grad()
@@ -84,7 +74,7 @@ def generate(
 
     samples = torch.empty(num_samples, num_inputs, device=device)
     coefficients = torch.empty(num_samples, num_features, device=device)
-    with _flush_denormals():
+    with denormals.flushed():
         for start in range(0, num_samples, CHUNK_ROWS):
             rows = slice(start, min(start + CHUNK_ROWS, num_samples))
             z = torch.randn(rows.stop - start, num_features, generator=gen, device=device)

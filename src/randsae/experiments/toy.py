@@ -182,16 +182,16 @@ def run_toy(config: ToyConfig, out: str | Path, progress: bool = True) -> list[d
             for transform in config.transform for latents in config.latents]
     todo = {}
     for seed, data, transform, latents in grid:
-        coefs = [c for c in config.l1
+        coefs = [c for c in sorted(set(config.l1))
                  if row_key({"data": data, "transform": transform, "latents": latents,
                              "l1_coef": c, "seed": seed, "epochs": config.epochs}) not in done]
         if coefs:
             todo[seed, data, transform, latents] = coefs
     total = sum(len(c) for c in todo.values()) * config.epochs
-    skipped = len(grid) * len(config.l1) - sum(len(c) for c in todo.values())
+    planned = len(grid) * len(set(config.l1))
+    skipped = planned - sum(len(c) for c in todo.values())
     if skipped:
-        log.info("%d of %d SAEs already in %s; training the rest", skipped,
-                 len(grid) * len(config.l1), table)
+        log.info("%d of %d SAEs already in %s; training the rest", skipped, planned, table)
     bar = tqdm(total=total, unit="SAE-epoch", disable=not progress or total == 0, smoothing=0.05)
     datasets, datasets_seed = {}, None
     for (seed, data, transform, latents), coefs in todo.items():
