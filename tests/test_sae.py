@@ -132,3 +132,16 @@ def test_hand_written_gradients_with_a_handful_of_active_latents():
     relu_sae_step_gradients(sae, x, coefs, l1_scale("mean", 64, 128), sparse_l0=1.0)
     for name, p in sae.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_vanishing_adam_moments_are_zeroed_and_the_rest_kept():
+    from randsae.train import zero_vanishing_moments
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.Adam([p])
+    p.grad = torch.tensor([1.0, 1e-20, 0.0, -2.0])
+    opt.step()
+    state = opt.state[p]
+    state["exp_avg"][2] = 1e-39  # a denormal
+    zero_vanishing_moments(opt)
+    assert state["exp_avg"][2] == 0 and state["exp_avg_sq"][1] == 0  # (1e-20)² · 0.001 < 1e-30
+    assert state["exp_avg"][0] != 0 and state["exp_avg"][3] != 0 and state["exp_avg"][1] != 0
