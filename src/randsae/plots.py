@@ -111,6 +111,7 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0") 
                title=f"inputs: {'raw' if transform == 'none' else transform}")
         if lower_is_sparser:
             ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
