@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from randsae.experiments.toy import COLUMNS, ToyConfig, row_key, run_toy
+from randsae.experiments.sweep import COLUMNS, row_key
+from randsae.experiments.toy import ToyConfig, run_toy
 from randsae.io import read_rows
 
 SMALL = dict(latents=[16, 32], l1=[0.01, 1.0], seeds=2, epochs=2, num_samples=400, num_inputs=12,

@@ -31,35 +31,42 @@ def writable_directory(path: str) -> Path:
     return out
 
 
-# flag name → ToyConfig field; each flag defaults to None so that only given flags override.
-TOY_FLAGS = {
-    "--data": ("data", str, "comma list of: sharkey, gaussian"),
+# flag → (config field, type, help). Each flag defaults to None so that only given flags override.
+SWEEP_FLAGS = {
     "--transform": ("transform", str, "comma list of: none, mlp"),
-    "--latents": ("latents", str, "comma list of dictionary sizes"),
     "--l1": ("l1", str, "coefficients: comma list, or start:stop:num log-spaced"),
     "--seeds": ("seeds", int, "number of seeds (0 … N-1)"),
     "--epochs": ("epochs", int, "training epochs"),
+    "--batch-size": ("batch_size", int, "minibatch size"),
+    "--lr": ("lr", float, "Adam learning rate"),
+    "--val-fraction": ("val_fraction", float, "share of points held out for the metrics"),
+    "--l1-reduction": ("l1_reduction", str, "mean (over batch × latents, default) or sum (per-sample)"),
+    "--device": ("device", str, "auto, cpu or cuda"),
+}
+TOY_FLAGS = {
+    "--data": ("data", str, "comma list of: sharkey, gaussian"),
+    "--latents": ("latents", str, "comma list of dictionary sizes"),
     "--num-samples": ("num_samples", int, "data points per data set"),
     "--num-inputs": ("num_inputs", int, "input dimension n_d"),
     "--num-features": ("num_features", int, "ground-truth features n_s"),
     "--avg-active": ("avg_active_features", float, "mean active features m"),
     "--lambda-decay": ("lambda_decay", float, "feature-frequency decay λ"),
     "--decay": ("decay", str, "power (Figure 21) or product (p·λ^i)"),
-    "--batch-size": ("batch_size", int, "minibatch size"),
-    "--lr": ("lr", float, "Adam learning rate"),
-    "--val-fraction": ("val_fraction", float, "share of points held out for the metrics"),
-    "--l1-reduction": ("l1_reduction", str, "mean (over batch × latents, default) or sum (per-sample norm)"),
-    "--device": ("device", str, "auto, cpu or cuda"),
+}
+GLOVE_FLAGS = {
+    "--data": ("data", str, "comma list of: glove, gaussian"),
+    "--vectors": ("vectors", str, "a GloVe text file (default: the embedded 6B 50d vectors)"),
+    "--latent-multiples": ("latent_multiples", str, "dictionary sizes as multiples of the dimension"),
 }
 
 
-def add_toy_parser(sub) -> None:
-    p = sub.add_parser("toy", help="the toy-model sweep (Sharkey data, Gaussian control, random MLP)")
+def add_sweep_parser(sub, name: str, help_text: str, flags: dict) -> None:
+    p = sub.add_parser(name, help=help_text)
     p.add_argument("--out", required=True, help="output directory (results.csv, config.json, figures)")
     p.add_argument("--preset", choices=["paper", "quick"], default="paper",
                    help="paper: the whole grid (default); quick: minutes on a laptop CPU")
     p.add_argument("--config", help="TOML or JSON file of settings (flags override it)")
-    for flag, (_, kind, text) in TOY_FLAGS.items():
+    for flag, (_, kind, text) in {**flags, **SWEEP_FLAGS}.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--no-standardize", action="store_true",
                    help="skip the per-sample standardisation of SAE inputs")
@@ -67,29 +74,50 @@ def add_toy_parser(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="write the table only")
 
 
-def run_toy_command(args) -> None:
+def sweep_config(args, config_class, presets: dict, flags: dict):
+    """Preset, then config file, then flags."""
     from randsae.config import read_config_file
-    from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
-    from randsae.io import read_rows
-    from randsae.plots import plot_results
 
-    values = dict(PRESETS[args.preset])
+    values = dict(presets[args.preset])
     if args.config:
         values.update(read_config_file(args.config))
-    values.update({field: getattr(args, flag[2:].replace("-", "_"))
-                   for flag, (field, _, _) in TOY_FLAGS.items()
-                   if getattr(args, flag[2:].replace("-", "_")) is not None})
+    for flag, (field, _, _) in {**flags, **SWEEP_FLAGS}.items():
+        given = getattr(args, flag[2:].replace("-", "_"))
+        if given is not None:
+            values[field] = given
     if args.no_standardize:
         values["standardize"] = False
     if args.save_weights:
         values["save_weights"] = True
-    config = ToyConfig.from_dict(values)
-    out = writable_directory(args.out)
-    run_toy(config, out, progress=not args.quiet)
+    return config_class.from_dict(values)
+
+
+def finish_sweep(args, out: Path) -> None:
+    from randsae.io import read_rows
+    from randsae.plots import plot_results
+
     if not args.no_plots:
         for path in plot_results(read_rows(out / "results.csv"), out):
             log.info("wrote %s", path)
     log.info("results in %s", out / "results.csv")
+
+
+def run_toy_command(args) -> None:
+    from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
+
+    config = sweep_config(args, ToyConfig, PRESETS, TOY_FLAGS)
+    out = writable_directory(args.out)
+    run_toy(config, out, progress=not args.quiet)
+    finish_sweep(args, out)
+
+
+def run_glove_command(args) -> None:
+    from randsae.experiments.glove import PRESETS, GloveConfig, run_glove
+
+    config = sweep_config(args, GloveConfig, PRESETS, GLOVE_FLAGS)
+    out = writable_directory(args.out)
+    run_glove(config, out, progress=not args.quiet)
+    finish_sweep(args, out)
 
 
 def add_plot_parser(sub) -> None:
@@ -131,14 +159,17 @@ def run_toy2d_command(args) -> None:
     log.info("wrote %s", plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png"))
 
 
-COMMANDS = {"toy": run_toy_command, "plot": run_plot_command, "toy2d": run_toy2d_command}
+COMMANDS = {"toy": run_toy_command, "glove": run_glove_command, "plot": run_plot_command,
+            "toy2d": run_toy2d_command}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="randsae", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    add_toy_parser(sub)
+    add_sweep_parser(sub, "toy", "the toy-model sweep (Sharkey data, Gaussian control, random MLP)",
+                     TOY_FLAGS)
+    add_sweep_parser(sub, "glove", "GloVe word vectors through the same sweep", GLOVE_FLAGS)
     add_plot_parser(sub)
     add_toy2d_parser(sub)
     return parser

@@ -158,8 +158,10 @@ def train_relu_saes(
     l1_reduction: L1Reduction = "mean",
     progress=None,
     sparse_l0: float | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Train SAE i of the stack with sparsity coefficient `l1_coefs[i]` on the rows of `data`.
+    """Train SAE i of the stack with sparsity coefficient `l1_coefs[i]` on the rows of `data`
+    (only those indexed by `rows`, if given: minibatches are gathered from `data` without a copy of it).
 
     Adam's update is elementwise, so one Adam over the stacked parameters is exactly one Adam per SAE.
     `sparse_l0`: mean L0 at or below which an SAE takes the sparse path; by default num_latents / 64 on
@@ -175,6 +177,7 @@ def train_relu_saes(
     if not torch.isfinite(data).all():
         raise ValueError("data contains NaN or infinite values.")
     device = sae.W_enc.device
+    rows = torch.arange(len(data), device=device) if rows is None else rows.to(device)
     if sparse_l0 is None:
         sparse_l0 = sae.num_latents / 64 if device.type == "cpu" else 0.0
     data = data.to(device)
@@ -184,15 +187,15 @@ def train_relu_saes(
     epoch_loss = torch.zeros(sae.num_saes, device=device)
     for _ in range(epochs):
         epoch_loss.zero_()
-        order = torch.randperm(len(data), generator=order_gen, device=device)
-        for start in range(0, len(data), batch_size):
+        order = rows[torch.randperm(len(rows), generator=order_gen, device=device)]
+        for start in range(0, len(order), batch_size):
             x = data[order[start:start + batch_size]]
             sae.normalize_decoder()
             scale = l1_scale(l1_reduction, sae.num_latents, len(x))
             mse, l1 = relu_sae_step_gradients(sae, x, coefs, scale, sparse_l0)
             optimizer.step()
             epoch_loss += (mse + coefs * l1) * len(x)
-        epoch_loss /= len(data)
+        epoch_loss /= len(rows)
         zero_vanishing_moments(optimizer)
         if progress is not None:
             progress.update(sae.num_saes)

@@ -20,6 +20,10 @@ def random_mlp(dim: int, seed: int = 0, hidden_multiple: int = 4, hidden: int | 
 
 @torch.no_grad()
 def apply(mlp: nn.Module, data: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """`mlp` applied to the rows of `data`, in chunks so a large matrix never needs 4× its memory at once."""
+    """`mlp` applied to the rows of `data`, a chunk at a time into one output matrix, so a large data set
+    needs its own size again for the output and nothing more."""
     mlp = mlp.to(data.device)
-    return torch.cat([mlp(part) for part in data.split(chunk)])
+    out = torch.empty(len(data), mlp[-1].out_features, dtype=data.dtype, device=data.device)
+    for start in range(0, len(data), chunk):
+        out[start:start + chunk] = mlp(data[start:start + chunk])
+    return out

@@ -1,0 +1,62 @@
+"""Word vectors through the superposition pipeline (PAPER.md §1.3): GloVe and its matched Gaussian
+control, raw and through a random MLP, with dictionaries 2×, 4×, 8× and 16× the vector dimension."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from randsae.data import gaussian
+from randsae.data import glove as glove_data
+from randsae.experiments.sweep import Dataset, SweepConfig, run_sweep, split_rows
+from randsae.transforms import apply, random_mlp
+
+
+@dataclass
+class GloveConfig(SweepConfig):
+    data: list[str] = field(default_factory=lambda: ["glove", "gaussian"])
+    seeds: int = 1
+    vectors: str | None = None  # a GloVe text file; None: the embedded 6B 50d vectors
+    latent_multiples: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+
+    DATA_SOURCES = ("glove", "gaussian")
+    DATA_SETTINGS = ("vectors",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.latent_multiples or any(m < 1 for m in self.latent_multiples):
+            raise ValueError(f"latent multiples must be positive integers, not {self.latent_multiples!r}.")
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    # Minutes on a laptop CPU: all 400,000 vectors, but 3 epochs, two dictionary sizes, 11 coefficients.
+    "quick": {"latent_multiples": [4, 16], "l1": np.logspace(-3, 2, 11).tolist(), "epochs": 3},
+}
+
+
+def glove_datasets(config: GloveConfig, vectors: torch.Tensor):
+    """`make_dataset(seed, data, transform)` for the sweep. The vectors are shared, never copied: each
+    data set holds them (or its control, or an MLP's output) once, and minibatches index into it."""
+
+    def make_dataset(seed: int, data: str, transform: str) -> Dataset:
+        x = vectors if data == "glove" else gaussian.matched(vectors, seed=seed)
+        if transform == "mlp":
+            x = apply(random_mlp(x.shape[1], seed=seed), x)
+        train_rows, val_rows = split_rows(len(x), config.val_fraction, seed)
+        return Dataset(x, train_rows, val_rows)
+
+    return make_dataset
+
+
+def run_glove(config: GloveConfig, out: str | Path, progress: bool = True) -> list[dict]:
+    """The GloVe grid into OUT (resumable); returns the whole results table."""
+    words = glove_data.load(config.vectors)
+    vectors = torch.from_numpy(words.vectors)
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"the vectors from {words.source} contain NaN or infinite values.")
+    dim = vectors.shape[1]
+    latents = [m * dim for m in sorted(set(config.latent_multiples))]
+    return run_sweep(config, out, dim, latents, glove_datasets(config, vectors), progress,
+                     extra_settings={"num_vectors": len(vectors)})

@@ -1,0 +1,213 @@
+"""The grid machinery shared by the superposition experiments (toy data, word vectors): for every seed,
+data source and transform, one data set; for every dictionary size, one stack of SAEs over all sparsity
+coefficients; one row per SAE in a resumable results table."""
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from randsae import io
+from randsae.config import coerce, to_dict
+from randsae.metrics import METRIC_NAMES, sae_metrics
+from randsae.sae.relu import ReluSAE
+from randsae.seeding import derive_seed, generator
+from randsae.train import train_relu_saes
+
+log = logging.getLogger(__name__)
+
+TRANSFORMS = ("none", "mlp")
+KEY_COLUMNS = ["data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs"]
+COLUMNS = [*KEY_COLUMNS, *METRIC_NAMES]
+# Settings that change every number in a table: a rerun into the same directory must share them.
+TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction")
+
+
+def paper_coefficients() -> list[float]:
+    return np.logspace(-3, 2, 21).tolist()
+
+
+@dataclass
+class SweepConfig:
+    """Settings every superposition sweep shares; subclasses add their data source."""
+
+    transform: list[str] = field(default_factory=lambda: list(TRANSFORMS))
+    l1: list[float] = field(default_factory=paper_coefficients)
+    seeds: int = 10
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 1e-3
+    val_fraction: float = 0.1
+    standardize: bool = True
+    l1_reduction: str = "mean"
+    save_weights: bool = False
+    device: str = "auto"
+
+    DATA_SOURCES = ()  # the data names a subclass accepts
+    DATA_SETTINGS = ()  # its settings that, like TRAINING_SETTINGS, fix the numbers of a table
+
+    def __post_init__(self) -> None:
+        for value in self.data:
+            if value not in self.DATA_SOURCES:
+                raise ValueError(f"unknown data {value!r}; choose from {', '.join(self.DATA_SOURCES)}.")
+        for value in self.transform:
+            if value not in TRANSFORMS:
+                raise ValueError(f"unknown transform {value!r}; choose from {', '.join(TRANSFORMS)}.")
+        for name in ("seeds", "epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if not self.l1 or any(not math.isfinite(c) or c < 0 for c in self.l1):
+            raise ValueError(f"l1 coefficients must be finite and non-negative, not {self.l1!r}.")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, not {self.lr!r}.")
+        if self.l1_reduction not in ("mean", "sum"):
+            raise ValueError(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}.")
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        return cls(**coerce(cls, values))
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+
+
+@dataclass
+class Dataset:
+    """One (seed, data, transform) data set: all its rows, and which of them train and validate."""
+
+    data: torch.Tensor  # N × d
+    train_rows: torch.Tensor
+    val_rows: torch.Tensor
+    features: torch.Tensor | None = None  # d × n_s ground truth, where the inputs have it
+
+
+def split_rows(num_rows: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and validation row indices, a seeded random split."""
+    order = torch.randperm(num_rows, generator=generator(seed, "split"))
+    num_val = round(num_rows * val_fraction)
+    if num_val < 2 or num_rows - num_val < 1:
+        raise ValueError(f"{num_rows} rows leave too few for a {val_fraction:g} validation split.")
+    return order[num_val:], order[:num_val]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but PyTorch sees no CUDA GPU.")
+    return torch.device(name)
+
+
+def row_key(row: dict) -> tuple:
+    """The identity of a table row; coefficients compare by value to 10 significant digits."""
+    return (str(row["data"]), str(row["transform"]), int(row["input_dim"]), int(row["latents"]),
+            float(f"{float(row['l1_coef']):.10g}"), int(row["seed"]), int(row["epochs"]))
+
+
+@torch.no_grad()
+def evaluate(sae: ReluSAE, dataset: Dataset) -> list[dict]:
+    """Validation metrics of every SAE in the stack."""
+    val = dataset.data[dataset.val_rows.to(dataset.data.device)]
+    results = []
+    for i in range(sae.num_saes):
+        x_hat, z = sae(val, index=i)
+        results.append(sae_metrics(val, x_hat[0], z[0], dataset.features, sae.W_dec[i]))
+    return results
+
+
+def check_compatible(out: Path, config: SweepConfig, extra: dict) -> None:
+    """Refuse to mix rows made under different data or training settings in one table."""
+    path = out / "config.json"
+    if not path.exists():
+        return
+    try:
+        previous = io.read_json(path)
+    except ValueError:
+        raise ValueError(f"{path} is not valid JSON; move it away or choose another --out.") from None
+    current = {**to_dict(config), **extra}
+    for name in (*config.DATA_SETTINGS, *TRAINING_SETTINGS, *extra):
+        if name in previous and previous[name] != current[name]:
+            raise ValueError(f"{out} holds results made with {name}={previous[name]!r}, not "
+                             f"{current[name]!r}; choose another --out.")
+
+
+def run_sweep(
+    config: SweepConfig,
+    out: str | Path,
+    input_dim: int,
+    latents: list[int],
+    make_dataset: Callable[[int, str, str], Dataset],
+    progress: bool = True,
+    extra_settings: dict | None = None,
+) -> list[dict]:
+    """Train and evaluate every SAE of the grid not yet in OUT/results.csv; return the whole table.
+
+    `make_dataset(seed, data, transform)` is called once per data set, which is dropped once all its
+    dictionary sizes are trained. `extra_settings` (derived facts such as the resolved data file) are
+    written to config.json and must match on a rerun.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra_settings or {})
+    check_compatible(out, config, extra)
+    device = resolve_device(config.device)
+    io.write_json(out / "config.json", {**to_dict(config), **extra, "input_dim": input_dim,
+                                         "resolved_device": str(device)})
+
+    table = out / "results.csv"
+    rows = io.read_rows(table)
+    done = {row_key(row) for row in rows}
+    coefs = sorted(set(config.l1))
+    todo: dict[tuple, list[float]] = {}
+    for seed in range(config.seeds):
+        for data in config.data:
+            for transform in config.transform:
+                for size in latents:
+                    key = {"data": data, "transform": transform, "input_dim": input_dim,
+                           "latents": size, "seed": seed, "epochs": config.epochs}
+                    missing = [c for c in coefs if row_key({**key, "l1_coef": c}) not in done]
+                    if missing:
+                        todo[seed, data, transform, size] = missing
+    remaining = sum(len(c) for c in todo.values())
+    planned = config.seeds * len(config.data) * len(config.transform) * len(latents) * len(coefs)
+    if remaining < planned:
+        log.info("%d of %d SAEs already in %s; training the rest", planned - remaining, planned, table)
+
+    bar = tqdm(total=remaining * config.epochs, unit="SAE-epoch", disable=not progress or not remaining,
+               smoothing=0.05)
+    dataset, dataset_key = None, None
+    for (seed, data, transform, size), stack_coefs in todo.items():
+        if dataset_key != (seed, data, transform):
+            dataset = None  # let the previous data set go before making the next
+            dataset, dataset_key = make_dataset(seed, data, transform), (seed, data, transform)
+            dataset.data = dataset.data.to(device)
+        bar.set_description(f"seed {seed} {data}/{transform} {size} latents")
+        sae = ReluSAE(input_dim, size, num_saes=len(stack_coefs), standardize=config.standardize,
+                      seed=derive_seed(seed, "sae", size)).to(device)
+        train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,
+                        lr=config.lr, seed=seed, l1_reduction=config.l1_reduction, progress=bar,
+                        rows=dataset.train_rows)
+        for i, (coef, metrics) in enumerate(zip(stack_coefs, evaluate(sae, dataset), strict=True)):
+            row = {"data": data, "transform": transform, "input_dim": input_dim, "latents": size,
+                   "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics}
+            rows.append(row)
+            if config.save_weights:
+                name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
+                sae.save(out / "weights" / name, i, metadata={k: row[k] for k in KEY_COLUMNS})
+        io.write_rows(table, COLUMNS, rows)
+    bar.close()
+    return rows
