@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
+from randsae import cpu
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import generator
 
@@ -177,6 +178,8 @@ def train_relu_saes(
     if not torch.isfinite(data).all():
         raise ValueError("data contains NaN or infinite values.")
     device = sae.W_enc.device
+    if device.type == "cpu":
+        cpu.keep_freed_memory()
     rows = torch.arange(len(data), device=device) if rows is None else rows.to(device)
     if sparse_l0 is None:
         sparse_l0 = sae.num_latents / 64 if device.type == "cpu" else 0.0

@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from randsae import denormals
+from randsae import cpu
 from randsae.seeding import generator
 
 Decay = Literal["power", "product"]
@@ -74,7 +74,7 @@ def generate(
 
     samples = torch.empty(num_samples, num_inputs, device=device)
     coefficients = torch.empty(num_samples, num_features, device=device)
-    with denormals.flushed():
+    with cpu.flush_denormals():
         for start in range(0, num_samples, CHUNK_ROWS):
             rows = slice(start, min(start + CHUNK_ROWS, num_samples))
             z = torch.randn(rows.stop - start, num_features, generator=gen, device=device)
