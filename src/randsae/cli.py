@@ -132,7 +132,8 @@ def run_plot_command(args) -> None:
 
     table = Path(args.run) / "results.csv"
     if not table.is_file():
-        raise FileNotFoundError(f"{table} does not exist; give a directory written by `randsae toy`.")
+        raise FileNotFoundError(
+            f"{table} does not exist; give a directory written by `randsae toy` or `randsae glove`.")
     rows = read_rows(table)
     if not rows:
         raise ValueError(f"{table} has no rows to plot.")
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub, "glove", "GloVe word vectors through the same sweep", GLOVE_FLAGS)
     add_plot_parser(sub)
     add_toy2d_parser(sub)
+    for command in sub.choices.values():  # -q also after the subcommand, without overriding it before
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars or info logs")
     return parser
 
 

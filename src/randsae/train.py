@@ -48,8 +48,8 @@ def relu_sae_step_gradients(sae: ReluSAE, x: torch.Tensor, coefs: torch.Tensor, 
                             sparse_l0: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Set .grad of the stack's parameters to the gradient of Σ_s (MSE_s + coefs_s · L1_s) on batch `x`.
 
-    SAEs from the first one whose mean L0 is at most `sparse_l0` onwards (coefficients ascend, so L0
-    descends) take the sparse path. Returns the per-SAE MSE and L1 penalty.
+    The SAEs after the last one whose mean L0 exceeds `sparse_l0` take the sparse path (coefficients
+    ascend along the stack, so L0 descends). Returns the per-SAE MSE and L1 penalty.
     """
     S, B, d = sae.num_saes, x.shape[0], sae.num_inputs
     mean, std = sae.standardization(x)

@@ -5,7 +5,7 @@ coefficients; one row per SAE in a resumable results table."""
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,10 +74,6 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, values: dict):
         return cls(**coerce(cls, values))
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def check_positive_int(name: str, value) -> None:
