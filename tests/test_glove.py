@@ -16,7 +16,8 @@ def _cache(tmp_path, monkeypatch):
 
 
 def write_glove(path, words, vectors):
-    path.write_text("".join(f"{w} {' '.join(f'{v:.6f}' for v in row)}\n" for w, row in zip(words, vectors, strict=True)))
+    lines = (f"{w} {' '.join(f'{v:.6f}' for v in row)}\n" for w, row in zip(words, vectors, strict=True))
+    path.write_text("".join(lines))
     return path
 
 
