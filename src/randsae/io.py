@@ -48,3 +48,9 @@ def read_json(path: str | Path) -> dict:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError:
         raise ValueError(f"{path} is not valid JSON.") from None
+
+
+def cache_dir(*parts: str) -> Path:
+    """Where randsae keeps what it converts once (parsed word vectors, converted models):
+    $RANDSAE_CACHE, default ~/.cache/randsae."""
+    return Path(os.environ.get("RANDSAE_CACHE", Path.home() / ".cache" / "randsae"), *parts)

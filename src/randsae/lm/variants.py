@@ -1,0 +1,108 @@
+"""A model's random twins (PAPER.md §2.1): re-randomised, re-randomised but for the embeddings, step 0,
+and the control whose every token occurrence gets a fresh random input embedding."""
+
+import copy
+import logging
+
+import torch
+from torch import nn
+
+from randsae.seeding import generator
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("trained", "rerandomized", "rerandomized-no-embed", "step0", "control")
+
+
+def make_variant(model: nn.Module, variant: str, seed: int = 0, rerandomize_norms: bool = False,
+                 control_std: float = 1.0, revision: str | None = None) -> nn.Module:
+    """A new model for `variant`; `model` is left untouched. Deterministic under `seed`.
+
+    The result carries `randsae_variant`, a dict saying what was done (for step 0: where the weights came
+    from). `revision` is the trained model's revision, for the record only.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
+    record = {"variant": variant, "seed": seed, "revision": revision}
+    if variant == "step0":
+        out, record["step0_source"] = step0_model(model, seed)
+    else:
+        out = copy.deepcopy(model)
+    if variant in ("rerandomized", "rerandomized-no-embed"):
+        keep_embeddings = variant == "rerandomized-no-embed"
+        record["rerandomize_norms"] = rerandomize_norms
+        rerandomize(out, seed, keep_embeddings=keep_embeddings, keep_norms=not rerandomize_norms)
+    elif variant == "control":
+        record["control_std"] = control_std
+        embedding = out.get_input_embeddings()
+        out.set_input_embeddings(NoiseEmbedding(embedding.weight, control_std, seed))
+    out.randsae_variant = record
+    return out.eval()
+
+
+def norm_parameters(model: nn.Module) -> set[int]:
+    """ids of the parameters of normalisation layers (LayerNorm, RMSNorm and the like)."""
+    return {id(p) for module in model.modules() if "norm" in type(module).__name__.lower()
+            for p in module.parameters(recurse=False)}
+
+
+@torch.no_grad()
+def rerandomize(model: nn.Module, seed: int, keep_embeddings: bool = False, keep_norms: bool = True) -> None:
+    """Overwrite every parameter tensor with i.i.d. N(its own mean, its own std), in place.
+
+    Tied tensors (an unembedding that is the embedding) are one tensor and are drawn once.
+    """
+    kept = norm_parameters(model) if keep_norms else set()
+    if keep_embeddings:
+        kept |= {id(model.get_input_embeddings().weight)}
+        output = model.get_output_embeddings()
+        if output is not None:
+            kept.add(id(output.weight))
+    for name, p in model.named_parameters():  # each shared tensor once
+        if id(p) in kept:
+            continue
+        values = p.detach().double()
+        std = values.std().item() if p.numel() > 1 else 0.0
+        gen = generator(seed, "rerandomize", name)
+        noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        p.copy_(noise * std + values.mean().item())
+
+
+def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
+    """The model at initialisation: the hub's `step0` revision where there is one (Pythia), otherwise
+    a fresh model from the trained one's config under `seed`. Returns it and where it came from."""
+    from transformers import AutoModelForCausalLM
+
+    name = getattr(model, "name_or_path", None) or model.config.name_or_path
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    if name and "/" in name and not name.startswith((".", "/", "~")):
+        try:
+            fresh = AutoModelForCausalLM.from_pretrained(name, revision="step0", dtype=dtype)
+            return fresh.to(device), f"hub revision step0 of {name}"
+        except (OSError, ValueError) as e:
+            log.info("no step0 revision for %s (%s); initialising from the config", name, e)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=dtype)
+    return fresh.to(device), "initialisation from the model's config"
+
+
+class NoiseEmbedding(nn.Module):
+    """An input embedding that ignores the token: every occurrence gets fresh N(0, std²) noise.
+
+    Keeps the trained matrix as `weight` (unused in forward) so that tied unembeddings and library code
+    that reads the embedding's weight keep working.
+    """
+
+    def __init__(self, weight: nn.Parameter, std: float, seed: int):
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"control_std must be positive, not {std!r}.")
+        self.weight, self.std = weight, std
+        self.generator = generator(seed, "control-noise", device=weight.device)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        shape = (*input_ids.shape, self.weight.shape[1])
+        noise = torch.randn(shape, generator=self.generator, device=self.weight.device)
+        return (noise * self.std).to(self.weight.dtype)

@@ -1,0 +1,122 @@
+"""Language models and their random twins, on the embedded SmolLM2-135M and a tiny Llama."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from randsae.lm import load_model, make_variant
+from randsae.lm.models import embedded_gguf
+from randsae.lm.variants import norm_parameters
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RANDSAE_CACHE", str(cache))
+        model, tokenizer = load_model("smollm2")
+        again, _ = load_model("smollm2")  # from the converted copy
+    return model, tokenizer, again
+
+
+@pytest.fixture
+def tiny():
+    config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.slow
+def test_embedded_model_converts_once_and_matches_the_gguf(smollm2):
+    model, tokenizer, again = smollm2
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    ids = tokenizer("To be, or not to be, that is the question", return_tensors="pt").input_ids
+    gguf = embedded_gguf("smollm2")
+    direct = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, direct(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["rerandomized", "rerandomized-no-embed"])
+def test_rerandomized_tensors_keep_their_statistics(smollm2, variant):
+    model = smollm2[0]
+    twin = make_variant(model, variant, seed=3)
+    norms = norm_parameters(model)
+    embed = model.get_input_embeddings().weight
+    changed = 0
+    for (name, p), (_, q) in zip(model.named_parameters(), twin.named_parameters(), strict=True):
+        if id(p) in norms or (variant == "rerandomized-no-embed" and p is embed):
+            assert torch.equal(p, q), name
+            continue
+        changed += 1
+        if p.numel() >= 1000:
+            assert abs(q.mean() - p.mean()) <= 0.02 * p.std(), name
+            assert abs(q.std() / p.std() - 1) < 0.02, name
+            assert not torch.equal(p, q), name
+    assert changed > 100
+    if variant == "rerandomized-no-embed":  # tied unembedding: still the same, trained tensor
+        assert torch.equal(twin.get_input_embeddings().weight, embed)
+        assert twin.get_output_embeddings().weight is twin.get_input_embeddings().weight
+
+
+def test_input_model_untouched_and_same_seed_same_weights(tiny):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    a = make_variant(tiny, "rerandomized", seed=1)
+    b = make_variant(tiny, "rerandomized", seed=1)
+    c = make_variant(tiny, "rerandomized", seed=2)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, c.model.layers[0].mlp.up_proj.weight)
+
+
+def test_norms_are_kept_unless_asked(tiny):
+    kept = make_variant(tiny, "rerandomized", seed=0)
+    redrawn = make_variant(tiny, "rerandomized", seed=0, rerandomize_norms=True)
+    norm = tiny.model.layers[0].input_layernorm.weight
+    torch.testing.assert_close(kept.model.layers[0].input_layernorm.weight, norm)
+    assert redrawn.model.layers[0].input_layernorm.weight.shape == norm.shape
+
+
+def block_inputs(model, ids):
+    with torch.no_grad():
+        return model(ids, output_hidden_states=True).hidden_states[0][0]
+
+
+def test_control_gives_each_occurrence_fresh_noise(tiny):
+    ids = torch.tensor([[5, 7, 5, 5, 9]])
+    trained = block_inputs(make_variant(tiny, "trained"), ids)
+    torch.testing.assert_close(trained[0], trained[2])
+    control = make_variant(tiny, "control", seed=4, control_std=2.0)
+    noise = block_inputs(control, ids)
+    assert not torch.allclose(noise[0], noise[2]) and not torch.allclose(noise[2], noise[3])
+    assert 1.5 < noise.std() < 2.5
+    again = block_inputs(make_variant(tiny, "control", seed=4, control_std=2.0), ids)
+    torch.testing.assert_close(noise, again)  # the same seed gives the same activations
+    torch.testing.assert_close(control.get_output_embeddings().weight, tiny.get_output_embeddings().weight)
+
+
+def test_step0_without_a_hub_revision_is_a_seeded_fresh_init(tiny):
+    a = make_variant(tiny, "step0", seed=5)
+    b = make_variant(tiny, "step0", seed=5)
+    assert a.randsae_variant["step0_source"] == "initialisation from the model's config"
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.model.layers[1].self_attn.q_proj.weight, tiny.model.layers[1].self_attn.q_proj.weight)
+
+
+def test_bad_names_are_one_sentence(tmp_path):
+    with pytest.raises(ValueError, match="unknown variant"):
+        make_variant(torch.nn.Linear(2, 2), "shuffled")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match="not a model directory"):
+        load_model(str(tmp_path / "nothing-here"))
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("smollm2", dtype="int3")
+
+
+def test_hub_names_go_through_transformers_and_fail_in_one_sentence(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the real loading path, answered offline
+    with pytest.raises(ValueError, match="cannot load model 'EleutherAI/pythia-70m' from the Hugging Face hub"):
+        load_model("EleutherAI/pythia-70m", revision="step0")
