@@ -160,8 +160,14 @@ def run_toy2d_command(args) -> None:
     log.info("wrote %s", plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png"))
 
 
+def run_lm_command(args) -> None:
+    from randsae.lm.cli import LM_COMMANDS
+
+    LM_COMMANDS[args.lm_command](args)
+
+
 COMMANDS = {"toy": run_toy_command, "glove": run_glove_command, "plot": run_plot_command,
-            "toy2d": run_toy2d_command}
+            "toy2d": run_toy2d_command, "lm": run_lm_command}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub, "glove", "GloVe word vectors through the same sweep", GLOVE_FLAGS)
     add_plot_parser(sub)
     add_toy2d_parser(sub)
+    from randsae.lm.cli import add_lm_parser
+
+    add_lm_parser(sub, Parser)
     for command in sub.choices.values():  # -q also after the subcommand, without overriding it before
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars or info logs")

@@ -1,0 +1,188 @@
+"""Residual-stream activations at the output of transformer blocks, cached to disk in shards.
+
+One forward pass serves every requested block, and stops after the last of them. Blocks are hooked
+directly: some architectures apply the final norm to the last entry of `output_hidden_states`, so that
+entry is not a block's output.
+"""
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from randsae.io import atomic_write, write_json
+from randsae.seeding import generator
+
+log = logging.getLogger(__name__)
+
+CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+SHARD_BYTES = 256 * 2**20
+
+
+class _StopForward(Exception):
+    pass
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (the ModuleList as long as its layer count)."""
+    count = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__}.")
+
+
+def parse_layers(text: str, num_layers: int) -> list[int]:
+    """'all' or a comma list of block indices."""
+    if text == "all":
+        return list(range(num_layers))
+    try:
+        layers = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise ValueError(f"layers must be 'all' or a comma list of integers, not {text!r}.") from None
+    if not layers or layers[0] < 0 or layers[-1] >= num_layers:
+        raise ValueError(f"layers must lie in 0 … {num_layers - 1}, not {text!r}.")
+    return layers
+
+
+@torch.no_grad()
+def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+    """The output of each block in `layers` (batch × context × d_model), from one forward pass that stops
+    after the last of them."""
+    blocks = transformer_blocks(model)
+    last = max(layers)
+    captured: dict[int, torch.Tensor] = {}
+
+    def hook(index: int):
+        def capture(module, args, output):
+            captured[index] = output[0] if isinstance(output, tuple) else output
+            if index == last:
+                raise _StopForward
+        return capture
+
+    handles = [blocks[i].register_forward_hook(hook(i)) for i in set(layers)]
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int], out: str | Path,
+                      batch_size: int = 8, dtype: str = "float16", manifest: dict | None = None,
+                      shard_contexts: int | None = None, progress: bool = True) -> Path:
+    """Write the residual stream of `layers` on `contexts` (N × context length) into OUT as shards.
+
+    Each shard holds its contexts' token ids and one (tokens × d_model) matrix per layer; manifest.json
+    lists the finished shards and is rewritten after each, so a rerun resumes after the last one. Only
+    one shard is held in memory.
+    """
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    d_model = model.config.hidden_size
+    length = contexts.shape[1]
+    bytes_per_context = length * d_model * len(layers) * torch.finfo(CACHE_DTYPES[dtype]).bits // 8
+    shard_contexts = shard_contexts or max(batch_size, SHARD_BYTES // bytes_per_context // batch_size * batch_size)
+    settings = {**(manifest or {}), "layers": layers, "d_model": d_model, "context_length": length,
+                "dtype": dtype, "num_contexts": len(contexts), "shard_contexts": shard_contexts}
+    path = out / "manifest.json"
+    state = json.loads(path.read_text()) if path.exists() else {**settings, "shards": []}
+    for key, value in settings.items():
+        if state.get(key) != value:
+            raise ValueError(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
+                             "choose another --out.")
+    device = next(model.parameters()).device
+    starts = range(0, len(contexts), shard_contexts)
+    bar = tqdm(total=len(contexts) * length, unit="tok", unit_scale=True, disable=not progress)
+    bar.update(len(state["shards"]) * shard_contexts * length)
+    for index, start in enumerate(starts):
+        if index < len(state["shards"]):
+            continue
+        rows = contexts[start:start + shard_contexts]
+        parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        for batch in rows.split(batch_size):
+            acts = residual_stream(model, batch.to(device), layers)
+            for layer in layers:
+                parts[layer].append(acts[layer].reshape(-1, d_model).to("cpu", CACHE_DTYPES[dtype]))
+            bar.update(batch.numel())
+        tensors = {f"layer.{layer}": torch.cat(parts[layer]) for layer in layers}
+        tensors["tokens"] = rows.to(torch.int64).contiguous()
+        name = f"shard-{index:05d}.safetensors"
+        atomic_write(out / name, lambda p, t=tensors: save_file(t, str(p)))
+        state["shards"].append({"file": name, "contexts": len(rows)})
+        write_json(path, state)
+    bar.close()
+    return out
+
+
+@dataclass
+class ActivationCache:
+    """A cache written by `cache_activations`, read a shard at a time."""
+
+    directory: Path
+    manifest: dict
+
+    @property
+    def layers(self) -> list[int]:
+        return self.manifest["layers"]
+
+    @property
+    def d_model(self) -> int:
+        return self.manifest["d_model"]
+
+    @property
+    def context_length(self) -> int:
+        return self.manifest["context_length"]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(s["contexts"] for s in self.manifest["shards"]) * self.context_length
+
+    def _read(self, shard: dict, key: str) -> torch.Tensor:
+        with safe_open(str(self.directory / shard["file"]), framework="pt") as f:
+            return f.get_tensor(key)
+
+    def tokens(self) -> torch.Tensor:
+        """Token ids of every cached context (contexts × context length), in cache order."""
+        return torch.cat([self._read(s, "tokens") for s in self.manifest["shards"]])
+
+    def iter_batches(self, layer: int, batch_size: int, shuffle: bool = True,
+                     seed: int = 0) -> Iterator[torch.Tensor]:
+        """(batch × d_model) float32 activations of `layer`, shard by shard; shuffled within and across
+        shards under `seed`, or in token order with shuffle=False. The last batch may be short."""
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer} is not in this cache (it holds {self.layers}).")
+        gen = generator(seed, "cache-batches")
+        shards = self.manifest["shards"]
+        order = torch.randperm(len(shards), generator=gen).tolist() if shuffle else range(len(shards))
+        carry = torch.empty(0, self.d_model)
+        for i in order:
+            rows = self._read(shards[i], f"layer.{layer}").float()
+            if shuffle:
+                rows = rows[torch.randperm(len(rows), generator=gen)]
+            rows = torch.cat([carry, rows])
+            full = len(rows) // batch_size * batch_size
+            yield from rows[:full].split(batch_size)
+            carry = rows[full:]
+        if len(carry):
+            yield carry
+
+
+def open_cache(directory: str | Path) -> ActivationCache:
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {directory} an activation cache?")
+    return ActivationCache(directory, json.loads(path.read_text()))
