@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_toy.py
+	$(BIN)/python benchmarks/bench_lm.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

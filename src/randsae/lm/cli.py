@@ -20,7 +20,8 @@ def add_lm_parser(sub, parser_class) -> None:
     lm = sub.add_parser("lm", help="language models: residual-stream activations")
     lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
     p = lm_sub.add_parser("activations", help="cache the residual stream of a model (or a random twin)")
-    p.add_argument("--model", default="smollm2", help="smollm2 (embedded), a .gguf file, a directory or a hub name")
+    p.add_argument("--model", default="smollm2",
+                   help="smollm2 (embedded), a .gguf file, a directory or a hub name")
     p.add_argument("--revision", default=None, help="hub revision of the trained model")
     p.add_argument("--variant", default="trained",
                    help="trained, rerandomized, rerandomized-no-embed, step0 or control")

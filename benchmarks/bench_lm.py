@@ -1,0 +1,64 @@
+"""`make bench`, part 2: caching the residual stream against a plain `output_hidden_states` forward.
+
+Same model (the embedded SmolLM2-135M), same batches, same run: tokens/s of
+1. model(..., output_hidden_states=True), the activations left in memory;
+2. randsae's cache of every block (hooks, float16 shards written to disk);
+3. randsae's cache of the first quarter of the blocks (the forward stops after the last one needed).
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from randsae.lm import load_model
+from randsae.lm.activations import cache_activations
+from randsae.lm.text import contexts, documents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--contexts", type=int, default=32)
+    parser.add_argument("--context-length", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    model, tokenizer = load_model("smollm2")
+    rows = contexts(tokenizer, documents(), args.context_length, max_contexts=args.contexts)
+    tokens = rows.numel()
+    num_layers = model.config.num_hidden_layers
+
+    def plain():
+        with torch.no_grad():
+            for batch in rows.split(args.batch_size):
+                model(batch, output_hidden_states=True, use_cache=False)
+
+    def cached(layers):
+        with tempfile.TemporaryDirectory() as out:
+            cache_activations(model, rows, layers, out, batch_size=args.batch_size, progress=False)
+
+    runs = {"model(..., output_hidden_states=True)": plain,
+            f"randsae cache, all {num_layers} blocks": lambda: cached(list(range(num_layers))),
+            f"randsae cache, first {num_layers // 4} blocks": lambda: cached(list(range(num_layers // 4)))}
+    plain()  # warm up
+    medians = {}
+    for name, run in runs.items():
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        medians[name] = statistics.median(times)
+    base = tokens / medians["model(..., output_hidden_states=True)"]
+    print(f"\nResidual-stream caching, SmolLM2-135M, {tokens} tokens in batches of {args.batch_size} × "
+          f"{args.context_length}, {torch.get_num_threads()} threads")
+    print(f"| {'run':40} | {'median s':>9} | {'tokens/s':>9} | {'vs plain':>8} |")
+    print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
+    for name, seconds in medians.items():
+        print(f"| {name:40} | {seconds:9.2f} | {tokens / seconds:9.0f} | {tokens / seconds / base:8.2f} |")
+
+
+if __name__ == "__main__":
+    main()
