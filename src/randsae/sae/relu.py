@@ -16,7 +16,7 @@ from torch import nn
 from randsae.io import atomic_write
 from randsae.seeding import generator
 
-STANDARDIZE_EPS = 1e-8
+EPS = 1e-8  # floor for a sample's std and a decoder row's norm
 
 
 class ReluSAE(nn.Module):
@@ -33,23 +33,22 @@ class ReluSAE(nn.Module):
         b_enc = (torch.rand(num_latents, generator=gen) * 2 - 1) * bound
         w_dec = torch.empty(num_inputs, num_latents)
         nn.init.orthogonal_(w_dec, generator=gen)
-        stack = lambda t: t.expand(num_saes, *t.shape).contiguous()  # noqa: E731
-        self.W_enc = nn.Parameter(stack(w_enc))
-        self.b_enc = nn.Parameter(stack(b_enc))
-        self.W_dec = nn.Parameter(stack(w_dec.T))
+        self.W_enc = nn.Parameter(_stacked(w_enc, num_saes))
+        self.b_enc = nn.Parameter(_stacked(b_enc, num_saes))
+        self.W_dec = nn.Parameter(_stacked(w_dec.T, num_saes))
         self.normalize_decoder()
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Scale every latent's decoder direction to unit norm."""
         norms = torch.linalg.vector_norm(self.W_dec, dim=-1, keepdim=True)
-        self.W_dec.mul_(norms.clamp_min_(STANDARDIZE_EPS).reciprocal_())
+        self.W_dec.mul_(norms.clamp_min_(EPS).reciprocal_())
 
     def standardization(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample mean and std (over the input dimensions); identity when standardisation is off."""
         if not self.standardize:
             return torch.zeros_like(x[..., :1]), torch.ones_like(x[..., :1])
-        return x.mean(dim=-1, keepdim=True), x.std(dim=-1, keepdim=True).clamp_min(STANDARDIZE_EPS)
+        return x.mean(dim=-1, keepdim=True), x.std(dim=-1, keepdim=True).clamp_min(EPS)
 
     def _stack(self, index: int | None) -> slice:
         return slice(None) if index is None else slice(index, index + 1)
@@ -101,3 +100,8 @@ class ReluSAE(nn.Module):
                 getattr(sae, name).copy_(tensors[name][None])
         return sae
 
+
+
+def _stacked(t: torch.Tensor, copies: int) -> torch.Tensor:
+    """`copies` contiguous copies of `t` along a new first dimension."""
+    return t.expand(copies, *t.shape).contiguous()
