@@ -125,3 +125,21 @@ def test_cli_caches_the_embedded_model(tmp_path, monkeypatch):
     assert manifest["variant"]["variant"] == "control" and manifest["dtype"] == "float16"
     assert main(["-q", "lm", "activations", "--layers", "31", "--out", str(tmp_path / "x")]) == 2
     assert main(["-q", "lm", "activations", "--tokens", "many", "--out", str(tmp_path / "y")]) == 2
+
+
+@pytest.mark.slow
+def test_token_embeddings_as_toy_data_and_as_vectors(tmp_path, monkeypatch):
+    from randsae.io import read_rows
+    monkeypatch.setenv("RANDSAE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "emb"
+    assert main(["-q", "toy", "--data", "embeddings:smollm2,sharkey", "--transform", "none", "--latents", "64",
+                 "--l1", "0.1", "--seeds", "1", "--epochs", "1", "--num-samples", "500", "--no-plots",
+                 "--out", str(out)]) == 0
+    rows = {r["data"]: r for r in read_rows(out / "results.csv")}
+    assert rows["embeddings:smollm2"]["input_dim"] == "576" and rows["sharkey"]["input_dim"] == "256"
+    assert rows["embeddings:smollm2"]["mmcs"] == ""
+    vectors = tmp_path / "vec"
+    assert main(["-q", "glove", "--vectors", "embeddings:smollm2", "--latent-multiples", "1", "--l1", "1",
+                 "--epochs", "1", "--transform", "none", "--no-plots", "--out", str(vectors)]) == 0
+    assert {r["data"] for r in read_rows(vectors / "results.csv")} == {"glove", "gaussian"}
+    assert main(["-q", "toy", "--data", "embeddings:", "--out", str(tmp_path / "bad")]) == 2

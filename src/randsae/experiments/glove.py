@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from randsae.data import gaussian
+from randsae.data import embeddings, gaussian
 from randsae.data import glove as glove_data
 from randsae.experiments.sweep import Dataset, SweepConfig, run_sweep, split_rows
 from randsae.transforms import apply, random_mlp
@@ -17,7 +17,7 @@ from randsae.transforms import apply, random_mlp
 class GloveConfig(SweepConfig):
     data: list[str] = field(default_factory=lambda: ["glove", "gaussian"])
     seeds: int = 1
-    vectors: str | None = None  # a GloVe text file; None: the embedded 6B 50d vectors
+    vectors: str | None = None  # a GloVe text file or embeddings:MODEL; None: the embedded 6B 50d vectors
     latent_multiples: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
 
     DATA_SOURCES = ("glove", "gaussian")
@@ -52,11 +52,13 @@ def glove_datasets(config: GloveConfig, vectors: torch.Tensor):
 
 def run_glove(config: GloveConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """The GloVe grid into OUT (resumable); returns the whole results table."""
-    words = glove_data.load(config.vectors)
+    load = embeddings.load if embeddings.is_embeddings(config.vectors) else glove_data.load
+    words = load(config.vectors)
     vectors = torch.from_numpy(words.vectors)
     if not torch.isfinite(vectors).all():
         raise ValueError(f"the vectors from {words.source} contain NaN or infinite values.")
     dim = vectors.shape[1]
     latents = [m * dim for m in sorted(set(config.latent_multiples))]
-    return run_sweep(config, out, dim, latents, glove_datasets(config, vectors), progress,
+    input_dims = dict.fromkeys(config.data, dim)
+    return run_sweep(config, out, input_dims, latents, glove_datasets(config, vectors), progress,
                      extra_settings={"num_vectors": len(vectors)})

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from randsae import io
 from randsae.config import coerce, to_dict
+from randsae.data.embeddings import is_embeddings
 from randsae.metrics import METRIC_NAMES, sae_metrics
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import derive_seed, generator
@@ -50,11 +51,13 @@ class SweepConfig:
 
     DATA_SOURCES = ()  # the data names a subclass accepts
     DATA_SETTINGS = ()  # its settings that, like TRAINING_SETTINGS, fix the numbers of a table
+    EMBEDDINGS_AS_DATA = False  # whether data may also name a model's token embeddings
 
     def __post_init__(self) -> None:
         for value in self.data:
-            if value not in self.DATA_SOURCES:
-                raise ValueError(f"unknown data {value!r}; choose from {', '.join(self.DATA_SOURCES)}.")
+            if value not in self.DATA_SOURCES and not (self.EMBEDDINGS_AS_DATA and is_embeddings(value)):
+                choices = [*self.DATA_SOURCES, *(["embeddings:MODEL"] if self.EMBEDDINGS_AS_DATA else [])]
+                raise ValueError(f"unknown data {value!r}; choose from {', '.join(choices)}.")
         for value in self.transform:
             if value not in TRANSFORMS:
                 raise ValueError(f"unknown transform {value!r}; choose from {', '.join(TRANSFORMS)}.")
@@ -144,7 +147,7 @@ def check_compatible(out: Path, config: SweepConfig, extra: dict) -> None:
 def run_sweep(
     config: SweepConfig,
     out: str | Path,
-    input_dim: int,
+    input_dims: dict[str, int],
     latents: list[int],
     make_dataset: Callable[[int, str, str], Dataset],
     progress: bool = True,
@@ -152,16 +155,16 @@ def run_sweep(
 ) -> list[dict]:
     """Train and evaluate every SAE of the grid not yet in OUT/results.csv; return the whole table.
 
-    `make_dataset(seed, data, transform)` is called once per data set, which is dropped once all its
-    dictionary sizes are trained. `extra_settings` (derived facts such as the resolved data file) are
-    written to config.json and must match on a rerun.
+    `input_dims` gives each data source's dimension. `make_dataset(seed, data, transform)` is called once
+    per data set, which is dropped once all its dictionary sizes are trained. `extra_settings` (derived
+    facts such as the number of vectors) are written to config.json and must match on a rerun.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_settings or {})
     check_compatible(out, config, extra)
     device = resolve_device(config.device)
-    io.write_json(out / "config.json", {**to_dict(config), **extra, "input_dim": input_dim,
+    io.write_json(out / "config.json", {**to_dict(config), **extra, "input_dims": input_dims,
                                          "resolved_device": str(device)})
 
     table = out / "results.csv"
@@ -173,7 +176,7 @@ def run_sweep(
         for data in config.data:
             for transform in config.transform:
                 for size in latents:
-                    key = {"data": data, "transform": transform, "input_dim": input_dim,
+                    key = {"data": data, "transform": transform, "input_dim": input_dims[data],
                            "latents": size, "seed": seed, "epochs": config.epochs}
                     missing = [c for c in coefs if row_key({**key, "l1_coef": c}) not in done]
                     if missing:
@@ -192,6 +195,7 @@ def run_sweep(
             dataset, dataset_key = make_dataset(seed, data, transform), (seed, data, transform)
             dataset.data = dataset.data.to(device)
         bar.set_description(f"seed {seed} {data}/{transform} {size} latents")
+        input_dim = input_dims[data]
         sae = ReluSAE(input_dim, size, num_saes=len(stack_coefs), standardize=config.standardize,
                       seed=derive_seed(seed, "sae", size)).to(device)
         train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,

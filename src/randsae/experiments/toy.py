@@ -6,8 +6,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from randsae.data import gaussian, sharkey
+from randsae.data import embeddings, gaussian, sharkey
 from randsae.experiments.sweep import Dataset, SweepConfig, check_positive_int, run_sweep, split_rows
 from randsae.transforms import apply, random_mlp
 
@@ -24,6 +25,7 @@ class ToyConfig(SweepConfig):
     decay: str = "power"
 
     DATA_SOURCES = ("sharkey", "gaussian")
+    EMBEDDINGS_AS_DATA = True
     DATA_SETTINGS = ("num_samples", "num_inputs", "num_features", "avg_active_features", "lambda_decay",
                      "decay")
 
@@ -50,7 +52,8 @@ PRESETS: dict[str, dict] = {
 
 def toy_datasets(config: ToyConfig):
     """`make_dataset(seed, data, transform)` for the sweep: the toy draw of a seed is made once and serves
-    its Gaussian control (matched to it) and both transforms."""
+    its Gaussian control (matched to it) and both transforms; `embeddings:MODEL` is a model's
+    token-embedding matrix, loaded once."""
 
     @lru_cache(maxsize=1)
     def draw(seed: int) -> sharkey.SharkeyData:
@@ -59,10 +62,13 @@ def toy_datasets(config: ToyConfig):
                                 decay=config.decay)
 
     def make_dataset(seed: int, data: str, transform: str) -> Dataset:
-        toy = draw(seed)
-        x = toy.samples if data == "sharkey" else gaussian.matched(toy.samples, seed=seed)
+        if embeddings.is_embeddings(data):
+            x, toy = embedding_matrix(data), None
+        else:
+            toy = draw(seed)
+            x = toy.samples if data == "sharkey" else gaussian.matched(toy.samples, seed=seed)
         if transform == "mlp":
-            x = apply(random_mlp(config.num_inputs, seed=seed), x)
+            x = apply(random_mlp(x.shape[1], seed=seed), x)
         train_rows, val_rows = split_rows(len(x), config.val_fraction, seed)
         # ground-truth features live in the inputs only (PAPER.md §1.2)
         features = toy.features if (data, transform) == ("sharkey", "none") else None
@@ -71,6 +77,13 @@ def toy_datasets(config: ToyConfig):
     return make_dataset
 
 
+@lru_cache(maxsize=2)
+def embedding_matrix(spec: str) -> torch.Tensor:
+    return torch.from_numpy(embeddings.load(spec).vectors)
+
+
 def run_toy(config: ToyConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """The toy grid into OUT (resumable); returns the whole results table."""
-    return run_sweep(config, out, config.num_inputs, config.latents, toy_datasets(config), progress)
+    input_dims = {data: embedding_matrix(data).shape[1] if embeddings.is_embeddings(data) else config.num_inputs
+                  for data in config.data}
+    return run_sweep(config, out, input_dims, config.latents, toy_datasets(config), progress)
