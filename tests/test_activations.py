@@ -15,10 +15,8 @@ from randsae.lm.text import contexts, documents, split_contexts, strip_markdown
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RANDSAE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2")))
+def tokenizer():
+    return AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2")))
 
 
 @pytest.fixture
@@ -114,8 +112,7 @@ def test_parsers():
 
 
 @pytest.mark.slow
-def test_cli_caches_the_embedded_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("RANDSAE_CACHE", str(tmp_path / "cache"))
+def test_cli_caches_the_embedded_model(tmp_path):
     out = tmp_path / "acts"
     assert main(["-q", "lm", "activations", "--variant", "control", "--layers", "0,5", "--tokens", "2k",
                  "--context-length", "128", "--out", str(out)]) == 0
@@ -128,9 +125,9 @@ def test_cli_caches_the_embedded_model(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_token_embeddings_as_toy_data_and_as_vectors(tmp_path, monkeypatch):
+def test_token_embeddings_as_toy_data_and_as_vectors(tmp_path):
     from randsae.io import read_rows
-    monkeypatch.setenv("RANDSAE_CACHE", str(tmp_path / "cache"))
+
     out = tmp_path / "emb"
     assert main(["-q", "toy", "--data", "embeddings:smollm2,sharkey", "--transform", "none", "--latents", "64",
                  "--l1", "0.1", "--seeds", "1", "--epochs", "1", "--num-samples", "500", "--no-plots",
@@ -143,3 +140,20 @@ def test_token_embeddings_as_toy_data_and_as_vectors(tmp_path, monkeypatch):
                  "--epochs", "1", "--transform", "none", "--no-plots", "--out", str(vectors)]) == 0
     assert {r["data"] for r in read_rows(vectors / "results.csv")} == {"glove", "gaussian"}
     assert main(["-q", "toy", "--data", "embeddings:", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_datasets_streaming_path_on_a_local_data_set(tokenizer, tmp_path, monkeypatch):
+    # the code that streams RedPajama from the hub, pointed at a local directory laid out as a data set
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    data = tmp_path / "corpus" / "data"
+    data.mkdir(parents=True)
+    (data / "train-00000.jsonl").write_text(
+        "".join(json.dumps({"body": f"document number {i} " * 20}) + "\n" for i in range(30)))
+    docs = documents(str(tmp_path / "corpus"), text_column="body", split="train")
+    rows = contexts(tokenizer, docs, context_length=32, max_contexts=10)
+    assert rows.shape == (10, 32) and "document number 0" in tokenizer.decode(rows[0])
+    with pytest.raises(ValueError, match="no column 'text'"):
+        next(documents(str(tmp_path / "corpus"), text_column="text"))
+    with pytest.raises(ValueError, match="cannot stream data set"):
+        next(documents("no-such-org/no-such-data-set"))

@@ -10,12 +10,9 @@ from randsae.lm.variants import norm_parameters
 
 
 @pytest.fixture(scope="session")
-def smollm2(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RANDSAE_CACHE", str(cache))
-        model, tokenizer = load_model("smollm2")
-        again, _ = load_model("smollm2")  # from the converted copy
+def smollm2():
+    model, tokenizer = load_model("smollm2")
+    again, _ = load_model("smollm2")  # from the converted copy
     return model, tokenizer, again
 
 

@@ -60,21 +60,23 @@ def hub_documents(name: str, config: str | None = None, split: str = "train",
         raise ValueError("streaming a hub data set needs the `datasets` package (pip install datasets).") from None
     try:
         stream = load_dataset(name, config, split=split, streaming=True)
-        for record in stream:
-            yield record[text_column]
-    except KeyError:
-        raise ValueError(f"data set {name!r} has no column {text_column!r}.") from None
-    except (OSError, ConnectionError) as e:
-        raise ValueError(f"cannot stream data set {name!r}: {str(e).splitlines()[0]}") from None
+    except (OSError, ConnectionError, ValueError) as e:  # includes the hub's not-found errors
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot stream data set {name!r}: {message}") from None
+    for record in stream:
+        if text_column not in record:
+            raise ValueError(f"data set {name!r} has no column {text_column!r} (it has {', '.join(record)}).")
+        yield record[text_column]
 
 
 def documents(source: str = EMBEDDED_CORPUS, text_column: str = "text", config: str | None = None,
               split: str = "train") -> Iterator[str]:
-    """Documents from the embedded corpus, a local .txt/.jsonl file, or a hub data set name."""
+    """Documents from the embedded corpus, a local .txt/.jsonl file, or a data set that the `datasets`
+    library streams: a hub name, or a local directory laid out as one."""
     if source == EMBEDDED_CORPUS:
         return embedded_documents()
     path = Path(source).expanduser()
-    if path.suffix in (".txt", ".jsonl") or path.exists():
+    if path.suffix in (".txt", ".jsonl") or path.is_file():
         return file_documents(path, text_column)
     return hub_documents(source, config, split, text_column)
 
