@@ -4,10 +4,14 @@ Same model (the embedded SmolLM2-135M), same batches, same run: tokens/s of
 1. model(..., output_hidden_states=True), the activations left in memory;
 2. randsae's cache of every block (hooks, float16 shards written to disk);
 3. randsae's cache of the first quarter of the blocks (the forward stops after the last one needed).
+Then memory: the peak resident memory that caching adds beyond the model and one forward pass, for a
+small and a 4× larger token count at the same shard size (it should not grow with the tokens).
 """
 
 import argparse
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -60,5 +64,39 @@ def main() -> None:
         print(f"| {name:40} | {seconds:9.2f} | {tokens / seconds:9.0f} | {tokens / seconds / base:8.2f} |")
 
 
+PEAK_RSS_SCRIPT = """
+import resource, sys, tempfile, torch
+from randsae.lm import load_model
+from randsae.lm.activations import cache_activations, residual_stream
+num_contexts, shard_contexts = int(sys.argv[1]), int(sys.argv[2])
+model, _ = load_model("smollm2")
+rows = torch.randint(0, 49152, (num_contexts, 256), generator=torch.Generator().manual_seed(0))
+layers = list(range(model.config.num_hidden_layers))
+residual_stream(model, rows[:8], layers)  # the working set of one forward pass
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with tempfile.TemporaryDirectory() as out:
+    cache_activations(model, rows, layers, out, batch_size=8, shard_contexts=shard_contexts, progress=False)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def peak_rss_growth_mb(num_contexts: int, shard_contexts: int) -> float:
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(num_contexts), str(shard_contexts)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def memory_table(shard_contexts: int = 16) -> None:
+    shard_mb = shard_contexts * 256 * 576 * 30 * 2 / 2**20
+    print(f"\nPeak memory added by caching all 30 blocks (float16 shards of {shard_contexts} contexts "
+          f"= {shard_mb:.0f} MB)")
+    print(f"| {'tokens cached':>13} | {'peak RSS growth MB':>18} |")
+    print(f"|{'-' * 15}|{'-' * 20}|")
+    for num_contexts in (2 * shard_contexts, 8 * shard_contexts):
+        growth = peak_rss_growth_mb(num_contexts, shard_contexts)
+        print(f"| {num_contexts * 256:13d} | {growth:18.0f} |")
+
+
 if __name__ == "__main__":
     main()
+    memory_table()

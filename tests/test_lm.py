@@ -117,3 +117,19 @@ def test_hub_names_go_through_transformers_and_fail_in_one_sentence(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the real loading path, answered offline
     with pytest.raises(ValueError, match="cannot load model 'EleutherAI/pythia-70m' from the Hugging Face hub"):
         load_model("EleutherAI/pythia-70m", revision="step0")
+
+
+@pytest.mark.slow
+def test_cached_activations_of_the_embedded_model_equal_hidden_states(smollm2, tmp_path):
+    from randsae.lm.activations import cache_activations, open_cache
+    model = smollm2[0]
+    rows = torch.randint(0, 49152, (3, 24))
+    cache_activations(model, rows, [0, 14, 28], tmp_path, batch_size=2, progress=False)
+    with torch.no_grad():
+        hidden = model(rows, output_hidden_states=True).hidden_states
+    cache = open_cache(tmp_path)
+    for layer in (0, 14, 28):
+        cached = torch.cat(list(cache.iter_batches(layer, 16, shuffle=False)))
+        expected = hidden[layer + 1].reshape(-1, 576)
+        # float16 keeps 11 significant bits: equal to within its rounding (plus batch-size noise)
+        torch.testing.assert_close(cached, expected, rtol=2e-3, atol=1e-3)

@@ -7,13 +7,12 @@ entry is not a block's output.
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -53,16 +52,22 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
 
 
 @torch.no_grad()
-def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int],
+                    on_output: Callable[[int, torch.Tensor], None] | None = None) -> dict[int, torch.Tensor]:
     """The output of each block in `layers` (batch × context × d_model), from one forward pass that stops
-    after the last of them."""
+    after the last of them. With `on_output(layer, output)`, each output is handed over as it is made
+    and not kept (the returned dict is then empty)."""
     blocks = transformer_blocks(model)
     last = max(layers)
     captured: dict[int, torch.Tensor] = {}
 
     def hook(index: int):
         def capture(module, args, output):
-            captured[index] = output[0] if isinstance(output, tuple) else output
+            hidden = output[0] if isinstance(output, tuple) else output
+            if on_output is None:
+                captured[index] = hidden
+            else:
+                on_output(index, hidden)
             if index == last:
                 raise _StopForward
         return capture
@@ -111,20 +116,52 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
         if index < len(state["shards"]):
             continue
         rows = contexts[start:start + shard_contexts]
-        parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
-        for batch in rows.split(batch_size):
-            acts = residual_stream(model, batch.to(device), layers)
-            for layer in layers:
-                parts[layer].append(acts[layer].reshape(-1, d_model).to("cpu", CACHE_DTYPES[dtype]))
+        tensors = {f"layer.{layer}": torch.empty(rows.numel(), d_model, dtype=CACHE_DTYPES[dtype])
+                   for layer in layers}
+        for first, batch in zip(range(0, rows.numel(), batch_size * length), rows.split(batch_size),
+                                strict=True):
+            residual_stream(model, batch.to(device), layers,
+                            on_output=_shard_writer(tensors, first, batch.numel(), d_model))
             bar.update(batch.numel())
-        tensors = {f"layer.{layer}": torch.cat(parts[layer]) for layer in layers}
         tensors["tokens"] = rows.to(torch.int64).contiguous()
         name = f"shard-{index:05d}.safetensors"
-        atomic_write(out / name, lambda p, t=tensors: save_file(t, str(p)))
+        atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
         state["shards"].append({"file": name, "contexts": len(rows)})
         write_json(path, state)
     bar.close()
     return out
+
+
+def _shard_writer(tensors: dict[str, torch.Tensor], first: int, count: int, d_model: int):
+    """Copies a block's output (cast to the cache dtype) into rows first … first+count of its layer."""
+    def store(layer: int, hidden: torch.Tensor) -> None:
+        tensors[f"layer.{layer}"][first:first + count] = hidden.reshape(-1, d_model)
+    return store
+
+
+SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.int64: "I64"}
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """The safetensors format, written tensor by tensor from the tensors' own memory.
+
+    `safetensors.torch.save_file` first serialises everything into one byte string, which doubles a shard's
+    memory at the moment it is written.
+    """
+    header, offset = {}, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for tensor in tensors.values():
+            flat = tensor.contiguous().view(-1)
+            f.write(flat.view(torch.uint8).numpy().data)
 
 
 @dataclass
