@@ -67,12 +67,13 @@ def main() -> None:
 PEAK_RSS_SCRIPT = """
 import resource, sys, tempfile, torch
 from randsae.lm import load_model
-from randsae.lm.activations import cache_activations, residual_stream
+from randsae.lm.activations import cache_activations
 num_contexts, shard_contexts = int(sys.argv[1]), int(sys.argv[2])
 model, _ = load_model("smollm2")
 rows = torch.randint(0, 49152, (num_contexts, 256), generator=torch.Generator().manual_seed(0))
 layers = list(range(model.config.num_hidden_layers))
-residual_stream(model, rows[:8], layers)  # the working set of one forward pass
+with torch.no_grad():  # the working set of one forward pass through the blocks, nothing kept
+    model.base_model(input_ids=rows[:8], use_cache=False)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with tempfile.TemporaryDirectory() as out:
     cache_activations(model, rows, layers, out, batch_size=8, shard_contexts=shard_contexts, progress=False)
