@@ -1,6 +1,7 @@
 """Atomic file writes and the results table: nothing half-written is ever left under its real name."""
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -54,3 +55,9 @@ def cache_dir(*parts: str) -> Path:
     """Where randsae keeps what it converts once (parsed word vectors, converted models):
     $RANDSAE_CACHE, default ~/.cache/randsae."""
     return Path(os.environ.get("RANDSAE_CACHE", Path.home() / ".cache" / "randsae"), *parts)
+
+
+def file_key(path: Path, length: int = 16) -> str:
+    """A short key that changes when the file at `path` is replaced or modified (path, size, mtime)."""
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:length]

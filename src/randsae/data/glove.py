@@ -5,7 +5,6 @@ list, keyed by the file's path, size and modification time, under $RANDSAE_CACHE
 ~/.cache/randsae), so later loads take well under a second.
 """
 
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from randsae.io import atomic_write, cache_dir
+from randsae.io import atomic_write, cache_dir, file_key
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,7 @@ def load_text(path: str | Path) -> WordVectors:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"GloVe file {path} does not exist.")
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-    vectors_file = cache_dir("glove") / f"{path.stem}-{key}.npy"
+    vectors_file = cache_dir("glove") / f"{path.stem}-{file_key(path)}.npy"
     words_file = vectors_file.with_suffix(".words")
     if vectors_file.exists() and words_file.exists():
         words = words_file.read_text(encoding="utf-8").split("\n")

@@ -4,7 +4,6 @@ GGUF files (the embedded `smollm2` is one) are de-quantised once by `transformer
 under the cache directory, so later loads skip the conversion. The network is touched only for a hub name.
 """
 
-import hashlib
 import importlib.util
 import logging
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from randsae.io import cache_dir
+from randsae.io import cache_dir, file_key
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,7 @@ def embedded_gguf(name: str) -> Path:
 
 def converted_gguf(gguf: Path) -> Path:
     """A directory with config, tokenizer and safetensors weights of `gguf`, made on first use."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir("models") / f"{gguf.stem}-{key}"
+    target = cache_dir("models") / f"{gguf.stem}-{file_key(gguf)}"
     if (target / "model.safetensors").exists():
         return target
     from safetensors.torch import save_model
