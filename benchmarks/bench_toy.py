@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from one_at_a_time import train_one  # noqa: E402
 
+from randsae.config import resolve_device  # noqa: E402
 from randsae.data import sharkey  # noqa: E402
-from randsae.experiments.sweep import resolve_device  # noqa: E402
 from randsae.sae.relu import ReluSAE  # noqa: E402
 from randsae.train import train_relu_saes  # noqa: E402
 

@@ -6,7 +6,6 @@ dense decoder products. On the CPU such SAEs (every coefficient past the collaps
 paper's sweep) do their decoder and encoder-gradient work on the non-zero latents only.
 """
 
-import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -16,8 +15,6 @@ from torch.nn import functional as F
 from randsae import cpu
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import generator
-
-log = logging.getLogger(__name__)
 
 L1Reduction = Literal["mean", "sum"]
 

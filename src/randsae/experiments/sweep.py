@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from randsae import io
-from randsae.config import coerce, to_dict
+from randsae.config import coerce, resolve_device, to_dict
 from randsae.data.embeddings import is_embeddings
 from randsae.metrics import METRIC_NAMES, sae_metrics
 from randsae.sae.relu import ReluSAE
@@ -101,14 +101,6 @@ def split_rows(num_rows: int, val_fraction: float, seed: int) -> tuple[torch.Ten
     if num_val < 2 or num_rows - num_val < 1:
         raise ValueError(f"{num_rows} rows leave too few for a {val_fraction:g} validation split.")
     return order[num_val:], order[:num_val]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but PyTorch sees no CUDA GPU.")
-    return torch.device(name)
 
 
 def row_key(row: dict) -> tuple:

@@ -6,7 +6,6 @@ entry is not a block's output.
 """
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,6 @@ from tqdm.auto import tqdm
 
 from randsae.io import atomic_write, write_json
 from randsae.seeding import generator
-
-log = logging.getLogger(__name__)
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SHARD_BYTES = 256 * 2**20

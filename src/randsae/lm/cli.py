@@ -41,7 +41,7 @@ def add_lm_parser(sub, parser_class) -> None:
 
 
 def run_activations(args) -> None:
-    from randsae.experiments.sweep import resolve_device
+    from randsae.config import resolve_device
     from randsae.lm import load_model, make_variant
     from randsae.lm.activations import cache_activations, parse_layers
     from randsae.lm.text import contexts, documents, split_contexts
