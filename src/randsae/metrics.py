@@ -98,3 +98,46 @@ def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor,
     out.update({name: f(z) for name, f in SPARSITY_METRICS.items()})
     out["mmcs"] = None if features is None or directions is None else mmcs(features, directions)
     return out
+
+
+class TokenQuality:
+    """Quality metrics of one TopK SAE over a stream of token batches (PAPER.md §2.2), from running sums.
+
+    FVU here is the language-model convention (the EleutherAI trainer's loss): squared error over the total
+    variance Σ ‖x − mean(x)‖², the mean taken per dimension over all evaluated tokens. The PCA baseline is
+    the best rank-`pca_components` affine reconstruction of the same tokens: its explained variance is the
+    share of the top eigenvalues of their covariance.
+    """
+
+    def __init__(self, num_inputs: int, num_latents: int, pca_components: int):
+        self.pca_components = pca_components
+        self.tokens = 0
+        self.squared_error = self.cosine = self.l1 = self.l0 = 0.0
+        self.total = torch.zeros(num_inputs, dtype=torch.float64)
+        self.gram = torch.zeros(num_inputs, num_inputs, dtype=torch.float64)
+        self.fired = torch.zeros(num_latents, dtype=torch.bool)
+
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
+        """A batch: inputs and reconstructions (tokens × d), kept latents' values and indices (tokens × k)."""
+        x64 = x.double()
+        self.tokens += len(x)
+        self.squared_error += (x_hat.double() - x64).square().sum().item()
+        self.cosine += torch.nn.functional.cosine_similarity(x_hat.double(), x64, dim=-1).sum().item()
+        self.l1 += values.abs().sum().item()
+        self.l0 += (values != 0).sum().item()
+        self.total += x64.sum(0).cpu()
+        self.gram += (x64.T @ x64).cpu()
+        self.fired[indices[values != 0].cpu()] = True
+
+    def result(self) -> dict[str, float]:
+        if not self.tokens:
+            raise ValueError("no tokens were evaluated.")
+        mean = self.total / self.tokens
+        covariance = self.gram / self.tokens - torch.outer(mean, mean)
+        eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
+        variance = covariance.diagonal().sum().item()
+        fvu_value = self.squared_error / (variance * self.tokens)
+        return {"explained_variance": 1 - fvu_value, "fvu": fvu_value, "cosine_sim": self.cosine / self.tokens,
+                "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
+                "dead_fraction": 1 - self.fired.float().mean().item(),
+                "pca_explained_variance": eigenvalues[:self.pca_components].sum().item() / variance}

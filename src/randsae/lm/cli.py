@@ -1,4 +1,4 @@
-"""`randsae lm …` subcommands."""
+"""`randsae lm …` subcommands: activations, train, eval, compare."""
 
 import logging
 import re
@@ -16,59 +16,132 @@ def parse_count(text: str) -> int:
     return int(float(match[1]) * _SUFFIXES[match[2].lower()])
 
 
-def add_lm_parser(sub, parser_class) -> None:
-    lm = sub.add_parser("lm", help="language models: residual-stream activations")
-    lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
-    p = lm_sub.add_parser("activations", help="cache the residual stream of a model (or a random twin)")
-    p.add_argument("--model", default="smollm2",
+def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
+    """The flags that say which model, variant and text the activations come from."""
+    p.add_argument("--model", default=model_default,
                    help="smollm2 (embedded), a .gguf file, a directory or a hub name")
     p.add_argument("--revision", default=None, help="hub revision of the trained model")
     p.add_argument("--variant", default="trained",
                    help="trained, rerandomized, rerandomized-no-embed, step0 or control")
-    p.add_argument("--seed", type=int, default=0, help="seeds the variant and the context order")
-    p.add_argument("--layers", default="all", help="'all' or a comma list of block indices")
-    p.add_argument("--tokens", default="1M", help="how many tokens to cache (e.g. 500k, 1M, 100M)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the variant, the context order and the SAEs")
+    p.add_argument("--tokens", default=None,
+                   help="how many tokens (e.g. 500k, 1M, 100M); default 1M from a model, all of a cache")
     p.add_argument("--dataset", default="shakespeare",
                    help="shakespeare (embedded), a .txt/.jsonl file, or a Hugging Face data set name")
     p.add_argument("--dataset-config", default=None)
     p.add_argument("--split", default="train")
     p.add_argument("--text-column", default="text")
     p.add_argument("--context-length", type=int, default=256)
+    p.add_argument("--layers", default="all", help="'all' or a comma list of block indices")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def source_from_args(args):
+    from randsae.lm.source import Source
+
+    if args.context_length < 2:
+        raise ValueError(f"--context-length must be at least 2, not {args.context_length}.")
+    return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
+                  dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
+                  text_column=args.text_column, context_length=args.context_length,
+                  tokens=parse_count(args.tokens or "1M"))
+
+
+# flag → (TopKTrainConfig field, type, help)
+TRAIN_FLAGS = {
+    "--k": ("k", int, "latents kept per token (default 32)"),
+    "--expansion": ("expansion", int, "latents per input dimension (default 64)"),
+    "--batch-size": ("batch_size", int, "tokens per optimiser step, over all ranks (default 4096)"),
+    "--lr": ("lr", float, "Adam learning rate (default 2e-4 / sqrt(latents / 2^14))"),
+    "--warmup-steps": ("warmup_steps", int, "linear learning-rate warm-up (default 1000)"),
+    "--auxk-alpha": ("auxk_alpha", float, "weight of the AuxK loss on dead latents (default 0: off)"),
+    "--dead-tokens": ("dead_tokens", parse_count, "tokens without firing before a latent counts as dead"),
+    "--autocast": ("autocast", str, "none (default) or bf16 (bfloat16 autocast, for GPUs)"),
+}
+
+
+def add_lm_parser(sub, parser_class) -> None:
+    lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
+
+    p = lm_sub.add_parser("activations", help="cache the residual stream of a model (or a random twin)")
+    add_source_arguments(p)
     p.add_argument("--dtype", default="float16", help="cache dtype: float16, bfloat16 or float32")
     p.add_argument("--batch-size", type=int, default=8, help="contexts per forward pass")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("train", help="train a TopK SAE on every layer, from a cache or a model")
+    p.add_argument("--acts", help="an activation cache (from `randsae lm activations`)")
+    add_source_arguments(p, model_default=None)
+    for flag, (_, kind, text) in TRAIN_FLAGS.items():
+        p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("eval", help="quality metrics and CE loss score of trained SAEs, held-out text")
+    p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
+    p.add_argument("--acts", help="the activation cache the SAEs were trained on (default: as recorded)")
+    p.add_argument("--tokens", default="64k", help="held-out tokens to evaluate at most (default 64k)")
+    p.add_argument("--batch-size", type=int, default=4, help="contexts per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
+    p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
     p.add_argument("--out", required=True)
 
 
 def run_activations(args) -> None:
     from randsae.config import resolve_device
-    from randsae.lm import load_model, make_variant
     from randsae.lm.activations import cache_activations, parse_layers
-    from randsae.lm.text import contexts, documents, split_contexts
+    from randsae.lm.source import open_source, record, write_held_out
 
-    num_tokens = parse_count(args.tokens)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
-    device = resolve_device(args.device)
-    model, tokenizer = load_model(args.model, revision=args.revision, device=str(device))
+    source = source_from_args(args)
+    model, _, train, held_out = open_source(source, resolve_device(args.device))
     layers = parse_layers(args.layers, model.config.num_hidden_layers)
-    model = make_variant(model, args.variant, seed=args.seed, revision=args.revision)
-    wanted = -(-num_tokens // args.context_length)
-    docs = documents(args.dataset, args.text_column, args.dataset_config, args.split)
-    # 10% more contexts than asked, so that the held-out tenth leaves the asked-for number to cache
-    rows = contexts(tokenizer, docs, args.context_length, max_contexts=wanted + wanted // 9 + 1)
-    train, held_out = split_contexts(rows, eval_fraction=0.1, seed=args.seed)
-    train = train[:wanted]
-    if len(train) < wanted:
-        log.warning("the text gives %d contexts; caching %d tokens, not %d", len(train),
-                    len(train) * args.context_length, num_tokens)
-    manifest = {"model": args.model, "revision": args.revision, "variant": model.randsae_variant,
-                "seed": args.seed, "dataset": args.dataset, "dataset_config": args.dataset_config,
-                "split": args.split, "text_column": args.text_column, "tokens": len(train) * args.context_length,
-                "held_out_contexts": len(held_out)}
     out = cache_activations(model, train, layers, args.out, batch_size=args.batch_size, dtype=args.dtype,
-                            manifest=manifest, progress=not args.quiet)
-    log.info("cached %d tokens of layers %s in %s", len(train) * args.context_length, layers, out)
+                            manifest=record(source, model, train, held_out), progress=not args.quiet)
+    write_held_out(out, held_out)
+    log.info("cached %d tokens of layers %s in %s", train.numel(), layers, out)
 
 
-LM_COMMANDS = {"activations": run_activations}
+def run_train(args) -> None:
+    from randsae.cli import writable_directory
+    from randsae.experiments.lm_train import train_from_cache, train_from_model
+    from randsae.train_topk import TopKTrainConfig
+
+    if (args.acts is None) == (args.model is None):
+        raise ValueError("give either --acts (an activation cache) or --model (train on the fly).")
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
+    config = TopKTrainConfig(seed=args.seed, **{k: v for k, v in values.items() if v is not None})
+    config.validate()
+    out = writable_directory(args.out)
+    if args.acts is not None:
+        max_tokens = parse_count(args.tokens) if args.tokens else None
+        train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
+                         progress=not args.quiet)
+    else:
+        train_from_model(source_from_args(args), args.layers, config, out, args.device,
+                         progress=not args.quiet)
+
+
+def run_eval(args) -> None:
+    from randsae.cli import writable_directory
+    from randsae.experiments.lm_eval import evaluate
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    out = writable_directory(args.out)
+    evaluate(args.sae, out, acts=args.acts, max_tokens=parse_count(args.tokens), batch_size=args.batch_size,
+             device=args.device, progress=not args.quiet)
+
+
+def run_compare(args) -> None:
+    from randsae.cli import writable_directory
+    from randsae.experiments.lm_compare import compare
+
+    compare(args.runs, writable_directory(args.out))
+
+
+LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "compare": run_compare}

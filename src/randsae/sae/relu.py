@@ -10,10 +10,11 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from randsae.io import atomic_write
+from randsae.sae.files import read_sae_files
 from randsae.seeding import generator
 
 EPS = 1e-8  # floor for a sample's std and a decoder row's norm
@@ -88,13 +89,12 @@ class ReluSAE(nn.Module):
     @classmethod
     def load(cls, directory: str | Path) -> "ReluSAE":
         """Read one SAE written by `save` (a stack of one)."""
-        directory = Path(directory)
-        for name in ("cfg.json", "sae_weights.safetensors"):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} does not exist.")
-        cfg = json.loads((directory / "cfg.json").read_text())
+        cfg, tensors = read_sae_files(directory)
+        return cls.from_files(cfg, tensors)
+
+    @classmethod
+    def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "ReluSAE":
         sae = cls(cfg["d_in"], cfg["d_sae"], standardize=cfg.get("standardize", True))
-        tensors = load_file(str(directory / "sae_weights.safetensors"))
         with torch.no_grad():
             for name in ("W_enc", "b_enc", "W_dec"):
                 getattr(sae, name).copy_(tensors[name][None])

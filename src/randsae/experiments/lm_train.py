@@ -1,0 +1,152 @@
+"""TopK SAEs on the residual stream, one per layer (PAPER.md §2.2): from an activation cache, a layer at a
+time, or on the fly from a model, one forward pass feeding every layer's SAE.
+
+OUT/config.json    training settings and the activations' source (the cache's manifest or the model's)
+OUT/layer.<i>/     cfg.json + sae_weights.safetensors (SAELens layout), read back by randsae.sae.load
+OUT/held_out.safetensors   the held-out contexts, for `randsae lm eval`
+A rerun into the same directory skips the layers already saved; other settings are refused.
+"""
+
+import json
+import logging
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from randsae.config import resolve_device
+from randsae.distributed import World, close_world, init_world
+from randsae.io import read_json, write_json
+from randsae.lm.activations import open_cache, parse_layers, residual_stream
+from randsae.lm.source import Source, open_source, read_held_out, record, write_held_out
+from randsae.sae.topk import TopKSAE
+from randsae.seeding import derive_seed
+from randsae.train_topk import TopKTrainConfig, TopKTrainer, default_lr
+
+log = logging.getLogger(__name__)
+
+
+def layer_directory(out: Path, layer: int) -> Path:
+    return out / f"layer.{layer}"
+
+
+def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int], world: World) -> list[int]:
+    """Write (or check) OUT/config.json; return the layers not trained yet."""
+    settings = json.loads(json.dumps({"train": asdict(config), "source": source}))
+    path = out / "config.json"
+    if path.exists():
+        previous = read_json(path)
+        for part in ("train", "source"):
+            if previous.get(part) != settings[part]:
+                raise ValueError(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
+    elif world.is_main:
+        write_json(path, settings)
+    return [layer for layer in layers if not (layer_directory(out, layer) / "sae_weights.safetensors").exists()]
+
+
+class Progress:
+    """A token-counting bar (main rank only) with the running FVU of the layer in training."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = tqdm(total=total, unit="tok", unit_scale=True, disable=not enabled)
+        self.fvu: dict[int, float] = {}
+
+    def update(self, layer: int, tokens: int, fvu: float) -> None:
+        previous = self.fvu.get(layer)
+        self.fvu[layer] = fvu if previous is None else 0.95 * previous + 0.05 * fvu
+        self.bar.update(tokens)
+        self.bar.set_postfix(layer=layer, fvu=f"{self.fvu[layer]:.3f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
+    return TopKSAE(d_model, config.expansion * d_model, config.k, seed=derive_seed(config.seed, "layer", layer))
+
+
+def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None) -> None:
+    if not trainer.world.is_main:
+        return
+    variant = source["variant"]["variant"] if isinstance(source.get("variant"), dict) else source.get("variant")
+    metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source.get("model"),
+                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps,
+                "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
+    path = trainer.sae.save(layer_directory(out, layer), metadata)
+    log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
+
+
+def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
+                     max_tokens: int | None = None, progress: bool = True) -> list[int]:
+    """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle.
+    Returns the layers trained in this call."""
+    world = init_world(resolve_device(device))
+    try:
+        cache = open_cache(acts)
+        chosen = cache.layers if layers == "all" else parse_layers(layers, max(cache.layers) + 1)
+        missing = sorted(set(chosen) - set(cache.layers))
+        if missing:
+            raise ValueError(f"the cache {acts} does not hold layer {missing[0]} (it holds {cache.layers}).")
+        source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(Path(acts).resolve())}
+        held_out = read_held_out(acts)
+        todo = prepare_output(out, config, source, chosen, world)
+        if world.is_main:
+            write_held_out(out, held_out)
+        tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
+        bar = Progress(tokens * len(todo), progress and world.is_main)
+        for layer in todo:
+            trainer = TopKTrainer(new_sae(cache.d_model, config, layer), config, world,
+                                  total_steps=math.ceil(tokens / config.batch_size))
+            seen = 0
+            for batch in cache.iter_batches(layer, config.batch_size, shuffle=True, seed=config.seed):
+                batch = batch[:tokens - seen]
+                if not len(batch):
+                    break
+                bar.update(layer, len(batch), trainer.step(world.shard(batch)))
+                seen += len(batch)
+            save_layer(out, layer, trainer, source, bar.fvu.get(layer))
+            world.barrier()
+        bar.close()
+        return todo
+    finally:
+        close_world(world)
+
+
+def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
+                     progress: bool = True) -> list[int]:
+    """One SAE per layer, all trained from the same forward passes over the source's contexts (each
+    step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained."""
+    world = init_world(resolve_device(device))
+    try:
+        model, _, train, held_out = open_source(source, world.device)
+        chosen = parse_layers(layers, model.config.num_hidden_layers)
+        manifest = record(source, model, train, held_out)
+        todo = prepare_output(out, config, manifest, chosen, world)
+        if world.is_main:
+            write_held_out(out, held_out)
+        if not todo:
+            return todo
+        d_model = model.config.hidden_size
+        per_step = max(world.size, config.batch_size // source.context_length)
+        steps = math.ceil(len(train) / per_step)
+        trainers = {layer: TopKTrainer(new_sae(d_model, config, layer), config, world, total_steps=steps)
+                    for layer in todo}
+        bar = Progress(train.numel() * len(todo), progress and world.is_main)
+
+        def train_on(layer: int, hidden: torch.Tensor) -> None:
+            trainer = trainers[layer]
+            before = trainer.tokens
+            fvu = trainer.step(hidden.reshape(-1, d_model))
+            bar.update(layer, trainer.tokens - before, fvu)
+
+        for batch in train.split(per_step):
+            residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
+        for layer, trainer in trainers.items():
+            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer))
+        world.barrier()
+        bar.close()
+        return todo
+    finally:
+        close_world(world)

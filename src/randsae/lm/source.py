@@ -1,0 +1,80 @@
+"""Where a run's activations come from: a model, one of its variants, and text cut into contexts.
+
+`lm activations` and on-the-fly `lm train` build their contexts here, record the settings in their
+manifest, and keep the held-out contexts (a disjoint tenth) beside their output, so that `lm eval` can
+rebuild the same model variant and score it on text the SAEs never saw.
+"""
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from randsae.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+HELD_OUT_FILE = "held_out.safetensors"
+EVAL_FRACTION = 0.1
+
+
+@dataclass
+class Source:
+    model: str = "smollm2"
+    revision: str | None = None
+    variant: str = "trained"
+    seed: int = 0
+    dataset: str = "shakespeare"
+    dataset_config: str | None = None
+    split: str = "train"
+    text_column: str = "text"
+    context_length: int = 256
+    tokens: int = 1_000_000  # asked for; the text may hold fewer
+
+
+def load_variant(model: str, revision: str | None, variant: dict, device: torch.device):
+    """(model, tokenizer) of a variant as `make_variant` recorded it (its `randsae_variant` dict)."""
+    from randsae.lm import load_model, make_variant
+
+    trained, tokenizer = load_model(model, revision=revision, device=str(device))
+    options = {key: variant[key] for key in ("rerandomize_norms", "control_std") if key in variant}
+    return make_variant(trained, variant["variant"], seed=variant["seed"], revision=revision, **options), tokenizer
+
+
+def open_source(source: Source, device: torch.device):
+    """(model variant, tokenizer, train contexts, held-out contexts) for `source`."""
+    from randsae.lm.text import contexts, documents, split_contexts
+
+    model, tokenizer = load_variant(source.model, source.revision,
+                                    {"variant": source.variant, "seed": source.seed}, device)
+    wanted = -(-source.tokens // source.context_length)
+    docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
+    # a ninth more contexts than asked, so that the held-out tenth leaves the asked-for number to train on
+    rows = contexts(tokenizer, docs, source.context_length, max_contexts=wanted + wanted // 9 + 1)
+    train, held_out = split_contexts(rows, eval_fraction=EVAL_FRACTION, seed=source.seed)
+    train = train[:wanted]
+    if len(train) < wanted:
+        log.warning("the text gives %d contexts: %d tokens, not %d", len(train),
+                    len(train) * source.context_length, source.tokens)
+    return model, tokenizer, train, held_out
+
+
+def record(source: Source, model, train: torch.Tensor, held_out: torch.Tensor) -> dict:
+    """The manifest entries that say what the activations are."""
+    return {**asdict(source), "variant": model.randsae_variant, "tokens": train.numel(),
+            "held_out_contexts": len(held_out)}
+
+
+def write_held_out(directory: str | Path, held_out: torch.Tensor) -> Path:
+    path = Path(directory) / HELD_OUT_FILE
+    return atomic_write(path, lambda p: save_file({"tokens": held_out.to(torch.int64).contiguous()}, str(p)))
+
+
+def read_held_out(directory: str | Path) -> torch.Tensor:
+    path = Path(directory) / HELD_OUT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; the held-out contexts are written by "
+                                "`randsae lm activations` and `randsae lm train --model`.")
+    return load_file(str(path))["tokens"]

@@ -1,0 +1,146 @@
+"""A TopK sparse autoencoder for residual-stream activations (PAPER.md §2.2, the EleutherAI recipe).
+
+z = TopK(ReLU((x − b_dec) W_encᵀ + b_enc)), x̂ = z W_dec + b_dec. Only the k kept latents of a token are
+ever touched after the encoder's product: their values are recomputed from the gathered encoder rows
+(so the encoder's gradient is k rows per token, not a dense matrix), and decoding sums the k decoder rows
+as an embedding bag. `forward_dense` is the same function written with the full latent matrix, kept as
+the reference that tests and the benchmark compare against.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn import functional as F
+
+from randsae.io import atomic_write
+from randsae.sae.files import read_sae_files
+from randsae.seeding import generator
+
+EPS = 1e-8  # floor for a decoder row's norm
+
+
+class TopKOutput(NamedTuple):
+    """What one forward pass gives the trainer. `aux_reconstruction` is the dead latents' decoding of the
+    residual (AuxK), None when no dead-latent mask was passed or no latent is dead."""
+
+    reconstruction: torch.Tensor  # B × d
+    values: torch.Tensor  # B × k, the kept latents' activations (≥ 0)
+    indices: torch.Tensor  # B × k, which latents they are
+    aux_reconstruction: torch.Tensor | None
+
+
+class TopKSAE(nn.Module):
+    """W_enc and W_dec are both num_latents × num_inputs: a latent's encoder and decoder directions are
+    rows. The decoder rows are kept at unit norm by the trainer."""
+
+    def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
+        super().__init__()
+        if not 0 < k <= num_latents:
+            raise ValueError(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
+        self.num_inputs, self.num_latents, self.k = num_inputs, num_latents, k
+        bound = 1 / math.sqrt(num_inputs)  # nn.Linear's default initialisation
+        w_enc = (torch.rand(num_latents, num_inputs, generator=generator(seed, "topk-sae-init")) * 2 - 1) * bound
+        self.W_enc = nn.Parameter(w_enc)
+        self.b_enc = nn.Parameter(torch.zeros(num_latents))
+        self.W_dec = nn.Parameter(w_enc.clone())  # decoder starts as the encoder's transpose, then unit rows
+        self.b_dec = nn.Parameter(torch.zeros(num_inputs))
+        self.normalize_decoder()
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        norms = torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True)
+        self.W_dec.mul_(norms.clamp_min_(EPS).reciprocal_())
+
+    @torch.no_grad()
+    def remove_parallel_gradient(self) -> None:
+        """Drop the part of each decoder row's gradient along the row: with unit-norm rows it would only
+        change their length, which the next normalisation undoes."""
+        if self.W_dec.grad is None:
+            return
+        parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+        self.W_dec.grad.sub_(parallel * self.W_dec)
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
+        with torch.no_grad():
+            return F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu_()
+
+    def selected_activations(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The activations of latents `indices` (B × j) of each token, recomputed from their encoder rows
+        so that gradients reach only those rows."""
+        rows = F.embedding(indices, self.W_enc)  # B × j × d
+        pre = torch.bmm(rows, (x - self.b_dec).unsqueeze(-1)).squeeze(-1) + self.b_enc[indices]
+        return pre.relu()
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, indices), each B × k: the k largest activations of each token and their latents."""
+        values, indices = self.pre_activations(x).topk(self.k, dim=-1, sorted=False)
+        if torch.is_grad_enabled():
+            values = self.selected_activations(x, indices)
+        return values, indices
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """Σ_j values[:, j] · W_dec[indices[:, j]] (+ b_dec), without the dense latent matrix."""
+        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
+        return out + self.b_dec if bias else out
+
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """Encode and decode `x` (B × d). With `dead_mask` (num_latents bools), also decode the residual
+        from the top dead latents (AuxK, at most d/2 of them), for the trainer's auxiliary loss."""
+        pre = self.pre_activations(x)
+        _, indices = pre.topk(self.k, dim=-1, sorted=False)
+        values = self.selected_activations(x, indices)
+        reconstruction = self.decode(values, indices)
+        aux = None
+        if dead_mask is not None and (num_dead := int(dead_mask.sum())) > 0:
+            k_aux = min(self.num_inputs // 2, num_dead)
+            _, aux_indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
+            aux = self.decode(self.selected_activations(x, aux_indices), aux_indices, bias=False)
+        return TopKOutput(reconstruction, values, indices, aux)
+
+    def dense_latents(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The B × num_latents latent matrix (for metrics on small batches and for the reference)."""
+        return torch.zeros(len(values), self.num_latents, dtype=values.dtype,
+                           device=values.device).scatter_(1, indices, values)
+
+    def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same function computed densely: full latent matrix, dense decoder product. Returns
+        (reconstruction, latents). The reference for tests and the benchmark, not for training."""
+        pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()
+        values, indices = pre.topk(self.k, dim=-1, sorted=False)
+        latents = torch.zeros_like(pre).scatter(1, indices, values)
+        return latents @ self.W_dec + self.b_dec, latents
+
+    def config(self) -> dict:
+        return {"architecture": "topk", "d_in": self.num_inputs, "d_sae": self.num_latents, "k": self.k}
+
+    def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
+        """`sae_weights.safetensors` + `cfg.json` in the SAELens layout (W_enc stored d_in × d_sae)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
+        cfg = {**self.config(), "apply_b_dec_to_input": True, "normalize_activations": "none",
+               "activation_fn_kwargs": {"k": self.k}, **(metadata or {})}
+        atomic_write(directory / "sae_weights.safetensors", lambda p: save_file(tensors, str(p)))
+        atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TopKSAE":
+        return cls.from_files(*read_sae_files(directory))
+
+    @classmethod
+    def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "TopKSAE":
+        sae = cls(cfg["d_in"], cfg["d_sae"], cfg["k"])
+        with torch.no_grad():
+            sae.W_enc.copy_(tensors["W_enc"].T)
+            for name in ("b_enc", "W_dec", "b_dec"):
+                getattr(sae, name).copy_(tensors[name])
+        return sae
+

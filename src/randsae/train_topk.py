@@ -1,0 +1,112 @@
+"""Training one TopK SAE a batch at a time (PAPER.md §2.2), alone or data-parallel under torchrun.
+
+The loss is FVU: squared error summed over the batch over its total variance Σ (x − mean(x))². Under DDP
+each rank holds a share of the global batch; the total variance is summed across ranks and each rank's
+loss is multiplied by the number of ranks, so DDP's gradient average is exactly the global batch's
+gradient and the weights follow a single-process run on the same global batches.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from randsae.distributed import World
+from randsae.sae.topk import TopKSAE
+
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+
+
+def default_lr(num_latents: int) -> float:
+    """2e-4 / sqrt(num_latents / 2^14), the EleutherAI trainer's scaling."""
+    return 2e-4 / math.sqrt(num_latents / 2**14)
+
+
+@dataclass
+class TopKTrainConfig:
+    k: int = 32
+    expansion: int = 64  # latents per input dimension
+    batch_size: int = 4096  # tokens per step, summed over ranks
+    lr: float | None = None  # None: default_lr(num_latents)
+    warmup_steps: int = 1000  # linear warm-up; capped at a tenth of a run shorter than 10 × this
+    auxk_alpha: float = 0.0  # weight of the AuxK loss on dead latents; 0 turns it off (1/32 in the OpenAI recipe)
+    dead_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing
+    autocast: str = "none"  # "bf16": bfloat16 autocast of the forward pass (meant for GPUs)
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("k", "expansion", "batch_size", "dead_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)}.")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, not {self.lr}.")
+        if self.warmup_steps < 0 or self.auxk_alpha < 0:
+            raise ValueError("warmup_steps and auxk_alpha must not be negative.")
+        if self.autocast not in AUTOCAST:
+            raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
+
+
+class TopKTrainer:
+    """Owns one SAE's optimiser and schedule; `step(x)` trains on this rank's share of a global batch."""
+
+    def __init__(self, sae: TopKSAE, config: TopKTrainConfig, world: World = World(),
+                 total_steps: int | None = None):
+        config.validate()
+        self.sae, self.config, self.world = sae.to(world.device), config, world
+        self.model = DistributedDataParallel(sae) if world.distributed else sae
+        lr = config.lr or default_lr(sae.num_latents)
+        self.warmup = config.warmup_steps
+        if total_steps is not None and total_steps < 10 * self.warmup:
+            self.warmup = max(1, total_steps // 10)
+        fused = world.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=lr, fused=fused)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup)))
+        self.tokens_since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=world.device)
+        self.steps = self.tokens = 0
+
+    @torch.no_grad()
+    def _initialise_decoder_bias(self, x: torch.Tensor) -> None:
+        """b_dec ← the mean of the first global batch."""
+        stats = self.world.all_sum(torch.cat([x.sum(0), x.new_tensor([len(x)])]))
+        self.sae.b_dec.copy_(stats[:-1] / stats[-1])
+
+    @torch.enable_grad()  # also when called from a no-grad forward hook (training on the fly)
+    def step(self, x: torch.Tensor) -> float:
+        """One optimiser step on `x` (this rank's tokens × d, float); returns the global batch's FVU."""
+        x = x.to(self.world.device, torch.float32)
+        if self.steps == 0:
+            self._initialise_decoder_bias(x)
+        with torch.no_grad():  # Σ (x − mean)² over the global batch, from per-rank sums
+            stats = self.world.all_sum(torch.cat([x.sum(0), x.square().sum(0), x.new_tensor([len(x)])]))
+            d = x.shape[1]
+            total_tokens = int(stats[-1])
+            total_variance = (stats[d:2 * d] - stats[:d].square() / stats[-1]).sum().clamp_min(1e-12)
+        dead = self.tokens_since_fired >= self.config.dead_tokens if self.config.auxk_alpha > 0 else None
+        dtype = AUTOCAST[self.config.autocast]
+        with torch.autocast(self.world.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.model(x, dead)
+        error = out.reconstruction.float() - x
+        squared_error = error.square().sum()
+        loss = squared_error / total_variance * self.world.size
+        if out.aux_reconstruction is not None:
+            num_dead = int(dead.sum())
+            scale = min(num_dead / (self.sae.num_inputs // 2), 1.0)
+            aux_error = (out.aux_reconstruction.float() + error.detach()).square().sum()
+            loss = loss + self.config.auxk_alpha * scale * aux_error / total_variance * self.world.size
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.sae.remove_parallel_gradient()
+        self.optimizer.step()
+        self.schedule.step()
+        self.sae.normalize_decoder()
+        with torch.no_grad():
+            fired = torch.zeros_like(self.tokens_since_fired)
+            fired.index_fill_(0, out.indices[out.values > 0], 1)
+            fired = self.world.all_sum(fired)
+            self.tokens_since_fired.add_(total_tokens).masked_fill_(fired > 0, 0)
+            fvu = (self.world.all_sum(squared_error.detach().clone()) / total_variance).item()
+        self.steps += 1
+        self.tokens += total_tokens
+        return fvu
