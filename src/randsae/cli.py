@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 reports
         logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
         COMMANDS[args.command](args)

@@ -139,3 +139,39 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path) -> Pat
                title=title, aspect="equal")
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
+              "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score"}
+
+
+def plot_lm_comparison(rows: Sequence[Row], path: str | Path) -> Path:
+    """The paper's Fig. 2: a row per metric, a column per model, layer on x, a line per variant. The
+    explained-variance panels also show the PCA baseline of each variant (dashed, same colour)."""
+    models = sorted({str(r["model"]) for r in rows})
+    variants = sorted({str(r["variant"]) for r in rows})
+    colours = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}
+    fig, axes = plt.subplots(len(LM_METRICS), len(models), figsize=(4.2 * len(models), 2.3 * len(LM_METRICS)),
+                             squeeze=False, sharex="col")
+    for column, model in enumerate(models):
+        for row_index, (metric, label) in enumerate(LM_METRICS.items()):
+            ax = axes[row_index, column]
+            for variant in variants:
+                points = sorted((int(r["layer"]), r) for r in rows
+                                if r["model"] == model and r["variant"] == variant)
+                if not points:
+                    continue
+                layers = [layer for layer, _ in points]
+                ax.plot(layers, [_value(r, metric) for _, r in points], "o-", ms=3, color=colours[variant],
+                        label=variant)
+                if metric == "explained_variance":
+                    ax.plot(layers, [_value(r, "pca_explained_variance") for _, r in points], "--",
+                            color=colours[variant], alpha=0.6, label=f"{variant}, PCA (k components)")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+            if row_index == 0:
+                ax.set_title(model)
+                ax.legend(fontsize=7)
+        axes[-1, column].set_xlabel("layer")
+    fig.tight_layout()
+    return _save(fig, path)

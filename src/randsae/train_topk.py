@@ -50,9 +50,10 @@ class TopKTrainConfig:
 class TopKTrainer:
     """Owns one SAE's optimiser and schedule; `step(x)` trains on this rank's share of a global batch."""
 
-    def __init__(self, sae: TopKSAE, config: TopKTrainConfig, world: World = World(),
+    def __init__(self, sae: TopKSAE, config: TopKTrainConfig, world: World | None = None,
                  total_steps: int | None = None):
         config.validate()
+        world = world or World(device=sae.W_enc.device)
         self.sae, self.config, self.world = sae.to(world.device), config, world
         self.model = DistributedDataParallel(sae) if world.distributed else sae
         lr = config.lr or default_lr(sae.num_latents)

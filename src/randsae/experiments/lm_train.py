@@ -72,7 +72,7 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
         return
     variant = source["variant"]["variant"] if isinstance(source.get("variant"), dict) else source.get("variant")
     metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source.get("model"),
-                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps,
+                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps, "ranks": trainer.world.size,
                 "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
     path = trainer.sae.save(layer_directory(out, layer), metadata)
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)

@@ -1,5 +1,6 @@
 """`randsae lm …` subcommands: activations, train, eval, compare."""
 
+import argparse
 import logging
 import re
 
@@ -88,6 +89,10 @@ def add_lm_parser(sub, parser_class) -> None:
     p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
     p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
     p.add_argument("--out", required=True)
+
+    for command in lm_sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars or info logs")
 
 
 def run_activations(args) -> None:

@@ -1,0 +1,162 @@
+"""`randsae lm train / eval / compare` end to end: a tiny Llama saved as a model directory (with the
+embedded model's tokenizer), the embedded SmolLM2 for the CE loss score, and 2 CPU ranks under torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+from randsae.cli import main
+from randsae.experiments.lm_eval import COLUMNS
+from randsae.io import read_rows
+from randsae.lm.models import converted_gguf, embedded_gguf
+from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, replaced_block_output
+from randsae.sae import TopKSAE, load
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A 3-block Llama with random weights, saved like any local model directory."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2"))).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_caches(tiny_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-acts")
+    for variant in ("trained", "control"):
+        assert main(["-q", "lm", "activations", "--model", str(tiny_dir), "--variant", variant, "--tokens", "16k",
+                     "--context-length", "64", "--layers", "0,2", "--out", str(root / variant)]) == 0
+    return root
+
+
+TRAIN = ["--k", "4", "--expansion", "4", "--batch-size", "256", "--device", "cpu"]
+
+
+def test_train_eval_compare_on_a_tiny_model(tiny_caches, tmp_path):
+    for variant in ("trained", "control"):
+        acts, sae_dir, eval_dir = tiny_caches / variant, tmp_path / "sae" / variant, tmp_path / "eval" / variant
+        assert main(["-q", "lm", "train", "--acts", str(acts), *TRAIN, "--out", str(sae_dir)]) == 0
+        assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--acts", str(acts), "--tokens", "1k",
+                     "--out", str(eval_dir)]) == 0
+    sae_dir = tmp_path / "sae" / "trained"
+    config = json.loads((sae_dir / "config.json").read_text())
+    assert config["train"]["k"] == 4 and config["source"]["variant"]["variant"] == "trained"
+    sae = load(sae_dir / "layer.2")
+    assert isinstance(sae, TopKSAE) and sae.num_latents == 128 and sae.k == 4
+    cfg = json.loads((sae_dir / "layer.2" / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["layer"] == 2 and cfg["tokens_trained"] == 16_000
+
+    with open(tmp_path / "eval" / "trained" / "results.csv") as f:
+        assert f.readline().strip().split(",") == COLUMNS
+    rows = read_rows(tmp_path / "eval" / "trained" / "results.csv")
+    assert [(r["variant"], r["layer"]) for r in rows] == [("trained", "0"), ("trained", "2")]
+    for row in rows:
+        assert int(row["tokens"]) == 1024 and int(row["latents"]) == 128
+        assert 0 < float(row["l0"]) <= 4 and 0 <= float(row["dead_fraction"]) < 1
+        assert float(row["explained_variance"]) == pytest.approx(1 - float(row["fvu"]))
+        assert -1 <= float(row["cosine_sim"]) <= 1 and float(row["kl"]) >= 0
+        assert 0 < float(row["pca_explained_variance"]) < 1
+
+    # reruns skip what is done and leave it as it was
+    before = (tmp_path / "eval" / "trained" / "results.csv").read_bytes()
+    weights = (sae_dir / "layer.0" / "sae_weights.safetensors").read_bytes()
+    assert main(["-q", "lm", "train", "--acts", str(tiny_caches / "trained"), *TRAIN, "--out", str(sae_dir)]) == 0
+    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--out", str(tmp_path / "eval" / "trained")]) == 0
+    assert (tmp_path / "eval" / "trained" / "results.csv").read_bytes() == before
+    assert (sae_dir / "layer.0" / "sae_weights.safetensors").read_bytes() == weights
+
+    out = tmp_path / "compare"
+    assert main(["-q", "lm", "compare", str(tmp_path / "eval" / "trained"), str(tmp_path / "eval" / "control"),
+                 "--out", str(out)]) == 0
+    combined = read_rows(out / "results.csv")
+    assert {(r["variant"], r["layer"]) for r in combined} == {(v, x) for v in ("trained", "control") for x in "02"}
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert "| control | 0 |" in (out / "summary.md").read_text().replace("tiny", "")
+
+
+def test_lm_commands_refuse_bad_input(tiny_caches, tmp_path, capsys):
+    acts = str(tiny_caches / "trained")
+    sae_dir = tmp_path / "sae"
+    assert main(["lm", "train", "--acts", acts, "--model", "smollm2", "--out", str(sae_dir)]) == 2
+    assert main(["lm", "train", "--acts", acts, "--layers", "1", "--out", str(sae_dir)]) == 2
+    assert "does not hold layer 1" in capsys.readouterr().err
+    assert main(["lm", "train", "--acts", acts, "--k", "0", "--out", str(sae_dir)]) == 2
+    assert main(["-q", "lm", "train", "--acts", acts, *TRAIN, "--layers", "0", "--out", str(sae_dir)]) == 0
+    assert main(["lm", "train", "--acts", acts, *TRAIN[:-2], "--k", "8", "--out", str(sae_dir)]) == 2
+    assert "other train settings" in capsys.readouterr().err
+    assert main(["lm", "eval", "--sae", str(tmp_path / "nothing"), "--out", str(tmp_path / "e")]) == 2
+    assert "written by `randsae lm train`" in capsys.readouterr().err
+    other = str(tiny_caches / "control")
+    assert main(["lm", "eval", "--sae", str(sae_dir), "--acts", other, "--out", str(tmp_path / "e")]) == 2
+    assert "variant" in capsys.readouterr().err
+    assert main(["lm", "compare", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_training_on_the_fly_feeds_every_layer_from_one_pass(tiny_dir, tmp_path):
+    out = tmp_path / "fly"
+    assert main(["-q", "lm", "train", "--model", str(tiny_dir), "--variant", "rerandomized", "--tokens", "4096",
+                 "--context-length", "64", "--layers", "all", *TRAIN, "--out", str(out)]) == 0
+    for layer in range(3):
+        assert json.loads((out / f"layer.{layer}" / "cfg.json").read_text())["tokens_trained"] == 4096
+    assert load_file(str(out / "held_out.safetensors"))["tokens"].shape[1] == 64
+    assert main(["-q", "lm", "eval", "--sae", str(out), "--tokens", "512", "--out", str(tmp_path / "e")]) == 0
+    rows = read_rows(tmp_path / "e" / "results.csv")
+    assert [r["variant"] for r in rows] == ["rerandomized"] * 3
+
+
+def test_splicing_a_block_output_into_itself_changes_nothing(tiny_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    ids = torch.randint(0, 49152, (2, 16))
+    embeds = model.get_input_embeddings()(ids).detach()
+    clean, outputs = logits_and_outputs(model, embeds, [1])
+    with replaced_block_output(model, 1, lambda h: outputs[1]):
+        same = log_probs(model, embeds)
+    with replaced_block_output(model, 1, torch.zeros_like):
+        zeroed = log_probs(model, embeds)
+    assert torch.allclose(same, clean, atol=1e-5) and kl_from_clean(clean, same).abs().max() < 1e-4
+    assert kl_from_clean(clean, zeroed).mean() > 1e-3
+    assert torch.allclose(log_probs(model, embeds), clean)  # the hooks are gone afterwards
+
+
+def test_ce_loss_score_on_the_embedded_model(tmp_path):
+    acts, sae_dir = tmp_path / "acts", tmp_path / "sae"
+    assert main(["-q", "lm", "activations", "--layers", "6", "--tokens", "24k", "--out", str(acts)]) == 0
+    assert main(["-q", "lm", "train", "--acts", str(acts), "--k", "32", "--expansion", "4", "--batch-size", "1024",
+                 "--out", str(sae_dir)]) == 0
+    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--tokens", "512", "--batch-size", "2",
+                 "--out", str(tmp_path / "eval")]) == 0
+    (row,) = read_rows(tmp_path / "eval" / "results.csv")
+    clean, spliced, zeroed = (float(row[c]) for c in ("ce_clean", "ce_sae", "ce_zero"))
+    assert clean < spliced < zeroed, row  # zeroing a block's output wrecks the trained model; the SAE less so
+    score = float(row["ce_loss_score"])
+    assert score == pytest.approx((zeroed - spliced) / (zeroed - clean)) and 0 < score < 1
+
+
+@pytest.mark.slow
+def test_two_ranks_under_torchrun_equal_one_process(tiny_caches, tmp_path):
+    acts = str(tiny_caches / "trained")
+    args = ["lm", "train", "--acts", acts, "--layers", "2", "--k", "4", "--expansion", "4", "--batch-size", "128",
+            "--tokens", "2048", "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                             "--master-port", "29517", "-m", "randsae", *args, "--out", str(tmp_path / "two")],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = load_file(str(tmp_path / "one" / "layer.2" / "sae_weights.safetensors"))
+    two = load_file(str(tmp_path / "two" / "layer.2" / "sae_weights.safetensors"))
+    cfg = json.loads((tmp_path / "two" / "layer.2" / "cfg.json").read_text())
+    assert cfg["steps"] == 16 and cfg["ranks"] == 2
+    for name, tensor in one.items():
+        assert torch.allclose(tensor, two[name], atol=1e-5, rtol=1e-4), (name, (tensor - two[name]).abs().max())
