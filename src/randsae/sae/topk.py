@@ -108,13 +108,13 @@ class TopKSAE(nn.Module):
         return torch.zeros(len(values), self.num_latents, dtype=values.dtype,
                            device=values.device).scatter_(1, indices, values)
 
-    def forward_dense(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same function computed densely: full latent matrix, dense decoder product. Returns
-        (reconstruction, latents). The reference for tests and the benchmark, not for training."""
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """`forward` computed densely: the full latent matrix, a dense decoder product, dense gradients.
+        The reference that tests and the benchmark compare against, not for training (and without AuxK)."""
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()
         values, indices = pre.topk(self.k, dim=-1, sorted=False)
         latents = torch.zeros_like(pre).scatter(1, indices, values)
-        return latents @ self.W_dec + self.b_dec, latents
+        return TopKOutput(latents @ self.W_dec + self.b_dec, values, indices, None)
 
     def config(self) -> dict:
         return {"architecture": "topk", "d_in": self.num_inputs, "d_sae": self.num_latents, "k": self.k}
