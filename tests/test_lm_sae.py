@@ -170,6 +170,7 @@ def test_middle_layer_sae_beats_pca_with_k_components(tmp_path):
     assert main(["-q", "lm", "activations", "--layers", "15", "--tokens", "200k", "--out", str(acts)]) == 0
     assert main(["-q", "lm", "train", "--acts", str(acts), "--k", "32", "--expansion", "8", "--batch-size", "1024",
                  "--lr", "1e-3", "--out", str(sae_dir)]) == 0
-    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--tokens", "2k", "--out", str(tmp_path / "eval")]) == 0
-    (row,) = read_rows(tmp_path / "eval" / "results.csv")
+    eval_dir = tmp_path / "eval"
+    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--tokens", "2k", "--out", str(eval_dir)]) == 0
+    (row,) = read_rows(eval_dir / "results.csv")
     assert float(row["explained_variance"]) > float(row["pca_explained_variance"]), row

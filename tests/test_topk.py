@@ -30,7 +30,8 @@ def test_sparse_forward_and_gradients_equal_the_dense_reference():
     dense = sae.forward_dense(x)
     assert out.values.shape == out.indices.shape == (40, 5)
     assert torch.allclose(out.reconstruction, dense.reconstruction, atol=1e-5)
-    assert torch.allclose(sae.dense_latents(out.values, out.indices), sae.dense_latents(dense.values, dense.indices))
+    latents = sae.dense_latents(out.values, out.indices)
+    assert torch.allclose(latents, sae.dense_latents(dense.values, dense.indices))
     target = torch.randn(40, 24)
 
     def gradients(reconstruction):

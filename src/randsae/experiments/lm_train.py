@@ -32,8 +32,9 @@ def layer_directory(out: Path, layer: int) -> Path:
     return out / f"layer.{layer}"
 
 
-def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int], world: World) -> list[int]:
-    """Write (or check) OUT/config.json; return the layers not trained yet."""
+def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int], held_out: torch.Tensor,
+                   world: World) -> list[int]:
+    """Write (or check) OUT/config.json, write the held-out contexts; return the layers not trained yet."""
     settings = json.loads(json.dumps({"train": asdict(config), "source": source}))
     path = out / "config.json"
     if path.exists():
@@ -43,6 +44,8 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
                 raise ValueError(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
     elif world.is_main:
         write_json(path, settings)
+    if world.is_main:
+        write_held_out(out, held_out)
     return [layer for layer in layers if not (layer_directory(out, layer) / "sae_weights.safetensors").exists()]
 
 
@@ -72,8 +75,9 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
         return
     variant = source["variant"]["variant"] if isinstance(source.get("variant"), dict) else source.get("variant")
     metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source.get("model"),
-                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps, "ranks": trainer.world.size,
-                "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
+                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps,
+                "ranks": trainer.world.size, "final_fvu": fvu,
+                "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
     path = trainer.sae.save(layer_directory(out, layer), metadata)
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
 
@@ -90,10 +94,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         if missing:
             raise ValueError(f"the cache {acts} does not hold layer {missing[0]} (it holds {cache.layers}).")
         source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(Path(acts).resolve())}
-        held_out = read_held_out(acts)
-        todo = prepare_output(out, config, source, chosen, world)
-        if world.is_main:
-            write_held_out(out, held_out)
+        todo = prepare_output(out, config, source, chosen, read_held_out(acts), world)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
@@ -123,9 +124,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         model, _, train, held_out = open_source(source, world.device)
         chosen = parse_layers(layers, model.config.num_hidden_layers)
         manifest = record(source, model, train, held_out)
-        todo = prepare_output(out, config, manifest, chosen, world)
-        if world.is_main:
-            write_held_out(out, held_out)
+        todo = prepare_output(out, config, manifest, chosen, held_out, world)
         if not todo:
             return todo
         d_model = model.config.hidden_size
