@@ -157,3 +157,13 @@ def test_datasets_streaming_path_on_a_local_data_set(tokenizer, tmp_path, monkey
         next(documents(str(tmp_path / "corpus"), text_column="text"))
     with pytest.raises(ValueError, match="cannot stream data set"):
         next(documents("no-such-org/no-such-data-set"))
+
+
+def test_activations_beyond_the_cache_dtype_are_refused(tiny, tmp_path):
+    with torch.no_grad():
+        tiny.get_input_embeddings().weight.mul_(1e9)  # block outputs far past float16's 65,504
+    ids = torch.randint(0, 49152, (2, 8))
+    with pytest.raises(ValueError, match="does not fit the cache dtype"):
+        cache_activations(tiny, ids, [0], tmp_path / "f16", batch_size=2, progress=False)
+    cache_activations(tiny, ids, [0], tmp_path / "f32", batch_size=2, dtype="float32", progress=False)
+    assert torch.isfinite(next(open_cache(tmp_path / "f32").iter_batches(0, 16))).all()

@@ -138,3 +138,7 @@ def test_bad_settings_are_refused():
         TopKTrainConfig(autocast="fp8").validate()
     with pytest.raises(ValueError, match="batch_size"):
         TopKTrainConfig(batch_size=0).validate()
+    x = sparse_data(64)
+    x[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        TopKTrainer(TopKSAE(32, 128, k=3), TopKTrainConfig(k=3)).step(x)

@@ -77,6 +77,8 @@ class TopKTrainer:
     def step(self, x: torch.Tensor) -> float:
         """One optimiser step on `x` (this rank's tokens × d, float); returns the global batch's FVU."""
         x = x.to(self.world.device, torch.float32)
+        if not torch.isfinite(x).all():
+            raise ValueError("the activations hold NaN or infinite values; an SAE cannot be trained on them.")
         if self.steps == 0:
             self._initialise_decoder_bias(x)
         with torch.no_grad():  # Σ (x − mean)² over the global batch, from per-rank sums

@@ -132,7 +132,11 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
 def _shard_writer(tensors: dict[str, torch.Tensor], first: int, count: int, d_model: int):
     """Copies a block's output (cast to the cache dtype) into rows first … first+count of its layer."""
     def store(layer: int, hidden: torch.Tensor) -> None:
-        tensors[f"layer.{layer}"][first:first + count] = hidden.reshape(-1, d_model)
+        rows = tensors[f"layer.{layer}"][first:first + count]
+        rows.copy_(hidden.reshape(-1, d_model))
+        if not torch.isfinite(rows).all():
+            raise ValueError(f"block {layer}'s output does not fit the cache dtype {rows.dtype} (largest |x| "
+                             f"{hidden.abs().max().item():.4g}) or is not finite; choose --dtype bfloat16 or float32.")
     return store
 
 
