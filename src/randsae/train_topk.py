@@ -55,7 +55,11 @@ class TopKTrainer:
         config.validate()
         world = world or World(device=sae.W_enc.device)
         self.sae, self.config, self.world = sae.to(world.device), config, world
-        self.model = DistributedDataParallel(sae) if world.distributed else sae
+        if world.distributed:
+            device_ids = [world.device.index] if world.device.type == "cuda" else None
+            self.model = DistributedDataParallel(sae, device_ids=device_ids)
+        else:
+            self.model = sae
         lr = config.lr or default_lr(sae.num_latents)
         self.warmup = config.warmup_steps
         if total_steps is not None and total_steps < 10 * self.warmup:

@@ -135,8 +135,9 @@ def _shard_writer(tensors: dict[str, torch.Tensor], first: int, count: int, d_mo
         rows = tensors[f"layer.{layer}"][first:first + count]
         rows.copy_(hidden.reshape(-1, d_model))
         if not torch.isfinite(rows).all():
+            largest = hidden.abs().max().item()
             raise ValueError(f"block {layer}'s output does not fit the cache dtype {rows.dtype} (largest |x| "
-                             f"{hidden.abs().max().item():.4g}) or is not finite; choose --dtype bfloat16 or float32.")
+                             f"{largest:.4g}) or is not finite; choose --dtype bfloat16 or float32.")
     return store
 
 
