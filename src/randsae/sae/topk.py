@@ -62,8 +62,8 @@ class TopKSAE(nn.Module):
         change their length, which the next normalisation undoes."""
         if self.W_dec.grad is None:
             return
-        parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
-        self.W_dec.grad.sub_(parallel * self.W_dec)
+        parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec, dim=1).unsqueeze(1)
+        self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1)
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
