@@ -144,10 +144,14 @@ def test_ce_loss_score_on_the_embedded_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ranks_under_torchrun_equal_one_process(tiny_caches, tmp_path):
-    acts = str(tiny_caches / "trained")
-    args = ["lm", "train", "--acts", acts, "--layers", "2", "--k", "4", "--expansion", "4", "--batch-size", "128",
-            "--tokens", "2048", "--device", "cpu", "-q"]
+@pytest.mark.parametrize("source", ["cache", "model"])
+def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_caches, tmp_path):
+    if source == "cache":
+        inputs = ["--acts", str(tiny_caches / "trained"), "--tokens", "2048"]
+    else:  # on the fly: each rank runs the model on its share of every step's contexts
+        inputs = ["--model", str(tiny_dir), "--tokens", "2048", "--context-length", "64"]
+    args = ["lm", "train", *inputs, "--layers", "2", "--k", "4", "--expansion", "4", "--batch-size", "128",
+            "--device", "cpu", "-q"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
@@ -157,7 +161,7 @@ def test_two_ranks_under_torchrun_equal_one_process(tiny_caches, tmp_path):
     one = load_file(str(tmp_path / "one" / "layer.2" / "sae_weights.safetensors"))
     two = load_file(str(tmp_path / "two" / "layer.2" / "sae_weights.safetensors"))
     cfg = json.loads((tmp_path / "two" / "layer.2" / "cfg.json").read_text())
-    assert cfg["steps"] == 16 and cfg["ranks"] == 2
+    assert cfg["steps"] == 16 and cfg["ranks"] == 2 and cfg["tokens_trained"] == 2048
     for name, tensor in one.items():
         assert torch.allclose(tensor, two[name], atol=1e-5, rtol=1e-4), (name, (tensor - two[name]).abs().max())
 
