@@ -92,6 +92,8 @@ def test_lm_commands_refuse_bad_input(tiny_caches, tmp_path, capsys):
     assert main(["lm", "train", "--acts", acts, "--layers", "1", "--out", str(sae_dir)]) == 2
     assert "does not hold layer 1" in capsys.readouterr().err
     assert main(["lm", "train", "--acts", acts, "--k", "0", "--out", str(sae_dir)]) == 2
+    assert main(["lm", "train", "--acts", acts, "--variant", "control", "--out", str(sae_dir)]) == 2
+    assert "--variant describes a model" in capsys.readouterr().err
     assert main(["-q", "lm", "train", "--acts", acts, *TRAIN, "--layers", "0", "--out", str(sae_dir)]) == 0
     assert main(["lm", "train", "--acts", acts, *TRAIN[:-2], "--k", "8", "--out", str(sae_dir)]) == 2
     assert "other train settings" in capsys.readouterr().err

@@ -118,6 +118,14 @@ def run_train(args) -> None:
 
     if (args.acts is None) == (args.model is None):
         raise ValueError("give either --acts (an activation cache) or --model (train on the fly).")
+    if args.acts is not None:
+        defaults = {"revision": None, "variant": "trained", "dataset": "shakespeare", "dataset_config": None,
+                    "split": "train", "text_column": "text", "context_length": 256}
+        given = [name for name, default in defaults.items() if getattr(args, name) != default]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ValueError(f"{flag} describes a model to train on the fly; a cache given with --acts "
+                             "already records its model, variant and text.")
     values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
     config = TopKTrainConfig(seed=args.seed, **{k: v for k, v in values.items() if v is not None})
     config.validate()
