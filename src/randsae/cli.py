@@ -74,6 +74,12 @@ def add_sweep_parser(sub, name: str, help_text: str, flags: dict) -> None:
     p.add_argument("--no-plots", action="store_true", help="write the table only")
 
 
+def given_flags(args, flags: dict) -> dict:
+    """{config field: value} of the flags in `flags` (flag → (field, type, help)) that were given."""
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in flags.items()}
+    return {field: value for field, value in values.items() if value is not None}
+
+
 def sweep_config(args, config_class, presets: dict, flags: dict):
     """Preset, then config file, then flags."""
     from randsae.config import read_config_file
@@ -81,10 +87,7 @@ def sweep_config(args, config_class, presets: dict, flags: dict):
     values = dict(presets[args.preset])
     if args.config:
         values.update(read_config_file(args.config))
-    for flag, (field, _, _) in {**flags, **SWEEP_FLAGS}.items():
-        given = getattr(args, flag[2:].replace("-", "_"))
-        if given is not None:
-            values[field] = given
+    values.update(given_flags(args, {**flags, **SWEEP_FLAGS}))
     if args.no_standardize:
         values["standardize"] = False
     if args.save_weights:

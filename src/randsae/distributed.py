@@ -4,6 +4,8 @@ Without torchrun's environment (WORLD_SIZE unset or 1) everything here is a no-o
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,21 +41,21 @@ class World:
             dist.barrier()
 
 
-def init_world(device: torch.device) -> World:
-    """Join the process group that torchrun describes (gloo on CPU, NCCL on GPU), or a world of one.
-    On a GPU each rank takes the device of its LOCAL_RANK."""
+@contextmanager
+def joined_world(device: torch.device) -> Iterator[World]:
+    """The process group that torchrun describes (gloo on CPU, NCCL on GPU), left on exit; or a world of
+    one. On a GPU each rank takes the device of its LOCAL_RANK."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World(device=device)
+        yield World(device=device)
+        return
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(rank, size, device)
-
-
-def close_world(world: World) -> None:
-    if world.distributed and dist.is_initialized():
+    try:
+        yield World(rank, size, device)
+    finally:
         dist.destroy_process_group()

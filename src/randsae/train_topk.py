@@ -71,25 +71,20 @@ class TopKTrainer:
         self.tokens_since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=world.device)
         self.steps = self.tokens = 0
 
-    @torch.no_grad()
-    def _initialise_decoder_bias(self, x: torch.Tensor) -> None:
-        """b_dec ← the mean of the first global batch."""
-        stats = self.world.all_sum(torch.cat([x.sum(0), x.new_tensor([len(x)])]))
-        self.sae.b_dec.copy_(stats[:-1] / stats[-1])
-
     @torch.enable_grad()  # also when called from a no-grad forward hook (training on the fly)
     def step(self, x: torch.Tensor) -> float:
         """One optimiser step on `x` (this rank's tokens × d, float); returns the global batch's FVU."""
         x = x.to(self.world.device, torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError("the activations hold NaN or infinite values; an SAE cannot be trained on them.")
-        if self.steps == 0:
-            self._initialise_decoder_bias(x)
-        with torch.no_grad():  # Σ (x − mean)² over the global batch, from per-rank sums
+        with torch.no_grad():  # the global batch's mean and Σ (x − mean)², from per-rank sums
             stats = self.world.all_sum(torch.cat([x.sum(0), x.square().sum(0), x.new_tensor([len(x)])]))
             d = x.shape[1]
             total_tokens = int(stats[-1])
-            total_variance = (stats[d:2 * d] - stats[:d].square() / stats[-1]).sum().clamp_min(1e-12)
+            mean = stats[:d] / stats[-1]
+            total_variance = (stats[d:2 * d] - stats[:d] * mean).sum().clamp_min(1e-12)
+            if self.steps == 0:
+                self.sae.b_dec.copy_(mean)  # the decoder bias starts at the first batch's mean
         dead = self.tokens_since_fired >= self.config.dead_tokens if self.config.auxk_alpha > 0 else None
         dtype = AUTOCAST[self.config.autocast]
         with torch.autocast(self.world.device.type, dtype=dtype, enabled=dtype is not None):

@@ -31,9 +31,10 @@ def compare(runs: list[str | Path], out: Path) -> list[dict]:
         raise ValueError("the given runs hold no rows to compare.")
     rows.sort(key=lambda r: (r["model"], r["variant"], int(r["layer"])))
     io.write_rows(out / "results.csv", COLUMNS, rows)
-    io.atomic_write(out / "summary.md", lambda p: p.write_text(markdown_table(rows)))
+    summary = markdown_table(rows)
+    io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
     log.info("wrote %s", plot_lm_comparison(rows, out / "comparison.png"))
-    log.info("\n%s", markdown_table(rows))
+    log.info("\n%s", summary)
     return rows
 
 

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from randsae.config import resolve_device
-from randsae.distributed import World, close_world, init_world
+from randsae.distributed import World, joined_world
 from randsae.io import read_json, write_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
 from randsae.lm.source import Source, open_source, read_held_out, record, write_held_out
@@ -73,9 +73,8 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
 def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None) -> None:
     if not trainer.world.is_main:
         return
-    variant = source["variant"]["variant"] if isinstance(source.get("variant"), dict) else source.get("variant")
-    metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source.get("model"),
-                "variant": variant, "tokens_trained": trainer.tokens, "steps": trainer.steps,
+    metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source["model"],
+                "variant": source["variant"]["variant"], "tokens_trained": trainer.tokens, "steps": trainer.steps,
                 "ranks": trainer.world.size, "final_fvu": fvu,
                 "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
     path = trainer.sae.save(layer_directory(out, layer), metadata)
@@ -86,8 +85,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                      max_tokens: int | None = None, progress: bool = True) -> list[int]:
     """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle.
     Returns the layers trained in this call."""
-    world = init_world(resolve_device(device))
-    try:
+    with joined_world(resolve_device(device)) as world:
         cache = open_cache(acts)
         chosen = cache.layers if layers == "all" else parse_layers(layers, max(cache.layers) + 1)
         missing = sorted(set(chosen) - set(cache.layers))
@@ -108,19 +106,16 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer))
-            world.barrier()
+        world.barrier()
         bar.close()
         return todo
-    finally:
-        close_world(world)
 
 
 def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
                      progress: bool = True) -> list[int]:
     """One SAE per layer, all trained from the same forward passes over the source's contexts (each
     step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained."""
-    world = init_world(resolve_device(device))
-    try:
+    with joined_world(resolve_device(device)) as world:
         model, _, train, held_out = open_source(source, world.device)
         chosen = parse_layers(layers, model.config.num_hidden_layers)
         manifest = record(source, model, train, held_out)
@@ -147,5 +142,3 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         world.barrier()
         bar.close()
         return todo
-    finally:
-        close_world(world)

@@ -7,6 +7,7 @@ entry is not a block's output.
 
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,35 +49,48 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
     return layers
 
 
+@contextmanager
+def block_outputs(model: nn.Module, layers: list[int],
+                  on_output: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
+    """Inside the block, `on_output(layer, output)` receives each output of the blocks in `layers`
+    (batch × context × d_model) as the model makes it."""
+    blocks = transformer_blocks(model)
+
+    def hook(index: int):
+        def receive(module, args, output):
+            on_output(index, output[0] if isinstance(output, tuple) else output)
+        return receive
+
+    handles = [blocks[i].register_forward_hook(hook(i)) for i in set(layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int],
                     on_output: Callable[[int, torch.Tensor], None] | None = None) -> dict[int, torch.Tensor]:
     """The output of each block in `layers` (batch × context × d_model), from one forward pass that stops
     after the last of them. With `on_output(layer, output)`, each output is handed over as it is made
     and not kept (the returned dict is then empty)."""
-    blocks = transformer_blocks(model)
     last = max(layers)
     captured: dict[int, torch.Tensor] = {}
 
-    def hook(index: int):
-        def capture(module, args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            if on_output is None:
-                captured[index] = hidden
-            else:
-                on_output(index, hidden)
-            if index == last:
-                raise _StopForward
-        return capture
+    def receive(index: int, hidden: torch.Tensor) -> None:
+        if on_output is None:
+            captured[index] = hidden
+        else:
+            on_output(index, hidden)
+        if index == last:
+            raise _StopForward
 
-    handles = [blocks[i].register_forward_hook(hook(i)) for i in set(layers)]
-    try:
-        model(input_ids=input_ids, use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
+    with block_outputs(model, layers, receive):
+        try:
+            model(input_ids=input_ids, use_cache=False)
+        except _StopForward:
+            pass
     return captured
 
 

@@ -112,7 +112,7 @@ def run_activations(args) -> None:
 
 
 def run_train(args) -> None:
-    from randsae.cli import writable_directory
+    from randsae.cli import given_flags, writable_directory
     from randsae.experiments.lm_train import train_from_cache, train_from_model
     from randsae.train_topk import TopKTrainConfig
 
@@ -126,8 +126,7 @@ def run_train(args) -> None:
             flag = "--" + given[0].replace("_", "-")
             raise ValueError(f"{flag} describes a model to train on the fly; a cache given with --acts "
                              "already records its model, variant and text.")
-    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in TRAIN_FLAGS.items()}
-    config = TopKTrainConfig(seed=args.seed, **{k: v for k, v in values.items() if v is not None})
+    config = TopKTrainConfig(seed=args.seed, **given_flags(args, TRAIN_FLAGS))
     config.validate()
     out = writable_directory(args.out)
     if args.acts is not None:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from randsae.lm.activations import transformer_blocks
+from randsae.lm.activations import block_outputs, transformer_blocks
 
 
 @contextmanager
@@ -27,29 +27,16 @@ def replaced_block_output(model: nn.Module, layer: int,
 
 
 @torch.no_grad()
+def log_probs(model: nn.Module, inputs_embeds: torch.Tensor) -> torch.Tensor:
+    return model(inputs_embeds=inputs_embeds, use_cache=False).logits.float().log_softmax(-1)
+
+
 def logits_and_outputs(model: nn.Module, inputs_embeds: torch.Tensor,
                        layers: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The model's log-probabilities on `inputs_embeds` and the outputs of blocks `layers`."""
-    blocks = transformer_blocks(model)
     captured: dict[int, torch.Tensor] = {}
-
-    def capture(index: int):
-        def hook(module, args, output):
-            captured[index] = output[0] if isinstance(output, tuple) else output
-        return hook
-
-    handles = [blocks[i].register_forward_hook(capture(i)) for i in layers]
-    try:
-        logits = model(inputs_embeds=inputs_embeds, use_cache=False).logits
-    finally:
-        for handle in handles:
-            handle.remove()
-    return logits.float().log_softmax(-1), captured
-
-
-@torch.no_grad()
-def log_probs(model: nn.Module, inputs_embeds: torch.Tensor) -> torch.Tensor:
-    return model(inputs_embeds=inputs_embeds, use_cache=False).logits.float().log_softmax(-1)
+    with block_outputs(model, layers, captured.__setitem__):
+        return log_probs(model, inputs_embeds), captured
 
 
 def next_token_loss(log_probs: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:

@@ -113,8 +113,7 @@ class TopKSAE(nn.Module):
         The reference that tests and the benchmark compare against, not for training (and without AuxK)."""
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()
         values, indices = pre.topk(self.k, dim=-1, sorted=False)
-        latents = torch.zeros_like(pre).scatter(1, indices, values)
-        return TopKOutput(latents @ self.W_dec + self.b_dec, values, indices, None)
+        return TopKOutput(self.dense_latents(values, indices) @ self.W_dec + self.b_dec, values, indices, None)
 
     def config(self) -> dict:
         return {"architecture": "topk", "d_in": self.num_inputs, "d_sae": self.num_latents, "k": self.k}
