@@ -1,5 +1,7 @@
 """Language models and their random twins, on the embedded SmolLM2-135M and a tiny Llama."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
@@ -97,9 +99,60 @@ def test_control_gives_each_occurrence_fresh_noise(tiny):
 def test_step0_without_a_hub_revision_is_a_seeded_fresh_init(tiny):
     a = make_variant(tiny, "step0", seed=5)
     b = make_variant(tiny, "step0", seed=5)
-    assert a.randsae_variant["step0_source"] == "initialisation from the model's config"
+    assert a.randsae_variant["step0_source"] == "initialisation from the model's config under seed 5"
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.model.layers[1].self_attn.q_proj.weight, tiny.model.layers[1].self_attn.q_proj.weight)
+
+
+@pytest.fixture
+def local_model_dir(tmp_path, tiny, monkeypatch):
+    """The tiny Llama saved as `models/mine`, a relative path under the working directory (tokenizer from
+    the embedded model, vocabulary widened to match)."""
+    from transformers import AutoTokenizer, LlamaConfig
+
+    from randsae.lm.models import converted_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2")))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(config)
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained("models/mine")
+    tokenizer.save_pretrained("models/mine")
+    return "models/mine"
+
+
+def test_step0_of_a_relative_local_directory_is_a_fresh_init_not_the_trained_weights(local_model_dir):
+    trained, _ = load_model(local_model_dir)
+    step0 = make_variant(trained, "step0", seed=0)
+    assert step0.randsae_variant["step0_source"].startswith("initialisation from the model's config")
+    weight = "model.layers.1.mlp.down_proj.weight"
+    assert not torch.equal(dict(step0.named_parameters())[weight], dict(trained.named_parameters())[weight])
+
+
+def test_step0_cli_activations_of_a_relative_directory_differ_from_the_trained_ones(local_model_dir):
+    from randsae.cli import main
+    from randsae.lm.activations import open_cache
+
+    for variant in ("trained", "step0"):
+        assert main(["-q", "lm", "activations", "--model", local_model_dir, "--variant", variant, "--layers", "1",
+                     "--tokens", "2k", "--context-length", "64", "--out", f"acts-{variant}"]) == 0
+    trained, step0 = (next(open_cache(f"acts-{v}").iter_batches(1, 512, shuffle=False)) for v in ("trained", "step0"))
+    assert not torch.allclose(trained, step0)
+    import json
+    record = json.loads(Path("acts-step0/manifest.json").read_text())["variant"]
+    assert record["step0_source"].startswith("initialisation from the model's config")
+
+
+def test_hub_step0_with_the_trained_weights_is_refused(tiny, monkeypatch):
+    """A hub whose step0 revision serves the trained weights (a test double: no hub here)."""
+    import copy
+
+    tiny.randsae_origin = {"name": "org/model", "hub": True, "revision": None, "path": None}
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda *a, **k: copy.deepcopy(tiny))
+    with pytest.raises(ValueError, match="has the trained model's weights"):
+        make_variant(tiny, "step0")
 
 
 def test_bad_names_are_one_sentence(tmp_path):

@@ -1,34 +1,16 @@
 """The `randsae` command. Bad input ends with one sentence on stderr and exit code 2."""
 
 import argparse
+import errno
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
+from randsae.cliutil import Parser, UsageError, given_flags, output_directory
+
 log = logging.getLogger("randsae")
-
-
-class UsageError(Exception):
-    """Bad input from the command line: reported as one sentence, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one sentence instead of argparse's usage dump
-        raise UsageError(f"{self.prog}: {message}.")
-
-
-def writable_directory(path: str) -> Path:
-    """Create `path` if needed and prove a file can be written there."""
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to output directory {out}: {e.strerror or e}.") from None
-    return out
 
 
 # flag → (config field, type, help). Each flag defaults to None so that only given flags override.
@@ -74,12 +56,6 @@ def add_sweep_parser(sub, name: str, help_text: str, flags: dict) -> None:
     p.add_argument("--no-plots", action="store_true", help="write the table only")
 
 
-def given_flags(args, flags: dict) -> dict:
-    """{config field: value} of the flags in `flags` (flag → (field, type, help)) that were given."""
-    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in flags.items()}
-    return {field: value for field, value in values.items() if value is not None}
-
-
 def sweep_config(args, config_class, presets: dict, flags: dict):
     """Preset, then config file, then flags."""
     from randsae.config import read_config_file
@@ -96,11 +72,11 @@ def sweep_config(args, config_class, presets: dict, flags: dict):
 
 
 def finish_sweep(args, out: Path) -> None:
-    from randsae.io import read_rows
+    from randsae.experiments.sweep import read_results
     from randsae.plots import plot_results
 
     if not args.no_plots:
-        for path in plot_results(read_rows(out / "results.csv"), out):
+        for path in plot_results(read_results(out / "results.csv"), out):
             log.info("wrote %s", path)
     log.info("results in %s", out / "results.csv")
 
@@ -109,18 +85,18 @@ def run_toy_command(args) -> None:
     from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
 
     config = sweep_config(args, ToyConfig, PRESETS, TOY_FLAGS)
-    out = writable_directory(args.out)
-    run_toy(config, out, progress=not args.quiet)
-    finish_sweep(args, out)
+    with output_directory(args.out) as out:
+        run_toy(config, out, progress=not args.quiet)
+        finish_sweep(args, out)
 
 
 def run_glove_command(args) -> None:
     from randsae.experiments.glove import PRESETS, GloveConfig, run_glove
 
     config = sweep_config(args, GloveConfig, PRESETS, GLOVE_FLAGS)
-    out = writable_directory(args.out)
-    run_glove(config, out, progress=not args.quiet)
-    finish_sweep(args, out)
+    with output_directory(args.out) as out:
+        run_glove(config, out, progress=not args.quiet)
+        finish_sweep(args, out)
 
 
 def add_plot_parser(sub) -> None:
@@ -130,19 +106,19 @@ def add_plot_parser(sub) -> None:
 
 
 def run_plot_command(args) -> None:
-    from randsae.io import read_rows
+    from randsae.experiments.sweep import read_results
     from randsae.plots import plot_results
 
     table = Path(args.run) / "results.csv"
     if not table.is_file():
         raise FileNotFoundError(
             f"{table} does not exist; give a directory written by `randsae toy` or `randsae glove`.")
-    rows = read_rows(table)
+    rows = read_results(table)
     if not rows:
         raise ValueError(f"{table} has no rows to plot.")
-    out = writable_directory(args.out or args.run)
-    for path in plot_results(rows, out):
-        log.info("wrote %s", path)
+    with output_directory(args.out or args.run) as out:
+        for path in plot_results(rows, out):
+            log.info("wrote %s", path)
 
 
 def add_toy2d_parser(sub) -> None:
@@ -155,12 +131,14 @@ def add_toy2d_parser(sub) -> None:
 def run_toy2d_command(args) -> None:
     from randsae.data import lomax
     from randsae.plots import plot_lomax
+    from randsae.resources import check_memory
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive integer, not {args.num_samples}.")
-    out = writable_directory(args.out)
-    demo = lomax.generate(args.num_samples, seed=args.seed)
-    log.info("wrote %s", plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png"))
+    check_memory(lomax.bytes_needed(args.num_samples), f"the 2-D demo with {args.num_samples:,} samples")
+    with output_directory(args.out) as out:
+        demo = lomax.generate(args.num_samples, seed=args.seed)
+        log.info("wrote %s", plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png"))
 
 
 def run_lm_command(args) -> None:
@@ -191,12 +169,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         args = build_parser().parse_args(argv)
         args.quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 reports
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
+        # randsae's own progress notes at INFO; other libraries only warn
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("randsae").setLevel(logging.WARNING if args.quiet else logging.INFO)
+        if args.quiet:
+            quiet_libraries()
         COMMANDS[args.command](args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
@@ -204,10 +194,40 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"randsae: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("randsae: error: out of memory; choose smaller sizes (samples, latents, batch).", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "allocate" not in str(e) and "out of memory" not in str(e):
+            raise
+        first = str(e).strip().splitlines()[0]
+        print(f"randsae: error: out of memory ({first}); choose smaller sizes.", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            where = f" writing {Path(e.filename).parent}" if e.filename else ""
+            print(f"randsae: error: no space left on the device{where}; finished files are kept, free space "
+                  "and rerun to resume.", file=sys.stderr)
+            return 2
+        print(f"randsae: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("randsae: interrupted; finished rows are kept, rerun to resume.", file=sys.stderr)
         return 130
+    except Terminated:
+        print("randsae: terminated (SIGTERM); finished rows are kept, rerun to resume.", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def quiet_libraries() -> None:
+    """-q: no progress bars from the libraries randsae drives (transformers' "Loading weights", the hub's
+    downloads). They read this variable when they are first imported, which happens after this."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

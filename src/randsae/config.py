@@ -49,11 +49,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist.")
     try:
-        if path.suffix == ".json":
-            return json.loads(path.read_text())
-        return tomllib.loads(path.read_text())
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        text = path.read_text(encoding="utf-8")
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot parse config file {path}: {e}.") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} holds a {type(values).__name__}, not a table of settings.")
+    return values
 
 
 def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +68,9 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in values.items():
         hint = hints[name]
+        if hint in SCALARS:
+            out[name] = strict_scalar(name, value, hint)
+            continue
         if get_origin(hint) is list:
             (item_type,) = get_args(hint)
             if isinstance(value, str):
@@ -73,12 +78,23 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
                          else parse_list(value, item_type))
             elif not isinstance(value, list):
                 value = [value]
-            try:
-                value = [item_type(v) for v in value]
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a list of {item_type.__name__}, not {value!r}.") from None
+            value = [strict_scalar(name, v, item_type) for v in value]
         out[name] = value
     return out
+
+
+SCALARS = (bool, int, float, str)
+
+
+def strict_scalar(name: str, value: Any, kind: type) -> Any:
+    """`value` as a `kind`, refusing what is not already one: a string is not a number or a bool, a bool is
+    not a number, a float is not an int (an int is a fine float)."""
+    ok = (isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)) or (
+        kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise ValueError(f"setting {name} must be {article} {kind.__name__}, not {value!r}.")
+    return float(value) if kind is float else value
 
 
 def to_dict(config: Any) -> dict[str, Any]:

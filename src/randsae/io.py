@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -29,8 +30,38 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.exists():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            rows = []
+            for cells in reader:
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ValueError(f"{path} line {reader.line_num} has {len(cells)} cells where its header "
+                                     f"has {len(header)}.")
+                rows.append(dict(zip(header, cells, strict=True)))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a readable CSV table ({e}).") from None
+    return rows
+
+
+def check_columns(path: str | Path, rows: list[dict], columns: Sequence[str], numeric: Sequence[str] = ()) -> None:
+    """Every row of the table at `path` has `columns`, and `numeric` ones hold numbers (or are empty):
+    one sentence naming the file, the row and the column otherwise."""
+    for number, row in enumerate(rows, start=2):
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"{path} has no column {missing[0]!r}; is it the right kind of table?")
+        for column in numeric:
+            value = row.get(column)
+            if value in (None, ""):
+                continue
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{path} row {number}: {column} is {value!r}, not a number.") from None
 
 
 def write_rows(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
@@ -44,11 +75,91 @@ def write_rows(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -
     return atomic_write(path, write)
 
 
-def read_json(path: str | Path) -> dict:
+def read_json(path: str | Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict:
+    """A JSON object from `path`, with `fields` (name → type) present and of their types; anything else is
+    one sentence naming the file (and the key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ValueError(f"{path} is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object of settings.")
+    check_fields(data, fields or {}, path)
+    return data
+
+
+def check_fields(data: dict, fields: dict[str, type | tuple[type, ...]], where: str | Path) -> None:
+    """Each of `fields` (name → type) is in `data` with that type (an int is not a bool)."""
+    for name, kind in fields.items():
+        if name not in data:
+            raise ValueError(f"{where} lacks the key {name!r}.")
+        value = data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ValueError(f"{where}: {name!r} must be {names}, not {value!r}.")
+
+
+SAFETENSORS_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
+                          "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+
+
+def check_safetensors(path: str | Path) -> dict[str, dict]:
+    """The header of a safetensors file ({name: {dtype, shape, data_offsets}}), after checking that it
+    parses and that the file holds exactly the bytes it describes: a truncated or corrupt file is one
+    sentence naming it, not an error deep inside the reader."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    size = path.stat().st_size
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"{path} is not a complete safetensors file ({reason}); it is truncated or corrupt.")
+
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes")
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            raise bad(f"its header claims {length:,} bytes of a {size:,}-byte file")
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise bad("its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not an object")
+    end = 0
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shape, (start, stop) = [int(n) for n in info["shape"]], info["data_offsets"]
+            count = math.prod(shape) * SAFETENSORS_ITEM_BYTES[info["dtype"]]
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"tensor {name!r} is described badly") from None
+        if stop - start != count or start < 0:
+            raise bad(f"tensor {name!r} has the wrong number of bytes")
+        end = max(end, stop)
+        tensors[name] = info
+    if 8 + length + end != size:
+        raise bad(f"{size:,} bytes where its header describes {8 + length + end:,}")
+    return tensors
+
+
+def load_safetensors(path: str | Path, names: list[str] | None = None) -> dict:
+    """The tensors of a checked safetensors file (`check_safetensors`); `names` must all be in it."""
+    from safetensors.torch import load_file
+
+    header = check_safetensors(path)
+    missing = [name for name in names or [] if name not in header]
+    if missing:
+        raise ValueError(f"{path} lacks the tensor {missing[0]!r}.")
+    return load_file(str(path))
 
 
 def cache_dir(*parts: str) -> Path:

@@ -118,8 +118,9 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0") 
 
 
 def plot_results(rows: Sequence[Row], out: str | Path) -> list[Path]:
-    """Every figure a results table supports, written into `out`."""
+    """Every figure a results table supports, written into `out` (diverged SAEs left out)."""
     out = Path(out)
+    rows = [row for row in rows if row.get("status") != "diverged"]
     drawn = [plot_mmcs(rows, out / "mmcs.png"),
              plot_frontiers(rows, out / "frontier_l0.png", "l0"),
              plot_frontiers(rows, out / "frontier_hoyer.png", "hoyer")]

@@ -43,3 +43,8 @@ def generate(
     inputs = projection(coefficients)
     outputs = apply(random_mlp(2, seed=seed, hidden=8), inputs)
     return LomaxDemo(inputs=inputs, outputs=outputs, directions=projection.weight.detach().clone())
+
+
+def bytes_needed(num_samples: int, num_features: int = 3) -> int:
+    """Peak memory of `generate`: a few N × num_features float tensors and the MLP's N × 8 hidden layer."""
+    return num_samples * (6 * num_features + 8 + 8) * 4

@@ -42,6 +42,13 @@ def activation_probabilities(
     return p.clamp_(0, 1)
 
 
+def bytes_needed(num_samples: int, num_inputs: int, num_features: int) -> int:
+    """Peak memory of a toy draw and what the sweep makes from it: the samples, their control and their MLP
+    output (N × n_d each), the coefficients (N × n_s), features and covariance root, a chunk's temporaries."""
+    return 4 * (3 * num_samples * num_inputs + num_samples * num_features + num_inputs * num_features
+                + num_features**2 + 3 * CHUNK_ROWS * num_features)
+
+
 @torch.no_grad()
 def generate(
     num_samples: int,

@@ -16,6 +16,7 @@ from randsae import io
 from randsae.config import coerce, resolve_device, to_dict
 from randsae.data.embeddings import is_embeddings
 from randsae.metrics import METRIC_NAMES, sae_metrics
+from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import derive_seed, generator
 from randsae.train import train_relu_saes
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 TRANSFORMS = ("none", "mlp")
 KEY_COLUMNS = ["data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs"]
-COLUMNS = [*KEY_COLUMNS, *METRIC_NAMES]
+# status: "ok", or "diverged" when a metric is not finite (kept as a record, retried by a rerun, never plotted)
+COLUMNS = [*KEY_COLUMNS, *METRIC_NAMES, "status"]
 # Settings that change every number in a table: a rerun into the same directory must share them.
 TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction")
 
@@ -67,8 +69,8 @@ class SweepConfig:
             raise ValueError(f"l1 coefficients must be finite and non-negative, not {self.l1!r}.")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr!r}.")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive and finite, not {self.lr!r}.")
         if self.l1_reduction not in ("mean", "sum"):
             raise ValueError(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -82,6 +84,12 @@ class SweepConfig:
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+
+
+def stack_bytes(latents: int, input_dim: int, num_saes: int, batch_size: int) -> int:
+    """Training memory of one stack: weights, gradients and two Adam moments of both matrices, and a
+    few batch × latents activations per SAE."""
+    return FLOAT_BYTES * num_saes * (8 * latents * input_dim + 6 * batch_size * latents)
 
 
 @dataclass
@@ -101,6 +109,23 @@ def split_rows(num_rows: int, val_fraction: float, seed: int) -> tuple[torch.Ten
     if num_val < 2 or num_rows - num_val < 1:
         raise ValueError(f"{num_rows} rows leave too few for a {val_fraction:g} validation split.")
     return order[num_val:], order[:num_val]
+
+
+def read_results(path: str | Path) -> list[dict]:
+    """The rows of a sweep's results.csv, each checked: the key columns present and readable, the metrics
+    numbers (or empty). A bad row is one sentence naming the file, the row and the column."""
+    rows = io.read_rows(path)
+    io.check_columns(path, rows, KEY_COLUMNS, numeric=[*KEY_COLUMNS[2:], *METRIC_NAMES])
+    for number, row in enumerate(rows, start=2):
+        try:
+            row_key(row)
+        except ValueError:
+            raise ValueError(f"{path} row {number}: input_dim, latents, seed and epochs must be integers.") from None
+    return rows
+
+
+def is_diverged(metrics: dict) -> bool:
+    return any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values())
 
 
 def row_key(row: dict) -> tuple:
@@ -156,12 +181,15 @@ def run_sweep(
     extra = dict(extra_settings or {})
     check_compatible(out, config, extra)
     device = resolve_device(config.device)
-    io.write_json(out / "config.json", {**to_dict(config), **extra, "input_dims": input_dims,
-                                         "resolved_device": str(device)})
+    record = {**to_dict(config), **extra, "input_dims": input_dims, "resolved_device": str(device)}
 
     table = out / "results.csv"
-    rows = io.read_rows(table)
-    done = {row_key(row) for row in rows}
+    rows = read_results(table)
+    retried = [row for row in rows if row.get("status") == "diverged"]
+    if retried:
+        log.warning("%d SAEs in %s diverged in an earlier run; training them again", len(retried), table)
+    done = {row_key(row) for row in rows if row.get("status") != "diverged"}
+    rows = [row for row in rows if row.get("status") != "diverged"]
     coefs = sorted(set(config.l1))
     todo: dict[tuple, list[float]] = {}
     for seed in range(config.seeds):
@@ -178,9 +206,14 @@ def run_sweep(
     if remaining < planned:
         log.info("%d of %d SAEs already in %s; training the rest", planned - remaining, planned, table)
 
+    if todo:
+        check_memory(stack_bytes(max(latents), max(input_dims.values()), len(coefs), config.batch_size),
+                     f"a stack of {len(coefs)} SAEs with {max(latents):,} latents", device)
     bar = tqdm(total=remaining * config.epochs, unit="SAE-epoch", disable=not progress or not remaining,
                smoothing=0.05)
     dataset, dataset_key = None, None
+    diverged: list[str] = []
+    wrote_config = False
     for (seed, data, transform, size), stack_coefs in todo.items():
         if dataset_key != (seed, data, transform):
             dataset = None  # let the previous data set go before making the next
@@ -194,12 +227,22 @@ def run_sweep(
                         lr=config.lr, seed=seed, l1_reduction=config.l1_reduction, progress=bar,
                         rows=dataset.train_rows)
         for i, (coef, metrics) in enumerate(zip(stack_coefs, evaluate(sae, dataset), strict=True)):
+            status = "diverged" if is_diverged(metrics) else "ok"
             row = {"data": data, "transform": transform, "input_dim": input_dim, "latents": size,
-                   "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics}
+                   "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics, "status": status}
             rows.append(row)
+            if status == "diverged":
+                diverged.append(f"{data}/{transform} {size} latents, coefficient {coef:.4g}, seed {seed}")
+                continue
             if config.save_weights:
                 name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
                 sae.save(out / "weights" / name, i, metadata={k: row[k] for k in KEY_COLUMNS})
+        if not wrote_config:  # the record goes down with the first results made under it
+            io.write_json(out / "config.json", record)
+            wrote_config = True
         io.write_rows(table, COLUMNS, rows)
     bar.close()
+    if diverged:
+        log.warning("%d SAEs diverged (a metric is not finite; try a lower learning rate): %s. They are recorded "
+                    "with status 'diverged' and trained again by a rerun.", len(diverged), "; ".join(diverged[:5]))
     return rows

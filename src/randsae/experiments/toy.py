@@ -1,6 +1,7 @@
 """The toy model of superposition (PAPER.md §1): Sharkey data and its Gaussian control, raw and through a
 random MLP, ReLU+L1 SAEs swept over sparsity coefficients, dictionary sizes and seeds."""
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -8,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from randsae.config import resolve_device
 from randsae.data import embeddings, gaussian, sharkey
 from randsae.experiments.sweep import Dataset, SweepConfig, check_positive_int, run_sweep, split_rows
+from randsae.resources import check_memory
 from randsae.transforms import apply, random_mlp
 
 
@@ -37,6 +40,11 @@ class ToyConfig(SweepConfig):
             raise ValueError(f"latents must be integers of at least 2, not {self.latents!r}.")
         if self.decay not in ("power", "product"):
             raise ValueError(f"decay must be 'power' or 'product', not {self.decay!r}.")
+        if not (0 < self.avg_active_features <= self.num_features and math.isfinite(self.avg_active_features)):
+            raise ValueError(f"avg_active_features must lie in (0, num_features = {self.num_features}], not "
+                             f"{self.avg_active_features!r}.")
+        if not 0 < self.lambda_decay <= 1:
+            raise ValueError(f"lambda_decay must lie in (0, 1], not {self.lambda_decay!r}.")
         if round(self.num_samples * self.val_fraction) < 2:
             raise ValueError(f"{self.num_samples} samples leave too few for a {self.val_fraction:g} split.")
 
@@ -84,6 +92,10 @@ def embedding_matrix(spec: str) -> torch.Tensor:
 
 def run_toy(config: ToyConfig, out: str | Path, progress: bool = True) -> list[dict]:
     """The toy grid into OUT (resumable); returns the whole results table."""
+    if any(not embeddings.is_embeddings(data) for data in config.data):
+        check_memory(sharkey.bytes_needed(config.num_samples, config.num_inputs, config.num_features),
+                     f"the toy data ({config.num_samples:,} samples, {config.num_inputs:,} inputs, "
+                     f"{config.num_features:,} features)", resolve_device(config.device))
     input_dims = {data: embedding_matrix(data).shape[1] if embeddings.is_embeddings(data) else config.num_inputs
                   for data in config.data}
     return run_sweep(config, out, input_dims, config.latents, toy_datasets(config), progress)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from torch import nn
 from tqdm.auto import tqdm
 
-from randsae.io import atomic_write, write_json
+from randsae.io import atomic_write, check_fields, check_safetensors, read_json, write_json
 from randsae.seeding import generator
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -25,6 +25,11 @@ SHARD_BYTES = 256 * 2**20
 
 class _StopForward(Exception):
     pass
+
+
+def check_cache_dtype(dtype: str) -> None:
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
@@ -103,8 +108,7 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
     lists the finished shards and is rewritten after each, so a rerun resumes after the last one. Only
     one shard is held in memory.
     """
-    if dtype not in CACHE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
+    check_cache_dtype(dtype)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d_model = model.config.hidden_size
@@ -114,7 +118,7 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
     settings = {**(manifest or {}), "layers": layers, "d_model": d_model, "context_length": length,
                 "dtype": dtype, "num_contexts": len(contexts), "shard_contexts": shard_contexts}
     path = out / "manifest.json"
-    state = json.loads(path.read_text()) if path.exists() else {**settings, "shards": []}
+    state = read_manifest(out) if path.exists() else {**settings, "shards": []}
     for key, value in settings.items():
         if state.get(key) != value:
             raise ValueError(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
@@ -203,7 +207,7 @@ class ActivationCache:
     def num_tokens(self) -> int:
         return sum(s["contexts"] for s in self.manifest["shards"]) * self.context_length
 
-    def _read(self, shard: dict, key: str) -> torch.Tensor:
+    def _read(self, shard: dict, key: str) -> torch.Tensor:  # shards are checked by open_cache
         with safe_open(str(self.directory / shard["file"]), framework="pt") as f:
             return f.get_tensor(key)
 
@@ -233,9 +237,40 @@ class ActivationCache:
             yield carry
 
 
-def open_cache(directory: str | Path) -> ActivationCache:
-    directory = Path(directory)
+MANIFEST_FIELDS = {"layers": list, "d_model": int, "context_length": int, "dtype": str, "shards": list}
+
+
+def read_manifest(directory: Path) -> dict:
+    """manifest.json of a cache, checked: its fields, its layers and its shard list."""
     path = directory / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; is {directory} an activation cache?")
-    return ActivationCache(directory, json.loads(path.read_text()))
+    manifest = read_json(path, MANIFEST_FIELDS)
+    if not manifest["layers"] or not all(isinstance(i, int) and i >= 0 for i in manifest["layers"]):
+        raise ValueError(f"{path}: 'layers' must be a list of block indices, not {manifest['layers']!r}.")
+    if manifest["dtype"] not in CACHE_DTYPES:
+        raise ValueError(f"{path}: 'dtype' must be one of {', '.join(CACHE_DTYPES)}, not {manifest['dtype']!r}.")
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict):
+            raise ValueError(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
+        check_fields(shard, {"file": str, "contexts": int}, f"{path} (shard entry)")
+    return manifest
+
+
+def open_cache(directory: str | Path) -> ActivationCache:
+    """The cache in `directory`, its manifest and every shard's header checked against each other (the
+    tensor data itself is read a shard at a time, later)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    d_model, length = manifest["d_model"], manifest["context_length"]
+    for shard in manifest["shards"]:
+        path = directory / shard["file"]
+        header = check_safetensors(path)
+        tokens = shard["contexts"] * length
+        expected = {"tokens": [shard["contexts"], length],
+                    **{f"layer.{layer}": [tokens, d_model] for layer in manifest["layers"]}}
+        for name, shape in expected.items():
+            if name not in header or header[name]["shape"] != shape:
+                found = header[name]["shape"] if name in header else "nothing"
+                raise ValueError(f"{path} holds {found} as {name!r}, where the manifest implies {shape}.")
+    return ActivationCache(directory, manifest)

@@ -2,19 +2,10 @@
 
 import argparse
 import logging
-import re
+
+from randsae.cliutil import given_flags, output_directory, parse_count
 
 log = logging.getLogger("randsae")
-
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
-
-
-def parse_count(text: str) -> int:
-    """'1M', '100m', '500k', '2048' → an integer."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*", text)
-    if not match or float(match[1]) <= 0:
-        raise ValueError(f"cannot read {text!r} as a count like 2048, 500k or 1M.")
-    return int(float(match[1]) * _SUFFIXES[match[2].lower()])
 
 
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
@@ -97,22 +88,24 @@ def add_lm_parser(sub, parser_class) -> None:
 
 def run_activations(args) -> None:
     from randsae.config import resolve_device
-    from randsae.lm.activations import cache_activations, parse_layers
+    from randsae.lm.activations import cache_activations, check_cache_dtype, parse_layers
     from randsae.lm.source import open_source, record, write_held_out
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    check_cache_dtype(args.dtype)
     source = source_from_args(args)
-    model, _, train, held_out = open_source(source, resolve_device(args.device))
-    layers = parse_layers(args.layers, model.config.num_hidden_layers)
-    out = cache_activations(model, train, layers, args.out, batch_size=args.batch_size, dtype=args.dtype,
-                            manifest=record(source, model, train, held_out), progress=not args.quiet)
-    write_held_out(out, held_out)
-    log.info("cached %d tokens of layers %s in %s", train.numel(), layers, out)
+    device = resolve_device(args.device)
+    with output_directory(args.out) as out:
+        model, _, train, held_out = open_source(source, device)
+        layers = parse_layers(args.layers, model.config.num_hidden_layers)
+        cache_activations(model, train, layers, out, batch_size=args.batch_size, dtype=args.dtype,
+                          manifest=record(source, model, train, held_out), progress=not args.quiet)
+        write_held_out(out, held_out)
+        log.info("cached %d tokens of layers %s in %s", train.numel(), layers, out)
 
 
 def run_train(args) -> None:
-    from randsae.cli import given_flags, writable_directory
     from randsae.experiments.lm_train import train_from_cache, train_from_model
     from randsae.train_topk import TopKTrainConfig
 
@@ -128,32 +121,32 @@ def run_train(args) -> None:
                              "already records its model, variant and text.")
     config = TopKTrainConfig(seed=args.seed, **given_flags(args, TRAIN_FLAGS))
     config.validate()
-    out = writable_directory(args.out)
-    if args.acts is not None:
-        max_tokens = parse_count(args.tokens) if args.tokens else None
-        train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
-                         progress=not args.quiet)
-    else:
-        train_from_model(source_from_args(args), args.layers, config, out, args.device,
-                         progress=not args.quiet)
+    source = None if args.acts is not None else source_from_args(args)
+    max_tokens = parse_count(args.tokens) if args.tokens and args.acts is not None else None
+    with output_directory(args.out) as out:
+        if source is None:
+            train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
+                             progress=not args.quiet)
+        else:
+            train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet)
 
 
 def run_eval(args) -> None:
-    from randsae.cli import writable_directory
     from randsae.experiments.lm_eval import evaluate
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
-    out = writable_directory(args.out)
-    evaluate(args.sae, out, acts=args.acts, max_tokens=parse_count(args.tokens), batch_size=args.batch_size,
-             device=args.device, progress=not args.quiet)
+    max_tokens = parse_count(args.tokens)
+    with output_directory(args.out) as out:
+        evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
+                 device=args.device, progress=not args.quiet)
 
 
 def run_compare(args) -> None:
-    from randsae.cli import writable_directory
     from randsae.experiments.lm_compare import compare
 
-    compare(args.runs, writable_directory(args.out))
+    with output_directory(args.out) as out:
+        compare(args.runs, out)
 
 
 LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "compare": run_compare}

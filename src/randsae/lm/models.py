@@ -52,6 +52,15 @@ def converted_gguf(gguf: Path) -> Path:
     return target
 
 
+def is_hub_name(name_or_path: str) -> bool:
+    """Whether `name_or_path` can only mean a Hugging Face hub repository: not an embedded model, not a
+    .gguf file, nothing on disk (relative to the working directory or absolute), not a path spelling."""
+    if name_or_path in EMBEDDED_MODELS or name_or_path.startswith((".", "/", "~")):
+        return False
+    path = Path(name_or_path).expanduser()
+    return path.suffix != ".gguf" and not path.exists()
+
+
 def resolve(name_or_path: str) -> tuple[str, bool]:
     """Where to load `name_or_path` from, and whether that is a local directory."""
     if name_or_path in EMBEDDED_MODELS:
@@ -84,5 +93,8 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
         where = "the directory" if local else "the Hugging Face hub (is it reachable?)"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None
-    model.name_or_path = name_or_path  # the name the user gave, for manifests and step-0 lookups
+    model.name_or_path = name_or_path  # the name the user gave, for manifests
+    # where the weights came from, for step 0: only a hub model is ever looked up at another revision
+    model.randsae_origin = {"name": name_or_path, "hub": not local, "revision": revision,
+                            "path": None if not local else str(Path(source).resolve())}
     return model.to(device).eval(), tokenizer

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from randsae.io import atomic_write
+from randsae.io import atomic_write, load_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -77,4 +77,8 @@ def read_held_out(directory: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; the held-out contexts are written by "
                                 "`randsae lm activations` and `randsae lm train --model`.")
-    return load_file(str(path))["tokens"]
+    tokens = load_safetensors(path, ["tokens"])["tokens"]
+    if tokens.dim() != 2 or tokens.dtype != torch.int64:
+        raise ValueError(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
+                         "int64 token ids.")
+    return tokens

@@ -69,23 +69,43 @@ def rerandomize(model: nn.Module, seed: int, keep_embeddings: bool = False, keep
 
 
 def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
-    """The model at initialisation: the hub's `step0` revision where there is one (Pythia), otherwise
-    a fresh model from the trained one's config under `seed`. Returns it and where it came from."""
+    """The model at initialisation: the hub's `step0` revision where the model came from the hub and has
+    one (Pythia), otherwise a fresh model from the trained one's config under `seed`. Returns it and
+    where it came from. A local model (a directory, a .gguf file, the embedded one) is never looked up on
+    the hub, whatever its path looks like; hub weights that equal the trained ones are refused."""
     from transformers import AutoModelForCausalLM
 
-    name = getattr(model, "name_or_path", None) or model.config.name_or_path
+    from randsae.lm.models import is_hub_name
+
+    origin = getattr(model, "randsae_origin", None)
+    name = origin["name"] if origin else getattr(model, "name_or_path", None) or model.config.name_or_path
+    from_hub = origin["hub"] if origin else bool(name) and is_hub_name(name)
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
-    if name and "/" in name and not name.startswith((".", "/", "~")):
+    if from_hub:
         try:
             fresh = AutoModelForCausalLM.from_pretrained(name, revision="step0", dtype=dtype)
-            return fresh.to(device), f"hub revision step0 of {name}"
         except (OSError, ValueError) as e:
-            log.info("no step0 revision for %s (%s); initialising from the config", name, e)
+            log.warning("no step0 revision of %s on the hub (%s); initialising from the config under seed %d",
+                        name, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, seed)
+        else:
+            if same_weights(fresh, model):
+                raise ValueError(f"the hub's step0 revision of {name} has the trained model's weights; "
+                                 "refusing to use it as the step-0 variant.")
+            commit = getattr(fresh.config, "_commit_hash", None)
+            return fresh.to(device), f"hub revision step0 of {name}" + (f" (commit {commit})" if commit else "")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=dtype)
-    return fresh.to(device), "initialisation from the model's config"
+    return fresh.to(device), f"initialisation from the model's config under seed {seed}"
+
+
+@torch.no_grad()
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold the same parameter names, shapes and values."""
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    return pa.keys() == pb.keys() and all(
+        pa[k].shape == pb[k].shape and torch.equal(pa[k].cpu(), pb[k].cpu()) for k in pa)
 
 
 class NoiseEmbedding(nn.Module):

@@ -136,6 +136,7 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "TopKSAE":
+        """An SAE from `read_sae_files`' checked cfg and tensors."""
         sae = cls(cfg["d_in"], cfg["d_sae"], cfg["k"])
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"].T)
