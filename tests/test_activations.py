@@ -7,9 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from randsae.cli import main
+from randsae.cliutil import parse_count
 from randsae.lm import make_variant
 from randsae.lm.activations import cache_activations, open_cache, parse_layers, residual_stream
-from randsae.cliutil import parse_count
 from randsae.lm.models import converted_gguf, embedded_gguf
 from randsae.lm.text import contexts, documents, split_contexts, strip_markdown
 

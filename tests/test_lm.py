@@ -1,5 +1,6 @@
 """Language models and their random twins, on the embedded SmolLM2-135M and a tiny Llama."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -138,9 +139,9 @@ def test_step0_cli_activations_of_a_relative_directory_differ_from_the_trained_o
     for variant in ("trained", "step0"):
         assert main(["-q", "lm", "activations", "--model", local_model_dir, "--variant", variant, "--layers", "1",
                      "--tokens", "2k", "--context-length", "64", "--out", f"acts-{variant}"]) == 0
-    trained, step0 = (next(open_cache(f"acts-{v}").iter_batches(1, 512, shuffle=False)) for v in ("trained", "step0"))
+    trained, step0 = (next(open_cache(f"acts-{v}").iter_batches(1, 512, shuffle=False))
+                      for v in ("trained", "step0"))
     assert not torch.allclose(trained, step0)
-    import json
     record = json.loads(Path("acts-step0/manifest.json").read_text())["variant"]
     assert record["step0_source"].startswith("initialisation from the model's config")
 

@@ -9,26 +9,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+from transformers import AutoModelForCausalLM
 
 from randsae.cli import main
 from randsae.experiments.lm_eval import COLUMNS
 from randsae.io import read_rows
-from randsae.lm.models import converted_gguf, embedded_gguf
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, replaced_block_output
 from randsae.sae import TopKSAE, load
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    """A 3-block Llama with random weights, saved like any local model directory."""
-    path = tmp_path_factory.mktemp("tiny-llama")
-    config = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2"))).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")

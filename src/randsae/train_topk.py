@@ -39,10 +39,12 @@ class TopKTrainConfig:
         for name in ("k", "expansion", "batch_size", "dead_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)}.")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr}.")
-        if self.warmup_steps < 0 or self.auxk_alpha < 0:
-            raise ValueError("warmup_steps and auxk_alpha must not be negative.")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be positive and finite, not {self.lr}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must not be negative, not {self.warmup_steps}.")
+        if not (self.auxk_alpha >= 0 and math.isfinite(self.auxk_alpha)):
+            raise ValueError(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha}.")
         if self.autocast not in AUTOCAST:
             raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
 
@@ -109,6 +111,9 @@ class TopKTrainer:
             fired = self.world.all_sum(fired)
             self.tokens_since_fired.add_(total_tokens).masked_fill_(fired > 0, 0)
             fvu = (self.world.all_sum(squared_error.detach().clone()) / total_variance).item()
+        if not math.isfinite(fvu):
+            raise ValueError(f"the SAE diverged at step {self.steps + 1} (its loss is not finite); nothing of it "
+                             "was saved: lower --lr and rerun.")
         self.steps += 1
         self.tokens += total_tokens
         return fvu

@@ -47,6 +47,8 @@ def load_embedded() -> WordVectors:
 
 def load_text(path: str | Path) -> WordVectors:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a GloVe text file (a word, then its numbers, per line).")
     if not path.is_file():
         raise FileNotFoundError(f"GloVe file {path} does not exist.")
     vectors_file = cache_dir("glove") / f"{path.stem}-{file_key(path)}.npy"
@@ -54,7 +56,11 @@ def load_text(path: str | Path) -> WordVectors:
     if vectors_file.exists() and words_file.exists():
         words = words_file.read_text(encoding="utf-8").split("\n")
         return WordVectors(words, np.load(vectors_file), str(path))
-    words, vectors = parse_text(path)
+    try:
+        words, vectors = parse_text(path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start} of a line); is it a GloVe text "
+                         "file?") from None
     try:
         vectors_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(vectors_file, lambda p: np.save(p.open("wb"), vectors))

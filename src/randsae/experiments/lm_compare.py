@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from randsae import io
-from randsae.experiments.lm_eval import COLUMNS
+from randsae.experiments.lm_eval import COLUMNS, read_eval_rows
 from randsae.plots import plot_lm_comparison
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def compare(runs: list[str | Path], out: Path) -> list[dict]:
         table = Path(run) / "results.csv"
         if not table.is_file():
             raise FileNotFoundError(f"{table} does not exist; give directories written by `randsae lm eval`.")
-        for row in io.read_rows(table):
+        for row in read_eval_rows(table):
             key = (row["model"], row["variant"], row["layer"])
             if key in seen:
                 raise ValueError(f"{run} and {seen[key]} both hold {key[0]} {key[1]} layer {key[2]}.")

@@ -40,10 +40,12 @@ def trained_layers(sae_dir: Path) -> dict[int, Path]:
 
 def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor]:
     """The source the SAEs were trained on, and the held-out contexts to evaluate on."""
-    if not (sae_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{sae_dir / 'config.json'} does not exist; give a directory written by "
-                                "`randsae lm train`.")
-    source = io.read_json(sae_dir / "config.json")["source"]
+    path = sae_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a directory written by `randsae lm train`.")
+    source = io.read_json(path, {"source": dict})["source"]
+    io.check_fields(source, {"model": str, "variant": dict}, f"{path} (source)")
+    io.check_fields(source["variant"], {"variant": str, "seed": int}, f"{path} (source.variant)")
     if acts is None:
         return source, read_held_out(sae_dir)
     manifest = open_cache(acts).manifest
@@ -64,7 +66,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
         raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     model_name, variant = source["model"], source["variant"]["variant"]
     table = out / "results.csv"
-    rows = io.read_rows(table)
+    rows = read_eval_rows(table)
     done = {int(r["layer"]) for r in rows if r["model"] == model_name and r["variant"] == variant}
     todo = [layer for layer in layers if layer not in done]
     if not todo:
@@ -117,6 +119,13 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     rows.sort(key=lambda r: (r["model"], r["variant"], int(r["layer"])))
     io.write_rows(table, COLUMNS, rows)
     log.info("wrote %s", table)
+    return rows
+
+
+def read_eval_rows(path: str | Path) -> list[dict]:
+    """The rows of an `lm eval` results.csv, checked (one sentence naming the file and row otherwise)."""
+    rows = io.read_rows(path)
+    io.check_columns(path, rows, COLUMNS[:3], numeric=COLUMNS[2:])
     return rows
 
 

@@ -38,7 +38,7 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
     settings = json.loads(json.dumps({"train": asdict(config), "source": source}))
     path = out / "config.json"
     if path.exists():
-        previous = read_json(path)
+        previous = read_json(path, {"train": dict, "source": dict})
         for part in ("train", "source"):
             if previous.get(part) != settings[part]:
                 raise ValueError(f"{out} holds SAEs trained with other {part} settings; choose another --out.")

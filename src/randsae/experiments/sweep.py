@@ -120,7 +120,8 @@ def read_results(path: str | Path) -> list[dict]:
         try:
             row_key(row)
         except ValueError:
-            raise ValueError(f"{path} row {number}: input_dim, latents, seed and epochs must be integers.") from None
+            raise ValueError(f"{path} row {number}: input_dim, latents, seed and epochs must be "
+                             "integers.") from None
     return rows
 
 

@@ -30,7 +30,10 @@ def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
 
 def source_from_args(args):
     from randsae.lm.source import Source
+    from randsae.lm.variants import VARIANTS
 
+    if args.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {args.variant!r}; choose from {', '.join(VARIANTS)}.")
     if args.context_length < 2:
         raise ValueError(f"--context-length must be at least 2, not {args.context_length}.")
     return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,

@@ -49,6 +49,10 @@ def open_source(source: Source, device: torch.device):
 
     model, tokenizer = load_variant(source.model, source.revision,
                                     {"variant": source.variant, "seed": source.seed}, device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and source.context_length > limit:
+        raise ValueError(f"--context-length {source.context_length} is beyond {source.model}'s maximum of {limit} "
+                         "positions.")
     wanted = -(-source.tokens // source.context_length)
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
     # a ninth more contexts than asked, so that the held-out tenth leaves the asked-for number to train on

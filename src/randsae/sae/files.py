@@ -29,6 +29,6 @@ def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
-            raise ValueError(f"{path} holds {name} of shape {tuple(tensors[name].shape)}, but {directory / 'cfg.json'} "
-                             f"(d_in {d_in}, d_sae {d_sae}) implies {shape}.")
+            raise ValueError(f"{path} holds {name} of shape {tuple(tensors[name].shape)}, but "
+                             f"{directory / 'cfg.json'} (d_in {d_in}, d_sae {d_sae}) implies {shape}.")
     return cfg, tensors
