@@ -89,8 +89,9 @@ def test_diverged_saes_are_recorded_as_such_and_retried_not_skipped(tmp_path):
 
 
 def test_quiet_runs_print_nothing(tiny_dir, tmp_path):
-    result = randsae("-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "1k", "--context-length", "64",
-                     "--layers", "1", "--out", str(tmp_path / "acts"), env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    result = randsae("-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "1k", "--context-length",
+                     "64", "--layers", "1", "--out", str(tmp_path / "acts"),
+                     env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and result.stdout == ""
 

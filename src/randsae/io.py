@@ -21,6 +21,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def json_round_trip(data):
+    """`data` as it reads back from JSON (tuples become lists, keys strings): for comparing records."""
+    return json.loads(json.dumps(data))
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
 

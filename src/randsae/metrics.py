@@ -6,6 +6,7 @@ averaged over samples.
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -141,3 +142,20 @@ class TokenQuality:
                 "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
                 "dead_fraction": 1 - self.fired.float().mean().item(),
                 "pca_explained_variance": eigenvalues[:self.pca_components].sum().item() / variance}
+
+
+def token_mass(token_ids: np.ndarray, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, summed activation of each) over positions: A_t = Σ over positions holding t (PAPER.md §2.4)."""
+    ids, inverse = np.unique(np.asarray(token_ids), return_inverse=True)
+    return ids, np.bincount(inverse.ravel(), weights=np.asarray(activations, dtype=np.float64), minlength=len(ids))
+
+
+def token_entropy(token_ids: np.ndarray, activations: np.ndarray) -> float:
+    """Token-distribution entropy H = −Σ_t p_t ln p_t, p_t = A_t / Σ A, in nats (natural log, PAPER.md §2.4).
+    0 for a latent that fires on one token id, ln n when its mass is spread evenly over n; NaN with no mass."""
+    _, mass = token_mass(token_ids, activations)
+    total = mass.sum()
+    if not total > 0:
+        return float("nan")
+    p = mass[mass > 0] / total
+    return float(-(p * np.log(p)).sum())

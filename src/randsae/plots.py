@@ -143,36 +143,76 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path) -> Pat
 
 
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
-              "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score"}
+              "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score",
+              "entropy_mean": "token entropy (nats)\nsampled latents"}
 
 
-def plot_lm_comparison(rows: Sequence[Row], path: str | Path) -> Path:
+def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[str] = ()) -> Path:
     """The paper's Fig. 2: a row per metric, a column per model, layer on x, a line per variant. The
-    explained-variance panels also show the PCA baseline of each variant (dashed, same colour)."""
+    explained-variance panels also show the PCA baseline of each variant (dashed, same colour); the entropy
+    row (when rows carry it) shows mean ± standard deviation over the sampled latents. `notes` are printed
+    under the figure."""
     models = sorted({str(r["model"]) for r in rows})
     variants = sorted({str(r["variant"]) for r in rows})
+    metrics = {m: label for m, label in LM_METRICS.items() if any(_value(r, m) is not None for r in rows)}
     colours = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}
-    fig, axes = plt.subplots(len(LM_METRICS), len(models), figsize=(4.2 * len(models), 2.3 * len(LM_METRICS)),
+    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.2 * len(models), 2.3 * len(metrics)),
                              squeeze=False, sharex="col")
     for column, model in enumerate(models):
-        for row_index, (metric, label) in enumerate(LM_METRICS.items()):
+        for row_index, (metric, label) in enumerate(metrics.items()):
             ax = axes[row_index, column]
             for variant in variants:
-                points = sorted((int(r["layer"]), r) for r in rows
-                                if r["model"] == model and r["variant"] == variant)
+                points = sorted(((int(r["layer"]), r) for r in rows if r["model"] == model
+                                 and r["variant"] == variant and _value(r, metric) is not None),
+                                key=lambda p: p[0])
                 if not points:
                     continue
                 layers = [layer for layer, _ in points]
-                ax.plot(layers, [_value(r, metric) for _, r in points], "o-", ms=3, color=colours[variant],
-                        label=variant)
+                values = [_value(r, metric) for _, r in points]
+                if metric == "entropy_mean":
+                    spread = [_value(r, "entropy_std") or 0.0 for _, r in points]
+                    ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=colours[variant],
+                                label=variant)
+                else:
+                    ax.plot(layers, values, "o-", ms=3, color=colours[variant], label=variant)
                 if metric == "explained_variance":
                     ax.plot(layers, [_value(r, "pca_explained_variance") for _, r in points], "--",
                             color=colours[variant], alpha=0.6, label=f"{variant}, PCA (k components)")
+            if metric == "ce_loss_score":
+                ax.axhline(1.0, color="grey", lw=0.8, ls=":")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
             if row_index == 0:
                 ax.set_title(model)
                 ax.legend(fontsize=7)
         axes[-1, column].set_xlabel("layer")
+    fig.tight_layout()
+    if notes:
+        fig.text(0.01, 0, "\n".join(notes), fontsize=7, ha="left", va="top", wrap=True)
+    return _save(fig, path)
+
+
+def plot_entropy_histograms(summaries: Sequence, path: str | Path) -> Path:
+    """Per (model, variant): histograms of the sampled latents' explainer-set entropy, one per layer, on
+    shared axes (the paper's Fig. 20 x-axis)."""
+    groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for s in summaries:
+        if s.sampled and math.isfinite(s.entropy_explainer):
+            groups[s.model, s.variant][s.layer].append(s.entropy_explainer)
+    keys = sorted(groups)
+    if not keys:
+        raise ValueError("no sampled latents to draw an entropy histogram of.")
+    top = max(max(v) for g in groups.values() for v in g.values())
+    bins = np.linspace(0, max(top, 1e-3) * 1.05, 25)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False, sharex=True, sharey=True)
+    for ax, key in zip(axes[0], keys, strict=True):
+        layers = sorted(groups[key])
+        colours = plt.cm.viridis(np.linspace(0, 0.9, len(layers)))
+        for colour, layer in zip(colours, layers, strict=True):
+            ax.hist(groups[key][layer], bins=bins, histtype="step", color=colour, label=f"layer {layer}")
+        ax.set(title=f"{key[0]} — {key[1]}", xlabel="token entropy (nats), explainer set")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("sampled latents")
     fig.tight_layout()
     return _save(fig, path)

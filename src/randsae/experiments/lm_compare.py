@@ -1,48 +1,89 @@
-"""`randsae lm compare`: the results of several `lm eval` runs as one table, one summary and one figure."""
+"""`randsae lm compare`: the results of several `lm eval` runs (and, with --latents, the token-distribution
+entropy of several `lm latents` runs) as one table, one summary and one figure."""
 
 import logging
 from pathlib import Path
 
 from randsae import io
 from randsae.experiments.lm_eval import COLUMNS, read_eval_rows
-from randsae.plots import plot_lm_comparison
+from randsae.lm.latents import ENTROPY_COLUMNS, LatentSummary, entropy_by_layer, open_latents
+from randsae.plots import plot_entropy_histograms, plot_lm_comparison
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["explained_variance", "pca_explained_variance", "cosine_sim", "l1", "l0", "dead_fraction",
                    "ce_loss_score", "kl"]
+ENTROPY_NOTE = ("Entropy: token-distribution entropy in nats (natural log) of each sampled latent's explainer "
+                "set (PAPER.md §2.4), mean ± standard deviation over the sampled latents.")
+CE_NOTE = ("CE loss score: meaningful for the trained model only; for random variants the clean loss is "
+           "already near chance and splicing can even lower it (scores above 1).")
 
 
-def compare(runs: list[str | Path], out: Path) -> list[dict]:
-    """OUT/results.csv (every row of every run), OUT/summary.md (the same as a Markdown table) and
-    OUT/comparison.png. A (model, variant, layer) given twice is refused."""
-    rows, seen = [], {}
+def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = ()) -> list[dict]:
+    """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
+    OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
+    OUT/entropy.png. A (model, variant, layer) given twice is refused."""
+    rows: dict[tuple, dict] = {}
+    seen: dict[tuple, str | Path] = {}
     for run in runs:
         table = Path(run) / "results.csv"
         if not table.is_file():
             raise FileNotFoundError(f"{table} does not exist; give directories written by `randsae lm eval`.")
         for row in read_eval_rows(table):
-            key = (row["model"], row["variant"], row["layer"])
+            key = (row["model"], row["variant"], int(row["layer"]))
             if key in seen:
                 raise ValueError(f"{run} and {seen[key]} both hold {key[0]} {key[1]} layer {key[2]}.")
             seen[key] = run
-            rows.append(row)
+            rows[key] = row
+    summaries: list[LatentSummary] = []
+    seen_latents: dict[tuple, str | Path] = {}
+    for run in latents:
+        records = open_latents(run)
+        for key in {(r.model, r.variant, r.layer) for r in records.rows}:
+            if key in seen_latents:
+                raise ValueError(f"{run} and {seen_latents[key]} both hold latents of {key[0]} {key[1]} "
+                                 f"layer {key[2]}.")
+            seen_latents[key] = run
+        summaries += records.rows
+    for key, entropy in entropy_by_layer(summaries).items():
+        rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]}).update(entropy)
     if not rows:
         raise ValueError("the given runs hold no rows to compare.")
-    rows.sort(key=lambda r: (r["model"], r["variant"], int(r["layer"])))
-    io.write_rows(out / "results.csv", COLUMNS, rows)
-    summary = markdown_table(rows)
+    ordered = [rows[key] for key in sorted(rows)]
+    columns = COLUMNS + (ENTROPY_COLUMNS if summaries else [])
+    io.write_rows(out / "results.csv", columns, ordered)
+    summary = markdown_summary(ordered, with_entropy=bool(summaries))
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
-    log.info("wrote %s", plot_lm_comparison(rows, out / "comparison.png"))
+    log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=[CE_NOTE]))
+    if summaries:
+        log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png"))
     log.info("\n%s", summary)
-    return rows
+    return ordered
 
 
-def markdown_table(rows: list[dict]) -> str:
+def _cell(row: dict, column: str) -> str:
+    value = row.get(column)
+    return f"{float(value):.3f}" if value not in (None, "") else ""
+
+
+def markdown_summary(rows: list[dict], with_entropy: bool = False) -> str:
     header = ["model", "variant", "layer", *SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["model"], row["variant"], row["layer"]]
-        cells += [f"{float(row[c]):.3f}" if row.get(c) not in (None, "") else "" for c in SUMMARY_COLUMNS]
+        if row.get("explained_variance") in (None, ""):
+            continue
+        cells = [row["model"], row["variant"], row["layer"], *(_cell(row, c) for c in SUMMARY_COLUMNS)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", f"{CE_NOTE}"]
+    if with_entropy:
+        lines += ["", "| model | variant | layer | sampled latents | entropy (nats) | whole-cache entropy, all "
+                  "firing latents |", "|---|---|---|---|---|---|"]
+        for row in rows:
+            if row.get("entropy_mean") is None and not row.get("sampled_latents"):
+                continue
+            spread = f" ± {row['entropy_std']:.2f}" if row.get("entropy_std") is not None else ""
+            mean = f"{row['entropy_mean']:.2f}{spread}" if row.get("entropy_mean") is not None else ""
+            lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row.get('sampled_latents', 0)} "
+                         f"| {mean} | {row['entropy_all_mean']:.2f} |")
+        lines += ["", ENTROPY_NOTE]
     return "\n".join(lines) + "\n"

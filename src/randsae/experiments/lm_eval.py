@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 
 from randsae import io
 from randsae.config import resolve_device
+from randsae.experiments.lm_train import read_source, trained_layers
 from randsae.lm.activations import open_cache
-from randsae.lm.source import load_variant, read_held_out
+from randsae.lm.source import check_same_source, load_variant, read_held_out
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
 from randsae.metrics import TokenQuality
 from randsae.sae import TopKSAE, load
@@ -26,33 +27,14 @@ log = logging.getLogger(__name__)
 COLUMNS = ["model", "variant", "layer", "k", "latents", "tokens", "explained_variance", "fvu", "cosine_sim",
            "l1", "l0", "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_loss_score", "kl",
            "pca_explained_variance"]
-# what must agree between an SAE run's recorded source and a cache given to eval
-SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length")
-
-
-def trained_layers(sae_dir: Path) -> dict[int, Path]:
-    layers = {}
-    for path in sae_dir.glob("layer.*"):
-        if (path / "sae_weights.safetensors").is_file() and path.name.split(".", 1)[1].isdigit():
-            layers[int(path.name.split(".", 1)[1])] = path
-    return dict(sorted(layers.items()))
 
 
 def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor]:
     """The source the SAEs were trained on, and the held-out contexts to evaluate on."""
-    path = sae_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a directory written by `randsae lm train`.")
-    source = io.read_json(path, {"source": dict})["source"]
-    io.check_fields(source, {"model": str, "variant": dict}, f"{path} (source)")
-    io.check_fields(source["variant"], {"variant": str, "seed": int}, f"{path} (source.variant)")
+    source = read_source(sae_dir)
     if acts is None:
         return source, read_held_out(sae_dir)
-    manifest = open_cache(acts).manifest
-    for key in SOURCE_KEYS:
-        if manifest.get(key) != source.get(key):
-            raise ValueError(f"the SAEs in {sae_dir} were trained on activations with {key}={source.get(key)!r}, "
-                             f"but {acts} has {manifest.get(key)!r}.")
+    check_same_source(source, open_cache(acts).manifest, sae_dir, acts)
     return source, read_held_out(acts)
 
 

@@ -7,7 +7,6 @@ OUT/held_out.safetensors   the held-out contexts, for `randsae lm eval`
 A rerun into the same directory skips the layers already saved; other settings are refused.
 """
 
-import json
 import logging
 import math
 from dataclasses import asdict
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from randsae.config import resolve_device
 from randsae.distributed import World, joined_world
-from randsae.io import read_json, write_json
+from randsae.io import check_fields, json_round_trip, read_json, write_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
 from randsae.lm.source import Source, open_source, read_held_out, record, write_held_out
 from randsae.sae.topk import TopKSAE
@@ -32,10 +31,30 @@ def layer_directory(out: Path, layer: int) -> Path:
     return out / f"layer.{layer}"
 
 
+def trained_layers(sae_dir: Path) -> dict[int, Path]:
+    """{layer: its SAE directory} of a run, for every layer whose weights were saved."""
+    layers = {}
+    for path in Path(sae_dir).glob("layer.*"):
+        if (path / "sae_weights.safetensors").is_file() and path.name.split(".", 1)[1].isdigit():
+            layers[int(path.name.split(".", 1)[1])] = path
+    return dict(sorted(layers.items()))
+
+
+def read_source(sae_dir: Path) -> dict:
+    """The activations' source recorded by a run (OUT/config.json), checked."""
+    path = Path(sae_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a directory written by `randsae lm train`.")
+    source = read_json(path, {"source": dict})["source"]
+    check_fields(source, {"model": str, "variant": dict}, f"{path} (source)")
+    check_fields(source["variant"], {"variant": str, "seed": int}, f"{path} (source.variant)")
+    return source
+
+
 def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int], held_out: torch.Tensor,
                    world: World) -> list[int]:
     """Write (or check) OUT/config.json, write the held-out contexts; return the layers not trained yet."""
-    settings = json.loads(json.dumps({"train": asdict(config), "source": source}))
+    settings = json_round_trip({"train": asdict(config), "source": source})
     path = out / "config.json"
     if path.exists():
         previous = read_json(path, {"train": dict, "source": dict})

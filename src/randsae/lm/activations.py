@@ -159,7 +159,8 @@ def _shard_writer(tensors: dict[str, torch.Tensor], first: int, count: int, d_mo
     return store
 
 
-SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.int64: "I64"}
+SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.int32: "I32",
+                      torch.int64: "I64"}
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -210,6 +211,10 @@ class ActivationCache:
     def _read(self, shard: dict, key: str) -> torch.Tensor:  # shards are checked by open_cache
         with safe_open(str(self.directory / shard["file"]), framework="pt") as f:
             return f.get_tensor(key)
+
+    def read_shard(self, index: int, key: str) -> torch.Tensor:
+        """Tensor `key` (`tokens` or `layer.<i>`) of shard `index`."""
+        return self._read(self.manifest["shards"][index], key)
 
     def tokens(self) -> torch.Tensor:
         """Token ids of every cached context (contexts × context length), in cache order."""

@@ -55,6 +55,19 @@ TRAIN_FLAGS = {
 }
 
 
+# flag → (ExampleSettings field, type, help); defaults are the paper's (PAPER.md §2.3)
+EXAMPLE_FLAGS = {
+    "--window": ("window", int, "tokens per example window (default 32)"),
+    "--max-examples": ("max_examples", int, "activating windows kept per latent, the strongest (default 10000)"),
+    "--min-examples": ("min_examples", int, "activating windows a latent needs to be eligible (default 200)"),
+    "--sample": ("sample", int, "eligible latents drawn per layer (default 100)"),
+    "--explainer-examples": ("explainer_examples", int, "windows in the explainer set (default 40)"),
+    "--test-examples": ("test_examples", int, "activating windows in the test set (default 100)"),
+    "--quantiles": ("quantiles", int, "activation strata the test set is drawn from (default 10)"),
+    "--non-activating": ("non_activating", int, "windows where the latent is silent (default 100)"),
+}
+
+
 def add_lm_parser(sub, parser_class) -> None:
     lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")
     lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
@@ -80,8 +93,22 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
 
+    p = lm_sub.add_parser("latents", help="every latent's examples and token-distribution entropy")
+    p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
+    p.add_argument("--acts", help="an activation cache of the same model and variant (default: the one the "
+                                  "SAEs were trained on, as recorded)")
+    p.add_argument("--layers", default="all", help="'all' (every layer the SAE run trained) or a comma list")
+    p.add_argument("--tokens", default=None, help="tokens of the cache to encode at most (default: all)")
+    for flag, (_, kind, text) in EXAMPLE_FLAGS.items():
+        p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--seed", type=int, default=0, help="seeds the latent sample and every example draw")
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per SAE encoding batch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True)
+
     p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
     p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
+    p.add_argument("--latents", nargs="+", default=[], help="directories written by `randsae lm latents`")
     p.add_argument("--out", required=True)
 
     for command in lm_sub.choices.values():
@@ -145,11 +172,26 @@ def run_eval(args) -> None:
                  device=args.device, progress=not args.quiet)
 
 
+def run_latents(args) -> None:
+    from randsae.experiments.lm_latents import build_latents
+    from randsae.lm.examples import ExampleSettings
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    settings = ExampleSettings(seed=args.seed, **given_flags(args, EXAMPLE_FLAGS))
+    settings.validate()
+    max_tokens = parse_count(args.tokens) if args.tokens else None
+    with output_directory(args.out) as out:
+        build_latents(args.sae, out, acts=args.acts, layers=args.layers, max_tokens=max_tokens, settings=settings,
+                      batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+
+
 def run_compare(args) -> None:
     from randsae.experiments.lm_compare import compare
 
     with output_directory(args.out) as out:
-        compare(args.runs, out)
+        compare(args.runs, out, latents=args.latents)
 
 
-LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "compare": run_compare}
+LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "latents": run_latents,
+               "compare": run_compare}

@@ -7,6 +7,7 @@ under the cache directory, so later loads skip the conversion. The network is to
 import importlib.util
 import logging
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -38,7 +39,8 @@ def converted_gguf(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors under %s (once)", gguf.name, target)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with _gguf_bar_follows_transformers():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -59,6 +61,24 @@ def is_hub_name(name_or_path: str) -> bool:
         return False
     path = Path(name_or_path).expanduser()
     return path.suffix != ".gguf" and not path.exists()
+
+
+@contextmanager
+def _gguf_bar_follows_transformers():
+    """transformers' GGUF converter draws its own tqdm bar, deaf to `disable_progress_bar()` (which -q
+    calls); inside this block it listens."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    original = gguf_utils.tqdm
+    if not hf_logging.is_progress_bar_enabled():
+        gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def resolve(name_or_path: str) -> tuple[str, bool]:
@@ -86,15 +106,31 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, local = resolve(name_or_path)
-    try:
+    with _load_errors(name_or_path, local):
         model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=DTYPES[dtype])
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    except OSError as e:
-        where = "the directory" if local else "the Hugging Face hub (is it reachable?)"
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None
     model.name_or_path = name_or_path  # the name the user gave, for manifests
     # where the weights came from, for step 0: only a hub model is ever looked up at another revision
     model.randsae_origin = {"name": name_or_path, "hub": not local, "revision": revision,
                             "path": None if not local else str(Path(source).resolve())}
     return model.to(device).eval(), tokenizer
+
+
+def load_tokenizer(name_or_path: str = "smollm2", revision: str | None = None):
+    """The tokenizer alone, from wherever `load_model` would take the model."""
+    from transformers import AutoTokenizer
+
+    source, local = resolve(name_or_path)
+    with _load_errors(name_or_path, local):
+        return AutoTokenizer.from_pretrained(source, revision=revision)
+
+
+@contextmanager
+def _load_errors(name_or_path: str, local: bool):
+    """transformers' OSError (missing files, an unreachable hub) as one sentence."""
+    try:
+        yield
+    except OSError as e:
+        where = "the directory" if local else "the Hugging Face hub (is it reachable?)"
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None

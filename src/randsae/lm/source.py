@@ -17,6 +17,8 @@ from randsae.io import atomic_write, load_safetensors
 log = logging.getLogger(__name__)
 
 HELD_OUT_FILE = "held_out.safetensors"
+# what must agree between an SAE run's recorded source and an activation cache given for it
+SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length")
 EVAL_FRACTION = 0.1
 
 
@@ -86,3 +88,11 @@ def read_held_out(directory: str | Path) -> torch.Tensor:
         raise ValueError(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
                          "int64 token ids.")
     return tokens
+
+
+def check_same_source(source: dict, manifest: dict, sae_dir: str | Path, acts: str | Path) -> None:
+    """Refuse an activation cache whose model, variant or text differ from what the SAEs were trained on."""
+    for key in SOURCE_KEYS:
+        if manifest.get(key) != source.get(key):
+            raise ValueError(f"the SAEs in {sae_dir} were trained on activations with {key}={source.get(key)!r}, "
+                             f"but {acts} has {manifest.get(key)!r}.")

@@ -1,0 +1,100 @@
+"""`randsae lm latents`: every layer's SAE over a token set, every latent's examples and token-distribution
+entropy (PAPER.md §2.3, §2.4). Composes the latent cache (`lm.latent_cache`), the example sets
+(`lm.examples`) and the records (`lm.latents`); see `randsae.lm.latents` for what OUT holds.
+
+A rerun into the same directory resumes: finished latent shards are kept, a layer's index is built once,
+and layers whose records are written are skipped. Other settings are refused.
+"""
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from randsae import io
+from randsae.config import resolve_device
+from randsae.experiments.lm_train import read_source, trained_layers
+from randsae.lm.activations import open_cache, parse_layers
+from randsae.lm.examples import ExampleSettings, write_examples
+from randsae.lm.latent_cache import encode_cache, open_latent_cache
+from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
+from randsae.lm.models import load_tokenizer
+from randsae.lm.source import check_same_source
+from randsae.sae import TopKSAE, load
+
+log = logging.getLogger(__name__)
+
+
+def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None, layers: str = "all",
+                  max_tokens: int | None = None, settings: ExampleSettings | None = None, batch_size: int = 4096,
+                  device: str = "auto", progress: bool = True) -> list:
+    """Latent records of the SAEs in `sae_dir` over an activation cache of the same model and variant
+    (default: the cache they were trained on, as recorded). Returns every summary row in OUT."""
+    sae_dir, settings = Path(sae_dir), settings or ExampleSettings()
+    settings.validate()
+    source = read_source(sae_dir)
+    acts = acts or source.get("acts")
+    if acts is None:
+        raise ValueError(f"the SAEs in {sae_dir} were trained on the fly; give --acts, an activation cache of "
+                         "the same model and variant (`randsae lm activations`).")
+    cache = open_cache(acts)
+    check_same_source(source, cache.manifest, sae_dir, acts)
+    trained = trained_layers(sae_dir)
+    if not trained:
+        raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
+    chosen = list(trained) if layers == "all" else parse_layers(layers, max(cache.layers + list(trained)) + 1)
+    for layer in chosen:
+        if layer not in trained:
+            raise ValueError(f"{sae_dir} holds no SAE of layer {layer} (it holds {list(trained)}).")
+        if layer not in cache.layers:
+            raise ValueError(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
+    if str(Path(acts).resolve()) == source.get("acts"):
+        log.info("the examples come from the cache the SAEs were trained on (%s); give --acts with a "
+                 "separate cache for held-out examples, as the paper does", acts)
+    record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()), "max_tokens": max_tokens,
+              "examples": asdict(settings),
+              "source": {key: value for key, value in cache.manifest.items() if key != "shards"}}
+    path = out / "config.json"
+    if path.exists() and io.read_json(path) != io.json_round_trip(record):
+        raise ValueError(f"{out} holds latents made with other settings (see {path}); choose another --out.")
+
+    torch_device = resolve_device(device)
+    saes = {}
+    for layer in chosen:
+        sae = load(trained[layer])
+        if not isinstance(sae, TopKSAE):
+            raise ValueError(f"{trained[layer]} is not a TopK SAE.")
+        saes[layer] = sae.to(torch_device).eval()
+    tokens_total = min(cache.num_tokens, max_tokens or cache.num_tokens) * len(chosen)
+    with tqdm(total=tokens_total, unit="tok", unit_scale=True, disable=not progress, desc="encode") as bar:
+        encode_cache(cache, saes, out / "cache", {"sae": record["sae"], "acts": record["acts"],
+                                                  "max_tokens": max_tokens},
+                     batch_size=batch_size, device=torch_device, max_tokens=max_tokens, on_tokens=bar.update)
+    latent_cache = open_latent_cache(out / "cache")
+    tokens = latent_cache.tokens().numpy().ravel()
+    tokenizer = load_tokenizer(source["model"], source.get("revision"))
+
+    def decode(ids: list[int]) -> list[str]:
+        return [tokenizer.decode([i]) for i in ids]
+
+    identity = {"model": source["model"], "variant": source["variant"]["variant"]}
+    table = out / "latents.csv"
+    rows = read_summaries(table) if table.exists() else []
+    for layer in chosen:
+        if any(r.layer == layer for r in rows) and examples_path(out, layer).is_file():
+            continue
+        with tqdm(total=saes[layer].num_latents, unit="latent", disable=not progress,
+                  desc=f"layer {layer} records") as bar:
+            summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update)
+        write_examples(examples_path(out, layer), sets)
+        rows = [r for r in rows if r.layer != layer] + summaries
+        if not path.exists():
+            io.write_json(path, record)
+        io.write_rows(table, COLUMNS, [summary_row(r) for r in rows])
+        eligible = sum(s.eligible for s in summaries)
+        sampled = [s.entropy_explainer for s in summaries if s.sampled]
+        log.info("layer %d: %d of %d latents fire, %d eligible, %d sampled, mean explainer-set entropy %.2f nats",
+                 layer, len(summaries), saes[layer].num_latents, eligible, len(sampled),
+                 sum(sampled) / max(1, len(sampled)))
+    return rows

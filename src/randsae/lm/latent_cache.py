@@ -1,0 +1,230 @@
+"""The latent cache (PAPER.md §2.3): what each layer's TopK SAE gives on a token set, stored once, and a
+per-latent index over it, so that every latent's activations can be read without scanning the cache.
+
+OUT/manifest.json            what was encoded: the SAE run, the activations' source, layers, shards
+OUT/shard-NNNNN.safetensors  per shard: `tokens` (contexts × context length, int64) and, per layer,
+                             `layer.<i>.values` (tokens × k, float32) and `layer.<i>.indices` (int32)
+OUT/index/layer.<i>/         the same entries sorted by latent (NumPy .npy files, memory-mapped):
+                             `offsets.npy` (latents + 1, int64): latent j's entries are offsets[j]:offsets[j+1]
+                             `positions.npy` (int64): token positions in cache order (ascending per latent)
+                             `values.npy` (float32): the activations there (> 0)
+
+Shards are written one at a time and listed in the manifest after each, so a rerun resumes after the last
+finished shard. A layer's index is built from the shards by a counting sort into memory-mapped files:
+two passes over the shards, one shard in memory at a time, never the layer's whole cache twice.
+"""
+
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from randsae.io import atomic_write, check_fields, check_safetensors, read_json, write_json
+from randsae.lm.activations import ActivationCache, write_safetensors
+from randsae.sae.topk import TopKSAE
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+@torch.no_grad()
+def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, settings: dict,
+                 batch_size: int = 4096, device: torch.device | str = "cpu", max_tokens: int | None = None,
+                 on_tokens: Callable[[int], None] | None = None) -> dict:
+    """Encode (at most `max_tokens` of) the activation cache with each layer's SAE into latent shards in
+    OUT, one shard per activation shard (whole contexts); resumes after the last finished shard. Returns
+    the manifest. `settings` (what the caller wants recorded and matched on a rerun) goes into it."""
+    out.mkdir(parents=True, exist_ok=True)
+    layers = sorted(saes)
+    wanted = {**settings, "layers": layers, "context_length": cache.context_length,
+              "k": {str(layer): sae.k for layer, sae in saes.items()},
+              "num_latents": {str(layer): sae.num_latents for layer, sae in saes.items()}}
+    path = out / MANIFEST
+    manifest = read_json(path) if path.exists() else {**wanted, "shards": []}
+    for key, value in wanted.items():
+        if manifest.get(key) != value:
+            raise ValueError(f"{out} holds latents made with other {key} settings; choose another --out.")
+    budget = max_tokens or cache.num_tokens
+    contexts_left = max(1, budget // cache.context_length)
+    for index, shard in enumerate(cache.manifest["shards"]):
+        contexts = min(shard["contexts"], contexts_left)
+        if contexts <= 0:
+            break
+        contexts_left -= contexts
+        tokens = contexts * cache.context_length
+        if index < len(manifest["shards"]):
+            if on_tokens:
+                on_tokens(tokens * len(layers))
+            continue
+        tensors = {"tokens": cache.read_shard(index, "tokens")[:contexts].contiguous()}
+        for layer in layers:
+            sae = saes[layer]
+            x = cache.read_shard(index, f"layer.{layer}")[:tokens]
+            values = torch.empty(tokens, sae.k, dtype=torch.float32)
+            indices = torch.empty(tokens, sae.k, dtype=torch.int32)
+            for start in range(0, tokens, batch_size):
+                v, i = sae.encode(x[start:start + batch_size].to(device, torch.float32))
+                values[start:start + len(v)] = v.cpu()
+                indices[start:start + len(v)] = i.cpu().to(torch.int32)
+                if on_tokens:
+                    on_tokens(len(v))
+            tensors[f"layer.{layer}.values"], tensors[f"layer.{layer}.indices"] = values, indices
+        name = shard_name(index)
+        atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
+        manifest["shards"].append({"file": name, "contexts": contexts})
+        write_json(path, manifest)
+    if not manifest["shards"]:
+        raise ValueError(f"the activation cache {cache.directory} holds no tokens to encode.")
+    return manifest
+
+
+MANIFEST_FIELDS = {"layers": list, "context_length": int, "k": dict, "num_latents": dict, "shards": list}
+
+
+@dataclass
+class LatentCache:
+    """A latent cache written by `encode_cache` (checked on opening), read a shard or a latent at a time."""
+
+    directory: Path
+    manifest: dict
+
+    @property
+    def layers(self) -> list[int]:
+        return self.manifest["layers"]
+
+    @property
+    def context_length(self) -> int:
+        return self.manifest["context_length"]
+
+    @property
+    def num_contexts(self) -> int:
+        return sum(s["contexts"] for s in self.manifest["shards"])
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_contexts * self.context_length
+
+    def num_latents(self, layer: int) -> int:
+        return self.manifest["num_latents"][str(layer)]
+
+    def read(self, shard: int, key: str) -> torch.Tensor:
+        with safe_open(str(self.directory / self.manifest["shards"][shard]["file"]), framework="pt") as f:
+            return f.get_tensor(key)
+
+    def tokens(self) -> torch.Tensor:
+        """Token ids of every context (contexts × context length), in cache order."""
+        return torch.cat([self.read(i, "tokens") for i in range(len(self.manifest["shards"]))])
+
+    def entries(self, layer: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(first token position, values, indices) of each shard of `layer`, in cache order."""
+        first = 0
+        for i, shard in enumerate(self.manifest["shards"]):
+            yield first, self.read(i, f"layer.{layer}.values"), self.read(i, f"layer.{layer}.indices")
+            first += shard["contexts"] * self.context_length
+
+    def index(self, layer: int) -> "LatentIndex":
+        """The per-latent index of `layer`, built on first use (and kept under OUT/index/)."""
+        directory = self.directory / "index" / f"layer.{layer}"
+        if not (directory / "values.npy").is_file():
+            build_index(self, layer, directory)
+        return LatentIndex.open(directory, self.num_latents(layer))
+
+
+def open_latent_cache(directory: str | Path) -> LatentCache:
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; is {directory} written by `randsae lm latents`?")
+    manifest = read_json(path, MANIFEST_FIELDS)
+    for shard in manifest["shards"]:
+        if not isinstance(shard, dict):
+            raise ValueError(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
+        check_fields(shard, {"file": str, "contexts": int}, f"{path} (shard entry)")
+        header = check_safetensors(directory / shard["file"])
+        for layer in manifest["layers"]:
+            expected = [shard["contexts"] * manifest["context_length"], manifest["k"][str(layer)]]
+            for part in ("values", "indices"):
+                name = f"layer.{layer}.{part}"
+                if name not in header or header[name]["shape"] != expected:
+                    raise ValueError(f"{directory / shard['file']} lacks {name} of shape {expected}.")
+    return LatentCache(directory, manifest)
+
+
+@dataclass
+class LatentIndex:
+    """One layer's cache entries grouped by latent (memory-mapped, read a latent at a time)."""
+
+    offsets: np.ndarray  # num_latents + 1
+    positions: np.ndarray  # entries, ascending within each latent
+    values: np.ndarray
+
+    @classmethod
+    def open(cls, directory: Path, num_latents: int) -> "LatentIndex":
+        arrays = {}
+        for name in ("offsets", "positions", "values"):
+            try:
+                arrays[name] = np.load(directory / f"{name}.npy", mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{directory / (name + '.npy')} cannot be read ({e}); delete {directory} "
+                                 "to rebuild it.") from None
+        if len(arrays["offsets"]) != num_latents + 1 or arrays["offsets"][-1] != len(arrays["values"]) \
+                or len(arrays["positions"]) != len(arrays["values"]):
+            raise ValueError(f"the index in {directory} does not match its cache; delete it to rebuild it.")
+        return cls(**arrays)
+
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def latent(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, values) of latent j: every token where it fires, in cache order."""
+        lo, hi = int(self.offsets[j]), int(self.offsets[j + 1])
+        return np.asarray(self.positions[lo:hi]), np.asarray(self.values[lo:hi])
+
+
+def build_index(cache: LatentCache, layer: int, directory: Path) -> None:
+    """Counting sort of the layer's (position, latent, value) entries by latent, into .npy memory maps.
+    Pass 1 counts each latent's firing entries; pass 2 writes every shard's entries at each latent's
+    cursor. Entries with value 0 (TopK kept a latent that did not fire) are left out."""
+    num_latents = cache.num_latents(layer)
+    counts = np.zeros(num_latents, dtype=np.int64)
+    for _, values, indices in cache.entries(layer):
+        counts += np.bincount(indices[values > 0].numpy(), minlength=num_latents)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    staging = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    np.save(staging / "offsets.npy", offsets)
+    total = int(offsets[-1])
+    positions = np.lib.format.open_memmap(staging / "positions.npy", mode="w+", dtype=np.int64, shape=(total,))
+    values_out = np.lib.format.open_memmap(staging / "values.npy", mode="w+", dtype=np.float32, shape=(total,))
+    cursor = offsets[:-1].copy()
+    k = cache.manifest["k"][str(layer)]
+    for first, values, indices in cache.entries(layer):
+        fired = (values > 0).numpy().ravel()
+        latent = indices.numpy().ravel()[fired]
+        position = (first + np.arange(len(values), dtype=np.int64).repeat(k))[fired]
+        value = values.numpy().ravel()[fired]
+        order = np.argsort(latent, kind="stable")  # grouped by latent, positions still ascending
+        latent, position, value = latent[order], position[order], value[order]
+        starts = np.searchsorted(latent, np.arange(num_latents))
+        shard_counts = np.diff(np.append(starts, len(latent)))
+        rank = np.arange(len(latent)) - np.repeat(starts, shard_counts)
+        target = cursor[latent] + rank
+        positions[target] = position
+        values_out[target] = value
+        cursor += shard_counts
+    positions.flush()
+    values_out.flush()
+    del positions, values_out
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
