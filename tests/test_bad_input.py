@@ -16,6 +16,8 @@ from randsae.cli import main
 TOY = ["--latents", "16", "--l1", "0.01,1", "--seeds", "1", "--epochs", "2", "--num-samples", "300",
        "--num-inputs", "8", "--num-features", "16"]
 TRAIN = ["--k", "4", "--expansion", "2", "--batch-size", "256", "--device", "cpu"]
+LATENTS = ["--min-examples", "2", "--sample", "2", "--explainer-examples", "4", "--test-examples", "10",
+           "--quantiles", "5", "--non-activating", "5", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,9 @@ def runs(tmp_path_factory, tiny_dir) -> Path:
     assert main(["-q", "lm", "train", "--acts", str(root / "acts"), *TRAIN, "--out", str(root / "sae")]) == 0
     assert main(["-q", "lm", "eval", "--sae", str(root / "sae"), "--tokens", "256", "--device", "cpu",
                  "--out", str(root / "eval")]) == 0
+    assert main(["-q", "lm", "latents", "--sae", str(root / "sae"), *LATENTS, "--out", str(root / "latents")]) == 0
+    assert main(["-q", "lm", "activations", "--model", str(root / "model"), "--variant", "control", "--tokens",
+                 "2k", "--context-length", "64", "--layers", "0,2", "--out", str(root / "control-acts")]) == 0
     return root
 
 
@@ -133,6 +138,24 @@ def sae_cfg(c, change):
     return sae_copy(c, lambda d: edit_json(d / "layer.2" / "cfg.json", change))
 
 
+def latents_cmd(c, *args, acts=None):
+    acts = ["--acts", str(acts)] if acts else []
+    return ["lm", "latents", "--sae", str(c.copy("sae")), *acts, *LATENTS, *args, "--out", str(c.copy("latents"))]
+
+
+def cache_without_layer_2(c):
+    acts = c.copy("acts")
+    edit_json(acts / "manifest.json", lambda m: {**m, "layers": [0]})
+    return latents_cmd(c, acts=acts)
+
+
+def corrupt_latent_shard(c):
+    out = c.copy("latents")
+    shutil.rmtree(out / "examples")  # so that the rerun reads its cache again
+    truncate(out / "cache" / "shard-00000.safetensors", 0.9)
+    return ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--out", str(out)]
+
+
 def eval_short_row(c):
     ev = c.copy("eval")
     edit_csv_line(ev / "results.csv", 2, lambda line: line.rsplit(",", 5)[0])
@@ -214,6 +237,27 @@ CASES = {
                                                  "--out", str(c.copy("sae"))], "does not hold layer 1"),
     "train: no source": (lambda c: ["lm", "train", "--out", str(c.copy("sae"))], "give either --acts"),
     "train: truncated held-out file": (truncated_held_out, "held_out.safetensors is not a complete"),
+    # latent records
+    "latents: an SAE run and a cache of another variant": (
+        lambda c: latents_cmd(c, acts=c.copy("control-acts")), "were trained on activations with variant"),
+    "latents: a cache without the layer": (cache_without_layer_2, "does not hold layer 2"),
+    "latents: a layer the run did not train": (lambda c: latents_cmd(c, "--layers", "1"),
+                                               "holds no SAE of layer 1"),
+    "latents: --sample above the eligible latents": (
+        lambda c: ["-q", "lm", "latents", "--sae", str(c.copy("sae")), *LATENTS, "--sample", "100000", "--out",
+                   str(c.tmp / "new")], "fewer than --sample 100000"),  # -q: the error comes after the work
+    "latents: a corrupt latent shard": (corrupt_latent_shard, "not a complete safetensors file"),
+    "latents: --window 0": (lambda c: latents_cmd(c, "--window", "0"), "window must be a positive integer"),
+    "latents: test set not a multiple of the strata": (lambda c: latents_cmd(c, "--test-examples", "11"),
+                                                        "must be a multiple of quantiles"),
+    "latents: not an SAE run": (lambda c: ["lm", "latents", "--sae", str(c.copy("acts")), "--out",
+                                           str(c.copy("latents"))], "written by `randsae lm train`"),
+    "latents: other settings into a finished run": (
+        lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--seed", "3", "--out",
+                   str(c.copy("latents"))], "holds latents made with other settings"),
+    "compare: --latents that are not latent records": (
+        lambda c: ["lm", "compare", str(c.copy("eval")), "--latents", str(c.copy("sae")), "--out",
+                   str(c.tmp / "cmp")], "written by `randsae lm latents`"),
     # evaluation and comparison
     "eval: truncated SAE weights": (
         lambda c: sae_copy(c, lambda d: truncate(d / "layer.2" / "sae_weights.safetensors")),

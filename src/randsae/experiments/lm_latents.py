@@ -49,9 +49,6 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
             raise ValueError(f"{sae_dir} holds no SAE of layer {layer} (it holds {list(trained)}).")
         if layer not in cache.layers:
             raise ValueError(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
-    if str(Path(acts).resolve()) == source.get("acts"):
-        log.info("the examples come from the cache the SAEs were trained on (%s); give --acts with a "
-                 "separate cache for held-out examples, as the paper does", acts)
     record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()), "max_tokens": max_tokens,
               "examples": asdict(settings),
               "source": {key: value for key, value in cache.manifest.items() if key != "shards"}}
@@ -66,11 +63,9 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         if not isinstance(sae, TopKSAE):
             raise ValueError(f"{trained[layer]} is not a TopK SAE.")
         saes[layer] = sae.to(torch_device).eval()
-    tokens_total = min(cache.num_tokens, max_tokens or cache.num_tokens) * len(chosen)
-    with tqdm(total=tokens_total, unit="tok", unit_scale=True, disable=not progress, desc="encode") as bar:
-        encode_cache(cache, saes, out / "cache", {"sae": record["sae"], "acts": record["acts"],
-                                                  "max_tokens": max_tokens},
-                     batch_size=batch_size, device=torch_device, max_tokens=max_tokens, on_tokens=bar.update)
+    recorded = {key: record[key] for key in ("sae", "acts", "max_tokens")}
+    encode_cache(cache, saes, out / "cache", recorded, batch_size=batch_size, device=torch_device,
+                 max_tokens=max_tokens, progress=progress)
     latent_cache = open_latent_cache(out / "cache")
     tokens = latent_cache.tokens().numpy().ravel()
     tokenizer = load_tokenizer(source["model"], source.get("revision"))
@@ -97,4 +92,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         log.info("layer %d: %d of %d latents fire, %d eligible, %d sampled, mean explainer-set entropy %.2f nats",
                  layer, len(summaries), saes[layer].num_latents, eligible, len(sampled),
                  sum(sampled) / max(1, len(sampled)))
+    if record["acts"] == source.get("acts"):
+        log.info("the examples came from the cache the SAEs were trained on (%s); give --acts with a "
+                 "separate cache for held-out examples, as the paper does", acts)
     return rows

@@ -16,13 +16,14 @@ two passes over the shards, one shard in memory at a time, never the layer's who
 
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
+from tqdm.auto import tqdm
 
 from randsae.io import atomic_write, check_fields, check_safetensors, read_json, write_json
 from randsae.lm.activations import ActivationCache, write_safetensors
@@ -40,7 +41,7 @@ def shard_name(index: int) -> str:
 @torch.no_grad()
 def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, settings: dict,
                  batch_size: int = 4096, device: torch.device | str = "cpu", max_tokens: int | None = None,
-                 on_tokens: Callable[[int], None] | None = None) -> dict:
+                 progress: bool = False) -> dict:
     """Encode (at most `max_tokens` of) the activation cache with each layer's SAE into latent shards in
     OUT, one shard per activation shard (whole contexts); resumes after the last finished shard. Returns
     the manifest. `settings` (what the caller wants recorded and matched on a rerun) goes into it."""
@@ -50,11 +51,13 @@ def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, se
               "k": {str(layer): sae.k for layer, sae in saes.items()},
               "num_latents": {str(layer): sae.num_latents for layer, sae in saes.items()}}
     path = out / MANIFEST
-    manifest = read_json(path) if path.exists() else {**wanted, "shards": []}
+    manifest = open_latent_cache(out).manifest if path.exists() else {**wanted, "shards": []}
     for key, value in wanted.items():
         if manifest.get(key) != value:
             raise ValueError(f"{out} holds latents made with other {key} settings; choose another --out.")
-    budget = max_tokens or cache.num_tokens
+    budget = min(max_tokens or cache.num_tokens, cache.num_tokens)
+    bar = tqdm(total=budget // cache.context_length * cache.context_length * len(layers), unit="tok",
+               unit_scale=True, disable=not progress, desc="encode")
     contexts_left = max(1, budget // cache.context_length)
     for index, shard in enumerate(cache.manifest["shards"]):
         contexts = min(shard["contexts"], contexts_left)
@@ -63,8 +66,7 @@ def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, se
         contexts_left -= contexts
         tokens = contexts * cache.context_length
         if index < len(manifest["shards"]):
-            if on_tokens:
-                on_tokens(tokens * len(layers))
+            bar.update(tokens * len(layers))
             continue
         tensors = {"tokens": cache.read_shard(index, "tokens")[:contexts].contiguous()}
         for layer in layers:
@@ -76,13 +78,13 @@ def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, se
                 v, i = sae.encode(x[start:start + batch_size].to(device, torch.float32))
                 values[start:start + len(v)] = v.cpu()
                 indices[start:start + len(v)] = i.cpu().to(torch.int32)
-                if on_tokens:
-                    on_tokens(len(v))
+                bar.update(len(v))
             tensors[f"layer.{layer}.values"], tensors[f"layer.{layer}.indices"] = values, indices
         name = shard_name(index)
         atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
         manifest["shards"].append({"file": name, "contexts": contexts})
         write_json(path, manifest)
+    bar.close()
     if not manifest["shards"]:
         raise ValueError(f"the activation cache {cache.directory} holds no tokens to encode.")
     return manifest

@@ -60,7 +60,8 @@ def layer_records(cache: LatentCache, layer: int, tokens: np.ndarray, settings: 
         raise ValueError(
             f"layer {layer} has {len(eligible)} eligible latents (at least {settings.min_examples} activating "
             f"windows of {settings.window} tokens in {cache.num_tokens:,} tokens), fewer than --sample "
-            f"{settings.sample}; lower --sample or --min-examples, or give more tokens.")
+            f"{settings.sample}; lower --sample or --min-examples, or give more tokens (the latent cache is kept "
+            "for the rerun).")
     rng = np.random.default_rng(derive_seed(settings.seed, "sample-latents", layer))
     sampled = set(rng.choice(eligible, size=settings.sample, replace=False).tolist())
     sets = []
