@@ -13,6 +13,7 @@ from randsae.lm.activations import open_cache, write_safetensors
 from randsae.lm.examples import ExampleSettings, LatentExamples, Windows, read_examples
 from randsae.lm.latent_cache import open_latent_cache
 from randsae.lm.latents import open_latents
+from randsae.lm.source import read_held_out as load_held_out
 from randsae.metrics import token_entropy, token_mass
 from randsae.sae import load
 
@@ -218,3 +219,19 @@ def test_compare_adds_the_entropy_row_table_and_histograms(tiny_runs, tmp_path):
     assert all(r["entropy_mean"] != "" for r in rows)
     assert (tmp_path / "entropy.png").stat().st_size > 10_000
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
+
+
+def test_on_the_fly_latents_come_from_contexts_the_sae_run_never_drew(tiny_runs, tiny_dir, tmp_path):
+    out = tmp_path / "fly"
+    assert main(["-q", "lm", "latents", "--sae", str(tiny_runs / "sae" / "trained"), "--model", str(tiny_dir),
+                 "--variant", "trained", "--tokens", "4k", *SMALL, "--device", "cpu", "--out", str(out)]) == 0
+    fly = open_latent_cache(out / "cache").tokens()
+    assert fly.shape == (63, 64)  # 4k tokens in whole 64-token contexts
+    used = torch.cat([open_cache(tiny_runs / "acts" / "trained").tokens(),
+                      load_held_out(tiny_runs / "acts" / "trained")])
+    assert not (fly[:, None, :] == used[None, :, :]).all(-1).any()  # no context of the run's is reused
+    rec = open_latents(out)
+    assert rec.layers == [0, 2] and len(rec.sampled(0)) == 8
+    assert rec.config["on_the_fly"] is True
+    assert main(["lm", "latents", "--sae", str(tiny_runs / "sae" / "trained"), "--model", str(tiny_dir),
+                 "--variant", "control", "--out", str(tmp_path / "other")]) == 2

@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 from randsae import io
 from randsae.config import resolve_device
 from randsae.experiments.lm_train import read_source, trained_layers
-from randsae.lm.activations import open_cache, parse_layers
+from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
-from randsae.lm.latent_cache import encode_cache, open_latent_cache
+from randsae.lm.latent_cache import cache_chunks, encode_cache, model_chunks, open_latent_cache
 from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
 from randsae.lm.models import load_tokenizer
-from randsae.lm.source import check_same_source
+from randsae.lm.source import Source, check_same_source, later_contexts
 from randsae.sae import TopKSAE, load
 
 log = logging.getLogger(__name__)
@@ -28,30 +28,43 @@ log = logging.getLogger(__name__)
 
 def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None, layers: str = "all",
                   max_tokens: int | None = None, settings: ExampleSettings | None = None, batch_size: int = 4096,
-                  device: str = "auto", progress: bool = True) -> list:
-    """Latent records of the SAEs in `sae_dir` over an activation cache of the same model and variant
-    (default: the cache they were trained on, as recorded). Returns every summary row in OUT."""
+                  device: str = "auto", progress: bool = True, model: tuple[str, str] | None = None) -> list:
+    """Latent records of the SAEs in `sae_dir` over a token set: an activation cache of the same model and
+    variant (`acts`; default: the cache they were trained on, as recorded), or, with `model` = (model,
+    variant) as the run recorded them, the model itself on `max_tokens` (default 1M) tokens of the run's
+    text drawn after every context the run used. Returns every summary row in OUT."""
     sae_dir, settings = Path(sae_dir), settings or ExampleSettings()
     settings.validate()
     source = read_source(sae_dir)
-    acts = acts or source.get("acts")
-    if acts is None:
-        raise ValueError(f"the SAEs in {sae_dir} were trained on the fly; give --acts, an activation cache of "
-                         "the same model and variant (`randsae lm activations`).")
-    cache = open_cache(acts)
-    check_same_source(source, cache.manifest, sae_dir, acts)
     trained = trained_layers(sae_dir)
     if not trained:
         raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
-    chosen = list(trained) if layers == "all" else parse_layers(layers, max(cache.layers + list(trained)) + 1)
+    chosen = list(trained) if layers == "all" else parse_layers(layers, max(trained) + 1)
     for layer in chosen:
         if layer not in trained:
             raise ValueError(f"{sae_dir} holds no SAE of layer {layer} (it holds {list(trained)}).")
-        if layer not in cache.layers:
-            raise ValueError(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
-    record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()), "max_tokens": max_tokens,
-              "examples": asdict(settings),
-              "source": {key: value for key, value in cache.manifest.items() if key != "shards"}}
+    if model is not None:
+        if acts is not None:
+            raise ValueError("give --acts (an activation cache) or --model (on the fly), not both.")
+        recorded = (source["model"], source["variant"]["variant"])
+        if tuple(model) != recorded:
+            raise ValueError(f"the SAEs in {sae_dir} were trained on {recorded[0]} ({recorded[1]}), not "
+                             f"{model[0]} ({model[1]}).")
+        cache, origin = None, {"on_the_fly": True, "tokens_asked": max_tokens or 1_000_000}
+    else:
+        acts = acts or source.get("acts")
+        if acts is None:
+            raise ValueError(f"the SAEs in {sae_dir} were trained on the fly; give --acts (an activation cache "
+                             "of the same model and variant) or --model and --variant to run the model.")
+        cache = open_cache(acts)
+        check_same_source(source, cache.manifest, sae_dir, acts)
+        for layer in chosen:
+            if layer not in cache.layers:
+                raise ValueError(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
+        origin = {"acts": str(Path(acts).resolve()), "max_tokens": max_tokens}
+    record = {"sae": str(sae_dir.resolve()), **origin, "examples": asdict(settings),
+              "source": {key: value for key, value in (cache.manifest if cache else source).items()
+                         if key != "shards"}}
     path = out / "config.json"
     if path.exists() and io.read_json(path) != io.json_round_trip(record):
         raise ValueError(f"{out} holds latents made with other settings (see {path}); choose another --out.")
@@ -63,9 +76,19 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         if not isinstance(sae, TopKSAE):
             raise ValueError(f"{trained[layer]} is not a TopK SAE.")
         saes[layer] = sae.to(torch_device).eval()
-    recorded = {key: record[key] for key in ("sae", "acts", "max_tokens")}
-    encode_cache(cache, saes, out / "cache", recorded, batch_size=batch_size, device=torch_device,
-                 max_tokens=max_tokens, progress=progress)
+    if cache is not None:
+        chunks = cache_chunks(cache, chosen, max_tokens)
+        context_length = cache.context_length
+        total = min(max_tokens or cache.num_tokens, cache.num_tokens) // context_length * context_length
+    else:
+        fields = {k: v for k, v in source.items() if k in Source.__dataclass_fields__}
+        wanted = Source(**{**fields, "variant": source["variant"]["variant"], "tokens": origin["tokens_asked"]})
+        lm, _, rows = later_contexts(wanted, source, torch_device)
+        context_length, total = wanted.context_length, rows.numel()
+        width = lm.config.hidden_size * context_length * 4 * len(chosen)
+        chunks = model_chunks(lm, rows, chosen, chunk_contexts=max(8, SHARD_BYTES // width), batch_size=8)
+    encode_cache(chunks, saes, out / "cache", {k: v for k, v in record.items() if k not in ("examples",)},
+                 context_length, total, batch_size=batch_size, device=torch_device, progress=progress)
     latent_cache = open_latent_cache(out / "cache")
     tokens = latent_cache.tokens().numpy().ravel()
     tokenizer = load_tokenizer(source["model"], source.get("revision"))
@@ -92,7 +115,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         log.info("layer %d: %d of %d latents fire, %d eligible, %d sampled, mean explainer-set entropy %.2f nats",
                  layer, len(summaries), saes[layer].num_latents, eligible, len(sampled),
                  sum(sampled) / max(1, len(sampled)))
-    if record["acts"] == source.get("acts"):
+    if record.get("acts") is not None and record["acts"] == source.get("acts"):
         log.info("the examples came from the cache the SAEs were trained on (%s); give --acts with a "
                  "separate cache for held-out examples, as the paper does", acts)
     return rows

@@ -97,8 +97,12 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
     p.add_argument("--acts", help="an activation cache of the same model and variant (default: the one the "
                                   "SAEs were trained on, as recorded)")
+    p.add_argument("--model", default=None, help="run this model on the fly instead of reading a cache (the "
+                                                   "model the SAEs were trained on, as recorded)")
+    p.add_argument("--variant", default=None, help="with --model: the variant the SAEs were trained on")
     p.add_argument("--layers", default="all", help="'all' (every layer the SAE run trained) or a comma list")
-    p.add_argument("--tokens", default=None, help="tokens of the cache to encode at most (default: all)")
+    p.add_argument("--tokens", default=None, help="tokens to encode at most (default: all of a cache; 1M on the "
+                                                  "fly, taken after every context the SAEs' run drew)")
     for flag, (_, kind, text) in EXAMPLE_FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
     p.add_argument("--seed", type=int, default=0, help="seeds the latent sample and every example draw")
@@ -181,9 +185,12 @@ def run_latents(args) -> None:
     settings = ExampleSettings(seed=args.seed, **given_flags(args, EXAMPLE_FLAGS))
     settings.validate()
     max_tokens = parse_count(args.tokens) if args.tokens else None
+    if args.variant is not None and args.model is None:
+        raise ValueError("--variant goes with --model (running the model on the fly).")
+    model = (args.model, args.variant or "trained") if args.model is not None else None
     with output_directory(args.out) as out:
         build_latents(args.sae, out, acts=args.acts, layers=args.layers, max_tokens=max_tokens, settings=settings,
-                      batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+                      batch_size=args.batch_size, device=args.device, progress=not args.quiet, model=model)
 
 
 def run_compare(args) -> None:

@@ -16,7 +16,7 @@ two passes over the shards, one shard in memory at a time, never the layer's who
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,16 +38,54 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
+# A chunk of the token set: its contexts' token ids, and a function that gives every layer's activations
+# (contexts · context length × d) when called — not called for chunks a resumed run already encoded.
+Chunk = tuple[torch.Tensor, Callable[[], dict[int, torch.Tensor]]]
+
+
+def cache_chunks(cache: ActivationCache, layers: list[int], max_tokens: int | None = None) -> Iterator[Chunk]:
+    """The activation cache a shard at a time (at most `max_tokens`, in whole contexts)."""
+    contexts_left = max(1, min(max_tokens or cache.num_tokens, cache.num_tokens) // cache.context_length)
+    for index, shard in enumerate(cache.manifest["shards"]):
+        contexts = min(shard["contexts"], contexts_left)
+        if contexts <= 0:
+            return
+        contexts_left -= contexts
+        tokens = contexts * cache.context_length
+        yield (cache.read_shard(index, "tokens")[:contexts],
+               lambda i=index, n=tokens: {layer: cache.read_shard(i, f"layer.{layer}")[:n] for layer in layers})
+
+
+def model_chunks(model, contexts: torch.Tensor, layers: list[int], chunk_contexts: int,
+                 batch_size: int) -> Iterator[Chunk]:
+    """The model's block outputs on `contexts`, `chunk_contexts` at a time (forward passes of `batch_size`
+    contexts that stop after the last layer needed)."""
+    from randsae.lm.activations import residual_stream
+
+    device = next(model.parameters()).device
+
+    def run(rows: torch.Tensor) -> dict[int, torch.Tensor]:
+        parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+        for batch in rows.split(batch_size):
+            for layer, hidden in residual_stream(model, batch.to(device), layers).items():
+                parts[layer].append(hidden.reshape(-1, hidden.shape[-1]).float().cpu())
+        return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
+
+    for start in range(0, len(contexts), chunk_contexts):
+        rows = contexts[start:start + chunk_contexts]
+        yield rows, lambda r=rows: run(r)
+
+
 @torch.no_grad()
-def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, settings: dict,
-                 batch_size: int = 4096, device: torch.device | str = "cpu", max_tokens: int | None = None,
-                 progress: bool = False) -> dict:
-    """Encode (at most `max_tokens` of) the activation cache with each layer's SAE into latent shards in
-    OUT, one shard per activation shard (whole contexts); resumes after the last finished shard. Returns
-    the manifest. `settings` (what the caller wants recorded and matched on a rerun) goes into it."""
+def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, settings: dict,
+                 context_length: int, total_tokens: int, batch_size: int = 4096,
+                 device: torch.device | str = "cpu", progress: bool = False) -> dict:
+    """Encode every chunk with each layer's SAE into a latent shard in OUT; resumes after the last
+    finished shard (chunks before it are skipped without computing their activations). `settings` (what
+    the caller wants recorded and matched on a rerun) goes into the manifest, which is returned."""
     out.mkdir(parents=True, exist_ok=True)
     layers = sorted(saes)
-    wanted = {**settings, "layers": layers, "context_length": cache.context_length,
+    wanted = {**settings, "layers": layers, "context_length": context_length,
               "k": {str(layer): sae.k for layer, sae in saes.items()},
               "num_latents": {str(layer): sae.num_latents for layer, sae in saes.items()}}
     path = out / MANIFEST
@@ -55,26 +93,18 @@ def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, se
     for key, value in wanted.items():
         if manifest.get(key) != value:
             raise ValueError(f"{out} holds latents made with other {key} settings; choose another --out.")
-    budget = min(max_tokens or cache.num_tokens, cache.num_tokens)
-    bar = tqdm(total=budget // cache.context_length * cache.context_length * len(layers), unit="tok",
-               unit_scale=True, disable=not progress, desc="encode")
-    contexts_left = max(1, budget // cache.context_length)
-    for index, shard in enumerate(cache.manifest["shards"]):
-        contexts = min(shard["contexts"], contexts_left)
-        if contexts <= 0:
-            break
-        contexts_left -= contexts
-        tokens = contexts * cache.context_length
+    bar = tqdm(total=total_tokens * len(layers), unit="tok", unit_scale=True, disable=not progress, desc="encode")
+    for index, (tokens, activations) in enumerate(chunks):
+        count = tokens.numel()
         if index < len(manifest["shards"]):
-            bar.update(tokens * len(layers))
+            bar.update(count * len(layers))
             continue
-        tensors = {"tokens": cache.read_shard(index, "tokens")[:contexts].contiguous()}
-        for layer in layers:
+        tensors = {"tokens": tokens.to(torch.int64).contiguous()}
+        for layer, x in activations().items():
             sae = saes[layer]
-            x = cache.read_shard(index, f"layer.{layer}")[:tokens]
-            values = torch.empty(tokens, sae.k, dtype=torch.float32)
-            indices = torch.empty(tokens, sae.k, dtype=torch.int32)
-            for start in range(0, tokens, batch_size):
+            values = torch.empty(count, sae.k, dtype=torch.float32)
+            indices = torch.empty(count, sae.k, dtype=torch.int32)
+            for start in range(0, count, batch_size):
                 v, i = sae.encode(x[start:start + batch_size].to(device, torch.float32))
                 values[start:start + len(v)] = v.cpu()
                 indices[start:start + len(v)] = i.cpu().to(torch.int32)
@@ -82,11 +112,11 @@ def encode_cache(cache: ActivationCache, saes: dict[int, TopKSAE], out: Path, se
             tensors[f"layer.{layer}.values"], tensors[f"layer.{layer}.indices"] = values, indices
         name = shard_name(index)
         atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
-        manifest["shards"].append({"file": name, "contexts": contexts})
+        manifest["shards"].append({"file": name, "contexts": len(tokens)})
         write_json(path, manifest)
     bar.close()
     if not manifest["shards"]:
-        raise ValueError(f"the activation cache {cache.directory} holds no tokens to encode.")
+        raise ValueError("the token set holds no tokens to encode.")
     return manifest
 
 

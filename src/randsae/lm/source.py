@@ -57,14 +57,39 @@ def open_source(source: Source, device: torch.device):
                          "positions.")
     wanted = -(-source.tokens // source.context_length)
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
-    # a ninth more contexts than asked, so that the held-out tenth leaves the asked-for number to train on
-    rows = contexts(tokenizer, docs, source.context_length, max_contexts=wanted + wanted // 9 + 1)
+    rows = contexts(tokenizer, docs, source.context_length, max_contexts=contexts_drawn(wanted))
     train, held_out = split_contexts(rows, eval_fraction=EVAL_FRACTION, seed=source.seed)
     train = train[:wanted]
     if len(train) < wanted:
         log.warning("the text gives %d contexts: %d tokens, not %d", len(train),
                     len(train) * source.context_length, source.tokens)
     return model, tokenizer, train, held_out
+
+
+def contexts_drawn(wanted: int) -> int:
+    """How many contexts `open_source` takes from the text for `wanted` training contexts: a ninth more, so
+    that the held-out tenth leaves the asked-for number to train on."""
+    return wanted + wanted // 9 + 1
+
+
+def later_contexts(source: Source, recorded: dict, device: torch.device):
+    """(model variant, tokenizer, contexts) for `source.tokens` tokens of the recorded run's text taken
+    after every context that run drew (its training and held-out contexts), so they are disjoint from
+    both. `recorded` is the run's source record (its `tokens` are the training tokens it got)."""
+    from randsae.lm.text import contexts, documents
+
+    model, tokenizer = load_variant(source.model, source.revision, recorded["variant"], device)
+    skip = contexts_drawn(recorded["tokens"] // source.context_length)
+    wanted = -(-source.tokens // source.context_length)
+    docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
+    rows = contexts(tokenizer, docs, source.context_length, max_contexts=skip + wanted)[skip:]
+    if not len(rows):
+        raise ValueError(f"the text {source.dataset!r} holds no contexts beyond the {skip} the SAEs' run drew; "
+                         "give --acts, or a larger text.")
+    if len(rows) < wanted:
+        log.warning("the text gives %d contexts beyond the SAEs' run: %d tokens, not %d", len(rows),
+                    rows.numel(), source.tokens)
+    return model, tokenizer, rows
 
 
 def record(source: Source, model, train: torch.Tensor, held_out: torch.Tensor) -> dict:
