@@ -160,8 +160,8 @@ def test_the_latent_cache_equals_encoding_the_activations_directly(tiny_runs):
         with torch.no_grad():
             values, indices = sae.encode(x)
         shards = range(len(latents.manifest["shards"]))
-        got_values = torch.cat([latents.read(i, f"layer.{layer}.values") for i in shards])
-        got_indices = torch.cat([latents.read(i, f"layer.{layer}.indices") for i in shards])
+        got_values = torch.cat([latents.read_shard(i, f"layer.{layer}.values") for i in shards])
+        got_indices = torch.cat([latents.read_shard(i, f"layer.{layer}.indices") for i in shards])
         dense = sae.dense_latents(values, indices)
         torch.testing.assert_close(sae.dense_latents(got_values, got_indices.long()), dense, rtol=1e-5, atol=1e-6)
 

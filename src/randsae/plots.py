@@ -1,8 +1,15 @@
-"""Figures drawn from results tables alone (and the 2-D demo from its samples). Nothing here trains."""
+"""Figures drawn from results tables alone (and the 2-D demo from its samples). Nothing here trains.
+
+Every figure uses one style (`STYLE`, fixed colours per model variant and data source), stands alone (a
+title in words, labelled axes, legends outside the plotted area, ticks at the values that exist, a footnote
+for whatever qualifies it) and is written in each of the formats asked for (PNG by default; PDF and SVG are
+vector output for papers).
+"""
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import wraps
 from pathlib import Path
 
 import matplotlib
@@ -10,10 +17,53 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
 
 Row = dict[str, str | float | int | None]
+
+FORMATS = ("png", "pdf", "svg")
+STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
+         "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3, "savefig.dpi": 150,
+         "savefig.bbox": "tight", "legend.frameon": False, "svg.fonttype": "none", "pdf.fonttype": 42}
+# the same colour for a variant or data source in every figure
+VARIANT_COLOURS = {"trained": "#1f77b4", "rerandomized": "#d62728", "rerandomized-no-embed": "#ff7f0e",
+                   "step0": "#9467bd", "control": "#7f7f7f"}
+DATA_COLOURS = {"sharkey": "#1f77b4", "glove": "#2ca02c", "gaussian": "#7f7f7f"}
+DATA_NAMES = {"sharkey": "Sharkey toy data", "gaussian": "matched Gaussian control", "glove": "GloVe word vectors"}
+TRANSFORM_NAMES = {"none": "raw inputs", "mlp": "inputs through a random MLP"}
+EXTRA_COLOURS = plt.cm.tab10.colors
+
+
+def colour(name: str, palette: dict[str, str], others: list[str]) -> str:
+    """The fixed colour of `name`, or one of tab10's for names the palette does not know (stable per run)."""
+    if name in palette:
+        return palette[name]
+    if name not in others:
+        others.append(name)
+    return EXTRA_COLOURS[(others.index(name) + 3) % len(EXTRA_COLOURS)]
+
+
+def data_name(data: str) -> str:
+    return DATA_NAMES.get(data, data.replace("embeddings:", "token embeddings of "))
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [part.strip().lower() for part in text.split(",") if part.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if not formats or bad:
+        raise ValueError(f"--format takes a comma list of {', '.join(FORMATS)}, not {text!r}.")
+    return list(dict.fromkeys(formats))
+
+
+def styled(draw: Callable) -> Callable:
+    """Draw inside the project's style."""
+    @wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 def _value(row: Row, column: str) -> float | None:
@@ -23,11 +73,25 @@ def _value(row: Row, column: str) -> float | None:
     return float(value)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _save(fig, path: str | Path, formats: Sequence[str] = ("png",), notes: Sequence[str] = ()) -> Path:
+    """Write `fig` as PATH.<format> for each format (atomically); `notes` go under it as footnotes.
+    Returns the first file written."""
     path = Path(path)
-    atomic_write(path, lambda p: fig.savefig(p, dpi=130, bbox_inches="tight", format="png"))
+    if notes:
+        fig.text(0.01, -0.01, "\n".join(notes), fontsize=7, ha="left", va="top", color="#444444")
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        atomic_write(target, lambda p, f=fmt: fig.savefig(p, format=f))
+        written.append(target)
     plt.close(fig)
-    return path
+    return written[0]
+
+
+def legend_outside(ax, **kwargs) -> None:
+    """The axes' legend to the right of it, where it covers no data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kwargs)
 
 
 def mean_and_sem(values: Sequence[float]) -> tuple[float, float]:
@@ -47,48 +111,101 @@ def pareto_frontier(sparsity: Sequence[float], quality: Sequence[float],
     return s[keep], q[keep]
 
 
-def plot_mmcs(rows: Sequence[Row], path: str | Path, goldilocks: float = 0.9) -> Path | None:
-    """MMCS against the L1 coefficient, a line per dictionary size (mean ± SEM over seeds).
+def goldilocks_range(coefs: Sequence[float], values: Sequence[float],
+                     threshold: float = 0.9) -> tuple[float, float] | None:
+    """The coefficient range where `values` (MMCS at ascending `coefs`) stays ≥ `threshold`: the longest
+    run of swept coefficients at or above it, widened to where the curve crosses the threshold,
+    interpolated linearly in log coefficient. None when no coefficient reaches it."""
+    c, v = np.log10(np.asarray(coefs, dtype=float)), np.asarray(values, dtype=float)
+    above = v >= threshold
+    if not above.any():
+        return None
+    runs, start = [], None
+    for i, flag in enumerate([*above, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    first, last = max(runs, key=lambda r: (r[1] - r[0], -r[0]))
 
-    The shaded band marks the coefficients where some dictionary size's mean MMCS reaches `goldilocks`.
-    Returns None when no row has an MMCS.
-    """
+    def crossing(inside: int, outside: int) -> float:
+        t = (v[inside] - threshold) / (v[inside] - v[outside])
+        return c[inside] + t * (c[outside] - c[inside])
+
+    left = crossing(first, first - 1) if first > 0 else c[first]
+    right = crossing(last, last + 1) if last < len(c) - 1 else c[last]
+    return float(10**left), float(10**right)
+
+
+def coefficient_ticks(ax, coefs: Sequence[float]) -> None:
+    """Log x-axis with a tick at every swept coefficient (labelled, thinned to at most 11 labels)."""
+    coefs = sorted(set(coefs))
+    step = max(1, math.ceil(len(coefs) / 11))
+    ax.xaxis.set_major_locator(FixedLocator(coefs))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{c:.3g}" if i % step == 0 else "" for i, c in enumerate(coefs)], rotation=45,
+                       ha="right")
+
+
+@styled
+def plot_mmcs(rows: Sequence[Row], path: str | Path, goldilocks: float = 0.9,
+              formats: Sequence[str] = ("png",)) -> Path | None:
+    """MMCS against the L1 coefficient, a line per dictionary size (mean ± SEM over seeds), a panel per
+    data set with ground truth. Each size's Goldilocks band — the coefficients where its MMCS stays ≥
+    `goldilocks` — is shaded in its colour. Returns None when no row has an MMCS."""
     groups: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seeds = set()
     for row in rows:
         value = _value(row, "mmcs")
         if value is not None:
             key = (row["data"], row["transform"], int(row["latents"]))
             groups[key][float(row["l1_coef"])].append(value)
+            seeds.add(row["seed"])
     if not groups:
         return None
-    variants = sorted({key[:2] for key in groups})
-    fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 4.2), squeeze=False)
-    for ax, variant in zip(axes[0], variants, strict=True):
-        band = []
-        for key in sorted(k for k in groups if k[:2] == variant):
+    panels = sorted({key[:2] for key in groups})
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4), squeeze=False)
+    bands = []
+    for ax, (data, transform) in zip(axes[0], panels, strict=True):
+        sizes = sorted(k for k in groups if k[:2] == (data, transform))
+        swept = sorted({c for k in sizes for c in groups[k]})
+        for index, key in enumerate(sizes):
             coefs = sorted(groups[key])
             stats = [mean_and_sem(groups[key][c]) for c in coefs]
             means = np.array([m for m, _ in stats])
-            sems = np.array([s for _, s in stats])
-            ax.errorbar(coefs, means, yerr=sems, marker="o", ms=3, capsize=2, label=f"{key[2]} latents")
-            band += [c for c, m in zip(coefs, means, strict=True) if m >= goldilocks]
-        if band:
-            ax.axvspan(min(band), max(band), color="gold", alpha=0.25,
-                       label=f"Goldilocks (MMCS ≥ {goldilocks:g})")
-        ax.set(xscale="log", xlabel="L1 coefficient", ylabel="MMCS", ylim=(0, 1.02),
-               title=f"Feature recovery: {variant[0]} / {variant[1]}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+            line_colour = EXTRA_COLOURS[index % len(EXTRA_COLOURS)]
+            ax.errorbar(coefs, means, yerr=[s for _, s in stats], marker="o", ms=3, capsize=2,
+                        color=line_colour, label=f"{key[2]} latents")
+            band = goldilocks_range(coefs, means, goldilocks)
+            if band:
+                ax.axvspan(*band, color=line_colour, alpha=0.15, lw=0,
+                           label=f"{key[2]}: MMCS ≥ {goldilocks:g}, c ∈ [{band[0]:.3g}, {band[1]:.3g}]")
+                bands.append(band)
+        ax.axhline(goldilocks, color="#444444", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="L1 coefficient c (sparsity penalty)",
+               ylabel="MMCS: mean max cosine similarity\nof true features to decoder directions", ylim=(0, 1.02),
+               title=f"Feature recovery — {data_name(data)}, {TRANSFORM_NAMES.get(transform, transform)}")
+        coefficient_ticks(ax, swept)
+        legend_outside(ax)
+    n = len(seeds)
+    notes = ["Shaded: each dictionary size's Goldilocks band, the coefficients where its MMCS stays ≥ "
+             f"{goldilocks:g} (interpolated between swept coefficients in log space)" +
+             ("" if bands else f"; no size reaches {goldilocks:g} here"),
+             "1 seed: no error bars." if n == 1 else f"Mean ± standard error over {n} seeds."]
+    return _save(fig, path, formats, notes)
 
 
-SPARSITY_AXES = {"l0": ("L0 (active latents per sample)", True),
-                 "hoyer": ("Hoyer sparseness", False)}
+SPARSITY_AXES = {"l0": ("L0, active latents per sample\n(symlog: linear below 1, where collapsed SAEs sit; "
+                        "log above)", True),
+                 "hoyer": ("Hoyer sparseness (0 flat, 1 one active latent)", False)}
 
 
-def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0") -> Path | None:
+@styled
+def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0",
+                   formats: Sequence[str] = ("png",)) -> Path | None:
     """Explained variance against sparsity: every SAE as a dot, each data source's Pareto frontier as a
-    line, one panel per transform. Returns None when the table is empty."""
+    line, a panel per transform on shared axes. Returns None when the table is empty."""
     label, lower_is_sparser = SPARSITY_AXES[sparsity]
     points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     for row in rows:
@@ -98,48 +215,63 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0") 
     if not points:
         return None
     transforms = sorted({t for t, _ in points}, key=lambda t: (t != "none", t))
-    fig, axes = plt.subplots(1, len(transforms), figsize=(5.5 * len(transforms), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(transforms), figsize=(5.2 * len(transforms) + 1.5, 4), squeeze=False,
+                             sharex=True, sharey=True)
+    others: list[str] = []
+    collapsed = 0
     for ax, transform in zip(axes[0], transforms, strict=True):
         for (t, data), pts in sorted(points.items()):
             if t != transform:
                 continue
             s, ev = np.array(pts).T
-            dots = ax.scatter(s, ev, s=8, alpha=0.3)
+            collapsed += int((s < 1).sum()) if lower_is_sparser else 0
+            c = colour(data, DATA_COLOURS, others)
+            ax.scatter(s, ev, s=8, alpha=0.3, color=c)
             fs, fev = pareto_frontier(s, ev, lower_is_sparser)
-            ax.plot(fs, fev, marker="o", ms=3, color=dots.get_facecolor()[0][:3], label=data)
-        ax.set(xlabel=label, ylabel="explained variance", ylim=(-0.05, 1.02),
-               title=f"inputs: {'raw' if transform == 'none' else transform}")
+            ax.plot(fs, fev, marker="o", ms=3, color=c, label=f"{data_name(data)} (frontier)")
+        ax.set(xlabel=label, ylim=(-0.05, 1.02), title=TRANSFORM_NAMES.get(transform, transform).capitalize())
         if lower_is_sparser:
             ax.set_xscale("symlog", linthresh=1.0)
             ax.set_xlim(left=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+            ax.axvline(1.0, color="#444444", lw=0.6, ls=":")
+    axes[0, 0].set_ylabel("explained variance (validation split)")
+    legend_outside(axes[0, -1])
+    notes = ["Each dot is one SAE; lines are the Pareto frontiers (no other SAE of that data is both sparser "
+             "and better)."]
+    if lower_is_sparser and collapsed:
+        notes.append(f"{collapsed} SAEs have L0 < 1 (mostly collapsed: most samples activate no latent); "
+                     "left of the dotted line the axis is linear.")
+    fig.suptitle("Reconstruction against sparsity, raw and after a random MLP", y=1.02)
+    return _save(fig, path, formats, notes)
 
 
-def plot_results(rows: Sequence[Row], out: str | Path) -> list[Path]:
+def plot_results(rows: Sequence[Row], out: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Every figure a results table supports, written into `out` (diverged SAEs left out)."""
     out = Path(out)
     rows = [row for row in rows if row.get("status") != "diverged"]
-    drawn = [plot_mmcs(rows, out / "mmcs.png"),
-             plot_frontiers(rows, out / "frontier_l0.png", "l0"),
-             plot_frontiers(rows, out / "frontier_hoyer.png", "hoyer")]
+    drawn = [plot_mmcs(rows, out / "mmcs.png", formats=formats),
+             plot_frontiers(rows, out / "frontier_l0.png", "l0", formats=formats),
+             plot_frontiers(rows, out / "frontier_hoyer.png", "hoyer", formats=formats)]
     return [p for p in drawn if p is not None]
 
 
-def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path) -> Path:
+@styled
+def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
+               formats: Sequence[str] = ("png",)) -> Path:
     """Scatter plots of the 2-D demo before and after the random MLP (paper Fig. 3)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
-    for ax, points, title in ((axes[0], inputs, "sparse features projected to 2-D"),
-                              (axes[1], outputs, "after a random MLP 2 → 8 → 2")):
+    for ax, points, title, name in ((axes[0], inputs, "Sparse features projected to 2-D", "x"),
+                                    (axes[1], outputs, "The same points after a random MLP 2 → 8 → 2", "y")):
         points = np.asarray(points)
         limit = np.quantile(np.abs(points - np.median(points, axis=0)), 0.98) * 1.2
         centre = np.median(points, axis=0)
-        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4)
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, color=DATA_COLOURS["sharkey"])
         ax.set(xlim=(centre[0] - limit, centre[0] + limit), ylim=(centre[1] - limit, centre[1] + limit),
-               title=title, aspect="equal")
-        ax.grid(alpha=0.3)
-    return _save(fig, path)
+               title=title, aspect="equal", xlabel=f"{name}₁ (first coordinate)",
+               ylabel=f"{name}₂ (second coordinate)")
+    notes = ["Each sample has one active feature (Lomax magnitude, random sign); axes cut at the 98th "
+             "percentile of distance from the median."]
+    return _save(fig, path, formats, notes)
 
 
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
@@ -147,18 +279,21 @@ LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine 
               "entropy_mean": "token entropy (nats)\nsampled latents"}
 
 
-def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[str] = ()) -> Path:
-    """The paper's Fig. 2: a row per metric, a column per model, layer on x, a line per variant. The
-    explained-variance panels also show the PCA baseline of each variant (dashed, same colour); the entropy
-    row (when rows carry it) shows mean ± standard deviation over the sampled latents. `notes` are printed
-    under the figure."""
+@styled
+def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[str] = (),
+                       formats: Sequence[str] = ("png",)) -> Path:
+    """The paper's Fig. 2: a row per metric, a column per model, layer on x (ticks at the layers there
+    are), a line per variant in its fixed colour. The explained-variance panels also show the PCA baseline
+    of each variant (dashed); the CE panels a reference line at 1; the entropy row (when rows carry it)
+    mean ± standard deviation over the sampled latents. `notes` go under the figure."""
     models = sorted({str(r["model"]) for r in rows})
-    variants = sorted({str(r["variant"]) for r in rows})
+    variants = sorted({str(r["variant"]) for r in rows}, key=lambda v: (list(VARIANT_COLOURS) + [v]).index(v))
     metrics = {m: label for m, label in LM_METRICS.items() if any(_value(r, m) is not None for r in rows)}
-    colours = {v: plt.cm.tab10(i % 10) for i, v in enumerate(variants)}
-    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.2 * len(models), 2.3 * len(metrics)),
+    others: list[str] = []
+    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.2 * len(models) + 1.8, 2.2 * len(metrics)),
                              squeeze=False, sharex="col")
     for column, model in enumerate(models):
+        layers_there = sorted({int(r["layer"]) for r in rows if r["model"] == model})
         for row_index, (metric, label) in enumerate(metrics.items()):
             ax = axes[row_index, column]
             for variant in variants:
@@ -167,52 +302,52 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                                 key=lambda p: p[0])
                 if not points:
                     continue
+                c = colour(variant, VARIANT_COLOURS, others)
                 layers = [layer for layer, _ in points]
                 values = [_value(r, metric) for _, r in points]
                 if metric == "entropy_mean":
                     spread = [_value(r, "entropy_std") or 0.0 for _, r in points]
-                    ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=colours[variant],
-                                label=variant)
+                    ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=c, label=variant)
                 else:
-                    ax.plot(layers, values, "o-", ms=3, color=colours[variant], label=variant)
+                    ax.plot(layers, values, "o-", ms=3, color=c, label=variant)
                 if metric == "explained_variance":
                     ax.plot(layers, [_value(r, "pca_explained_variance") for _, r in points], "--",
-                            color=colours[variant], alpha=0.6, label=f"{variant}, PCA (k components)")
+                            color=c, alpha=0.6, label=f"{variant}: PCA, k components")
             if metric == "ce_loss_score":
-                ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+                ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
             ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(FixedLocator(layers_there))
             if row_index == 0:
                 ax.set_title(model)
-                ax.legend(fontsize=7)
-        axes[-1, column].set_xlabel("layer")
-    fig.tight_layout()
-    if notes:
-        fig.text(0.01, 0, "\n".join(notes), fontsize=7, ha="left", va="top", wrap=True)
-    return _save(fig, path)
+            if column == len(models) - 1 and row_index in (0, 1):
+                legend_outside(ax)
+        axes[-1, column].set_xlabel("layer (block output)")
+    return _save(fig, path, formats, notes)
 
 
-def plot_entropy_histograms(summaries: Sequence, path: str | Path) -> Path:
+@styled
+def plot_entropy_histograms(summaries: Sequence, path: str | Path, formats: Sequence[str] = ("png",)) -> Path:
     """Per (model, variant): histograms of the sampled latents' explainer-set entropy, one per layer, on
     shared axes (the paper's Fig. 20 x-axis)."""
     groups: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for s in summaries:
         if s.sampled and math.isfinite(s.entropy_explainer):
             groups[s.model, s.variant][s.layer].append(s.entropy_explainer)
-    keys = sorted(groups)
+    keys = sorted(groups, key=lambda k: (k[0], (list(VARIANT_COLOURS) + [k[1]]).index(k[1])))
     if not keys:
         raise ValueError("no sampled latents to draw an entropy histogram of.")
     top = max(max(v) for g in groups.values() for v in g.values())
     bins = np.linspace(0, max(top, 1e-3) * 1.05, 25)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3), squeeze=False, sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys) + 1.5, 3.2), squeeze=False, sharex=True,
+                             sharey=True)
+    layers_all = sorted({layer for g in groups.values() for layer in g})
+    shades = dict(zip(layers_all, plt.cm.viridis(np.linspace(0, 0.9, len(layers_all))), strict=True))
     for ax, key in zip(axes[0], keys, strict=True):
-        layers = sorted(groups[key])
-        colours = plt.cm.viridis(np.linspace(0, 0.9, len(layers)))
-        for colour, layer in zip(colours, layers, strict=True):
-            ax.hist(groups[key][layer], bins=bins, histtype="step", color=colour, label=f"layer {layer}")
-        ax.set(title=f"{key[0]} — {key[1]}", xlabel="token entropy (nats), explainer set")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        for layer in sorted(groups[key]):
+            ax.hist(groups[key][layer], bins=bins, histtype="step", color=shades[layer], label=f"layer {layer}")
+        ax.set(title=f"{key[0]}: {key[1]}", xlabel="token entropy (nats), explainer set")
     axes[0, 0].set_ylabel("sampled latents")
-    fig.tight_layout()
-    return _save(fig, path)
+    legend_outside(axes[0, -1])
+    notes = ["Token-distribution entropy H = −Σ p_t ln p_t of each sampled latent's activation mass per token id "
+             "over its explainer set (PAPER.md §2.4): 0 for one token, ln n for n tokens evenly."]
+    return _save(fig, path, formats, notes)

@@ -8,15 +8,14 @@ entry is not a block's output.
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 from tqdm.auto import tqdm
 
-from randsae.io import atomic_write, check_fields, check_safetensors, read_json, write_json
+from randsae.io import atomic_write, check_safetensors, write_json
+from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.seeding import generator
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -139,7 +138,7 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
                             on_output=_shard_writer(tensors, first, batch.numel(), d_model))
             bar.update(batch.numel())
         tensors["tokens"] = rows.to(torch.int64).contiguous()
-        name = f"shard-{index:05d}.safetensors"
+        name = shard_name(index)
         atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
         state["shards"].append({"file": name, "contexts": len(rows)})
         write_json(path, state)
@@ -185,40 +184,12 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
             f.write(flat.view(torch.uint8).numpy().data)
 
 
-@dataclass
-class ActivationCache:
+class ActivationCache(ShardedCache):
     """A cache written by `cache_activations`, read a shard at a time."""
-
-    directory: Path
-    manifest: dict
-
-    @property
-    def layers(self) -> list[int]:
-        return self.manifest["layers"]
 
     @property
     def d_model(self) -> int:
         return self.manifest["d_model"]
-
-    @property
-    def context_length(self) -> int:
-        return self.manifest["context_length"]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(s["contexts"] for s in self.manifest["shards"]) * self.context_length
-
-    def _read(self, shard: dict, key: str) -> torch.Tensor:  # shards are checked by open_cache
-        with safe_open(str(self.directory / shard["file"]), framework="pt") as f:
-            return f.get_tensor(key)
-
-    def read_shard(self, index: int, key: str) -> torch.Tensor:
-        """Tensor `key` (`tokens` or `layer.<i>`) of shard `index`."""
-        return self._read(self.manifest["shards"][index], key)
-
-    def tokens(self) -> torch.Tensor:
-        """Token ids of every cached context (contexts × context length), in cache order."""
-        return torch.cat([self._read(s, "tokens") for s in self.manifest["shards"]])
 
     def iter_batches(self, layer: int, batch_size: int, shuffle: bool = True,
                      seed: int = 0) -> Iterator[torch.Tensor]:
@@ -231,7 +202,7 @@ class ActivationCache:
         order = torch.randperm(len(shards), generator=gen).tolist() if shuffle else range(len(shards))
         carry = torch.empty(0, self.d_model)
         for i in order:
-            rows = self._read(shards[i], f"layer.{layer}").float()
+            rows = self.read_shard(i, f"layer.{layer}").float()
             if shuffle:
                 rows = rows[torch.randperm(len(rows), generator=gen)]
             rows = torch.cat([carry, rows])
@@ -242,23 +213,12 @@ class ActivationCache:
             yield carry
 
 
-MANIFEST_FIELDS = {"layers": list, "d_model": int, "context_length": int, "dtype": str, "shards": list}
-
-
 def read_manifest(directory: Path) -> dict:
-    """manifest.json of a cache, checked: its fields, its layers and its shard list."""
-    path = directory / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is {directory} an activation cache?")
-    manifest = read_json(path, MANIFEST_FIELDS)
-    if not manifest["layers"] or not all(isinstance(i, int) and i >= 0 for i in manifest["layers"]):
-        raise ValueError(f"{path}: 'layers' must be a list of block indices, not {manifest['layers']!r}.")
+    """manifest.json of an activation cache, checked: its fields, its layers and its shard list."""
+    manifest = read_shard_manifest(directory, {"d_model": int, "dtype": str}, "`randsae lm activations`")
     if manifest["dtype"] not in CACHE_DTYPES:
-        raise ValueError(f"{path}: 'dtype' must be one of {', '.join(CACHE_DTYPES)}, not {manifest['dtype']!r}.")
-    for shard in manifest["shards"]:
-        if not isinstance(shard, dict):
-            raise ValueError(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
-        check_fields(shard, {"file": str, "contexts": int}, f"{path} (shard entry)")
+        raise ValueError(f"{directory / 'manifest.json'}: 'dtype' must be one of {', '.join(CACHE_DTYPES)}, not "
+                         f"{manifest['dtype']!r}.")
     return manifest
 
 

@@ -22,20 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from randsae.io import atomic_write, check_fields, check_safetensors, read_json, write_json
+from randsae.io import atomic_write, check_safetensors, write_json
 from randsae.lm.activations import ActivationCache, write_safetensors
+from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.sae.topk import TopKSAE
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.safetensors"
 
 
 # A chunk of the token set: its contexts' token ids, and a function that gives every layer's activations
@@ -120,48 +116,17 @@ def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, s
     return manifest
 
 
-MANIFEST_FIELDS = {"layers": list, "context_length": int, "k": dict, "num_latents": dict, "shards": list}
-
-
-@dataclass
-class LatentCache:
+class LatentCache(ShardedCache):
     """A latent cache written by `encode_cache` (checked on opening), read a shard or a latent at a time."""
-
-    directory: Path
-    manifest: dict
-
-    @property
-    def layers(self) -> list[int]:
-        return self.manifest["layers"]
-
-    @property
-    def context_length(self) -> int:
-        return self.manifest["context_length"]
-
-    @property
-    def num_contexts(self) -> int:
-        return sum(s["contexts"] for s in self.manifest["shards"])
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_contexts * self.context_length
 
     def num_latents(self, layer: int) -> int:
         return self.manifest["num_latents"][str(layer)]
-
-    def read(self, shard: int, key: str) -> torch.Tensor:
-        with safe_open(str(self.directory / self.manifest["shards"][shard]["file"]), framework="pt") as f:
-            return f.get_tensor(key)
-
-    def tokens(self) -> torch.Tensor:
-        """Token ids of every context (contexts × context length), in cache order."""
-        return torch.cat([self.read(i, "tokens") for i in range(len(self.manifest["shards"]))])
 
     def entries(self, layer: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(first token position, values, indices) of each shard of `layer`, in cache order."""
         first = 0
         for i, shard in enumerate(self.manifest["shards"]):
-            yield first, self.read(i, f"layer.{layer}.values"), self.read(i, f"layer.{layer}.indices")
+            yield first, self.read_shard(i, f"layer.{layer}.values"), self.read_shard(i, f"layer.{layer}.indices")
             first += shard["contexts"] * self.context_length
 
     def index(self, layer: int) -> "LatentIndex":
@@ -174,14 +139,12 @@ class LatentCache:
 
 def open_latent_cache(directory: str | Path) -> LatentCache:
     directory = Path(directory)
-    path = directory / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; is {directory} written by `randsae lm latents`?")
-    manifest = read_json(path, MANIFEST_FIELDS)
+    manifest = read_shard_manifest(directory, {"k": dict, "num_latents": dict}, "`randsae lm latents`")
+    for layer in manifest["layers"]:
+        for part in ("k", "num_latents"):
+            if not isinstance(manifest[part].get(str(layer)), int):
+                raise ValueError(f"{directory / 'manifest.json'}: '{part}' gives no integer for layer {layer}.")
     for shard in manifest["shards"]:
-        if not isinstance(shard, dict):
-            raise ValueError(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
-        check_fields(shard, {"file": str, "contexts": int}, f"{path} (shard entry)")
         header = check_safetensors(directory / shard["file"])
         for layer in manifest["layers"]:
             expected = [shard["contexts"] * manifest["context_length"], manifest["k"][str(layer)]]
