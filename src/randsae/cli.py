@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from randsae.cliutil import Parser, UsageError, given_flags, output_directory
+from randsae.cliutil import Parser, UsageError, add_format_argument, figure_formats, given_flags, output_directory
 
 log = logging.getLogger("randsae")
 
@@ -23,6 +23,8 @@ SWEEP_FLAGS = {
     "--lr": ("lr", float, "Adam learning rate"),
     "--val-fraction": ("val_fraction", float, "share of points held out for the metrics"),
     "--l1-reduction": ("l1_reduction", str, "mean (over batch × latents, default) or sum (per-sample)"),
+    "--sparsity-stats": ("sparsity_stats", str, "per-sample (default): Hoyer and L1/√L2 per sample, then "
+                         "averaged; batch-mean: from batch-mean norms, as the authors' code"),
     "--device": ("device", str, "auto, cpu or cuda"),
 }
 TOY_FLAGS = {
@@ -54,6 +56,7 @@ def add_sweep_parser(sub, name: str, help_text: str, flags: dict) -> None:
                    help="skip the per-sample standardisation of SAE inputs")
     p.add_argument("--save-weights", action="store_true", help="keep every SAE as safetensors")
     p.add_argument("--no-plots", action="store_true", help="write the table only")
+    add_format_argument(p)
 
 
 def sweep_config(args, config_class, presets: dict, flags: dict):
@@ -76,7 +79,7 @@ def finish_sweep(args, out: Path) -> None:
     from randsae.plots import plot_results
 
     if not args.no_plots:
-        for path in plot_results(read_results(out / "results.csv"), out):
+        for path in plot_results(read_results(out / "results.csv"), out, formats=figure_formats(args)):
             log.info("wrote %s", path)
     log.info("results in %s", out / "results.csv")
 
@@ -85,6 +88,7 @@ def run_toy_command(args) -> None:
     from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
 
     config = sweep_config(args, ToyConfig, PRESETS, TOY_FLAGS)
+    figure_formats(args)
     with output_directory(args.out) as out:
         run_toy(config, out, progress=not args.quiet)
         finish_sweep(args, out)
@@ -94,6 +98,7 @@ def run_glove_command(args) -> None:
     from randsae.experiments.glove import PRESETS, GloveConfig, run_glove
 
     config = sweep_config(args, GloveConfig, PRESETS, GLOVE_FLAGS)
+    figure_formats(args)
     with output_directory(args.out) as out:
         run_glove(config, out, progress=not args.quiet)
         finish_sweep(args, out)
@@ -103,12 +108,14 @@ def add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="(re)draw the figures from a results table")
     p.add_argument("run", help="a run directory holding results.csv")
     p.add_argument("--out", help="where to write the figures (default: the run directory)")
+    add_format_argument(p)
 
 
 def run_plot_command(args) -> None:
     from randsae.experiments.sweep import read_results
     from randsae.plots import plot_results
 
+    formats = figure_formats(args)
     table = Path(args.run) / "results.csv"
     if not table.is_file():
         raise FileNotFoundError(
@@ -117,7 +124,7 @@ def run_plot_command(args) -> None:
     if not rows:
         raise ValueError(f"{table} has no rows to plot.")
     with output_directory(args.out or args.run) as out:
-        for path in plot_results(rows, out):
+        for path in plot_results(rows, out, formats=formats):
             log.info("wrote %s", path)
 
 
@@ -126,6 +133,7 @@ def add_toy2d_parser(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
+    add_format_argument(p)
 
 
 def run_toy2d_command(args) -> None:
@@ -135,10 +143,12 @@ def run_toy2d_command(args) -> None:
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be a positive integer, not {args.num_samples}.")
+    formats = figure_formats(args)
     check_memory(lomax.bytes_needed(args.num_samples), f"the 2-D demo with {args.num_samples:,} samples")
     with output_directory(args.out) as out:
         demo = lomax.generate(args.num_samples, seed=args.seed)
-        log.info("wrote %s", plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png"))
+        path = plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png", formats=formats)
+        log.info("wrote %s", path)
 
 
 def run_lm_command(args) -> None:

@@ -105,6 +105,18 @@ def given_flags(args, flags: dict) -> dict:
     return {field: value for field, value in values.items() if value is not None}
 
 
+def add_format_argument(p) -> None:
+    p.add_argument("--format", default="png", help="figure formats, a comma list of png, pdf, svg (default png; "
+                                                   "pdf and svg are vector output for papers)")
+
+
+def figure_formats(args) -> list[str]:
+    """The --format of a drawing command, checked before any work starts."""
+    from randsae.plots import parse_formats
+
+    return parse_formats(args.format)
+
+
 _SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
 
 

@@ -85,18 +85,40 @@ def mmcs(features: torch.Tensor, directions: torch.Tensor) -> float:
     return (d @ f).max(dim=0).values.mean().item()
 
 
+def l1_over_sqrt_l2_batch_mean(z: torch.Tensor) -> float:
+    """The authors' way: mean L1 over √(mean L2), both means over the batch (collapsed samples dilute it)."""
+    return (_l1(z).mean() / _l2(z).mean().sqrt().clamp_min(torch.finfo(z.dtype).tiny)).item()
+
+
+def hoyer_batch_mean(z: torch.Tensor) -> float:
+    """The authors' way: (√n − mean L1 / mean L2)/(√n − 1), the norms averaged over the batch first. With
+    no active latent anywhere it is 1, like `hoyer`."""
+    n = z.shape[1]
+    if n < 2:
+        raise ValueError("Hoyer sparseness needs at least two latents.")
+    mean_l2 = _l2(z).mean()
+    if not mean_l2 > 0:
+        return 1.0
+    return ((math.sqrt(n) - _l1(z).mean() / mean_l2) / (math.sqrt(n) - 1)).item()
+
+
+# how Hoyer sparseness and L1/√L2 are taken over a batch: per sample then averaged (randsae's default), or
+# from the batch-mean norms (the authors' code)
+SPARSITY_STATS = {"per-sample": {"hoyer": hoyer, "l1_over_sqrt_l2": l1_over_sqrt_l2},
+                  "batch-mean": {"hoyer": hoyer_batch_mean, "l1_over_sqrt_l2": l1_over_sqrt_l2_batch_mean}}
 SPARSITY_METRICS = {"l0": l0, "l1": l1, "l2": l2, "l1_over_sqrt_l2": l1_over_sqrt_l2,
                     "hoyer": hoyer, "dead_fraction": dead_fraction}
 RECONSTRUCTION_METRICS = {"mse": mse, "fvu": fvu, "explained_variance": explained_variance}
 METRIC_NAMES = [*RECONSTRUCTION_METRICS, *SPARSITY_METRICS, "mmcs"]
 
 
-def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor,
-                features: torch.Tensor | None = None,
-                directions: torch.Tensor | None = None) -> dict[str, float | None]:
-    """All metrics of one SAE on one split; mmcs is None where there are no ground-truth features."""
+def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, features: torch.Tensor | None = None,
+                directions: torch.Tensor | None = None,
+                sparsity_stats: str = "per-sample") -> dict[str, float | None]:
+    """All metrics of one SAE on one split; mmcs is None where there are no ground-truth features.
+    `sparsity_stats` picks how Hoyer and L1/√L2 are taken over the split (`SPARSITY_STATS`)."""
     out: dict[str, float | None] = {name: f(x, x_hat) for name, f in RECONSTRUCTION_METRICS.items()}
-    out.update({name: f(z) for name, f in SPARSITY_METRICS.items()})
+    out.update({name: f(z) for name, f in {**SPARSITY_METRICS, **SPARSITY_STATS[sparsity_stats]}.items()})
     out["mmcs"] = None if features is None or directions is None else mmcs(features, directions)
     return out
 

@@ -77,8 +77,10 @@ def _save(fig, path: str | Path, formats: Sequence[str] = ("png",), notes: Seque
     """Write `fig` as PATH.<format> for each format (atomically); `notes` go under it as footnotes.
     Returns the first file written."""
     path = Path(path)
-    if notes:
-        fig.text(0.01, -0.01, "\n".join(notes), fontsize=7, ha="left", va="top", color="#444444")
+    if notes:  # under everything already drawn (tick labels and axis labels reach below the axes)
+        bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
+        left = fig.get_tightbbox(fig.canvas.get_renderer()).x0 / fig.get_figwidth()
+        fig.text(left, bottom - 0.01, "\n".join(notes), fontsize=7, ha="left", va="top", color="#444444")
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
@@ -229,7 +231,8 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0",
             ax.scatter(s, ev, s=8, alpha=0.3, color=c)
             fs, fev = pareto_frontier(s, ev, lower_is_sparser)
             ax.plot(fs, fev, marker="o", ms=3, color=c, label=f"{data_name(data)} (frontier)")
-        ax.set(xlabel=label, ylim=(-0.05, 1.02), title=TRANSFORM_NAMES.get(transform, transform).capitalize())
+        name = TRANSFORM_NAMES.get(transform, transform)
+        ax.set(xlabel=label, ylim=(-0.05, 1.02), title=name[0].upper() + name[1:])
         if lower_is_sparser:
             ax.set_xscale("symlog", linthresh=1.0)
             ax.set_xlim(left=0)
@@ -319,7 +322,7 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
             ax.xaxis.set_major_locator(FixedLocator(layers_there))
             if row_index == 0:
                 ax.set_title(model)
-            if column == len(models) - 1 and row_index in (0, 1):
+            if column == len(models) - 1 and row_index == 0:
                 legend_outside(ax)
         axes[-1, column].set_xlabel("layer (block output)")
     return _save(fig, path, formats, notes)

@@ -19,7 +19,8 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
            "already near chance and splicing can even lower it (scores above 1).")
 
 
-def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = ()) -> list[dict]:
+def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (),
+            formats: list[str] = ("png",)) -> list[dict]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png. A (model, variant, layer) given twice is refused."""
@@ -54,9 +55,10 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = ()) -
     io.write_rows(out / "results.csv", columns, ordered)
     summary = markdown_summary(ordered, with_entropy=bool(summaries))
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
-    log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=[CE_NOTE]))
+    notes = [CE_NOTE] + ([ENTROPY_NOTE] if summaries else [])
+    log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=notes, formats=formats))
     if summaries:
-        log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png"))
+        log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
     log.info("\n%s", summary)
     return ordered
 

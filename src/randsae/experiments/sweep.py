@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from randsae import io
 from randsae.config import coerce, resolve_device, to_dict
 from randsae.data.embeddings import is_embeddings
-from randsae.metrics import METRIC_NAMES, sae_metrics
+from randsae.metrics import METRIC_NAMES, SPARSITY_STATS, sae_metrics
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import derive_seed, generator
@@ -28,7 +28,7 @@ KEY_COLUMNS = ["data", "transform", "input_dim", "latents", "l1_coef", "seed", "
 # status: "ok", or "diverged" when a metric is not finite (kept as a record, retried by a rerun, never plotted)
 COLUMNS = [*KEY_COLUMNS, *METRIC_NAMES, "status"]
 # Settings that change every number in a table: a rerun into the same directory must share them.
-TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction")
+TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction", "sparsity_stats")
 
 
 def paper_coefficients() -> list[float]:
@@ -48,6 +48,7 @@ class SweepConfig:
     val_fraction: float = 0.1
     standardize: bool = True
     l1_reduction: str = "mean"
+    sparsity_stats: str = "per-sample"  # or "batch-mean": Hoyer and L1/√L2 from batch-mean norms (authors' code)
     save_weights: bool = False
     device: str = "auto"
 
@@ -71,6 +72,9 @@ class SweepConfig:
             raise ValueError(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be positive and finite, not {self.lr!r}.")
+        if self.sparsity_stats not in SPARSITY_STATS:
+            raise ValueError(f"sparsity_stats must be one of {', '.join(SPARSITY_STATS)}, not "
+                             f"{self.sparsity_stats!r}.")
         if self.l1_reduction not in ("mean", "sum"):
             raise ValueError(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
@@ -136,13 +140,13 @@ def row_key(row: dict) -> tuple:
 
 
 @torch.no_grad()
-def evaluate(sae: ReluSAE, dataset: Dataset) -> list[dict]:
+def evaluate(sae: ReluSAE, dataset: Dataset, sparsity_stats: str = "per-sample") -> list[dict]:
     """Validation metrics of every SAE in the stack."""
     val = dataset.data[dataset.val_rows.to(dataset.data.device)]
     results = []
     for i in range(sae.num_saes):
         x_hat, z = sae(val, index=i)
-        results.append(sae_metrics(val, x_hat[0], z[0], dataset.features, sae.W_dec[i]))
+        results.append(sae_metrics(val, x_hat[0], z[0], dataset.features, sae.W_dec[i], sparsity_stats))
     return results
 
 
@@ -227,7 +231,8 @@ def run_sweep(
         train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,
                         lr=config.lr, seed=seed, l1_reduction=config.l1_reduction, progress=bar,
                         rows=dataset.train_rows)
-        for i, (coef, metrics) in enumerate(zip(stack_coefs, evaluate(sae, dataset), strict=True)):
+        results = evaluate(sae, dataset, config.sparsity_stats)
+        for i, (coef, metrics) in enumerate(zip(stack_coefs, results, strict=True)):
             status = "diverged" if is_diverged(metrics) else "ok"
             row = {"data": data, "transform": transform, "input_dim": input_dim, "latents": size,
                    "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics, "status": status}

@@ -3,7 +3,7 @@
 import argparse
 import logging
 
-from randsae.cliutil import given_flags, output_directory, parse_count
+from randsae.cliutil import add_format_argument, figure_formats, given_flags, output_directory, parse_count
 
 log = logging.getLogger("randsae")
 
@@ -113,6 +113,7 @@ def add_lm_parser(sub, parser_class) -> None:
     p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
     p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
     p.add_argument("--latents", nargs="+", default=[], help="directories written by `randsae lm latents`")
+    add_format_argument(p)
     p.add_argument("--out", required=True)
 
     for command in lm_sub.choices.values():
@@ -196,8 +197,9 @@ def run_latents(args) -> None:
 def run_compare(args) -> None:
     from randsae.experiments.lm_compare import compare
 
+    formats = figure_formats(args)
     with output_directory(args.out) as out:
-        compare(args.runs, out, latents=args.latents)
+        compare(args.runs, out, latents=args.latents, formats=formats)
 
 
 LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "latents": run_latents,
