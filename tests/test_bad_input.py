@@ -156,6 +156,14 @@ def corrupt_latent_shard(c):
     return ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--out", str(out)]
 
 
+def sae_arch(c, architecture):
+    """layer.2 of the SAE run with its architecture replaced (None: d_in removed instead)."""
+    sae = c.copy("sae") / "layer.2"
+    edit_json(sae / "cfg.json", lambda g: {**g, "architecture": architecture} if architecture
+              else {k: v for k, v in g.items() if k != "d_in"})
+    return sae
+
+
 def eval_short_row(c):
     ev = c.copy("eval")
     edit_csv_line(ev / "results.csv", 2, lambda line: line.rsplit(",", 5)[0])
@@ -264,6 +272,15 @@ CASES = {
     "compare: --latents that are not latent records": (
         lambda c: ["lm", "compare", str(c.copy("eval")), "--latents", str(c.copy("sae")), "--out",
                    str(c.tmp / "cmp")], "written by `randsae lm latents`"),
+    # export
+    "export: a folder that is no SAE": (lambda c: ["export", str(c.copy("acts")), "--format", "sparsify", "--out",
+                                                   str(c.tmp / "exp")], "holds no SAE"),
+    "export: an unknown architecture": (lambda c: ["export", str(sae_arch(c, "jumprelu")), "--format", "saelens",
+                                                   "--out", str(c.tmp / "exp")], "not jumprelu"),
+    "export: a cfg without d_in": (lambda c: ["export", str(sae_arch(c, None)), "--format", "sparsify", "--out",
+                                              str(c.tmp / "exp")], "lacks the key 'd_in'"),
+    "export: an unknown format": (lambda c: ["export", str(c.copy("sae")), "--format", "onnx", "--out",
+                                             str(c.tmp / "exp")], "unknown export format 'onnx'"),
     # evaluation and comparison
     "eval: truncated SAE weights": (
         lambda c: sae_copy(c, lambda d: truncate(d / "layer.2" / "sae_weights.safetensors")),

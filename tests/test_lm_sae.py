@@ -42,7 +42,8 @@ def test_train_eval_compare_on_a_tiny_model(tiny_caches, tmp_path):
     sae = load(sae_dir / "layer.2")
     assert isinstance(sae, TopKSAE) and sae.num_latents == 128 and sae.k == 4
     cfg = json.loads((sae_dir / "layer.2" / "cfg.json").read_text())
-    assert cfg["architecture"] == "topk" and cfg["layer"] == 2 and cfg["tokens_trained"] == 16_000
+    assert cfg["architecture"] == "topk" and cfg["randsae"]["layer"] == 2
+    assert cfg["randsae"]["tokens_trained"] == 16_000 and cfg["metadata"]["hook_name"] == "model.layers.2"
 
     with open(tmp_path / "eval" / "trained" / "results.csv") as f:
         assert f.readline().strip().split(",") == COLUMNS
@@ -97,7 +98,7 @@ def test_training_on_the_fly_feeds_every_layer_from_one_pass(tiny_dir, tmp_path)
     assert main(["-q", "lm", "train", "--model", str(tiny_dir), "--variant", "rerandomized", "--tokens", "4096",
                  "--context-length", "64", "--layers", "all", *TRAIN, "--out", str(out)]) == 0
     for layer in range(3):
-        assert json.loads((out / f"layer.{layer}" / "cfg.json").read_text())["tokens_trained"] == 4096
+        assert json.loads((out / f"layer.{layer}" / "cfg.json").read_text())["randsae"]["tokens_trained"] == 4096
     assert load_file(str(out / "held_out.safetensors"))["tokens"].shape[1] == 64
     assert main(["-q", "lm", "eval", "--sae", str(out), "--tokens", "512", "--out", str(tmp_path / "e")]) == 0
     rows = read_rows(tmp_path / "e" / "results.csv")
@@ -150,7 +151,8 @@ def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_cache
     one = load_file(str(tmp_path / "one" / "layer.2" / "sae_weights.safetensors"))
     two = load_file(str(tmp_path / "two" / "layer.2" / "sae_weights.safetensors"))
     cfg = json.loads((tmp_path / "two" / "layer.2" / "cfg.json").read_text())
-    assert cfg["steps"] == 16 and cfg["ranks"] == 2 and cfg["tokens_trained"] == 2048
+    record = cfg["randsae"]
+    assert record["steps"] == 16 and record["ranks"] == 2 and record["tokens_trained"] == 2048
     for name, tensor in one.items():
         assert torch.allclose(tensor, two[name], atol=1e-5, rtol=1e-4), (name, (tensor - two[name]).abs().max())
 

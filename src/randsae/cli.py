@@ -151,6 +151,24 @@ def run_toy2d_command(args) -> None:
         log.info("wrote %s", path)
 
 
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="SAEs in the layout another tool opens: sparsify (and delphi), SAELens")
+    p.add_argument("run", help="an `lm train` run (its layer.<i> SAEs) or one SAE directory")
+    p.add_argument("--format", required=True, help="sparsify or saelens")
+    p.add_argument("--out", required=True)
+
+
+def run_export_command(args) -> None:
+    from randsae.experiments.export import EXPORT_FORMATS, export
+
+    if args.format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {args.format!r}; choose from {', '.join(EXPORT_FORMATS)}.")
+    if not Path(args.run).is_dir():
+        raise FileNotFoundError(f"{args.run} is not a directory of SAEs.")
+    with output_directory(args.out) as out:
+        export(args.run, out, args.format)
+
+
 def run_lm_command(args) -> None:
     from randsae.lm.cli import LM_COMMANDS
 
@@ -158,7 +176,7 @@ def run_lm_command(args) -> None:
 
 
 COMMANDS = {"toy": run_toy_command, "glove": run_glove_command, "plot": run_plot_command,
-            "toy2d": run_toy2d_command, "lm": run_lm_command}
+            "toy2d": run_toy2d_command, "lm": run_lm_command, "export": run_export_command}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(sub, "glove", "GloVe word vectors through the same sweep", GLOVE_FLAGS)
     add_plot_parser(sub)
     add_toy2d_parser(sub)
+    add_export_parser(sub)
     from randsae.lm.cli import add_lm_parser
 
     add_lm_parser(sub, Parser)

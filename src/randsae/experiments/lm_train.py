@@ -92,11 +92,15 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
 def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None) -> None:
     if not trainer.world.is_main:
         return
-    metadata = {"layer": layer, "hook_name": f"blocks.{layer}.output", "model": source["model"],
-                "variant": source["variant"]["variant"], "tokens_trained": trainer.tokens, "steps": trainer.steps,
-                "ranks": trainer.world.size, "final_fvu": fvu,
-                "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
-    path = trainer.sae.save(layer_directory(out, layer), metadata)
+    blocks = source.get("blocks_module")  # caches from before it was recorded lack it
+    metadata = {"model_name": source["model"], "hook_name": f"{blocks}.{layer}" if blocks else None,
+                "context_size": source.get("context_length"), "prepend_bos": False,
+                "dataset_path": source.get("dataset"), "model_from_pretrained_kwargs":
+                    {"revision": source["revision"]} if source.get("revision") else None}
+    extra = {"layer": layer, "model": source["model"], "variant": source["variant"]["variant"],
+             "tokens_trained": trainer.tokens, "steps": trainer.steps, "ranks": trainer.world.size,
+             "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
+    path = trainer.sae.save(layer_directory(out, layer), metadata, extra)
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
 
 

@@ -242,7 +242,7 @@ def run_sweep(
                 continue
             if config.save_weights:
                 name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
-                sae.save(out / "weights" / name, i, metadata={k: row[k] for k in KEY_COLUMNS})
+                sae.save(out / "weights" / name, i, extra={k: row[k] for k in KEY_COLUMNS})
         if not wrote_config:  # the record goes down with the first results made under it
             io.write_json(out / "config.json", record)
             wrote_config = True

@@ -33,11 +33,23 @@ def check_cache_dtype(dtype: str) -> None:
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     """The model's list of transformer blocks (the ModuleList as long as its layer count)."""
+    return getattr_path(model, blocks_module(model))
+
+
+def blocks_module(model: nn.Module) -> str:
+    """The dotted module path of the model's transformer blocks (`model.layers` in Llama, `gpt_neox.layers`
+    in Pythia): block i's output is the hook `<path>.<i>`."""
     count = model.config.num_hidden_layers
-    for _, module in model.named_modules():
+    for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
+            return name
     raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__}.")
+
+
+def getattr_path(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
 
 
 def parse_layers(text: str, num_layers: int) -> list[int]:

@@ -94,8 +94,10 @@ def later_contexts(source: Source, recorded: dict, device: torch.device):
 
 def record(source: Source, model, train: torch.Tensor, held_out: torch.Tensor) -> dict:
     """The manifest entries that say what the activations are."""
+    from randsae.lm.activations import blocks_module
+
     return {**asdict(source), "variant": model.randsae_variant, "tokens": train.numel(),
-            "held_out_contexts": len(held_out)}
+            "held_out_contexts": len(held_out), "blocks_module": blocks_module(model)}
 
 
 def write_held_out(directory: str | Path, held_out: torch.Tensor) -> Path:

@@ -1,4 +1,5 @@
-"""SAE modules: relu.py (ReLU + L1, toy experiments), topk.py (TopK, transformers)."""
+"""SAE modules: relu.py (ReLU + L1, toy experiments), topk.py (TopK, transformers); files.py reads and
+writes the SAELens and sparsify layouts."""
 
 from pathlib import Path
 
@@ -10,13 +11,10 @@ ARCHITECTURES = {"relu": ReluSAE, "topk": TopKSAE}
 
 
 def load(directory: str | Path) -> ReluSAE | TopKSAE:
-    """Read back an SAE saved by randsae (`cfg.json` + `sae_weights.safetensors`), whichever its kind."""
+    """Read back an SAE directory, whichever its kind: randsae's own, SAELens's (topk, standard) or
+    sparsify's (topk)."""
     cfg, tensors = read_sae_files(directory)
-    architecture = cfg.get("architecture")
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"{directory} holds an SAE of architecture {architecture!r}; randsae reads "
-                         f"{', '.join(ARCHITECTURES)}.")
-    return ARCHITECTURES[architecture].from_files(cfg, tensors)
+    return ARCHITECTURES[cfg["architecture"]].from_files(cfg, tensors)
 
 
 __all__ = ["ARCHITECTURES", "ReluSAE", "TopKSAE", "load"]

@@ -1,34 +1,138 @@
-"""Reading an SAE directory in the SAELens layout: `cfg.json` + `sae_weights.safetensors`, both checked."""
+"""SAE directories on disk, in the layouts the field's tools use, read into one canonical form.
 
+- SAELens (randsae's own layout): `cfg.json` + `sae_weights.safetensors` with W_enc (d_in × d_sae), b_enc,
+  W_dec (d_sae × d_in), b_dec. Architectures read: `topk`, `standard` (ReLU; `normalize_activations`
+  `none` or `layer_norm`, SAELens's per-sample standardisation) and randsae's older `relu`.
+- sparsify (EleutherAI; delphi loads through it): `cfg.json` (`d_in`, `num_latents`, `k`, `activation`) +
+  `sae.safetensors` with `encoder.weight` (num_latents × d_in), `encoder.bias`, `W_dec`, `b_dec`.
+
+`read_sae_files` returns (cfg, tensors) with cfg = {"architecture": "topk" | "relu", "d_in", "d_sae", "k"
+(TopK), "standardize" (ReLU), "extra": what randsae recorded beside the weights} and the tensors in the
+SAELens orientation. Whatever cannot be represented exactly is refused in one sentence naming it.
+"""
+
+import json
 from pathlib import Path
 
 import torch
 
-from randsae.io import check_fields, load_safetensors, read_json
+from randsae.io import atomic_write, check_fields, load_safetensors, read_json
 
+SAELENS_WEIGHTS, SPARSIFY_WEIGHTS = "sae_weights.safetensors", "sae.safetensors"
 WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")
+SAELENS_FORMAT = "6.0.0"  # the SAELens config format randsae writes (sae_lens_version in metadata)
+SAELENS_NORMALIZATIONS = {"none": False, "layer_norm": True}  # → randsae's per-sample standardisation
+
+
+def saelens_cfg(architecture: str, d_in: int, d_sae: int, *, apply_b_dec_to_input: bool,
+                normalize_activations: str = "none", metadata: dict | None = None, extra: dict | None = None,
+                **fields) -> dict:
+    """A complete SAELens ≥ 6 cfg.json. `metadata` holds SAELens's metadata fields (model_name, hook_name,
+    context_size, prepend_bos, …); `extra`, everything randsae records that SAELens has no field for, goes
+    under the key "randsae", which no SAELens field uses."""
+    cfg = {"architecture": architecture, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
+           "apply_b_dec_to_input": apply_b_dec_to_input, "normalize_activations": normalize_activations,
+           "reshape_activations": "none", **fields,
+           "metadata": {"sae_lens_version": SAELENS_FORMAT,
+                        **{k: v for k, v in (metadata or {}).items() if v is not None}}}
+    if extra:
+        cfg["randsae"] = extra
+    return cfg
+
+
+def write_sae_files(directory: str | Path, cfg: dict, tensors: dict[str, torch.Tensor],
+                    weights_file: str = SAELENS_WEIGHTS) -> Path:
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
+    atomic_write(directory / weights_file, lambda p: save_file(tensors, str(p)))
+    atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+    return directory
 
 
 def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(cfg, tensors) of an SAE directory. The cfg must give `d_in` and `d_sae` as integers and the weights
-    must have the shapes they imply (W_enc d_in × d_sae, b_enc d_sae, W_dec d_sae × d_in, b_dec d_in)."""
+    """(canonical cfg, tensors) of an SAE directory in the SAELens or the sparsify layout."""
     directory = Path(directory)
-    for name in ("cfg.json", "sae_weights.safetensors"):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name} does not exist; is {directory} an SAE directory?")
-    cfg = read_json(directory / "cfg.json", {"d_in": int, "d_sae": int})
+    if not (directory / "cfg.json").is_file():
+        raise FileNotFoundError(f"{directory / 'cfg.json'} does not exist; is {directory} an SAE directory?")
+    if (directory / SAELENS_WEIGHTS).is_file():
+        cfg, tensors = _read_saelens(directory)
+    elif (directory / SPARSIFY_WEIGHTS).is_file():
+        cfg, tensors = _read_sparsify(directory)
+    else:
+        raise FileNotFoundError(f"{directory} holds no {SAELENS_WEIGHTS} (SAELens, randsae) or {SPARSIFY_WEIGHTS} "
+                                "(sparsify); is it an SAE directory?")
     d_in, d_sae = cfg["d_in"], cfg["d_sae"]
-    if cfg.get("architecture") == "topk":
-        check_fields(cfg, {"k": int}, directory / "cfg.json")
-        if not 0 < cfg["k"] <= d_sae:
-            raise ValueError(f"{directory / 'cfg.json'}: k must lie in 1 … d_sae ({d_sae}), not {cfg['k']}.")
-    if d_in < 1 or d_sae < 1:
-        raise ValueError(f"{directory / 'cfg.json'}: d_in and d_sae must be positive, not {d_in} and {d_sae}.")
-    path = directory / "sae_weights.safetensors"
-    tensors = load_safetensors(path, list(WEIGHTS))
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
-            raise ValueError(f"{path} holds {name} of shape {tuple(tensors[name].shape)}, but "
-                             f"{directory / 'cfg.json'} (d_in {d_in}, d_sae {d_sae}) implies {shape}.")
-    return cfg, tensors
+            raise ValueError(f"{directory}: {name} has shape {tuple(tensors[name].shape)}, but its cfg.json "
+                             f"(d_in {d_in}, d_sae {d_sae}) implies {shape}.")
+    return cfg, {name: tensors[name] for name in WEIGHTS}
+
+
+def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    path = directory / "cfg.json"
+    raw = read_json(path, {"d_in": int, "d_sae": int})
+    architecture = raw.get("architecture")
+    tensors = load_safetensors(directory / SAELENS_WEIGHTS, list(WEIGHTS))
+    extra = raw.get("randsae") if isinstance(raw.get("randsae"), dict) else {
+        k: v for k, v in raw.items() if k not in ("architecture", "d_in", "d_sae", "k", "standardize")}
+    cfg = {"d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": extra}
+    if raw["d_in"] < 1 or raw["d_sae"] < 1:
+        raise ValueError(f"{path}: d_in and d_sae must be positive, not {raw['d_in']} and {raw['d_sae']}.")
+    if architecture == "topk":
+        check_fields(raw, {"k": int}, path)
+        if not 0 < raw["k"] <= raw["d_sae"]:
+            raise ValueError(f"{path}: k must lie in 1 … d_sae ({raw['d_sae']}), not {raw['k']}.")
+        for key, plain in (("normalize_activations", "none"), ("rescale_acts_by_decoder_norm", False),
+                           ("apply_b_dec_to_input", True)):
+            if raw.get(key, plain) != plain:
+                raise ValueError(f"{path}: a TopK SAE with {key} = {raw[key]!r} is not supported (randsae's "
+                                 f"TopK SAE has {key} = {plain!r}).")
+        return {**cfg, "architecture": "topk", "k": raw["k"]}, tensors
+    if architecture == "relu":  # randsae before the SAELens names
+        return {**cfg, "architecture": "relu", "standardize": bool(raw.get("standardize", True))}, tensors
+    if architecture == "standard":
+        norm = raw.get("normalize_activations", "none")
+        if norm not in SAELENS_NORMALIZATIONS:
+            raise ValueError(f"{path}: normalize_activations {norm!r} is not supported; randsae reads "
+                             f"{', '.join(SAELENS_NORMALIZATIONS)}.")
+        if tensors["b_dec"].abs().max() > 0:
+            raise ValueError(f"{path}: this standard (ReLU) SAE has a non-zero decoder bias b_dec, which "
+                             "randsae's ReLU SAE does not have; it cannot be read exactly.")
+        return {**cfg, "architecture": "relu", "standardize": SAELENS_NORMALIZATIONS[norm]}, tensors
+    raise ValueError(f"{path} holds an SAE of architecture {architecture!r}; randsae reads topk and standard "
+                     "(ReLU) SAEs, not jumprelu, gated or batchtopk ones.")
+
+
+def _read_sparsify(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    path = directory / "cfg.json"
+    raw = read_json(path, {"d_in": int, "k": int})
+    if raw.get("activation", "topk") != "topk":
+        raise ValueError(f"{path}: sparsify activation {raw['activation']!r} is not supported; randsae reads "
+                         "topk.")
+    for key in ("transcode", "skip_connection"):
+        if raw.get(key):
+            raise ValueError(f"{path}: a sparsify {key.replace('_', ' ')} is not an SAE randsae can read.")
+    tensors = load_safetensors(directory / SPARSIFY_WEIGHTS, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"])
+    d_sae = raw.get("num_latents") or raw.get("expansion_factor", 0) * raw["d_in"]
+    if not 0 < raw["k"] <= d_sae:
+        raise ValueError(f"{path}: k must lie in 1 … num_latents ({d_sae}), not {raw['k']}.")
+    canonical = {"W_enc": tensors["encoder.weight"].T, "b_enc": tensors["encoder.bias"],
+                 "W_dec": tensors["W_dec"], "b_dec": tensors["b_dec"]}
+    return {"architecture": "topk", "d_in": raw["d_in"], "d_sae": d_sae, "k": raw["k"], "extra": {}}, canonical
+
+
+def write_sparsify(directory: str | Path, W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Tensor,
+                   b_dec: torch.Tensor, k: int) -> Path:
+    """One TopK SAE in sparsify's layout (`SparseCoder.load_from_disk` reads it unchanged); `W_enc` is
+    num_latents × d_in, sparsify's `encoder.weight`."""
+    num_latents, d_in = W_enc.shape
+    cfg = {"activation": "topk", "expansion_factor": max(1, num_latents // d_in), "normalize_decoder": True,
+           "num_latents": num_latents, "k": k, "multi_topk": False, "skip_connection": False, "transcode": False,
+           "d_in": d_in}
+    return write_sae_files(directory, cfg, {"encoder.weight": W_enc, "encoder.bias": b_enc, "W_dec": W_dec,
+                                            "b_dec": b_dec}, SPARSIFY_WEIGHTS)

@@ -5,16 +5,13 @@ sparsity coefficients. Every SAE in the stack starts from the same initialisatio
 coefficients and nothing else, and an SAE's result does not depend on which others share its stack.
 """
 
-import json
 import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from randsae.io import atomic_write
-from randsae.sae.files import read_sae_files
+from randsae.sae.files import read_sae_files, saelens_cfg, write_sae_files
 from randsae.seeding import generator
 
 EPS = 1e-8  # floor for a sample's std and a decoder row's norm
@@ -69,37 +66,29 @@ class ReluSAE(nn.Module):
         z = self.encode(x, index)
         return self.decode(z, x, index), z
 
-    def config(self) -> dict:
-        return {"architecture": "relu", "d_in": self.num_inputs, "d_sae": self.num_latents,
-                "standardize": self.standardize}
-
-    def save(self, directory: str | Path, index: int, metadata: dict | None = None) -> Path:
-        """Write SAE `index` of the stack as `sae_weights.safetensors` + `cfg.json` (SAELens layout)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"W_enc": self.W_enc[index], "b_enc": self.b_enc[index],
-                   "W_dec": self.W_dec[index], "b_dec": torch.zeros(self.num_inputs)}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        cfg = {**self.config(), "apply_b_dec_to_input": False, "normalize_activations": "none",
-               **(metadata or {})}
-        atomic_write(directory / "sae_weights.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2)))
-        return directory
+    def save(self, directory: str | Path, index: int, metadata: dict | None = None,
+             extra: dict | None = None) -> Path:
+        """Write SAE `index` of the stack as `sae_weights.safetensors` + `cfg.json` in the SAELens layout:
+        a `standard` SAE with no decoder bias, and per-sample standardisation as SAELens's
+        `normalize_activations: "layer_norm"`. `extra` (what randsae records) is kept under "randsae"."""
+        cfg = saelens_cfg("standard", self.num_inputs, self.num_latents, apply_b_dec_to_input=False,
+                          normalize_activations="layer_norm" if self.standardize else "none", metadata=metadata,
+                          extra=extra)
+        return write_sae_files(directory, cfg, {"W_enc": self.W_enc[index], "b_enc": self.b_enc[index],
+                                                "W_dec": self.W_dec[index], "b_dec": torch.zeros(self.num_inputs)})
 
     @classmethod
     def load(cls, directory: str | Path) -> "ReluSAE":
         """Read one SAE written by `save` (a stack of one)."""
-        cfg, tensors = read_sae_files(directory)
-        return cls.from_files(cfg, tensors)
+        return cls.from_files(*read_sae_files(directory))
 
     @classmethod
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "ReluSAE":
-        sae = cls(cfg["d_in"], cfg["d_sae"], standardize=cfg.get("standardize", True))
+        sae = cls(cfg["d_in"], cfg["d_sae"], standardize=cfg["standardize"])
         with torch.no_grad():
             for name in ("W_enc", "b_enc", "W_dec"):
                 getattr(sae, name).copy_(tensors[name][None])
         return sae
-
 
 
 def _stacked(t: torch.Tensor, copies: int) -> torch.Tensor:

@@ -7,18 +7,15 @@ as an embedding bag. `forward_dense` is the same function written with the full 
 the reference that tests and the benchmark compare against.
 """
 
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from randsae.io import atomic_write
-from randsae.sae.files import read_sae_files
+from randsae.sae.files import read_sae_files, saelens_cfg, write_sae_files, write_sparsify
 from randsae.seeding import generator
 
 EPS = 1e-8  # floor for a decoder row's norm
@@ -115,20 +112,18 @@ class TopKSAE(nn.Module):
         values, indices = pre.topk(self.k, dim=-1, sorted=False)
         return TopKOutput(self.dense_latents(values, indices) @ self.W_dec + self.b_dec, values, indices, None)
 
-    def config(self) -> dict:
-        return {"architecture": "topk", "d_in": self.num_inputs, "d_sae": self.num_latents, "k": self.k}
+    def save(self, directory: str | Path, metadata: dict | None = None, extra: dict | None = None) -> Path:
+        """`cfg.json` + `sae_weights.safetensors` in the SAELens layout (`SAE.load_from_disk` opens it as a
+        `topk` SAE). `metadata`: SAELens metadata (model_name, hook_name, context_size, …); `extra`: what
+        randsae records besides, kept under "randsae"."""
+        cfg = saelens_cfg("topk", self.num_inputs, self.num_latents, apply_b_dec_to_input=True, k=self.k,
+                          rescale_acts_by_decoder_norm=False, metadata=metadata, extra=extra)
+        return write_sae_files(directory, cfg, {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec,
+                                                "b_dec": self.b_dec})
 
-    def save(self, directory: str | Path, metadata: dict | None = None) -> Path:
-        """`sae_weights.safetensors` + `cfg.json` in the SAELens layout (W_enc stored d_in × d_sae)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
-        tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
-        cfg = {**self.config(), "apply_b_dec_to_input": True, "normalize_activations": "none",
-               "activation_fn_kwargs": {"k": self.k}, **(metadata or {})}
-        atomic_write(directory / "sae_weights.safetensors", lambda p: save_file(tensors, str(p)))
-        atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
-        return directory
+    def save_sparsify(self, directory: str | Path) -> Path:
+        """The same SAE in sparsify's layout (`SparseCoder.load_from_disk`, and delphi through it)."""
+        return write_sparsify(directory, self.W_enc, self.b_enc, self.W_dec, self.b_dec, self.k)
 
     @classmethod
     def load(cls, directory: str | Path) -> "TopKSAE":
@@ -136,11 +131,10 @@ class TopKSAE(nn.Module):
 
     @classmethod
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "TopKSAE":
-        """An SAE from `read_sae_files`' checked cfg and tensors."""
+        """An SAE from `read_sae_files`' canonical cfg and tensors."""
         sae = cls(cfg["d_in"], cfg["d_sae"], cfg["k"])
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"].T)
             for name in ("b_enc", "W_dec", "b_dec"):
                 getattr(sae, name).copy_(tensors[name])
         return sae
-
