@@ -2,6 +2,7 @@
 directory beyond its numbers."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -112,3 +113,18 @@ def test_a_full_disk_is_one_sentence_naming_the_directory(tmp_path, monkeypatch,
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"randsae: error: no space left on the device writing {tmp_path / 'run'}; finished files are "
                    "kept, free space and rerun to resume."]
+
+
+def test_a_diverging_topk_run_says_so_and_leaves_no_trace(tiny_dir, tmp_path):
+    from randsae.cli import main
+
+    acts = tmp_path / "acts"
+    assert main(["-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "2k", "--context-length", "64",
+                 "--layers", "1", "--out", str(acts)]) == 0
+    result = randsae("-q", "lm", "train", "--acts", str(acts), "--k", "4", "--expansion", "2", "--batch-size", "256",
+                     "--lr", "1e30", "--warmup-steps", "0", "--out", str(tmp_path / "sae"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"randsae: error: the SAE diverged at step \d+ \(its loss is not "
+                                            r"finite\); nothing of it was saved: lower --lr and rerun\.", lines[0])
+    assert not (tmp_path / "sae").exists()

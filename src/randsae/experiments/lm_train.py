@@ -19,7 +19,7 @@ from randsae.config import resolve_device
 from randsae.distributed import World, joined_world
 from randsae.io import check_fields, json_round_trip, read_json, write_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
-from randsae.lm.source import Source, open_source, read_held_out, record, write_held_out
+from randsae.lm.source import HELD_OUT_FILE, Source, open_source, read_held_out, record, write_held_out
 from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
 from randsae.train_topk import TopKTrainConfig, TopKTrainer, default_lr
@@ -51,9 +51,9 @@ def read_source(sae_dir: Path) -> dict:
     return source
 
 
-def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int], held_out: torch.Tensor,
-                   world: World) -> list[int]:
-    """Write (or check) OUT/config.json, write the held-out contexts; return the layers not trained yet."""
+def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int]) -> list[int]:
+    """Check OUT/config.json against this run's settings (refusing others); return the layers not trained yet.
+    Nothing is written until a layer is saved (`write_record`)."""
     settings = json_round_trip({"train": asdict(config), "source": source})
     path = out / "config.json"
     if path.exists():
@@ -61,11 +61,18 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
         for part in ("train", "source"):
             if previous.get(part) != settings[part]:
                 raise ValueError(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
-    elif world.is_main:
-        write_json(path, settings)
-    if world.is_main:
-        write_held_out(out, held_out)
     return [layer for layer in layers if not (layer_directory(out, layer) / "sae_weights.safetensors").exists()]
+
+
+def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: torch.Tensor, world: World) -> None:
+    """OUT/config.json and the held-out contexts, written with the run's first saved layer (so that a run
+    that fails before it finishes one leaves OUT as it found it)."""
+    if not world.is_main:
+        return
+    if not (out / "config.json").exists():
+        write_json(out / "config.json", json_round_trip({"train": asdict(config), "source": source}))
+    if not (out / HELD_OUT_FILE).exists():
+        write_held_out(out, held_out)
 
 
 class Progress:
@@ -115,7 +122,8 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         if missing:
             raise ValueError(f"the cache {acts} does not hold layer {missing[0]} (it holds {cache.layers}).")
         source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(Path(acts).resolve())}
-        todo = prepare_output(out, config, source, chosen, read_held_out(acts), world)
+        held_out = read_held_out(acts)
+        todo = prepare_output(out, config, source, chosen)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
@@ -128,6 +136,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                     break
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
+            write_record(out, config, source, held_out, world)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer))
         world.barrier()
         bar.close()
@@ -142,7 +151,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         model, _, train, held_out = open_source(source, world.device)
         chosen = parse_layers(layers, model.config.num_hidden_layers)
         manifest = record(source, model, train, held_out)
-        todo = prepare_output(out, config, manifest, chosen, held_out, world)
+        todo = prepare_output(out, config, manifest, chosen)
         if not todo:
             return todo
         d_model = model.config.hidden_size
@@ -160,6 +169,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
 
         for batch in train.split(per_step):
             residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
+        write_record(out, config, manifest, held_out, world)
         for layer, trainer in trainers.items():
             save_layer(out, layer, trainer, manifest, bar.fvu.get(layer))
         world.barrier()
