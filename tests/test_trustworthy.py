@@ -121,8 +121,8 @@ def test_a_diverging_topk_run_says_so_and_leaves_no_trace(tiny_dir, tmp_path):
     acts = tmp_path / "acts"
     assert main(["-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "2k", "--context-length", "64",
                  "--layers", "1", "--out", str(acts)]) == 0
-    result = randsae("-q", "lm", "train", "--acts", str(acts), "--k", "4", "--expansion", "2", "--batch-size", "256",
-                     "--lr", "1e30", "--warmup-steps", "0", "--out", str(tmp_path / "sae"))
+    result = randsae("-q", "lm", "train", "--acts", str(acts), "--k", "4", "--expansion", "2", "--batch-size",
+                     "256", "--lr", "1e30", "--warmup-steps", "0", "--out", str(tmp_path / "sae"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and re.fullmatch(r"randsae: error: the SAE diverged at step \d+ \(its loss is not "
