@@ -143,3 +143,23 @@ def test_old_randsae_checkpoints_still_load_and_export_rewrites_them(tmp_path):
     assert cfg["architecture"] == "standard" and cfg["normalize_activations"] == "none"
     assert cfg["randsae"]["seed"] == 3 and cfg["metadata"]["sae_lens_version"]
     assert isinstance(SAE.load_from_disk(str(tmp_path / "new" / "old")), StandardSAE)
+
+
+def test_lm_latents_takes_their_saes(topk_run, tmp_path):
+    """A sparsify folder (here randsae's export) and a single SAE directory through randsae's analysis."""
+    from randsae.lm.latents import open_latents
+
+    root, _ = topk_run
+    small = ["--min-examples", "2", "--sample", "2", "--explainer-examples", "4", "--test-examples", "10",
+             "--quantiles", "5", "--non-activating", "5", "--device", "cpu"]
+    assert main(["-q", "export", str(root / "sae"), "--format", "sparsify", "--out", str(tmp_path / "sp")]) == 0
+    assert main(["-q", "lm", "latents", "--sae", str(tmp_path / "sp"), "--acts", str(root / "acts"), *small,
+                 "--out", str(tmp_path / "lat-sp")]) == 0
+    assert main(["-q", "lm", "latents", "--sae", str(root / "sae"), *small, "--out", str(tmp_path / "lat")]) == 0
+    theirs, ours = open_latents(tmp_path / "lat-sp"), open_latents(tmp_path / "lat")
+    assert theirs.layers == ours.layers == [1, 2]
+    assert [r.activations for r in theirs.summary(2)] == [r.activations for r in ours.summary(2)]
+    assert main(["-q", "lm", "latents", "--sae", str(tmp_path / "sp" / "layers.2"), "--acts", str(root / "acts"),
+                 "--layers", "2", *small, "--out", str(tmp_path / "lat-one")]) == 0
+    assert open_latents(tmp_path / "lat-one").layers == [2]
+    assert main(["lm", "latents", "--sae", str(tmp_path / "sp"), *small, "--out", str(tmp_path / "x")]) == 2

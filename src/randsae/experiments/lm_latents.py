@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from randsae import io
 from randsae.config import resolve_device
-from randsae.experiments.lm_train import read_source, trained_layers
+from randsae.experiments.lm_train import foreign_layers, read_source, trained_layers
 from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
 from randsae.lm.latent_cache import cache_chunks, encode_cache, model_chunks, open_latent_cache
@@ -35,8 +35,15 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     text drawn after every context the run used. Returns every summary row in OUT."""
     sae_dir, settings = Path(sae_dir), settings or ExampleSettings()
     settings.validate()
-    source = read_source(sae_dir)
-    trained = trained_layers(sae_dir)
+    if (sae_dir / "config.json").is_file() and "source" in io.read_json(sae_dir / "config.json"):
+        source, trained = read_source(sae_dir), trained_layers(sae_dir)
+    else:  # SAEs from elsewhere (SAELens, sparsify): the activation cache says what they read
+        trained = foreign_layers(sae_dir, layers)
+        if acts is None or model is not None:
+            raise ValueError(f"the SAEs in {sae_dir} carry no record of the activations they were trained on; "
+                             "give --acts, an activation cache of the model and blocks they read.")
+        source = {k: v for k, v in open_cache(acts).manifest.items() if k != "shards"}
+        source["acts"] = None
     if not trained:
         raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     chosen = list(trained) if layers == "all" else parse_layers(layers, max(trained) + 1)

@@ -40,6 +40,26 @@ def trained_layers(sae_dir: Path) -> dict[int, Path]:
     return dict(sorted(layers.items()))
 
 
+def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
+    """{layer: SAE directory} of SAEs that `lm train` did not write: a sparsify folder of hookpoint folders
+    named `<blocks>.<i>` (as `randsae export` and sparsify write them), or one SAE directory (SAELens,
+    sparsify or randsae), whose single layer `layers` must name."""
+    sae_dir = Path(sae_dir)
+    if (sae_dir / "cfg.json").is_file():
+        if not layers.isdigit():
+            raise ValueError(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
+        return {int(layers): sae_dir}
+    found = {}
+    for path in sae_dir.iterdir() if sae_dir.is_dir() else []:
+        suffix = path.name.rsplit(".", 1)[-1]
+        if (path / "cfg.json").is_file() and "." in path.name and suffix.isdigit():
+            found[int(suffix)] = path
+    if not found:
+        raise FileNotFoundError(f"{sae_dir / 'config.json'} does not exist; give a directory written by "
+                                "`randsae lm train`, a sparsify folder of hookpoints, or one SAE directory.")
+    return dict(sorted(found.items()))
+
+
 def read_source(sae_dir: Path) -> dict:
     """The activations' source recorded by a run (OUT/config.json), checked."""
     path = Path(sae_dir) / "config.json"
