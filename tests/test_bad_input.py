@@ -249,6 +249,9 @@ CASES = {
                                            "--out", str(c.copy("sae"))], "auxk_alpha must be finite"),
     "train: layer not in the cache": (lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--layers", "1",
                                                  "--out", str(c.copy("sae"))], "does not hold layer 1"),
+    "train: an SAE that cannot fit in memory": (
+        lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--expansion", "100000000", "--out",
+                   str(c.tmp / "new")], "more than the"),
     "train: no source": (lambda c: ["lm", "train", "--out", str(c.copy("sae"))], "give either --acts"),
     "train: truncated held-out file": (truncated_held_out, "held_out.safetensors is not a complete"),
     # latent records

@@ -128,3 +128,18 @@ def test_a_diverging_topk_run_says_so_and_leaves_no_trace(tiny_dir, tmp_path):
     assert len(lines) == 1 and re.fullmatch(r"randsae: error: the SAE diverged at step \d+ \(its loss is not "
                                             r"finite\); nothing of it was saved: lower --lr and rerun\.", lines[0])
     assert not (tmp_path / "sae").exists()
+
+
+def test_a_cache_from_before_blocks_were_recorded_still_resumes(tiny_dir, tmp_path):
+    import json
+
+    from randsae.cli import main
+
+    args = ["-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "1k", "--context-length", "64",
+            "--layers", "1", "--out", str(tmp_path / "acts")]
+    assert main(args) == 0
+    manifest = tmp_path / "acts" / "manifest.json"
+    old = json.loads(manifest.read_text())
+    del old["blocks_module"]
+    manifest.write_text(json.dumps(old))
+    assert main(args) == 0  # resumed (nothing left to do), not refused as "other settings"

@@ -20,6 +20,7 @@ from randsae.distributed import World, joined_world
 from randsae.io import check_fields, json_round_trip, read_json, write_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
 from randsae.lm.source import HELD_OUT_FILE, Source, open_source, read_held_out, record, write_held_out
+from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
 from randsae.train_topk import TopKTrainConfig, TopKTrainer, default_lr
@@ -112,6 +113,15 @@ class Progress:
         self.bar.close()
 
 
+def check_training_memory(d_model: int, config: TopKTrainConfig, count: int, device) -> None:
+    """Refuse SAEs that cannot fit before any is built: per SAE, both weight matrices with their gradients
+    and two Adam moments (8 × latents × d floats) and the encoder's dense product on one batch."""
+    latents = config.expansion * d_model
+    need = count * FLOAT_BYTES * (8 * latents * d_model + config.batch_size * latents)
+    check_memory(need, f"{count} TopK SAE{'s' if count > 1 else ''} of {latents:,} latents on {d_model} inputs "
+                       f"(batch {config.batch_size:,})", device)
+
+
 def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
     return TopKSAE(d_model, config.expansion * d_model, config.k, seed=derive_seed(config.seed, "layer", layer))
 
@@ -145,6 +155,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         held_out = read_held_out(acts)
         todo = prepare_output(out, config, source, chosen)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
+        check_training_memory(cache.d_model, config, 1, world.device)
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
             trainer = TopKTrainer(new_sae(cache.d_model, config, layer), config, world,
@@ -175,6 +186,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         if not todo:
             return todo
         d_model = model.config.hidden_size
+        check_training_memory(d_model, config, len(todo), world.device)
         per_step = max(world.size, config.batch_size // source.context_length)
         steps = math.ceil(len(train) / per_step)
         trainers = {layer: TopKTrainer(new_sae(d_model, config, layer), config, world, total_steps=steps)

@@ -130,6 +130,8 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
                 "dtype": dtype, "num_contexts": len(contexts), "shard_contexts": shard_contexts}
     path = out / "manifest.json"
     state = read_manifest(out) if path.exists() else {**settings, "shards": []}
+    if "blocks_module" not in state and "shards" in state:  # caches from before it was recorded
+        state["blocks_module"] = settings.get("blocks_module")
     for key, value in settings.items():
         if state.get(key) != value:
             raise ValueError(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
