@@ -21,6 +21,9 @@ from randsae.io import atomic_write, check_fields, load_safetensors, read_json
 SAELENS_WEIGHTS, SPARSIFY_WEIGHTS = "sae_weights.safetensors", "sae.safetensors"
 WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")
 SAELENS_FORMAT = "6.0.0"  # the SAELens config format randsae writes (sae_lens_version in metadata)
+SAELENS_FIELDS = {"architecture", "d_in", "d_sae", "k", "standardize", "dtype", "device", "apply_b_dec_to_input",
+                  "normalize_activations", "reshape_activations", "rescale_acts_by_decoder_norm",
+                  "activation_fn_kwargs", "metadata"}
 SAELENS_NORMALIZATIONS = {"none": False, "layer_norm": True}  # → randsae's per-sample standardisation
 
 
@@ -78,8 +81,12 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     raw = read_json(path, {"d_in": int, "d_sae": int})
     architecture = raw.get("architecture")
     tensors = load_safetensors(directory / SAELENS_WEIGHTS, list(WEIGHTS))
-    extra = raw.get("randsae") if isinstance(raw.get("randsae"), dict) else {
-        k: v for k, v in raw.items() if k not in ("architecture", "d_in", "d_sae", "k", "standardize")}
+    if isinstance(raw.get("randsae"), dict):
+        extra = raw["randsae"]
+    elif "metadata" not in raw:  # randsae before the SAELens layout kept its own fields at the top level
+        extra = {k: v for k, v in raw.items() if k not in SAELENS_FIELDS}
+    else:  # a checkpoint SAELens wrote
+        extra = {}
     cfg = {"d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": extra}
     if raw["d_in"] < 1 or raw["d_sae"] < 1:
         raise ValueError(f"{path}: d_in and d_sae must be positive, not {raw['d_in']} and {raw['d_sae']}.")
