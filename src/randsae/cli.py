@@ -74,12 +74,12 @@ def sweep_config(args, config_class, presets: dict, flags: dict):
     return config_class.from_dict(values)
 
 
-def finish_sweep(args, out: Path) -> None:
+def finish_sweep(args, out: Path, formats: list[str]) -> None:
     from randsae.experiments.sweep import read_results
     from randsae.plots import plot_results
 
     if not args.no_plots:
-        for path in plot_results(read_results(out / "results.csv"), out, formats=figure_formats(args)):
+        for path in plot_results(read_results(out / "results.csv"), out, formats=formats):
             log.info("wrote %s", path)
     log.info("results in %s", out / "results.csv")
 
@@ -88,20 +88,20 @@ def run_toy_command(args) -> None:
     from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
 
     config = sweep_config(args, ToyConfig, PRESETS, TOY_FLAGS)
-    figure_formats(args)
+    formats = figure_formats(args)
     with output_directory(args.out) as out:
         run_toy(config, out, progress=not args.quiet)
-        finish_sweep(args, out)
+        finish_sweep(args, out, formats)
 
 
 def run_glove_command(args) -> None:
     from randsae.experiments.glove import PRESETS, GloveConfig, run_glove
 
     config = sweep_config(args, GloveConfig, PRESETS, GLOVE_FLAGS)
-    figure_formats(args)
+    formats = figure_formats(args)
     with output_directory(args.out) as out:
         run_glove(config, out, progress=not args.quiet)
-        finish_sweep(args, out)
+        finish_sweep(args, out, formats)
 
 
 def add_plot_parser(sub) -> None:

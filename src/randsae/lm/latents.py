@@ -11,7 +11,7 @@ OUT/cache/                    the latent cache and its per-latent index (`randsa
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,7 @@ class LatentRecords:
     directory: Path
     config: dict
     rows: list[LatentSummary]
+    _examples: dict[int, dict[int, ExampleSets]] = field(default_factory=dict, repr=False)
 
     @property
     def layers(self) -> list[int]:
@@ -124,7 +125,9 @@ class LatentRecords:
 
     def examples(self, layer: int, latent: int) -> ExampleSets:
         """The explainer, test and non-activating windows of a sampled latent."""
-        sets = read_examples(examples_path(self.directory, layer))
+        if layer not in self._examples:  # each layer's file is read once
+            self._examples[layer] = read_examples(examples_path(self.directory, layer))
+        sets = self._examples[layer]
         if latent not in sets:
             raise ValueError(f"latent {latent} of layer {layer} was not sampled; sampled are "
                              f"{sorted(sets)[:10]}{' …' if len(sets) > 10 else ''}.")
