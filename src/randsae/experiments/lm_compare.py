@@ -7,7 +7,7 @@ from pathlib import Path
 from randsae import io
 from randsae.experiments.lm_eval import COLUMNS, read_eval_rows
 from randsae.lm.latents import ENTROPY_COLUMNS, LatentSummary, entropy_by_layer, open_latents
-from randsae.plots import plot_entropy_histograms, plot_lm_comparison
+from randsae.plots import plot_entropy_auroc, plot_entropy_histograms, plot_lm_comparison
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,12 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
            "already near chance and splicing can even lower it (scores above 1).")
 
 
-def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (),
+def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), autointerp: list[str | Path] = (),
             formats: list[str] = ("png",)) -> list[dict]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
-    OUT/entropy.png. A (model, variant, layer) given twice is refused."""
+    OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
+    and OUT/entropy_auroc.png (Fig. 20 across variants). A (model, variant, layer) given twice is refused."""
     rows: dict[tuple, dict] = {}
     seen: dict[tuple, str | Path] = {}
     for run in runs:
@@ -48,19 +49,61 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (),
         summaries += records.rows
     for key, entropy in entropy_by_layer(summaries).items():
         rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]}).update(entropy)
+    scored, calibrations = autointerp_rows(autointerp, rows)
     if not rows:
         raise ValueError("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
-    columns = COLUMNS + (ENTROPY_COLUMNS if summaries else [])
+    columns = COLUMNS + (ENTROPY_COLUMNS if summaries else []) + (AUROC_COLUMNS if autointerp else [])
     io.write_rows(out / "results.csv", columns, ordered)
-    summary = markdown_summary(ordered, with_entropy=bool(summaries))
+    judge_notes = sorted({c.label("fuzzing") for c in calibrations})
+    summary = markdown_summary(ordered, with_entropy=bool(summaries),
+                               judge_notes=judge_notes if autointerp else None)
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
-    notes = [CE_NOTE] + ([ENTROPY_NOTE] if summaries else [])
+    notes = [CE_NOTE] + ([ENTROPY_NOTE] if summaries else []) + ([AUROC_NOTE, *judge_notes] if autointerp else [])
     log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=notes, formats=formats))
     if summaries:
         log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
+    if scored:
+        at_chance = any(c.at_chance("fuzzing") for c in calibrations) or not calibrations
+        log.info("wrote %s", plot_entropy_auroc(scored, out / "entropy_auroc.png", "fuzzing", judge_notes,
+                                                at_chance=at_chance, formats=formats))
     log.info("\n%s", summary)
     return ordered
+
+
+AUROC_SCORERS = ("fuzzing", "detection")
+AUROC_COLUMNS = [f"{kind}_{scorer}" for scorer in AUROC_SCORERS
+                 for kind in ("auroc", "auroc_low", "auroc_high")] + ["auroc_latents", "judge", "judge_at_chance"]
+AUROC_NOTE = ("AUROC: fuzzing and detection scores of the sampled latents' explanations, pooled over latents, "
+              "with a 95% bootstrap interval over latents (PAPER.md §2.3); 0.5 is chance.")
+
+
+def autointerp_rows(directories: list[str | Path], rows: dict[tuple, dict]) -> tuple[list, list]:
+    """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows`; returns every scored
+    latent (for Fig. 20) and each directory's judge calibration."""
+    from randsae.autointerp.records import read_calibration, read_latents, read_summary
+
+    scored, calibrations, seen = [], [], {}
+    for directory in directories:
+        directory = Path(directory)
+        path = directory / "summary.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist; give directories written by `randsae lm autointerp`.")
+        for s in read_summary(path):
+            key = (s.model, s.variant, s.layer)
+            if seen.setdefault((key, s.scorer), directory) != directory:
+                raise ValueError(f"{directory} and {seen[key, s.scorer]} both hold {s.scorer} scores of {key[0]} "
+                                 f"{key[1]} layer {key[2]}.")
+            if s.scorer not in AUROC_SCORERS:
+                continue
+            row = rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]})
+            row.update({f"auroc_{s.scorer}": s.auroc, f"auroc_low_{s.scorer}": s.auroc_low,
+                        f"auroc_high_{s.scorer}": s.auroc_high, "auroc_latents": s.latents, "judge": s.judge,
+                        "judge_at_chance": s.judge_at_chance})
+        if (directory / "calibration.json").is_file():
+            calibrations.append(read_calibration(directory / "calibration.json"))
+        scored += read_latents(directory)
+    return scored, calibrations
 
 
 def _cell(row: dict, column: str) -> str:
@@ -68,7 +111,7 @@ def _cell(row: dict, column: str) -> str:
     return f"{float(value):.3f}" if value not in (None, "") else ""
 
 
-def markdown_summary(rows: list[dict], with_entropy: bool = False) -> str:
+def markdown_summary(rows: list[dict], with_entropy: bool = False, judge_notes: list[str] | None = None) -> str:
     header = ["model", "variant", "layer", *SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -88,4 +131,19 @@ def markdown_summary(rows: list[dict], with_entropy: bool = False) -> str:
             lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row.get('sampled_latents', 0)} "
                          f"| {mean} | {row['entropy_all_mean']:.2f} |")
         lines += ["", ENTROPY_NOTE]
+    if judge_notes is not None:
+        lines += ["", "| model | variant | layer | latents | fuzzing AUROC [95% CI] | detection AUROC [95% CI] | "
+                  "judge |", "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            if row.get("auroc_latents") is None:
+                continue
+            cells = []
+            for scorer in AUROC_SCORERS:
+                value = row.get(f"auroc_{scorer}")
+                cells.append("" if value is None else f"{value:.3f} [{row[f'auroc_low_{scorer}']:.3f}, "
+                             f"{row[f'auroc_high_{scorer}']:.3f}]")
+            chance = " (AT CHANCE)" if row.get("judge_at_chance") else ""
+            lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row['auroc_latents']} | "
+                         f"{cells[0]} | {cells[1]} | {row['judge']}{chance} |")
+        lines += ["", AUROC_NOTE, *(f"- {note}" for note in judge_notes)]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""`randsae lm …` subcommands: activations, train, eval, compare."""
+"""`randsae lm …` subcommands: activations, train, eval, latents, autointerp, compare."""
 
 import argparse
 import logging
@@ -6,6 +6,8 @@ import logging
 from randsae.cliutil import add_format_argument, figure_formats, given_flags, output_directory, parse_count
 
 log = logging.getLogger("randsae")
+
+AUTOINTERP_SCORERS = ("fuzzing", "detection", "embedding", "tokens")  # randsae.autointerp.scorers.SCORERS
 
 
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
@@ -110,9 +112,45 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
 
+    p = lm_sub.add_parser("autointerp", help="explain the sampled latents with an LLM and score them (AUROC)")
+    p.add_argument("--latents", help="a directory written by `randsae lm latents` (not needed with --calibrate)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="only score the judge on the known-answer set (OUT/calibration.json)")
+    p.add_argument("--llm", default="smollm2",
+                   help="the local judge: smollm2 (embedded), a .gguf file, a directory or a hub name")
+    p.add_argument("--llm-url", default=None,
+                   help="an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp)")
+    p.add_argument("--llm-model", default=None, help="with --llm-url: the model name the server serves")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the API key (read, never written)")
+    p.add_argument("--concurrency", type=int, default=8, help="with --llm-url: requests in flight (default 8)")
+    p.add_argument("--timeout", type=float, default=60.0, help="with --llm-url: seconds per request (default 60)")
+    p.add_argument("--retries", type=int, default=4,
+                   help="with --llm-url: retries on 429, 5xx, timeouts, lost connections (default 4)")
+    p.add_argument("--windows-per-prompt", type=int, default=5,
+                   help="with --llm-url: windows per judge prompt (default 5, the paper's)")
+    p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
+                   help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default: all)")
+    p.add_argument("--prompt-format", default="delphi",
+                   help="delphi (the paper's, default) or simple (fuzzing shows only the marked tokens)")
+    p.add_argument("--layers", default="all", help="'all' or a comma list")
+    p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
+    p.add_argument("--explainer-tokens", type=int, default=96, help="the explainer's answer at most (tokens)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--calibration-windows", type=int, default=20,
+                   help="known-answer set: activating (and as many silent) windows per known latent")
+    p.add_argument("--embedding-model", default="minilm",
+                   help="embedding scorer: minilm (embedded all-MiniLM-L6-v2), a directory or a hub name")
+    p.add_argument("--judge-batch-size", type=int, default=32, help="local judge: windows per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seeds the window order and the fuzzing marks")
+    p.add_argument("--device", default="auto", help="local judge: auto, cpu or cuda")
+    add_format_argument(p)
+    p.add_argument("--out", required=True)
+
     p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
     p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
     p.add_argument("--latents", nargs="+", default=[], help="directories written by `randsae lm latents`")
+    p.add_argument("--autointerp", nargs="+", default=[], help="directories written by `randsae lm autointerp`")
     add_format_argument(p)
     p.add_argument("--out", required=True)
 
@@ -199,8 +237,44 @@ def run_compare(args) -> None:
 
     formats = figure_formats(args)
     with output_directory(args.out) as out:
-        compare(args.runs, out, latents=args.latents, formats=formats)
+        compare(args.runs, out, latents=args.latents, autointerp=args.autointerp, formats=formats)
+
+
+def run_autointerp(args) -> None:
+    from randsae.experiments.lm_autointerp import AutointerpSettings, autointerp, run_calibration
+
+    settings = AutointerpSettings(
+        scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], style=args.prompt_format,
+        layers=args.layers, latents_per_layer=args.latents_per_layer, seed=args.seed,
+        explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
+        calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
+    settings.validate()
+    if args.llm_url is None and args.llm_model is not None:
+        raise ValueError("--llm-model names the model of a server; give --llm-url too (or --llm for a local one).")
+    if args.windows_per_prompt < 1:
+        raise ValueError(f"--windows-per-prompt must be a positive integer, not {args.windows_per_prompt}.")
+    if args.judge_batch_size < 1:
+        raise ValueError(f"--judge-batch-size must be a positive integer, not {args.judge_batch_size}.")
+    judge = ({"url": args.llm_url, "model": args.llm_model, "concurrency": args.concurrency,
+              "timeout": args.timeout, "retries": args.retries, "api_key_env": args.api_key_env,
+              "windows_per_prompt": args.windows_per_prompt} if args.llm_url else
+             {"llm": args.llm, "device": args.device, "batch_size": args.judge_batch_size})
+    if args.llm_url:
+        from randsae.autointerp.clients.openai import OpenAIJudge
+
+        OpenAIJudge(**judge)  # checks the numbers before anything is written
+    if args.calibrate:
+        if args.latents is not None:
+            raise ValueError("--calibrate scores only the known-answer set; leave out --latents.")
+        with output_directory(args.out) as out:
+            run_calibration(out, judge, settings)
+        return
+    if args.latents is None:
+        raise ValueError("give --latents (a directory written by `randsae lm latents`) or --calibrate.")
+    formats = figure_formats(args)
+    with output_directory(args.out) as out:
+        autointerp(args.latents, out, judge, settings, progress=not args.quiet, formats=formats)
 
 
 LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "latents": run_latents,
-               "compare": run_compare}
+               "autointerp": run_autointerp, "compare": run_compare}

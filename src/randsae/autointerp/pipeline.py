@@ -1,0 +1,64 @@
+"""One latent through explainer and scorers; the known-answer set through the judge. Async, so an HTTP judge
+works on many latents at once (its client bounds the requests in flight)."""
+
+import time
+
+from randsae.autointerp import scorers as S
+from randsae.autointerp.calibration import known_answer_set
+from randsae.autointerp.clients.base import Judge
+from randsae.autointerp.explainer import explain
+from randsae.autointerp.records import Calibration, LatentResult, ScorerResult
+from randsae.lm.examples import ExampleSets
+from randsae.metrics import pooled_auroc
+from randsae.seeding import derive_seed
+
+
+async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, entropy: float, decode,
+                       scorers: list[str], style: str = "delphi", embedder=None, seed: int = 0,
+                       explanation: str | None = None, max_tokens: int = 96) -> LatentResult:
+    """Explain a latent (unless `explanation` is given) and score it with each of `scorers`. A scorer that
+    needs an explanation and has none counts every window as failed."""
+    started = time.perf_counter()
+    if explanation is None and any(s != "tokens" for s in scorers):
+        explanation = await explain(judge, sets, decode, max_tokens)
+    shown = S.scoring_set(sets, decode, seed)
+    lookup = S.top_tokens(sets.explainer, decode)
+    failed = [None] * len(shown.labels)
+    results: list[ScorerResult] = []
+    for scorer in scorers:
+        if scorer == "tokens":
+            scores, threshold = S.token_lookup(shown.shown, lookup), None
+        elif explanation is None:
+            scores, threshold = failed, 0.5
+        elif scorer == "embedding":
+            from randsae.autointerp.prompts import render
+
+            scores, threshold = embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
+        else:
+            scores, threshold = await judge.judge(scorer, explanation, shown.shown, style), 0.5
+        results.append(S.result(scorer, scores, shown.labels, shown.quantiles, threshold))
+    return LatentResult(**identity, layer=sets.layer, latent=sets.latent, entropy=entropy, explanation=explanation,
+                        top_tokens=lookup, results=results, seconds=time.perf_counter() - started)
+
+
+async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,
+                    resamples: int = 1000) -> Calibration:
+    """The judge's fuzzing and detection AUROC on the known-answer set, given the true explanations."""
+    import asyncio
+
+    sets, explanations, decode = known_answer_set(windows_per_class, seed)
+    identity = {"model": "known-answer set", "variant": "calibration"}
+    results = await asyncio.gather(*(
+        score_latent(judge, s, identity, float("nan"), decode, list(S.LLM_SCORERS), style, seed=seed,
+                     explanation=e) for s, e in zip(sets, explanations, strict=True)))
+    out = {}
+    for scorer in S.LLM_SCORERS:
+        found = [s for r in results for s in r.results if s.scorer == scorer]
+        pairs = [([p for p in s.probabilities if p is not None],
+                  [y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]) for s in found]
+        point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "calibration-bootstrap", scorer))
+        out[scorer] = {"auroc": point, "low": low, "high": high, "latents": len(found),
+                       "windows": sum(s.windows_scored for s in found),
+                       "windows_failed": sum(s.windows_failed for s in found),
+                       "per_latent": {e: s.auroc for e, s in zip(explanations, found, strict=True)}}
+    return Calibration(judge.describe(), style, out)

@@ -1,0 +1,116 @@
+"""The scorers (PAPER.md §2.3) and what they are scored on.
+
+Every scorer sees the same windows of a latent: its test set (activating, label 1) and its non-activating
+set (label 0), shuffled together under the seed. For fuzzing, activating windows carry their true marks and
+each non-activating window gets ceil(mean number of active tokens per test window) random tokens marked.
+
+- `fuzzing`, `detection`: an LLM judge's P(1) per window (fuzzing shows the marks, detection none);
+- `embedding`: cosine similarity between the explanation and the window's text (a sentence-embedding model);
+- `tokens`: no explanation at all: the latent's top tokens over its explainer set; a window scores the share of
+  its (fuzzing-)marked tokens that are among them.
+Each gives, per latent, an AUROC of its scores against the labels and a balanced accuracy (P(1) > 0.5; for
+`embedding` and `tokens` the threshold is the median score, so only the AUROC compares across scorers).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from randsae.autointerp.prompts import Shown, clean, marks
+from randsae.autointerp.records import Calibration, LatentResult, ScorerResult, SummaryRow
+from randsae.lm.examples import ExampleSets, Window
+from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, token_mass
+from randsae.seeding import derive_seed
+
+LLM_SCORERS = ("fuzzing", "detection")
+SCORERS = (*LLM_SCORERS, "embedding", "tokens")
+
+
+@dataclass
+class ScoringSet:
+    shown: list[Shown]  # fuzzing marks: true ones on activating windows, random ones on the others
+    labels: list[int]
+    quantiles: list[int | None]
+
+
+def scoring_set(sets: ExampleSets, decode, seed: int = 0) -> ScoringSet:
+    """The test and non-activating windows of a latent, shuffled, with their fuzzing marks."""
+    rng = np.random.default_rng(derive_seed(seed, "scoring-set", sets.layer, sets.latent))
+    active = [sum(a > 0 for a in w.activations) for w in sets.test]
+    fuzz = math.ceil(np.mean(active)) if active else 1
+    items: list[tuple[Shown, int, int | None]] = []
+    for w in sets.test:
+        items.append((Shown(decode(w.tokens), marks(w.activations)), 1, w.quantile))
+    for w in sets.non_activating:
+        chosen = set(rng.choice(len(w.tokens), size=min(fuzz, len(w.tokens)), replace=False).tolist())
+        items.append((Shown(decode(w.tokens), [i in chosen for i in range(len(w.tokens))]), 0, None))
+    order = rng.permutation(len(items))
+    return ScoringSet([items[i][0] for i in order], [items[i][1] for i in order], [items[i][2] for i in order])
+
+
+def top_tokens(windows: list[Window], decode, count: int = 10) -> list[str]:
+    """The `count` token texts holding the most activation mass over `windows` (normalised: stripped,
+    lower case), most first."""
+    tokens = np.array([t for w in windows for t in w.tokens])
+    values = np.array([a for w in windows for a in w.activations])
+    if not len(tokens) or not values.sum() > 0:
+        return []
+    ids, mass = token_mass(tokens[values > 0], values[values > 0])
+    texts: dict[str, float] = {}
+    for token_id, m in zip(ids.tolist(), mass.tolist(), strict=True):
+        key = normal(decode([token_id])[0])
+        texts[key] = texts.get(key, 0.0) + m
+    return sorted(texts, key=lambda k: -texts[k])[:count]
+
+
+def normal(token: str) -> str:
+    return clean(token).strip().lower() or clean(token)
+
+
+def token_lookup(shown: list[Shown], lookup: list[str]) -> list[float]:
+    """Per window, the share of its marked tokens whose text is in `lookup` (0 with none marked)."""
+    wanted = set(lookup)
+    out = []
+    for w in shown:
+        marked = [normal(t) for t, m in zip(w.tokens, w.marked, strict=True) if m]
+        out.append(sum(t in wanted for t in marked) / len(marked) if marked else 0.0)
+    return out
+
+
+def result(scorer: str, scores: list[float | None], labels: list[int], quantiles: list[int | None],
+           threshold: float | None = 0.5) -> ScorerResult:
+    """A scorer's numbers for one latent; windows with no score are counted as failed and left out."""
+    kept = [i for i, s in enumerate(scores) if s is not None and math.isfinite(s)]
+    s = np.array([scores[i] for i in kept], dtype=np.float64)
+    y = np.array([labels[i] for i in kept], dtype=np.int64)
+    cut = threshold if threshold is not None else (float(np.median(s)) if len(s) else 0.5)
+    return ScorerResult(scorer, auroc(s, y), balanced_accuracy(s, y, cut), len(kept), len(scores) - len(kept),
+                        [None if v is None else float(v) for v in scores], list(labels), list(quantiles))
+
+
+def summarise(results: list[LatentResult], scorers: list[str], judge: str, calibration: Calibration | None,
+              counts: dict, resamples: int = 1000, seed: int = 0) -> list[SummaryRow]:
+    """Per (model, variant, layer, scorer): AUROC pooled over every scored window of its latents, with a
+    bootstrap interval over latents; how many latents were incomplete; the judge's calibration beside it.
+    `counts` (LLM calls, tokens, seconds) is the run's and goes on every row."""
+    groups: dict[tuple[str, str, int], list[LatentResult]] = {}
+    for r in results:
+        groups.setdefault((r.model, r.variant, r.layer), []).append(r)
+    rows = []
+    for (model, variant, layer), group in sorted(groups.items()):
+        for scorer in scorers:
+            found = [s for r in group for s in r.results if s.scorer == scorer]
+            pairs = [(np.array([p for p in s.probabilities if p is not None]),
+                      np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
+                     for s in found]
+            point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "bootstrap", layer, scorer))
+            cal = calibration.scorers.get(scorer) if calibration and scorer in LLM_SCORERS else None
+            rows.append(SummaryRow(
+                model, variant, layer, scorer, point, low, high, len(found),
+                sum(1 for r in group if not r.complete), sum(s.windows_failed for s in found), judge,
+                cal["auroc"] if cal else None, cal["low"] if cal else None, cal["high"] if cal else None,
+                calibration.at_chance(scorer) if calibration and scorer in LLM_SCORERS else None,
+                counts.get("llm_calls", 0), counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0),
+                counts.get("llm_seconds", 0.0)))
+    return rows

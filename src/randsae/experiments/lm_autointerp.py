@@ -1,0 +1,206 @@
+"""`randsae lm autointerp`: explanations and scores of the sampled latents of `randsae lm latents` records,
+by an LLM judge on this machine or behind an OpenAI-compatible server (PAPER.md §2.3). Composes the
+records (`lm.latents`), the pipeline (`autointerp.pipeline`) and the tables and figure; see
+`randsae.autointerp.records` for what OUT holds.
+
+Every run first checks that the judge answers, then scores the known-answer set (`--calibrate` does only
+that) and writes the result beside every table. A rerun into the same directory skips scored latents,
+scores again those with a failed window, and answers every call made before from OUT/llm_calls.jsonl.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from randsae import io
+from randsae.autointerp import records as R
+from randsae.autointerp.clients import CallLog, make_judge
+from randsae.autointerp.pipeline import calibrate, score_latent
+from randsae.autointerp.prompts import FORMATS
+from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
+from randsae.lm.activations import parse_layers
+from randsae.lm.latents import open_latents
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AutointerpSettings:
+    scorers: list[str] = field(default_factory=lambda: list(SCORERS))
+    style: str = "delphi"  # the judge's prompt format: delphi (the paper's) or simple
+    layers: str = "all"
+    latents_per_layer: int | None = None  # default: every sampled latent
+    seed: int = 0
+    explainer_tokens: int = 96  # the explainer's answer, at most
+    bootstrap: int = 1000
+    calibration_windows: int = 20  # per class and known latent
+    embedding_model: str = "minilm"
+
+    def validate(self) -> None:
+        unknown = [s for s in self.scorers if s not in SCORERS]
+        if unknown or not self.scorers:
+            raise ValueError(f"unknown scorer {unknown[0] if unknown else '(none)'!r}; choose from "
+                             f"{', '.join(SCORERS)}.")
+        if self.style not in FORMATS:
+            raise ValueError(f"--prompt-format must be one of {', '.join(FORMATS)}, not {self.style!r}.")
+        for name in ("explainer_tokens", "bootstrap", "calibration_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not "
+                                 f"{getattr(self, name)}.")
+        if self.latents_per_layer is not None and self.latents_per_layer < 1:
+            raise ValueError(f"--latents-per-layer must be a positive integer, not {self.latents_per_layer}.")
+
+
+def judge_description(options: dict) -> dict:
+    """What identifies the judge in config.json, known before it is loaded (never the API key)."""
+    if options.get("url"):
+        return {"backend": "openai", "url": options["url"].rstrip("/"), "model": options.get("model"),
+                "windows_per_prompt": options.get("windows_per_prompt", 5)}
+    return {"backend": "local", "model": options.get("llm", "smollm2"), "windows_per_prompt": 1}
+
+
+def judge_name(description: dict) -> str:
+    return f"{description['backend']}:{description['model']}"
+
+
+async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Calibration:
+    path = out / "calibration.json"
+    if path.is_file():
+        found = R.read_calibration(path)
+        if found.judge == judge.describe() and found.style == settings.style:
+            return found
+    calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
+                                  settings.bootstrap)
+    io.write_json(path, asdict(calibration))
+    return calibration
+
+
+def run_calibration(out: Path, judge_options: dict, settings: AutointerpSettings) -> R.Calibration:
+    """Only the judge check: OUT/calibration.json and its line in the log."""
+    settings.validate()
+
+    async def main():
+        judge = make_judge(log=CallLog(out / "llm_calls.jsonl"), **judge_options)
+        try:
+            await judge.check()
+            return await _calibration(judge, out, settings)
+        finally:
+            await judge.close()
+
+    calibration = asyncio.run(main())
+    for scorer in LLM_SCORERS:
+        log.info("%s", calibration.label(scorer))
+    return calibration
+
+
+def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpSettings, judge: dict,
+                 calibration: R.Calibration | None, counts: dict, formats=("png",)) -> list[R.SummaryRow]:
+    from randsae.plots import plot_entropy_auroc
+
+    lines = "".join(json.dumps({"model": r.model, "variant": r.variant, "layer": r.layer, "latent": r.latent,
+                                "explanation": r.explanation, "top_tokens": r.top_tokens}, ensure_ascii=False)
+                    + "\n" for r in sorted(results, key=lambda r: (r.layer, r.latent)))
+    io.atomic_write(out / "explanations.jsonl", lambda p: p.write_text(lines))
+    io.write_rows(out / "scores.csv", R.SCORE_COLUMNS, R.score_rows(results))
+    summary = summarise(results, settings.scorers, judge_name(judge), calibration, counts, settings.bootstrap,
+                        settings.seed)
+    io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
+    if results:
+        scorer = next(s for s in SCORERS if s in settings.scorers)  # fuzzing when it was run (the paper's)
+        llm = scorer in LLM_SCORERS
+        note = (calibration.label(scorer) if calibration else "judge not calibrated") if llm else \
+            f"{scorer} scorer: no LLM judge involved"
+        at_chance = llm and (calibration is None or calibration.at_chance(scorer))
+        plot_entropy_auroc(results, out / "entropy_auroc.png", scorer, [note], at_chance=at_chance,
+                           formats=formats)
+    return summary
+
+
+def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings: AutointerpSettings | None = None,
+               progress: bool = True, formats=("png",)) -> list[R.SummaryRow]:
+    """Explain and score the sampled latents in `latents_dir` (a `randsae lm latents` directory)."""
+    settings = settings or AutointerpSettings()
+    settings.validate()
+    records = open_latents(latents_dir)
+    layers = records.layers if settings.layers == "all" else parse_layers(settings.layers, max(records.layers) + 1)
+    chosen = []
+    for layer in layers:
+        sampled = sorted(r.latent for r in records.sampled(layer))
+        chosen += [(layer, latent) for latent in sampled[:settings.latents_per_layer]]
+    if not chosen:
+        raise ValueError(f"{latents_dir} holds no sampled latents in layers {layers}.")
+    judge_info = judge_description(judge_options)
+    record = {"latents": str(Path(latents_dir).resolve()), "source": records.config.get("source"),
+              "examples": records.config.get("examples"), "judge": judge_info, "settings": asdict(settings)}
+    path = out / "config.json"
+    if path.exists() and io.read_json(path) != io.json_round_trip(record):
+        raise ValueError(f"{out} holds scores made with another judge or other settings (see {path}); choose "
+                         "another --out.")
+    source = records.config.get("source") or {}
+    from randsae.lm.models import load_tokenizer
+
+    tokenizer = load_tokenizer(source.get("model", "smollm2"), source.get("revision"))
+    vocabulary: dict[int, str] = {}
+
+    def decode(ids: list[int]) -> list[str]:
+        missing = sorted({i for i in ids if i not in vocabulary})
+        if missing:
+            vocabulary.update(zip(missing, tokenizer.batch_decode([[i] for i in missing]), strict=True))
+        return [vocabulary[i] for i in ids]
+
+    done = {(r.layer, r.latent): r for r in R.read_latents(out)} if (out / "latents").is_dir() else {}
+    todo = [key for key in chosen if key not in done or not done[key].complete]
+    summaries = {(r.layer, r.latent): r for r in records.rows if r.sampled}
+    embedder = None
+    if "embedding" in settings.scorers:
+        from randsae.autointerp.clients.embedding import EmbeddingModel
+
+        embedder = EmbeddingModel(settings.embedding_model, device="cpu")
+    calls = CallLog(out / "llm_calls.jsonl")
+
+    async def main():
+        judge = make_judge(log=calls, **judge_options)
+        try:
+            await judge.check()
+            io.write_json(path, record)
+            calibration = await _calibration(judge, out, settings)
+            for scorer in LLM_SCORERS:
+                if scorer in settings.scorers:
+                    log.info("%s", calibration.label(scorer))
+            bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="latents", unit="latent",
+                       disable=not progress)
+            limit = asyncio.Semaphore(getattr(judge, "concurrency", 1))
+
+            async def one(layer: int, latent: int) -> None:
+                async with limit:
+                    summary = summaries[layer, latent]
+                    identity = {"model": summary.model, "variant": summary.variant}
+                    result = await score_latent(
+                        judge, records.examples(layer, latent), identity, summary.entropy_explainer, decode,
+                        settings.scorers, settings.style, embedder, settings.seed,
+                        max_tokens=settings.explainer_tokens)
+                    R.write_latent(out, result)
+                    done[layer, latent] = result
+                    bar.update(1)
+
+            await asyncio.gather(*(one(layer, latent) for layer, latent in todo))
+            bar.close()
+            return calibration
+        finally:
+            await judge.close()
+
+    calibration = asyncio.run(main())
+    results = [done[key] for key in chosen if key in done]
+    summary = write_tables(out, results, settings, judge_info, calibration, calls.counts(), formats)
+    incomplete = sum(not r.complete for r in results)
+    if incomplete:
+        log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
+                    "score only those (calls that succeeded are reused).", incomplete, len(results))
+    for row in summary:
+        log.info("layer %d %-9s AUROC %.3f [%.3f, %.3f] over %d latents", row.layer, row.scorer, row.auroc,
+                 row.auroc_low, row.auroc_high, row.latents)
+    return summary
