@@ -36,3 +36,20 @@ def tiny_dir(tmp_path_factory, _session_cache):
     AutoModelForCausalLM.from_config(config).save_pretrained(path)
     AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2"))).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_latents(tiny_dir, tmp_path_factory):
+    """Latent records of the tiny model (trained variant, blocks 0 and 2): activations, TopK SAEs, records
+    with small example sets (6 explainer, 10 test, 10 silent windows per latent, 4 latents per layer)."""
+    from randsae.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-autointerp")
+    assert main(["-q", "lm", "activations", "--model", str(tiny_dir), "--tokens", "8k", "--context-length", "64",
+                 "--layers", "0,2", "--out", str(root / "acts")]) == 0
+    assert main(["-q", "lm", "train", "--acts", str(root / "acts"), "--k", "4", "--expansion", "4",
+                 "--batch-size", "256", "--device", "cpu", "--out", str(root / "sae")]) == 0
+    assert main(["-q", "lm", "latents", "--sae", str(root / "sae"), "--min-examples", "5", "--sample", "4",
+                 "--max-examples", "50", "--explainer-examples", "6", "--test-examples", "10", "--quantiles", "5",
+                 "--non-activating", "10", "--device", "cpu", "--out", str(root / "latents")]) == 0
+    return root / "latents"

@@ -97,9 +97,10 @@ class Calibration:
     scorers: dict[str, dict]  # scorer -> {auroc, low, high, latents, windows, windows_failed}
 
     def at_chance(self, scorer: str) -> bool:
-        """True when the interval holds 0.5 (or could not be computed): this judge cannot be told from chance."""
+        """True unless the whole interval lies above 0.5: a judge that cannot be told from chance (or scores
+        below it, or could not be measured) gives AUROCs that say nothing about the latents."""
         s = self.scorers.get(scorer)
-        return s is None or not (s["low"] > 0.5 or s["high"] < 0.5)
+        return s is None or not s["low"] > 0.5
 
     def label(self, scorer: str = "fuzzing") -> str:
         s = self.scorers.get(scorer)
@@ -131,7 +132,7 @@ class SummaryRow:
     calibration_auroc: float | None
     calibration_low: float | None
     calibration_high: float | None
-    judge_at_chance: bool | None  # LLM scorers: the calibration interval holds 0.5
+    judge_at_chance: bool | None  # LLM scorers: the calibration interval does not lie above 0.5
     llm_calls: int
     prompt_tokens: int
     completion_tokens: int

@@ -63,6 +63,11 @@ def judge_description(options: dict) -> dict:
     return {"backend": "local", "model": options.get("llm", "smollm2"), "windows_per_prompt": 1}
 
 
+def same_judge(a: dict, b: dict) -> bool:
+    """The same model behind the same interface; where it is served (the URL) may change between runs."""
+    return {k: v for k, v in a.items() if k != "url"} == {k: v for k, v in b.items() if k != "url"}
+
+
 def judge_name(description: dict) -> str:
     return f"{description['backend']}:{description['model']}"
 
@@ -71,7 +76,8 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
     path = out / "calibration.json"
     if path.is_file():
         found = R.read_calibration(path)
-        if found.judge == judge.describe() and found.style == settings.style:
+        complete = all(s.get("windows_failed") == 0 for s in found.scorers.values())
+        if complete and same_judge(found.judge, judge.describe()) and found.style == settings.style:
             return found
     calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
                                   settings.bootstrap)
@@ -120,6 +126,11 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
     return summary
 
 
+def same_record(a: dict, b: dict) -> bool:
+    return same_judge(a.get("judge", {}), b.get("judge", {})) and \
+        {k: v for k, v in a.items() if k != "judge"} == {k: v for k, v in b.items() if k != "judge"}
+
+
 def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings: AutointerpSettings | None = None,
                progress: bool = True, formats=("png",)) -> list[R.SummaryRow]:
     """Explain and score the sampled latents in `latents_dir` (a `randsae lm latents` directory)."""
@@ -137,7 +148,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     record = {"latents": str(Path(latents_dir).resolve()), "source": records.config.get("source"),
               "examples": records.config.get("examples"), "judge": judge_info, "settings": asdict(settings)}
     path = out / "config.json"
-    if path.exists() and io.read_json(path) != io.json_round_trip(record):
+    if path.exists() and not same_record(io.read_json(path), io.json_round_trip(record)):
         raise ValueError(f"{out} holds scores made with another judge or other settings (see {path}); choose "
                          "another --out.")
     source = records.config.get("source") or {}
