@@ -124,7 +124,8 @@ class ScriptedJudge:
         ps = [self.p_one(explanation, e) for e in excerpts]
         if fault == "malformed":
             text = "\n".join(f"{i}. {round(p)}" for i, p in enumerate(ps, start=1))
-            tokens = [{"token": ch, "logprob": 0.0, "top_logprobs": [{"token": ch, "logprob": 0.0}]} for ch in text]
+            tokens = [{"token": ch, "logprob": 0.0, "top_logprobs": [{"token": ch, "logprob": 0.0}]}
+                      for ch in text]
             return 200, completion(text, tokens)
         tokens = [{"token": "[", "logprob": 0.0, "top_logprobs": []}]
         for i, p in enumerate(ps):

@@ -12,13 +12,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from judges import ScriptedJudge, truth_map
 
 from randsae.autointerp import prompts
 from randsae.autointerp.records import read_calibration, read_latents, read_summary
 from randsae.cli import main
 from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, spearman
-
-from judges import ScriptedJudge, truth_map
 
 FAST = ["--calibration-windows", "10", "--bootstrap", "200", "-q"]
 
@@ -81,7 +80,8 @@ def test_explanation_is_read_from_the_last_line_and_lists_from_inside_brackets()
     assert prompts.parse_explanation("no line here") is None
 
     def entry(token, p=None):
-        top = [] if p is None else [{"token": "1", "logprob": math.log(p)}, {"token": "0", "logprob": math.log(1 - p)}]
+        top = [] if p is None else [{"token": "1", "logprob": math.log(p)},
+                                    {"token": "0", "logprob": math.log(1 - p)}]
         return {"token": token, "logprob": 0.0, "top_logprobs": top}
 
     numbered = [entry("1"), entry("."), entry(" "), entry("0", 0.3)]
@@ -125,7 +125,8 @@ def test_swapped_explanations_drive_the_embedding_scorer_toward_chance():
 
     def pooled(given):
         results = [asyncio.run(score_latent(None, s, {"model": "m", "variant": "v"}, 0.0, decode, ["embedding"],
-                                            embedder=embedder, explanation=e)) for s, e in zip(sets, given, strict=True)]
+                                            embedder=embedder, explanation=e))
+                   for s, e in zip(sets, given, strict=True)]
         return pooled_auroc([(r.results[0].probabilities, r.results[0].labels) for r in results], 200)
 
     true, low, _ = pooled(explanations)
@@ -215,7 +216,8 @@ def free_port() -> int:
 def test_an_unreachable_judge_stops_the_run_before_any_work(tiny_latents, tmp_path):
     out = tmp_path / "refused"
     run = subprocess.run([sys.executable, "-m", "randsae", "lm", "autointerp", "--latents", str(tiny_latents),
-                          "--llm-url", f"http://127.0.0.1:{free_port()}/v1", "--llm-model", "x", "--out", str(out)],
+                          "--llm-url", f"http://127.0.0.1:{free_port()}/v1", "--llm-model", "x",
+                          "--out", str(out)],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "cannot reach the judge" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()
@@ -282,5 +284,6 @@ def test_token_lookup_separates_the_known_latents():
 
     sets, explanations, decode = known_answer_set(20, seed=0)
     aurocs = [asyncio.run(score_latent(None, s, {"model": "m", "variant": "v"}, 0.0, decode, ["tokens"],
-                                       explanation=e)).results[0].auroc for s, e in zip(sets, explanations, strict=True)]
+                                       explanation=e)).results[0].auroc
+              for s, e in zip(sets, explanations, strict=True)]
     assert np.mean(aurocs) > 0.9 and min(aurocs) > 0.7
