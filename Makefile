@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo demo-lm bench lint clean
+.PHONY: install test test-fast test-http demo demo-lm bench lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,19 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# A real OpenAI-compatible server for the `openai` judge backend: llama.cpp's, built from source (5–11 minutes
+# on 2 cores the first time; pip keeps the wheel), in a venv of its own so that `make test` stays lean.
+JUDGE_VENV := .venv-judge
+$(JUDGE_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(JUDGE_VENV)
+	$(JUDGE_VENV)/bin/pip install -q 'llama-cpp-python[server]==0.3.36'
+	touch $@
+
+test-http: $(STAMP) $(JUDGE_VENV)/.installed
+	RANDSAE_LLAMA_PYTHON=$(JUDGE_VENV)/bin/python $(BIN)/python -m pytest -q -m llama_server
+
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not llama_server"
 
 demo: $(STAMP)
 	$(BIN)/randsae toy --preset quick --out runs/quick
@@ -55,9 +66,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lm.py
 	$(BIN)/python benchmarks/bench_topk.py
 	$(BIN)/python benchmarks/bench_latents.py
+	$(BIN)/python benchmarks/bench_autointerp.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(JUDGE_VENV) runs

@@ -143,6 +143,10 @@ def latents_cmd(c, *args, acts=None):
     return ["lm", "latents", "--sae", str(c.copy("sae")), *acts, *LATENTS, *args, "--out", str(c.copy("latents"))]
 
 
+def autointerp_cmd(c, *args):
+    return ["lm", "autointerp", "--latents", str(c.copy("latents")), *args, "--out", str(c.tmp / "ai")]
+
+
 def cache_without_layer_2(c):
     acts = c.copy("acts")
     edit_json(acts / "manifest.json", lambda m: {**m, "layers": [0]})
@@ -275,6 +279,28 @@ CASES = {
     "compare: --latents that are not latent records": (
         lambda c: ["lm", "compare", str(c.copy("eval")), "--latents", str(c.copy("sae")), "--out",
                    str(c.tmp / "cmp")], "written by `randsae lm latents`"),
+    # auto-interpretability
+    "autointerp: an unknown scorer": (lambda c: autointerp_cmd(c, "--scorers", "fuzzing,simulation"),
+                                      "unknown scorer 'simulation'"),
+    "autointerp: an unknown prompt format": (lambda c: autointerp_cmd(c, "--prompt-format", "short"),
+                                             "--prompt-format must be one of delphi, simple"),
+    "autointerp: --llm-model without --llm-url": (lambda c: autointerp_cmd(c, "--llm-model", "llama"),
+                                                  "give --llm-url too"),
+    "autointerp: a URL without a scheme": (lambda c: autointerp_cmd(c, "--llm-url", "localhost:8000/v1",
+                                                                    "--llm-model", "m"), "must start with http"),
+    "autointerp: concurrency 0": (lambda c: autointerp_cmd(c, "--llm-url", "http://127.0.0.1:1/v1", "--llm-model",
+                                                           "m", "--concurrency", "0"), "--concurrency must be"),
+    "autointerp: a judge nobody serves": (lambda c: autointerp_cmd(c, "--llm-url", "http://127.0.0.1:1/v1",
+                                                                   "--llm-model", "m"), "cannot reach the judge"),
+    "autointerp: --latents that are not latent records": (
+        lambda c: ["lm", "autointerp", "--latents", str(c.copy("sae")), "--scorers", "tokens", "--out",
+                   str(c.tmp / "ai")], "written by `randsae lm latents`"),
+    "autointerp: neither --latents nor --calibrate": (lambda c: ["lm", "autointerp", "--out", str(c.tmp / "ai")],
+                                                      "give --latents"),
+    "autointerp: --calibrate with --latents": (lambda c: autointerp_cmd(c, "--calibrate"), "leave out --latents"),
+    "compare: --autointerp that is not an autointerp run": (
+        lambda c: ["lm", "compare", str(c.copy("eval")), "--autointerp", str(c.copy("latents")), "--out",
+                   str(c.tmp / "cmp")], "written by `randsae lm autointerp`"),
     # export
     "export: a folder that is no SAE": (lambda c: ["export", str(c.copy("acts")), "--format", "sparsify", "--out",
                                                    str(c.tmp / "exp")], "holds no SAE"),

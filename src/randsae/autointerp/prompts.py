@@ -158,12 +158,13 @@ def digit(token: str) -> str | None:
 def probabilities(logprobs: list[dict], count: int) -> list[float | None]:
     """P(1) = p("1") / (p("0") + p("1")) of the first `count` elements of the answer's `[…]` list, from
     OpenAI-style token logprobs (`[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]`). Digits
-    outside the brackets (a numbered list, prose) are not elements. An element whose top log-probabilities
+    outside the brackets (a numbered list, prose) are not elements; for one window a bare digit is the
+    answer. An element whose top log-probabilities
     hold neither digit is None; fewer elements than `count` leaves the rest None."""
     import math
 
     out: list[float | None] = []
-    inside = False
+    inside = count == 1 and not any("[" in e.get("token", "") for e in logprobs)  # one window: a bare digit
     for entry in logprobs:
         if len(out) == count:
             break

@@ -79,10 +79,34 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
         complete = all(s.get("windows_failed") == 0 for s in found.scorers.values())
         if complete and same_judge(found.judge, judge.describe()) and found.style == settings.style:
             return found
-    calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
-                                  settings.bootstrap)
+    shared = shared_calibration_path(judge.describe(), settings)
+    if shared is not None and shared.is_file():
+        calibration = R.read_calibration(shared)
+    else:
+        calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
+                                      settings.bootstrap)
+        if shared is not None and all(s["windows_failed"] == 0 for s in calibration.scorers.values()):
+            io.write_json(shared, asdict(calibration))
     io.write_json(path, asdict(calibration))
     return calibration
+
+
+def shared_calibration_path(judge: dict, settings: AutointerpSettings) -> Path | None:
+    """Where a local judge's calibration is kept for every run on this machine (it depends only on the model,
+    the prompts and the settings below); None for a server, whose weights a name does not pin down."""
+    import hashlib
+
+    from randsae.autointerp import prompts
+    from randsae.lm.models import is_hub_name
+
+    model = judge.get("model", "")
+    if judge.get("backend") != "local" or (model != "smollm2" and is_hub_name(model)):
+        return None
+    weights = model if model == "smollm2" else io.file_key(Path(model))
+    text = prompts.EXPLAINER_SYSTEM + "".join(prompts.judge_system(k, 1, settings.style) for k in prompts.KINDS)
+    key = json.dumps([weights, text, settings.style, settings.calibration_windows, settings.seed,
+                      settings.bootstrap])
+    return io.cache_dir("calibration") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
 def run_calibration(out: Path, judge_options: dict, settings: AutointerpSettings) -> R.Calibration:
@@ -115,7 +139,10 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
     summary = summarise(results, settings.scorers, judge_name(judge), calibration, counts, settings.bootstrap,
                         settings.seed)
     io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
-    if results:
+    drawable = [r for r in results if any(s.auroc == s.auroc for s in r.results) and r.entropy == r.entropy]
+    if not drawable:
+        log.warning("no latent has an AUROC yet (every window failed or no latent was scored): no figure.")
+    else:
         scorer = next(s for s in SCORERS if s in settings.scorers)  # fuzzing when it was run (the paper's)
         llm = scorer in LLM_SCORERS
         note = (calibration.label(scorer) if calibration else "judge not calibrated") if llm else \
