@@ -32,8 +32,10 @@ from randsae.autointerp.clients.openai import OpenAIJudge  # noqa: E402
 from randsae.autointerp.scorers import scoring_set  # noqa: E402
 
 
-def windows(count: int) -> list[tuple[str, prompts.Shown]]:
-    sets, explanations, decode = known_answer_set(20, seed=0)
+def windows(count: int, per_class: int = 100) -> list[tuple[str, prompts.Shown]]:
+    """(explanation, window) of the known latents, each latent's `2 × per_class` windows together (the
+    paper's set: 100 activating, 100 silent)."""
+    sets, explanations, decode = known_answer_set(per_class, seed=0)
     out = []
     for s, e in zip(sets, explanations, strict=True):
         out += [(e, w) for w in scoring_set(s, decode, 0).shown]
@@ -99,25 +101,33 @@ def http(concurrency: int, url: str, items: list[tuple[str, prompts.Shown]]) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--windows", type=int, default=80, help="windows scored by each local method")
+    parser.add_argument("--windows", type=int, default=200,
+                        help="windows scored by randsae's local judge (default 200: one latent's two sets)")
+    parser.add_argument("--baseline-windows", type=int, default=100, help="windows scored by the baseline")
     parser.add_argument("--http-windows", type=int, default=320, help="windows sent to the loopback judge")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    items = windows(max(args.windows, args.http_windows))
+    items = windows(max(args.windows, args.baseline_windows, args.http_windows))
     judge = LocalJudge("smollm2", device="cpu", batch_size=32)
-    local = items[:args.windows]
+    local, few = items[:args.windows], items[:args.baseline_windows]
     local_randsae(judge, local[:10])  # warm-up
-    base = timed(lambda: delphi_style(judge, local), args.repeats)
-    ours = timed(lambda: local_randsae(judge, local), args.repeats)
-    print(f"\nLocal judge, SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads, {len(local)} fuzzing "
-          f"windows, median of {args.repeats}")
+    base = timed(lambda: delphi_style(judge, few), args.repeats) / len(few)
+    ours = timed(lambda: local_randsae(judge, local), args.repeats) / len(local)
+    print(f"\nLocal judge, SmolLM2-135M-Instruct on {torch.get_num_threads()} CPU threads, fuzzing windows of one "
+          f"latent (baseline {len(few)}, randsae {len(local)}), median of {args.repeats}")
     print(f"| {'method':58} | {'windows/s':>9} | {'vs baseline':>11} |")
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 13}|")
-    print(f"| {'baseline: delphi-style, 5 per prompt, answer generated':58} | {len(local) / base:9.2f} | "
-          f"{1.0:11.2f} |")
-    print(f"| {'randsae local: prefix once, batched suffixes, no generation':58} | {len(local) / ours:9.2f} | "
+    print(f"| {'baseline: delphi-style, 5 per prompt, answer generated':58} | {1 / base:9.2f} | {1.0:11.2f} |")
+    print(f"| {'randsae local: prefix once, batched suffixes, no generation':58} | {1 / ours:9.2f} | "
           f"{base / ours:11.2f} |")
+    fast = LocalJudge("smollm2", device="cpu", batch_size=32, dtype="bfloat16")
+    local_randsae(fast, local[:10])
+    ours_bf16 = timed(lambda: local_randsae(fast, local), args.repeats) / len(local)
+    print(f"| {'randsae local, --judge-dtype bfloat16 (other numerics)':58} | {1 / ours_bf16:9.2f} | "
+          f"{base / ours_bf16:11.2f} |")
+    print("(both float32 unless named; the baseline generates at most 4 × 5 + 8 tokens, the least a list of five "
+          "needs)")
 
     remote = items[:args.http_windows]
     with ScriptedJudge("random", latency=0.2) as server:

@@ -14,6 +14,7 @@ from randsae.autointerp import prompts
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops connections that arrive together
 
     def handle_error(self, request, client_address):
         pass  # a client that gave up on a hanging answer: the broken pipe is the point

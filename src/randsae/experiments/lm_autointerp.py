@@ -60,7 +60,8 @@ def judge_description(options: dict) -> dict:
     if options.get("url"):
         return {"backend": "openai", "url": options["url"].rstrip("/"), "model": options.get("model"),
                 "windows_per_prompt": options.get("windows_per_prompt", 5)}
-    return {"backend": "local", "model": options.get("llm", "smollm2"), "windows_per_prompt": 1}
+    return {"backend": "local", "model": options.get("llm", "smollm2"), "windows_per_prompt": 1,
+            "dtype": options.get("dtype", "float32")}
 
 
 def same_judge(a: dict, b: dict) -> bool:
@@ -104,8 +105,8 @@ def shared_calibration_path(judge: dict, settings: AutointerpSettings) -> Path |
         return None
     weights = model if model == "smollm2" else io.file_key(Path(model))
     text = prompts.EXPLAINER_SYSTEM + "".join(prompts.judge_system(k, 1, settings.style) for k in prompts.KINDS)
-    key = json.dumps([weights, text, settings.style, settings.calibration_windows, settings.seed,
-                      settings.bootstrap])
+    key = json.dumps([weights, judge.get("dtype"), text, settings.style, settings.calibration_windows,
+                      settings.seed, settings.bootstrap])
     return io.cache_dir("calibration") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 

@@ -142,6 +142,8 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--embedding-model", default="minilm",
                    help="embedding scorer: minilm (embedded all-MiniLM-L6-v2), a directory or a hub name")
     p.add_argument("--judge-batch-size", type=int, default=32, help="local judge: windows per forward pass")
+    p.add_argument("--judge-dtype", default="float32",
+                   help="local judge: float32 (default), bfloat16 (faster on GPUs and CPUs with bf16) or float16")
     p.add_argument("--seed", type=int, default=0, help="seeds the window order and the fuzzing marks")
     p.add_argument("--device", default="auto", help="local judge: auto, cpu or cuda")
     add_format_argument(p)
@@ -253,12 +255,15 @@ def run_autointerp(args) -> None:
         raise ValueError("--llm-model names the model of a server; give --llm-url too (or --llm for a local one).")
     if args.windows_per_prompt < 1:
         raise ValueError(f"--windows-per-prompt must be a positive integer, not {args.windows_per_prompt}.")
+    if args.judge_dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"--judge-dtype must be float32, bfloat16 or float16, not {args.judge_dtype!r}.")
     if args.judge_batch_size < 1:
         raise ValueError(f"--judge-batch-size must be a positive integer, not {args.judge_batch_size}.")
     judge = ({"url": args.llm_url, "model": args.llm_model, "concurrency": args.concurrency,
               "timeout": args.timeout, "retries": args.retries, "api_key_env": args.api_key_env,
               "windows_per_prompt": args.windows_per_prompt} if args.llm_url else
-             {"llm": args.llm, "device": args.device, "batch_size": args.judge_batch_size})
+             {"llm": args.llm, "device": args.device, "batch_size": args.judge_batch_size,
+              "dtype": args.judge_dtype})
     if args.llm_url:
         from randsae.autointerp.clients.openai import OpenAIJudge
 

@@ -22,7 +22,7 @@ def make_judge(llm: str = "smollm2", url: str | None = None, model: str | None =
         return OpenAIJudge(url, model, log=log, **options)
     from randsae.autointerp.clients.local import LocalJudge
 
-    local_options = {k: v for k, v in options.items() if k in ("device", "batch_size", "windows_per_prompt")}
+    local_options = {k: v for k, v in options.items() if k in ("device", "batch_size", "dtype")}
     return LocalJudge(llm, log=log, **local_options)
 
 

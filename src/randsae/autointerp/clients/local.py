@@ -45,15 +45,15 @@ class LocalJudge(Judge):
     windows_per_prompt = 1
 
     def __init__(self, llm: str = "smollm2", log: CallLog | None = None, device: str = "auto",
-                 batch_size: int = 32, **_):
+                 batch_size: int = 32, dtype: str = "float32", **_):
         from randsae.config import resolve_device
         from randsae.lm.models import load_model
 
         if batch_size < 1:
             raise ValueError(f"--judge-batch-size must be a positive integer, not {batch_size}.")
-        self.name, self.batch_size, self.log = llm, batch_size, log or CallLog()
+        self.name, self.batch_size, self.log, self.dtype = llm, batch_size, log or CallLog(), dtype
         self.device = resolve_device(device)
-        self.model, self.tokenizer = load_model(llm, device=self.device)
+        self.model, self.tokenizer = load_model(llm, dtype=dtype, device=self.device)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.digits = digit_ids(self.tokenizer)
@@ -62,7 +62,7 @@ class LocalJudge(Judge):
         self._cache_argument = "cache" if "cache" in parameters else "past_key_values"
 
     def describe(self) -> dict:
-        return {"backend": "local", "model": self.name, "windows_per_prompt": 1}
+        return {"backend": "local", "model": self.name, "windows_per_prompt": 1, "dtype": self.dtype}
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -71,7 +71,7 @@ class LocalJudge(Judge):
                        answer_start: str | None = None) -> Completion | None:
         """Greedy. With `answer_start` the answer is begun with it (a small model then writes the phrase the
         parser reads instead of wandering), and the text returned starts with it."""
-        request = {"model": self.name, "messages": messages, "max_tokens": max_tokens,
+        request = {"model": self.name, "dtype": self.dtype, "messages": messages, "max_tokens": max_tokens,
                    "answer_start": answer_start}
         cached = self.log.get(request)
         if cached is not None:
@@ -130,7 +130,7 @@ class LocalJudge(Judge):
     async def judge(self, kind: str, explanation: str, windows: list, style: str = "delphi") -> list[float | None]:
         prefix, template = self.split(kind, explanation, style)
         suffixes = [template.replace(SENTINEL, prompts.excerpt(w, kind, style)) for w in windows]
-        request = {"model": self.name, "prefix": prefix, "suffixes": suffixes}
+        request = {"model": self.name, "dtype": self.dtype, "prefix": prefix, "suffixes": suffixes}
         cached = self.log.get(request)
         if cached is not None:
             return json.loads(cached.text)
