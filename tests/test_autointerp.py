@@ -4,10 +4,12 @@ judge's prefix cache, the embedding scorer on explanations swapped between laten
 
 import asyncio
 import json
+import os
 import math
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,6 +259,8 @@ def test_local_judge_end_to_end_and_compare(tiny_latents, tiny_dir, tmp_path):
     assert {r.scorer for r in summary} == {"fuzzing", "detection", "embedding", "tokens"}
     assert all(r.latents == 2 for r in summary)
     assert read_calibration(out / "calibration.json").judge["backend"] == "local"
+    kept = list((Path(os.environ["RANDSAE_CACHE"]) / "calibration").glob("*.json"))
+    assert len(kept) == 1 and read_calibration(kept[0]) == read_calibration(out / "calibration.json")
     lines = (out / "explanations.jsonl").read_text().splitlines()
     assert len(lines) == 4 and all("top_tokens" in json.loads(line) for line in lines)
     # a rerun answers every call from the log

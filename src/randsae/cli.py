@@ -78,6 +78,8 @@ def finish_sweep(args, out: Path, formats: list[str]) -> None:
     from randsae.experiments.sweep import read_results
     from randsae.plots import plot_results
 
+    if int(os.environ.get("RANK", "0")) > 0:
+        return  # under torchrun, rank 0 draws
     if not args.no_plots:
         for path in plot_results(read_results(out / "results.csv"), out, formats=formats):
             log.info("wrote %s", path)

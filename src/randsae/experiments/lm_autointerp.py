@@ -87,7 +87,11 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
         calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
                                       settings.bootstrap)
         if shared is not None and all(s["windows_failed"] == 0 for s in calibration.scorers.values()):
-            io.write_json(shared, asdict(calibration))
+            try:  # a convenience: a cache that cannot be written costs only the next run's minute
+                shared.parent.mkdir(parents=True, exist_ok=True)
+                io.write_json(shared, asdict(calibration))
+            except OSError as e:
+                log.warning("could not keep the judge's calibration in %s (%s)", shared.parent, e)
     io.write_json(path, asdict(calibration))
     return calibration
 

@@ -1,6 +1,11 @@
 """The grid machinery shared by the superposition experiments (toy data, word vectors): for every seed,
 data source and transform, one data set; for every dictionary size, one stack of SAEs over all sparsity
-coefficients; one row per SAE in a resumable results table."""
+coefficients; one row per SAE in a resumable results table.
+
+Under `torchrun` the stacks are split across ranks (stack i goes to rank i mod world size). Each rank keeps its
+finished rows in OUT/results.rank<r>.csv as it goes; at the end rank 0 merges them into results.csv. A rank
+that is killed loses only the stack it was training: a rerun, with any number of ranks, reads the rank files
+left behind."""
 
 import logging
 import math
@@ -15,6 +20,7 @@ from tqdm.auto import tqdm
 from randsae import io
 from randsae.config import coerce, resolve_device, to_dict
 from randsae.data.embeddings import is_embeddings
+from randsae.distributed import joined_world
 from randsae.metrics import METRIC_NAMES, SPARSITY_STATS, sae_metrics
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.relu import ReluSAE
@@ -129,6 +135,29 @@ def read_results(path: str | Path) -> list[dict]:
     return rows
 
 
+def rank_tables(out: Path) -> list[Path]:
+    return sorted(out.glob("results.rank*.csv"))
+
+
+def read_all_results(out: Path) -> list[dict]:
+    """results.csv and the rows of any rank's table left beside it, one row per SAE (a later table's row
+    wins)."""
+    merged: dict[tuple, dict] = {}
+    for path in [out / "results.csv", *rank_tables(out)]:
+        for row in read_results(path) if path.is_file() else []:
+            merged[row_key(row)] = row
+    return list(merged.values())
+
+
+def merge_tables(out: Path) -> list[dict]:
+    """Every rank's rows into results.csv (sorted by key), the rank tables removed."""
+    rows = sorted(read_all_results(out), key=row_key)
+    io.write_rows(out / "results.csv", COLUMNS, rows)
+    for path in rank_tables(out):
+        path.unlink()
+    return rows
+
+
 def is_diverged(metrics: dict) -> bool:
     return any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values())
 
@@ -189,7 +218,7 @@ def run_sweep(
     record = {**to_dict(config), **extra, "input_dims": input_dims, "resolved_device": str(device)}
 
     table = out / "results.csv"
-    rows = read_results(table)
+    rows = read_all_results(out)
     retried = [row for row in rows if row.get("status") == "diverged"]
     if retried:
         log.warning("%d SAEs in %s diverged in an earlier run; training them again", len(retried), table)
@@ -214,12 +243,26 @@ def run_sweep(
     if todo:
         check_memory(stack_bytes(max(latents), max(input_dims.values()), len(coefs), config.batch_size),
                      f"a stack of {len(coefs)} SAEs with {max(latents):,} latents", device)
-    bar = tqdm(total=remaining * config.epochs, unit="SAE-epoch", disable=not progress or not remaining,
-               smoothing=0.05)
+    with joined_world(device) as world:
+        rows = train_stacks(config, out, todo, input_dims, make_dataset, rows, record, world, progress)
+    return rows
+
+
+def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]], input_dims: dict[str, int],
+                 make_dataset: Callable[[int, str, str], Dataset], rows: list[dict], record: dict, world,
+                 progress: bool) -> list[dict]:
+    """This rank's share of the stacks in `todo`, its rows written after each stack; under torchrun the ranks'
+    tables are merged by rank 0 at the end. Returns the whole table (on every rank)."""
+    device = world.device
+    mine = {key: coefs for i, (key, coefs) in enumerate(todo.items()) if i % world.size == world.rank}
+    table = out / (f"results.rank{world.rank}.csv" if world.distributed else "results.csv")
+    own: list[dict] = []
+    bar = tqdm(total=sum(len(c) for c in mine.values()) * config.epochs, unit="SAE-epoch",
+               disable=not progress or not mine or not world.is_main, smoothing=0.05)
     dataset, dataset_key = None, None
     diverged: list[str] = []
     wrote_config = False
-    for (seed, data, transform, size), stack_coefs in todo.items():
+    for (seed, data, transform, size), stack_coefs in mine.items():
         if dataset_key != (seed, data, transform):
             dataset = None  # let the previous data set go before making the next
             dataset, dataset_key = make_dataset(seed, data, transform), (seed, data, transform)
@@ -236,19 +279,25 @@ def run_sweep(
             status = "diverged" if is_diverged(metrics) else "ok"
             row = {"data": data, "transform": transform, "input_dim": input_dim, "latents": size,
                    "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics, "status": status}
-            rows.append(row)
+            own.append(row)
             if status == "diverged":
                 diverged.append(f"{data}/{transform} {size} latents, coefficient {coef:.4g}, seed {seed}")
                 continue
             if config.save_weights:
                 name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
                 sae.save(out / "weights" / name, i, extra={k: row[k] for k in KEY_COLUMNS})
-        if not wrote_config:  # the record goes down with the first results made under it
+        if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
             io.write_json(out / "config.json", record)
             wrote_config = True
-        io.write_rows(table, COLUMNS, rows)
+        io.write_rows(table, COLUMNS, own if world.distributed else rows + own)
     bar.close()
     if diverged:
         log.warning("%d SAEs diverged (a metric is not finite; try a lower learning rate): %s. They are recorded "
                     "with status 'diverged' and trained again by a rerun.", len(diverged), "; ".join(diverged[:5]))
-    return rows
+    if not world.distributed:
+        return rows + own
+    world.barrier()
+    if world.is_main:
+        merge_tables(out)
+    world.barrier()
+    return read_results(out / "results.csv")

@@ -1,0 +1,66 @@
+"""The toy grid split across ranks under torchrun: each rank trains its share of the stacks, rank 0 merges the
+tables; the result equals a single process's, row for row; a killed rank loses only its stack in flight."""
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from randsae.cli import main
+from randsae.experiments.sweep import read_all_results, read_results, row_key
+
+GRID = ["toy", "--data", "sharkey,gaussian", "--transform", "none,mlp", "--latents", "16,32", "--l1", "0.01,0.1",
+        "--seeds", "1", "--epochs", "2", "--num-samples", "400", "--num-inputs", "8", "--num-features", "16",
+        "--device", "cpu", "--no-plots", "-q"]
+
+
+def by_key(rows):
+    return {row_key(r): r for r in rows}
+
+
+def torchrun(args, out, port):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(port), "-m", "randsae", *args, "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_two_ranks_give_the_single_process_table(tmp_path):
+    torch.set_num_threads(1)  # the ranks run one thread each: the same arithmetic
+    assert main([*GRID, "--out", str(tmp_path / "one")]) == 0
+    result = torchrun(GRID, tmp_path / "two", 29533)
+    assert result.returncode == 0, result.stderr[-2000:]
+    one, two = by_key(read_results(tmp_path / "one" / "results.csv")), by_key(read_results(tmp_path / "two" /
+                                                                                            "results.csv"))
+    assert len(one) == 2 * 2 * 2 * 2 == len(two) and one.keys() == two.keys()
+    for key, row in one.items():
+        for column in ("fvu", "l0", "mmcs", "hoyer"):
+            if row.get(column) not in (None, ""):
+                assert float(row[column]) == float(two[key][column]), (key, column)
+    assert not list((tmp_path / "two").glob("results.rank*.csv"))
+
+
+def test_rank_tables_left_by_a_killed_run_are_kept(tmp_path):
+    """A run killed before the merge leaves each rank's finished stacks in results.rank<r>.csv; the rerun (here
+    one process) reads them, trains only what is missing and merges."""
+    torch.set_num_threads(1)
+    out = tmp_path / "grid"
+    assert main([*GRID, "--out", str(out)]) == 0
+    rows = read_results(out / "results.csv")
+    # as if rank 1 had finished two stacks and rank 0 one, then both were killed
+    from randsae import io
+    from randsae.experiments.sweep import COLUMNS
+
+    keys = sorted({(r["data"], r["transform"], r["latents"]) for r in rows})
+    io.write_rows(out / "results.rank1.csv", COLUMNS, [r for r in rows if (r["data"], r["transform"],
+                                                                           r["latents"]) in keys[:2]])
+    io.write_rows(out / "results.rank0.csv", COLUMNS, [r for r in rows if (r["data"], r["transform"],
+                                                                           r["latents"]) == keys[2]])
+    (out / "results.csv").unlink()
+    assert len(read_all_results(out)) == 3 * 2
+    assert main([*GRID, "--out", str(out)]) == 0
+    again = by_key(read_results(out / "results.csv"))
+    assert again.keys() == by_key(rows).keys()
+    for key, row in by_key(rows).items():
+        assert float(again[key]["fvu"]) == float(row["fvu"])
