@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-http demo demo-lm bench lint clean
+.PHONY: install test test-fast test-http demo demo-lm bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ LM_LAYERS := 3,9,15
 LM_VARIANTS := trained rerandomized control
 # auto-interpretability with the embedded SmolLM2 as explainer and judge (it judges at chance: a
 # demonstration of the machinery, and every table and figure says so), on a few sampled latents per layer
-LM_AUTOINTERP := 4
+LM_AUTOINTERP := 3
 demo-lm: $(STAMP)
 	for variant in $(LM_VARIANTS); do \
 	  $(BIN)/randsae lm activations --variant $$variant --layers $(LM_LAYERS) --tokens 200k \
@@ -60,7 +60,7 @@ demo-lm: $(STAMP)
 	    --lr 1e-3 --out $(LM_DEMO)/sae/$$variant && \
 	  $(BIN)/randsae lm eval --sae $(LM_DEMO)/sae/$$variant --tokens 4k --out $(LM_DEMO)/eval/$$variant && \
 	  $(BIN)/randsae lm latents --sae $(LM_DEMO)/sae/$$variant --out $(LM_DEMO)/latents/$$variant && \
-	  $(BIN)/randsae lm autointerp --latents $(LM_DEMO)/latents/$$variant --latents-per-layer $(LM_AUTOINTERP) \
+	  $(BIN)/randsae lm autointerp --latents $(LM_DEMO)/latents/$$variant --latents-per-layer $(LM_AUTOINTERP) --explainer-tokens 32 \
 	    --out $(LM_DEMO)/autointerp/$$variant \
 	  || exit 1; \
 	done
@@ -74,6 +74,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_topk.py
 	$(BIN)/python benchmarks/bench_latents.py
 	$(BIN)/python benchmarks/bench_autointerp.py
+
+# Every path on a GPU against its baseline, one process, under 8 minutes on one H100 (`--smoke`: tiny shapes,
+# any device; the test suite runs that). On a bare CUDA machine: pip install --no-deps -e . first.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -39,11 +39,12 @@ class SingleSAE(nn.Module):
 
 
 def train_one(l1_coef: float, seed: int, num_latents: int, epochs: int, num_samples: int = 10_000,
-              batch_size: int = 256, lr: float = 1e-3, device: str = "cpu") -> float:
+              batch_size: int = 256, lr: float = 1e-3, device: str = "cpu", num_inputs: int = 256,
+              num_features: int = 512) -> float:
     """Train one SAE from scratch, data included; returns wall seconds."""
     start = time.perf_counter()
     torch.manual_seed(seed)
-    samples = generate_reference(num_samples, seed=seed).samples
+    samples = generate_reference(num_samples, num_inputs=num_inputs, num_features=num_features, seed=seed).samples
     train_set, _ = random_split(PairDataset(samples), [0.9, 0.1])
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True)
     model = SingleSAE(samples.shape[1], num_latents).to(device)

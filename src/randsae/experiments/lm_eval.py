@@ -70,26 +70,9 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     bar = tqdm(total=contexts.numel(), unit="tok", unit_scale=True, disable=not progress, desc="eval")
     for batch in contexts.split(batch_size):
         ids = batch.to(torch_device)
-        with torch.no_grad():
-            embeds = model.get_input_embeddings()(ids)
-        clean, outputs = logits_and_outputs(model, embeds, todo)
-        ce_clean += next_token_loss(clean, ids).sum().item()
+        ce_clean += evaluate_batch(model, saes, ids, quality, losses)
         predicted += ids[:, 1:].numel()
         positions += ids.numel()
-        for layer, sae in saes.items():
-            x = outputs[layer].reshape(-1, sae.num_inputs).float()
-            with torch.no_grad():
-                values, indices = sae.encode(x)
-                x_hat = sae.decode(values, indices)
-            quality[layer].add(x, x_hat, values, indices)
-            reconstruction = x_hat.view_as(outputs[layer]).to(outputs[layer].dtype)
-            with replaced_block_output(model, layer, lambda h, r=reconstruction: r):
-                spliced = log_probs(model, embeds)
-            with replaced_block_output(model, layer, torch.zeros_like):
-                zeroed = log_probs(model, embeds)
-            losses[layer]["ce_sae"] += next_token_loss(spliced, ids).sum().item()
-            losses[layer]["kl"] += kl_from_clean(clean, spliced).sum().item()
-            losses[layer]["ce_zero"] += next_token_loss(zeroed, ids).sum().item()
         bar.update(ids.numel())
     bar.close()
     for layer, sae in saes.items():
@@ -102,6 +85,30 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     io.write_rows(table, COLUMNS, rows)
     log.info("wrote %s", table)
     return rows
+
+
+def evaluate_batch(model, saes: dict[int, TopKSAE], ids: torch.Tensor, quality: dict[int, TokenQuality],
+                   losses: dict[int, dict[str, float]]) -> float:
+    """One batch of contexts: each SAE's reconstruction quality added to `quality`, its spliced and zeroed
+    next-token losses and KL added to `losses`; returns the clean next-token loss summed over the batch."""
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    clean, outputs = logits_and_outputs(model, embeds, list(saes))
+    for layer, sae in saes.items():
+        x = outputs[layer].reshape(-1, sae.num_inputs).float()
+        with torch.no_grad():
+            values, indices = sae.encode(x)
+            x_hat = sae.decode(values, indices)
+        quality[layer].add(x, x_hat, values, indices)
+        reconstruction = x_hat.view_as(outputs[layer]).to(outputs[layer].dtype)
+        with replaced_block_output(model, layer, lambda h, r=reconstruction: r):
+            spliced = log_probs(model, embeds)
+        with replaced_block_output(model, layer, torch.zeros_like):
+            zeroed = log_probs(model, embeds)
+        losses[layer]["ce_sae"] += next_token_loss(spliced, ids).sum().item()
+        losses[layer]["kl"] += kl_from_clean(clean, spliced).sum().item()
+        losses[layer]["ce_zero"] += next_token_loss(zeroed, ids).sum().item()
+    return next_token_loss(clean, ids).sum().item()
 
 
 def read_eval_rows(path: str | Path) -> list[dict]:
