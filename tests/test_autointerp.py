@@ -4,8 +4,8 @@ judge's prefix cache, the embedding scorer on explanations swapped between laten
 
 import asyncio
 import json
-import os
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -141,8 +141,8 @@ def test_swapped_explanations_drive_the_embedding_scorer_toward_chance():
 
 def run_autointerp(latents, out, url, *extra, model="scripted"):
     return main(["lm", "autointerp", "--latents", str(latents), "--llm-url", url, "--llm-model", model,
-                 "--scorers", "fuzzing,detection,tokens", "--timeout", "1", "--retries", "1", *FAST, *extra,
-                 "--out", str(out)])
+                 "--scorers", "fuzzing,detection,tokens", "--timeout", "1", "--retries", "1",
+                 "--retry-backoff", "0.02", *FAST, *extra, "--out", str(out)])
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +179,7 @@ def test_a_random_judge_scores_near_chance_and_is_flagged(tiny_latents, truth, t
 
 def test_faults_are_counted_and_a_rerun_fills_only_what_failed(tiny_latents, truth, tmp_path):
     out = tmp_path / "faulty"
-    with ScriptedJudge("truthful", truth, fail=0.15, hang=0.05, malformed=0.05, no_logprobs=0.05, hang_seconds=2.5,
+    with ScriptedJudge("truthful", truth, fail=0.3, hang=0.05, malformed=0.05, no_logprobs=0.05, hang_seconds=2.5,
                        seed=5) as judge:
         assert run_autointerp(tiny_latents, out, judge.url, "--retries", "0") == 0
         faults = judge.requests["faults"]
@@ -207,6 +207,18 @@ def test_faults_are_counted_and_a_rerun_fills_only_what_failed(tiny_latents, tru
     with ScriptedJudge("truthful", truth) as again:  # everything done: nothing is asked
         assert run_autointerp(tiny_latents, out, again.url) == 0
         assert again.requests["chat"] == 0
+
+
+def test_retries_ride_out_server_errors(tiny_latents, truth, tmp_path):
+    """30% of requests answered with HTTP 500: with retries every window is scored, and the numbers are the
+    truthful judge's."""
+    with ScriptedJudge("truthful", truth, fail=0.3, seed=11) as judge:
+        assert run_autointerp(tiny_latents, tmp_path / "retry", judge.url, "--retries", "6") == 0
+        assert judge.requests["faults"] > 10
+    for row in read_summary(tmp_path / "retry" / "summary.csv"):
+        assert row.windows_failed == 0 and row.latents_incomplete == 0
+        if row.scorer in ("fuzzing", "detection"):
+            assert row.auroc == pytest.approx(1.0)
 
 
 def free_port() -> int:

@@ -127,6 +127,8 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="with --llm-url: seconds per request (default 60)")
     p.add_argument("--retries", type=int, default=4,
                    help="with --llm-url: retries on 429, 5xx, timeouts, lost connections (default 4)")
+    p.add_argument("--retry-backoff", type=float, default=0.5,
+                   help="with --llm-url: seconds before the first retry, doubling after each (default 0.5)")
     p.add_argument("--windows-per-prompt", type=int, default=5,
                    help="with --llm-url: windows per judge prompt (default 5, the paper's)")
     p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
@@ -260,7 +262,8 @@ def run_autointerp(args) -> None:
     if args.judge_batch_size < 1:
         raise ValueError(f"--judge-batch-size must be a positive integer, not {args.judge_batch_size}.")
     judge = ({"url": args.llm_url, "model": args.llm_model, "concurrency": args.concurrency,
-              "timeout": args.timeout, "retries": args.retries, "api_key_env": args.api_key_env,
+              "timeout": args.timeout, "retries": args.retries, "backoff": args.retry_backoff,
+              "api_key_env": args.api_key_env,
               "windows_per_prompt": args.windows_per_prompt} if args.llm_url else
              {"llm": args.llm, "device": args.device, "batch_size": args.judge_batch_size,
               "dtype": args.judge_dtype})

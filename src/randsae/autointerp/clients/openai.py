@@ -33,6 +33,8 @@ class OpenAIJudge(Judge):
             raise ValueError(f"--timeout must be positive, not {timeout}.")
         if retries < 0:
             raise ValueError(f"--retries must be 0 or more, not {retries}.")
+        if not backoff >= 0:
+            raise ValueError(f"--retry-backoff must be 0 or more seconds, not {backoff}.")
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"--llm-url must start with http:// or https://, not {url!r}.")
         self.url, self.model = url.rstrip("/"), model
