@@ -57,6 +57,22 @@ TRAIN_FLAGS = {
 }
 
 
+# the judge of `lm autointerp`: flag → (type, default, help)
+JUDGE_FLAGS = {
+    "--llm": (str, "smollm2", "the local judge: smollm2 (embedded), a .gguf file, a directory or a hub name"),
+    "--llm-url": (str, None, "an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (vLLM, "
+                             "llama.cpp)"),
+    "--llm-model": (str, None, "with --llm-url: the model name the server serves"),
+    "--api-key-env": (str, "OPENAI_API_KEY", "environment variable holding the API key (read, never written)"),
+    "--concurrency": (int, 8, "with --llm-url: requests in flight (default 8)"),
+    "--timeout": (float, 60.0, "with --llm-url: seconds per request (default 60)"),
+    "--retries": (int, 4, "with --llm-url: retries on 429, 5xx, timeouts, lost connections (default 4)"),
+    "--retry-backoff": (float, 0.5, "with --llm-url: seconds before the first retry, doubling after each "
+                                    "(default 0.5)"),
+    "--windows-per-prompt": (int, 5, "with --llm-url: windows per judge prompt (default 5, the paper's)"),
+}
+
+
 # flag → (ExampleSettings field, type, help); defaults are the paper's (PAPER.md §2.3)
 EXAMPLE_FLAGS = {
     "--window": ("window", int, "tokens per example window (default 32)"),
@@ -116,21 +132,8 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--latents", help="a directory written by `randsae lm latents` (not needed with --calibrate)")
     p.add_argument("--calibrate", action="store_true",
                    help="only score the judge on the known-answer set (OUT/calibration.json)")
-    p.add_argument("--llm", default="smollm2",
-                   help="the local judge: smollm2 (embedded), a .gguf file, a directory or a hub name")
-    p.add_argument("--llm-url", default=None,
-                   help="an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp)")
-    p.add_argument("--llm-model", default=None, help="with --llm-url: the model name the server serves")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY",
-                   help="environment variable holding the API key (read, never written)")
-    p.add_argument("--concurrency", type=int, default=8, help="with --llm-url: requests in flight (default 8)")
-    p.add_argument("--timeout", type=float, default=60.0, help="with --llm-url: seconds per request (default 60)")
-    p.add_argument("--retries", type=int, default=4,
-                   help="with --llm-url: retries on 429, 5xx, timeouts, lost connections (default 4)")
-    p.add_argument("--retry-backoff", type=float, default=0.5,
-                   help="with --llm-url: seconds before the first retry, doubling after each (default 0.5)")
-    p.add_argument("--windows-per-prompt", type=int, default=5,
-                   help="with --llm-url: windows per judge prompt (default 5, the paper's)")
+    for flag, (kind, default, text) in JUDGE_FLAGS.items():
+        p.add_argument(flag, type=kind, default=default, help=text)
     p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
                    help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default: all)")
     p.add_argument("--prompt-format", default="delphi",
