@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from randsae import io
 from randsae.autointerp import records as R
+from randsae.autointerp.calibration import KNOWN
 from randsae.autointerp.clients import CallLog, make_judge
 from randsae.autointerp.pipeline import calibrate, score_latent
 from randsae.autointerp.prompts import FORMATS
@@ -84,6 +85,8 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
     if shared is not None and shared.is_file():
         calibration = R.read_calibration(shared)
     else:
+        log.info("scoring the judge on the known-answer set (%d latents, %d windows each)", len(KNOWN),
+                 2 * settings.calibration_windows)
         calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
                                       settings.bootstrap)
         if shared is not None and all(s["windows_failed"] == 0 for s in calibration.scorers.values()):
@@ -213,7 +216,8 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
             calibration = await _calibration(judge, out, settings)
             for scorer in LLM_SCORERS:
                 if scorer in settings.scorers:
-                    log.info("%s", calibration.label(scorer))
+                    level = logging.WARNING if calibration.at_chance(scorer) else logging.INFO
+                    log.log(level, "%s", calibration.label(scorer))
             bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), desc="latents", unit="latent",
                        disable=not progress)
             limit = asyncio.Semaphore(getattr(judge, "concurrency", 1))
