@@ -86,8 +86,10 @@ def test_explanation_is_read_from_the_last_line_and_lists_from_inside_brackets()
                                     {"token": "0", "logprob": math.log(1 - p)}]
         return {"token": token, "logprob": 0.0, "top_logprobs": top}
 
-    numbered = [entry("1"), entry("."), entry(" "), entry("0", 0.3)]
-    assert prompts.probabilities(numbered, 1) == [None]  # digits outside a list are not answers
+    numbered = [entry("1"), entry("."), entry(" "), entry("0", 0.3), entry("\n"), entry("2"), entry("."),
+                entry("1", 0.6)]
+    assert prompts.probabilities(numbered, 2) == [None, None]  # digits outside a list are not answers
+    assert prompts.probabilities([entry("1", 0.7)], 1) == pytest.approx([0.7])  # one window: a bare digit
     listed = [entry("["), entry("1", 0.8), entry(", "), entry("0", 0.3), entry("]")]
     assert prompts.probabilities(listed, 2) == pytest.approx([0.8, 0.3])
     assert prompts.probabilities(listed, 3)[2] is None
