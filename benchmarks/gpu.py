@@ -17,8 +17,9 @@ Tables, one per workload, each with its baseline:
    way), SAE-epochs/s and the ratio; the paper's whole toy grid (3,360 SAEs × 100 epochs) extrapolated from
    a timed slice of each dictionary size (stated as such);
 2. TopK training at d = 512, 768, 1024, 2048 (64 latents per dimension, k = 32), fp32 and bf16 autocast:
-   randsae's sparse path, its dense reference and sparsify's trainer step on the same shape and batch,
-   tokens/s and peak GPU memory;
+   randsae's sparse path, its dense reference and sparsify's trainer step on the same shape and batch (its
+   SparseCoder, FVU loss, gradient projection, unit-norm decoder and Adam, as its Trainer does with
+   optimizer="adam"; its default is signum), tokens/s and peak GPU memory;
 3. activation caching and `lm eval` (every layer: SAE encode/decode, spliced and zeroed losses) on the 160m
    shape, tokens/s;
 4. correctness: each path on this device against the CPU on a small case, with the tolerance named.
