@@ -407,7 +407,9 @@ def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzi
                 ax.set_xlabel("token entropy (nats)")
             if column == 0:
                 ax.set_ylabel(f"{scorer} AUROC")
-    if at_chance:
-        fig.suptitle("JUDGE AT CHANCE on the known-answer set: these AUROCs do not measure the latents",
-                     color="#b00020", fontsize=10, fontweight="bold")
+    if at_chance:  # above everything drawn (the panel titles reach above the axes)
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        fig.text(box.x0 / fig.get_figwidth(), box.y1 / fig.get_figheight() + 0.02,
+                 "JUDGE AT CHANCE on the known-answer set: these AUROCs do not measure the latents",
+                 color="#b00020", fontsize=10, fontweight="bold", ha="left", va="bottom")
     return _save(fig, path, formats, notes)
