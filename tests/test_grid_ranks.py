@@ -1,9 +1,11 @@
 """The toy grid split across ranks under torchrun: each rank trains its share of the stacks, rank 0 merges the
 tables; the result equals a single process's, row for row; a killed rank loses only its stack in flight."""
 
+import contextlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -64,3 +66,38 @@ def test_rank_tables_left_by_a_killed_run_are_kept(tmp_path):
     assert again.keys() == by_key(rows).keys()
     for key, row in by_key(rows).items():
         assert float(again[key]["fvu"]) == float(row["fvu"])
+
+
+def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
+    """SIGKILL to every rank once a rank table holds a stack: the rerun (one process) trains only the stacks
+    that were not finished and gives the uninterrupted table."""
+    import signal
+    import time
+
+    torch.set_num_threads(1)
+    grid = list(GRID)
+    grid[grid.index("--epochs") + 1] = "40"  # long enough to be killed midway
+    assert main([*grid, "--out", str(tmp_path / "one")]) == 0
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                            "--master-port", "29541", "-m", "randsae", *grid, "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(p.stat().st_size > 0 for p in out.glob("results.rank*.csv")):
+        time.sleep(0.05)
+    ranks = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+    for pid in [run.pid, *map(int, ranks)]:  # torchrun and each rank, all at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    run.wait()
+    for pid in map(int, ranks):
+        while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+            time.sleep(0.05)
+    kept = read_all_results(out)
+    assert 0 < len(kept) < 16 and not (out / "results.csv").exists()
+    assert main([*grid, "--out", str(out)]) == 0
+    one, again = by_key(read_results(tmp_path / "one" / "results.csv")), by_key(read_results(out / "results.csv"))
+    assert one.keys() == again.keys()
+    for key, row in one.items():
+        assert float(again[key]["fvu"]) == float(row["fvu"]), key
