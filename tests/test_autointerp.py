@@ -181,7 +181,7 @@ def test_a_random_judge_scores_near_chance_and_is_flagged(tiny_latents, truth, t
 
 def test_faults_are_counted_and_a_rerun_fills_only_what_failed(tiny_latents, truth, tmp_path):
     out = tmp_path / "faulty"
-    with ScriptedJudge("truthful", truth, fail=0.3, hang=0.05, malformed=0.05, no_logprobs=0.05, hang_seconds=2.5,
+    with ScriptedJudge("truthful", truth, fail=0.3, hang=0.05, malformed=0.05, no_logprobs=0.05, hang_seconds=1.5,
                        seed=5) as judge:
         assert run_autointerp(tiny_latents, out, judge.url, "--retries", "0") == 0
         faults = judge.requests["faults"]
