@@ -37,6 +37,7 @@ class ScriptedJudge:
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = {"models": 0, "chat": 0, "explain": 0, "judge": 0, "faults": 0}
+        self.in_flight = self.most_in_flight = 0  # chat requests being answered at once
         judge = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,7 +64,14 @@ class ScriptedJudge:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-                status, answer = judge.answer(body)
+                with judge.lock:
+                    judge.in_flight += 1
+                    judge.most_in_flight = max(judge.most_in_flight, judge.in_flight)
+                try:
+                    status, answer = judge.answer(body)
+                finally:
+                    with judge.lock:
+                        judge.in_flight -= 1
                 self.reply(status, answer)
 
         self.server = QuietServer(("127.0.0.1", 0), Handler)
