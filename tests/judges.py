@@ -34,7 +34,7 @@ class ScriptedJudge:
         self.mode, self.truth, self.model, self.latency = mode, truth or {}, model, latency
         self.faults = {"fail": fail, "hang": hang, "malformed": malformed, "no_logprobs": no_logprobs}
         self.hang_seconds = hang_seconds
-        self.rng = random.Random(seed)
+        self.rng, self.seed = random.Random(seed), seed
         self.lock = threading.Lock()
         self.requests = {"models": 0, "chat": 0, "explain": 0, "judge": 0, "faults": 0}
         self.in_flight = self.most_in_flight = 0  # chat requests being answered at once
@@ -98,9 +98,9 @@ class ScriptedJudge:
         return None
 
     def p_one(self, explanation: str, excerpt: str) -> float:
-        if self.mode == "random":
-            with self.lock:
-                return self.rng.random()
+        if self.mode == "random":  # a coin per (explanation, excerpt): the same whatever order requests arrive in
+            digest = hashlib.sha256(f"{self.seed}|{explanation}|{excerpt}".encode()).hexdigest()
+            return int(digest[:8], 16) / 16 ** 8
         label = self.truth.get((explanation, excerpt))
         if label is None:
             return 0.5

@@ -172,7 +172,7 @@ def test_a_random_judge_scores_near_chance_and_is_flagged(tiny_latents, truth, t
         assert run_autointerp(tiny_latents, tmp_path / "random", judge.url) == 0
     rows = [r for r in read_summary(tmp_path / "random" / "summary.csv") if r.scorer in ("fuzzing", "detection")]
     for row in rows:
-        assert 0.3 < row.auroc < 0.7 and row.auroc_low < row.auroc < row.auroc_high
+        assert 0.3 < row.auroc < 0.7 and row.auroc_low <= row.auroc <= row.auroc_high
         assert row.judge_at_chance is True
     text = (tmp_path / "random" / "scores.csv").read_text()
     assert text.count("\n") == 1 + 2 * 4 * 3  # header + 2 layers × 4 latents × 3 scorers
