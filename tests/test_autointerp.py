@@ -305,3 +305,13 @@ def test_token_lookup_separates_the_known_latents():
                                        explanation=e)).results[0].auroc
               for s, e in zip(sets, explanations, strict=True)]
     assert np.mean(aurocs) > 0.9 and min(aurocs) > 0.7
+
+
+def test_a_latent_is_complete_without_an_explanation_only_when_no_scorer_needs_one():
+    from randsae.autointerp.records import LatentResult, ScorerResult
+
+    def latent(scorer, explanation=None, failed=0):
+        return LatentResult("m", "v", 0, 1, 0.0, explanation, [], [ScorerResult(scorer, 0.5, 0.5, 10, failed)])
+
+    assert latent("tokens").complete and not latent("fuzzing").complete
+    assert latent("fuzzing", "the word love").complete and not latent("fuzzing", "x", failed=1).complete

@@ -43,7 +43,9 @@ class LatentResult:
 
     @property
     def complete(self) -> bool:
-        return self.explanation is not None and all(r.windows_failed == 0 for r in self.results)
+        """Every window scored, and an explanation wherever a scorer needs one (`tokens` does not)."""
+        explained = self.explanation is not None or all(r.scorer == "tokens" for r in self.results)
+        return explained and all(r.windows_failed == 0 for r in self.results)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, allow_nan=True)
