@@ -86,14 +86,29 @@ def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.stat().st_size > 0 for p in out.glob("results.rank*.csv")):
         time.sleep(0.05)
-    ranks = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
-    for pid in [run.pid, *map(int, ranks)]:  # torchrun and each rank, all at once
+    def running() -> list[int]:  # torchrun and every rank: the processes whose command line names OUT
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if str(out) in proc.joinpath("cmdline").read_bytes().decode(errors="replace") and \
+                        proc.joinpath("stat").read_text().split()[2] != "Z":
+                    found.append(int(proc.name))
+        return found
+
+    def holding_files() -> bool:  # a killed process still exiting has an empty command line but open files
+        for proc in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if any(str(out) in os.readlink(fd) for fd in proc.joinpath("fd").iterdir()):
+                    return True
+        return False
+
+    for pid in running():  # all at once
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     run.wait()
-    for pid in map(int, ranks):
-        while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]:
-            time.sleep(0.05)
+    deadline = time.time() + 60
+    while (running() or holding_files()) and time.time() < deadline:
+        time.sleep(0.05)
     kept = read_all_results(out)
     assert 0 < len(kept) < 16 and not (out / "results.csv").exists()
     assert main([*grid, "--out", str(out)]) == 0
