@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from randsae.autointerp.prompts import TokenTexts
 from randsae.lm.examples import ExampleSets, ExampleSettings, LatentExamples, Windows
 from randsae.seeding import derive_seed
 
@@ -53,10 +54,8 @@ def known_answer_set(windows_per_class: int = 20, seed: int = 0) -> tuple[list[E
     rows = contexts(tokenizer, embedded_documents(), CONTEXT_LENGTH, max_contexts=CONTEXTS)
     tokens = rows.reshape(-1).numpy()
     vocabulary = np.unique(tokens)
-    texts = dict(zip(vocabulary.tolist(), tokenizer.batch_decode([[t] for t in vocabulary.tolist()]), strict=True))
-
-    def decode(ids: list[int]) -> list[str]:
-        return [texts[i] if i in texts else tokenizer.decode([i]) for i in ids]
+    decode = TokenTexts(tokenizer)
+    texts = dict(zip(vocabulary.tolist(), decode(vocabulary.tolist()), strict=True))
 
     quantiles = 10 if windows_per_class % 10 == 0 else 1
     settings = ExampleSettings(explainer_examples=1, test_examples=windows_per_class, quantiles=quantiles,

@@ -1,12 +1,14 @@
 """One latent through explainer and scorers; the known-answer set through the judge. Async, so an HTTP judge
 works on many latents at once (its client bounds the requests in flight)."""
 
+import asyncio
 import time
 
 from randsae.autointerp import scorers as S
 from randsae.autointerp.calibration import known_answer_set
 from randsae.autointerp.clients.base import Judge
 from randsae.autointerp.explainer import explain
+from randsae.autointerp.prompts import render
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult
 from randsae.lm.examples import ExampleSets
 from randsae.metrics import pooled_auroc
@@ -31,8 +33,6 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
         elif explanation is None:
             scores, threshold = failed, 0.5
         elif scorer == "embedding":
-            from randsae.autointerp.prompts import render
-
             scores, threshold = embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
         else:
             scores, threshold = await judge.judge(scorer, explanation, shown.shown, style), 0.5
@@ -44,8 +44,6 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
 async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,
                     resamples: int = 1000) -> Calibration:
     """The judge's fuzzing and detection AUROC on the known-answer set, given the true explanations."""
-    import asyncio
-
     sets, explanations, decode = known_answer_set(windows_per_class, seed)
     identity = {"model": "known-answer set", "variant": "calibration"}
     results = await asyncio.gather(*(

@@ -27,6 +27,19 @@ class Shown:
     marked: list[bool]
 
 
+class TokenTexts:
+    """Token ids → their text, each id decoded once (a window is shown as its tokens' texts)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, {}
+
+    def __call__(self, ids: list[int]) -> list[str]:
+        missing = sorted({i for i in ids if i not in self.texts})
+        if missing:
+            self.texts.update(zip(missing, self.tokenizer.batch_decode([[i] for i in missing]), strict=True))
+        return [self.texts[i] for i in ids]
+
+
 def marks(activations: list[float], fraction: float = MARK_FRACTION) -> list[bool]:
     """The tokens at ≥ `fraction` × the window's maximum activation (none in a silent window)."""
     top = max(activations, default=0.0)

@@ -21,7 +21,7 @@ from randsae.autointerp import records as R
 from randsae.autointerp.calibration import KNOWN
 from randsae.autointerp.clients import CallLog, make_judge
 from randsae.autointerp.pipeline import calibrate, score_latent
-from randsae.autointerp.prompts import FORMATS
+from randsae.autointerp.prompts import FORMATS, TokenTexts
 from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
 from randsae.lm.activations import parse_layers
 from randsae.lm.latents import open_latents
@@ -189,14 +189,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     source = records.config.get("source") or {}
     from randsae.lm.models import load_tokenizer
 
-    tokenizer = load_tokenizer(source.get("model", "smollm2"), source.get("revision"))
-    vocabulary: dict[int, str] = {}
-
-    def decode(ids: list[int]) -> list[str]:
-        missing = sorted({i for i in ids if i not in vocabulary})
-        if missing:
-            vocabulary.update(zip(missing, tokenizer.batch_decode([[i] for i in missing]), strict=True))
-        return [vocabulary[i] for i in ids]
+    decode = TokenTexts(load_tokenizer(source.get("model", "smollm2"), source.get("revision")))
 
     done = {(r.layer, r.latent): r for r in R.read_latents(out)} if (out / "latents").is_dir() else {}
     todo = [key for key in chosen if key not in done or not done[key].complete]
