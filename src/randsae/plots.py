@@ -321,6 +321,11 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                                 label=variant)
                 else:
                     ax.plot(layers, values, "o-", ms=3, color=c, label=variant)
+                flag = {"explained_variance": "EV<PCA", "ce_loss_score": "CE<0"}.get(metric)
+                bad = [(layer, v) for layer, v, (_, r) in zip(layers, values, points, strict=True)
+                       if flag and flag in str(r.get("below_baseline") or "")]
+                if bad:  # below the simplest baseline: a red cross over the point (the note names them)
+                    ax.plot(*zip(*bad, strict=True), "x", ms=9, mew=2, color="#b00020", zorder=5)
                 if metric == "explained_variance":
                     ax.plot(layers, [_value(r, "pca_explained_variance") for _, r in points], "--",
                             color=c, alpha=0.6, label=f"{variant}: PCA, k components")

@@ -56,10 +56,12 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     columns = COLUMNS + (ENTROPY_COLUMNS if summaries else []) + (AUROC_COLUMNS if autointerp else [])
     io.write_rows(out / "results.csv", columns, ordered)
     judge_notes = sorted({c.label("fuzzing") for c in calibrations})
+    baseline_note = below_baseline_note(ordered)
     summary = markdown_summary(ordered, with_entropy=bool(summaries),
                                judge_notes=judge_notes if autointerp else None)
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
-    notes = [CE_NOTE] + ([ENTROPY_NOTE] if summaries else []) + ([AUROC_NOTE, *judge_notes] if autointerp else [])
+    notes = [baseline_note, CE_NOTE, *([ENTROPY_NOTE] if summaries else []),
+             *([AUROC_NOTE, *judge_notes] if autointerp else [])]
     log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=notes, formats=formats))
     if summaries:
         log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
@@ -106,6 +108,16 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, dict]) -> t
     return scored, calibrations
 
 
+def below_baseline_note(rows: list[dict]) -> str:
+    """One line naming the rows below their simplest baselines (`lm eval`'s below_baseline column)."""
+    flagged = [f"{r['variant']} layer {r['layer']} ({r['below_baseline']})" for r in rows
+               if r.get("below_baseline")]
+    if not flagged:
+        return "Every SAE beats PCA with k components (explained variance) and zero-ablation (CE loss score ≥ 0)."
+    return ("✗ Below the simplest baselines (EV<PCA-k: explained variance below PCA's with k components on the "
+            "same tokens; CE<0: worse than zeroing the block): " + ", ".join(flagged) + ".")
+
+
 def _cell(row: dict, column: str) -> str:
     value = row.get(column)
     return f"{float(value):.3f}" if value not in (None, "") else ""
@@ -119,7 +131,7 @@ def markdown_summary(rows: list[dict], with_entropy: bool = False, judge_notes: 
             continue
         cells = [row["model"], row["variant"], row["layer"], *(_cell(row, c) for c in SUMMARY_COLUMNS)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += ["", f"{CE_NOTE}"]
+    lines += ["", below_baseline_note(rows), "", f"{CE_NOTE}"]
     if with_entropy:
         lines += ["", "| model | variant | layer | sampled latents | entropy (nats) | whole-cache entropy, all "
                   "firing latents |", "|---|---|---|---|---|---|"]

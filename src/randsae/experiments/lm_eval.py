@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 
 from randsae import io
 from randsae.config import resolve_device
-from randsae.experiments.lm_train import read_source, trained_layers
+from randsae.experiments.lm_train import read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
+from randsae.lm.quality import below_baselines, evaluate_batch
 from randsae.lm.source import check_same_source, load_variant, read_held_out
-from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
+from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
 from randsae.sae import TopKSAE, load
 
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["model", "variant", "layer", "k", "latents", "tokens", "explained_variance", "fvu", "cosine_sim",
            "l1", "l0", "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_loss_score", "kl",
-           "pca_explained_variance"]
+           "pca_explained_variance", "below_baseline"]
+NUMERIC = COLUMNS[2:-1]
 
 
 def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor]:
@@ -47,6 +49,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     if not layers:
         raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     model_name, variant = source["model"], source["variant"]["variant"]
+    token_filter = TokenFilter.of(read_train_settings(sae_dir))
     table = out / "results.csv"
     rows = read_eval_rows(table)
     done = {int(r["layer"]) for r in rows if r["model"] == model_name and r["variant"] == variant}
@@ -70,7 +73,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     bar = tqdm(total=contexts.numel(), unit="tok", unit_scale=True, disable=not progress, desc="eval")
     for batch in contexts.split(batch_size):
         ids = batch.to(torch_device)
-        ce_clean += evaluate_batch(model, saes, ids, quality, losses)
+        ce_clean += evaluate_batch(model, saes, ids, quality, losses, token_filter)
         predicted += ids[:, 1:].numel()
         positions += ids.numel()
         bar.update(ids.numel())
@@ -78,43 +81,27 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     for layer, sae in saes.items():
         ce = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
               "ce_zero": losses[layer]["ce_zero"] / predicted}
-        rows.append({"model": model_name, "variant": variant, "layer": layer, "k": sae.k,
-                     "latents": sae.num_latents, "tokens": positions, **quality[layer].result(), **ce,
-                     "ce_loss_score": ce_score(**ce), "kl": losses[layer]["kl"] / positions})
+        row = {"model": model_name, "variant": variant, "layer": layer, "k": sae.k,
+               "latents": sae.num_latents, "tokens": quality[layer].tokens, **quality[layer].result(), **ce,
+               "ce_loss_score": ce_score(**ce), "kl": losses[layer]["kl"] / positions}
+        row["below_baseline"] = below_baselines(row)
+        if row["below_baseline"]:
+            log.warning("%s %s layer %d is below its simplest baselines (%s): explained variance %.3f against "
+                        "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row["below_baseline"],
+                        row["explained_variance"], sae.k, row["pca_explained_variance"], row["ce_loss_score"])
+        rows.append(row)
     rows.sort(key=lambda r: (r["model"], r["variant"], int(r["layer"])))
     io.write_rows(table, COLUMNS, rows)
-    log.info("wrote %s", table)
+    log.info("wrote %s%s", table, "" if not token_filter.active else f" ({token_filter.describe()})")
     return rows
-
-
-def evaluate_batch(model, saes: dict[int, TopKSAE], ids: torch.Tensor, quality: dict[int, TokenQuality],
-                   losses: dict[int, dict[str, float]]) -> float:
-    """One batch of contexts: each SAE's reconstruction quality added to `quality`, its spliced and zeroed
-    next-token losses and KL added to `losses`; returns the clean next-token loss summed over the batch."""
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(ids)
-    clean, outputs = logits_and_outputs(model, embeds, list(saes))
-    for layer, sae in saes.items():
-        x = outputs[layer].reshape(-1, sae.num_inputs).float()
-        with torch.no_grad():
-            values, indices = sae.encode(x)
-            x_hat = sae.decode(values, indices)
-        quality[layer].add(x, x_hat, values, indices)
-        reconstruction = x_hat.view_as(outputs[layer]).to(outputs[layer].dtype)
-        with replaced_block_output(model, layer, lambda h, r=reconstruction: r):
-            spliced = log_probs(model, embeds)
-        with replaced_block_output(model, layer, torch.zeros_like):
-            zeroed = log_probs(model, embeds)
-        losses[layer]["ce_sae"] += next_token_loss(spliced, ids).sum().item()
-        losses[layer]["kl"] += kl_from_clean(clean, spliced).sum().item()
-        losses[layer]["ce_zero"] += next_token_loss(zeroed, ids).sum().item()
-    return next_token_loss(clean, ids).sum().item()
 
 
 def read_eval_rows(path: str | Path) -> list[dict]:
     """The rows of an `lm eval` results.csv, checked (one sentence naming the file and row otherwise)."""
     rows = io.read_rows(path)
-    io.check_columns(path, rows, COLUMNS[:3], numeric=COLUMNS[2:])
+    io.check_columns(path, rows, COLUMNS[:3], numeric=NUMERIC)
+    for row in rows:  # tables from before the column was written
+        row.setdefault("below_baseline", below_baselines(row))
     return rows
 
 

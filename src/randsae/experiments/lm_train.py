@@ -19,11 +19,24 @@ from randsae.config import resolve_device
 from randsae.distributed import World, joined_world
 from randsae.io import check_fields, json_round_trip, read_json, write_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
-from randsae.lm.source import HELD_OUT_FILE, Source, open_source, read_held_out, record, write_held_out
+from randsae.lm.quality import held_out_checks
+from randsae.lm.source import (
+    HELD_OUT_FILE,
+    Source,
+    load_variant,
+    open_source,
+    read_held_out,
+    record,
+    write_held_out,
+)
+from randsae.lm.token_filter import TokenFilter
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
-from randsae.train_topk import TopKTrainConfig, TopKTrainer, default_lr
+from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
+
+# held-out contexts the SAE is checked on against PCA-k when it is saved
+CHECK_CONTEXTS = 16
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +85,12 @@ def read_source(sae_dir: Path) -> dict:
     return source
 
 
+def read_train_settings(sae_dir: Path) -> dict:
+    """The training settings a run recorded (OUT/config.json "train"); {} for SAEs randsae did not train."""
+    path = Path(sae_dir) / "config.json"
+    return read_json(path, {"train": dict})["train"] if path.is_file() else {}
+
+
 def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int]) -> list[int]:
     """Check OUT/config.json against this run's settings (refusing others); return the layers not trained yet.
     Nothing is written until a layer is saved (`write_record`)."""
@@ -85,13 +104,16 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
     return [layer for layer in layers if not (layer_directory(out, layer) / "sae_weights.safetensors").exists()]
 
 
-def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: torch.Tensor, world: World) -> None:
-    """OUT/config.json and the held-out contexts, written with the run's first saved layer (so that a run
-    that fails before it finishes one leaves OUT as it found it)."""
+def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: torch.Tensor, world: World,
+                 schedule: Schedule) -> None:
+    """OUT/config.json (settings as given, the schedule chosen from them, the source) and the held-out
+    contexts, written with the run's first saved layer (so that a run that fails before it finishes one
+    leaves OUT as it found it)."""
     if not world.is_main:
         return
     if not (out / "config.json").exists():
-        write_json(out / "config.json", json_round_trip({"train": asdict(config), "source": source}))
+        write_json(out / "config.json", json_round_trip({"train": asdict(config), "schedule": asdict(schedule),
+                                                         "source": source}))
     if not (out / HELD_OUT_FILE).exists():
         write_held_out(out, held_out)
 
@@ -126,7 +148,52 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
     return TopKSAE(d_model, config.expansion * d_model, config.k, seed=derive_seed(config.seed, "layer", layer))
 
 
-def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None) -> None:
+def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: set[str], auto: bool,
+                    world: World) -> tuple[TopKTrainConfig, Schedule]:
+    """The schedule for this budget, said in one line when the rule changed the paper's."""
+    schedule = plan_schedule(config, tokens, config.expansion * d_model, fixed, auto)
+    if schedule.rule == "budget" and world.is_main:
+        log.warning("schedule: %s (the paper's settings: --schedule paper)", schedule.reason)
+    return schedule.applied_to(config), schedule
+
+
+def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, token_filter: TokenFilter,
+                      device: torch.device, schedule: Schedule) -> dict[int, dict]:
+    """Each SAE against PCA-k on held-out contexts; a warning for each that is worse. {layer: record}."""
+    if model is None:
+        return {}
+    records = {}
+    for check in held_out_checks(model, saes, held_out[:CHECK_CONTEXTS], token_filter, device):
+        records[check.layer] = {"held_out_tokens": check.tokens, "held_out_fvu": check.fvu,
+                                "pca_fvu": check.pca_fvu, "below_pca": check.below_pca}
+        if check.below_pca:
+            log.warning("layer %d: held-out FVU %.4f is above PCA-%d's %.4f on the same %d tokens — this SAE is "
+                        "worse than its simplest baseline. %s", check.layer, check.fvu, check.components,
+                        check.pca_fvu, check.tokens, why_below(schedule))
+    return records
+
+
+def why_below(schedule: Schedule) -> str:
+    if schedule.steps < 1000:
+        return (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
+                "--batch-size.")
+    return "Try a higher --lr, a larger --expansion or more tokens; leaving out massive-activation tokens " \
+           "(--skip-positions, --max-norm-ratio) changes what PCA is compared on."
+
+
+def checking_model(source: dict, device: torch.device):
+    """The model a cache was made from, for the held-out check; None (with a warning) when it cannot load."""
+    try:
+        model, _ = load_variant(source["model"], source.get("revision"), source["variant"], device)
+        return model
+    except Exception as error:  # the check is advice; training goes on without it
+        log.warning("cannot check the SAEs against PCA on held-out text: the model %s did not load (%s)",
+                    source["model"], error)
+        return None
+
+
+def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None,
+               check: dict | None = None) -> None:
     if not trainer.world.is_main:
         return
     blocks = source.get("blocks_module")  # caches from before it was recorded lack it
@@ -136,15 +203,18 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
                     {"revision": source["revision"]} if source.get("revision") else None}
     extra = {"layer": layer, "model": source["model"], "variant": source["variant"]["variant"],
              "tokens_trained": trainer.tokens, "steps": trainer.steps, "ranks": trainer.world.size,
-             "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents)}
+             "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents),
+             "batch_size": trainer.config.batch_size, **(check or {})}
     path = trainer.sae.save(layer_directory(out, layer), metadata, extra)
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
 
 
 def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
-                     max_tokens: int | None = None, progress: bool = True) -> list[int]:
-    """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle.
-    Returns the layers trained in this call."""
+                     max_tokens: int | None = None, progress: bool = True, fixed: set[str] = frozenset(),
+                     auto: bool = True, check: bool = True) -> list[int]:
+    """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle, with
+    the schedule chosen from the budget (`plan_schedule`: `fixed` are the settings given, `auto=False`
+    keeps the paper's); each checked against PCA-k on held-out text. Returns the layers trained."""
     with joined_world(resolve_device(device)) as world:
         cache = open_cache(acts)
         chosen = cache.layers if layers == "all" else parse_layers(layers, max(cache.layers) + 1)
@@ -155,27 +225,33 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         held_out = read_held_out(acts)
         todo = prepare_output(out, config, source, chosen)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
-        check_training_memory(cache.d_model, config, 1, world.device)
+        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world)
+        token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
+        check_training_memory(cache.d_model, run, 1, world.device)
+        model = checking_model(source, world.device) if check and todo and world.is_main else None
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
-            trainer = TopKTrainer(new_sae(cache.d_model, config, layer), config, world,
-                                  total_steps=math.ceil(tokens / config.batch_size))
+            trainer = TopKTrainer(new_sae(cache.d_model, run, layer), run, world, total_steps=schedule.steps)
             seen = 0
-            for batch in cache.iter_batches(layer, config.batch_size, shuffle=True, seed=config.seed):
+            for batch in cache.iter_batches(layer, run.batch_size, shuffle=True, seed=config.seed,
+                                            token_filter=token_filter):
                 batch = batch[:tokens - seen]
                 if not len(batch):
                     break
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
-            write_record(out, config, source, held_out, world)
-            save_layer(out, layer, trainer, source, bar.fvu.get(layer))
+            checked = check_against_pca(model, {layer: trainer.sae}, held_out, token_filter, world.device,
+                                        schedule)
+            write_record(out, config, source, held_out, world, schedule)
+            save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
         world.barrier()
         bar.close()
         return todo
 
 
 def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
-                     progress: bool = True) -> list[int]:
+                     progress: bool = True, fixed: set[str] = frozenset(), auto: bool = True,
+                     check: bool = True) -> list[int]:
     """One SAE per layer, all trained from the same forward passes over the source's contexts (each
     step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained."""
     with joined_world(resolve_device(device)) as world:
@@ -186,24 +262,29 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         if not todo:
             return todo
         d_model = model.config.hidden_size
-        check_training_memory(d_model, config, len(todo), world.device)
-        per_step = max(world.size, config.batch_size // source.context_length)
+        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, world)
+        token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
+        check_training_memory(d_model, run, len(todo), world.device)
+        per_step = max(world.size, run.batch_size // source.context_length)
         steps = math.ceil(len(train) / per_step)
-        trainers = {layer: TopKTrainer(new_sae(d_model, config, layer), config, world, total_steps=steps)
+        trainers = {layer: TopKTrainer(new_sae(d_model, run, layer), run, world, total_steps=steps)
                     for layer in todo}
         bar = Progress(train.numel() * len(todo), progress and world.is_main)
 
         def train_on(layer: int, hidden: torch.Tensor) -> None:
             trainer = trainers[layer]
             before = trainer.tokens
-            fvu = trainer.step(hidden.reshape(-1, d_model))
+            fvu = trainer.step(token_filter.apply(hidden))
             bar.update(layer, trainer.tokens - before, fvu)
 
         for batch in train.split(per_step):
             residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
-        write_record(out, config, manifest, held_out, world)
+        saes = {layer: trainer.sae for layer, trainer in trainers.items()}
+        checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule)
+                   if check and world.is_main else {})
+        write_record(out, config, manifest, held_out, world, schedule)
         for layer, trainer in trainers.items():
-            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer))
+            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
         world.barrier()
         bar.close()
         return todo

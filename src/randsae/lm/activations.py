@@ -205,10 +205,11 @@ class ActivationCache(ShardedCache):
     def d_model(self) -> int:
         return self.manifest["d_model"]
 
-    def iter_batches(self, layer: int, batch_size: int, shuffle: bool = True,
-                     seed: int = 0) -> Iterator[torch.Tensor]:
+    def iter_batches(self, layer: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                     token_filter=None) -> Iterator[torch.Tensor]:
         """(batch × d_model) float32 activations of `layer`, shard by shard; shuffled within and across
-        shards under `seed`, or in token order with shuffle=False. The last batch may be short."""
+        shards under `seed`, or in token order with shuffle=False. The last batch may be short. A
+        `TokenFilter` leaves tokens out (its norm threshold taken over each shard)."""
         if layer not in self.layers:
             raise ValueError(f"layer {layer} is not in this cache (it holds {self.layers}).")
         gen = generator(seed, "cache-batches")
@@ -217,6 +218,8 @@ class ActivationCache(ShardedCache):
         carry = torch.empty(0, self.d_model)
         for i in order:
             rows = self.read_shard(i, f"layer.{layer}").float()
+            if token_filter is not None and token_filter.active:
+                rows = token_filter.apply(rows.view(-1, self.context_length, self.d_model))
             if shuffle:
                 rows = rows[torch.randperm(len(rows), generator=gen)]
             rows = torch.cat([carry, rows])

@@ -54,6 +54,10 @@ TRAIN_FLAGS = {
     "--auxk-alpha": ("auxk_alpha", float, "weight of the AuxK loss on dead latents (default 0: off)"),
     "--dead-tokens": ("dead_tokens", parse_count, "tokens without firing before a latent counts as dead"),
     "--autocast": ("autocast", str, "none (default) or bf16 (bfloat16 autocast, for GPUs)"),
+    "--skip-positions": ("skip_positions", int, "leave out the first N positions of each context, in training "
+                                                "and every metric (default 0, the paper's: none)"),
+    "--max-norm-ratio": ("max_norm_ratio", float, "leave out tokens whose norm is above this × their batch's "
+                                                  "median (default: none, the paper's)"),
 }
 
 
@@ -101,6 +105,12 @@ def add_lm_parser(sub, parser_class) -> None:
     add_source_arguments(p, model_default=None)
     for flag, (_, kind, text) in TRAIN_FLAGS.items():
         p.add_argument(flag, type=kind, default=None, help=text)
+    p.add_argument("--schedule", default="budget", choices=("budget", "paper"),
+                   help="budget (default): a smaller batch and a higher learning rate when the tokens give too "
+                        "few steps for the paper's; paper: the paper's batch and learning rate whatever the "
+                        "budget. --batch-size and --lr override either")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the check against PCA-k on held-out text (it runs the model on 16 contexts)")
     p.add_argument("--out", required=True)
 
     p = lm_sub.add_parser("eval", help="quality metrics and CE loss score of trained SAEs, held-out text")
@@ -167,22 +177,16 @@ def add_lm_parser(sub, parser_class) -> None:
 
 
 def run_activations(args) -> None:
-    from randsae.config import resolve_device
-    from randsae.lm.activations import cache_activations, check_cache_dtype, parse_layers
-    from randsae.lm.source import open_source, record, write_held_out
+    from randsae.experiments.lm_activations import cache_source
+    from randsae.lm.activations import check_cache_dtype
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, not {args.batch_size}.")
     check_cache_dtype(args.dtype)
     source = source_from_args(args)
-    device = resolve_device(args.device)
     with output_directory(args.out) as out:
-        model, _, train, held_out = open_source(source, device)
-        layers = parse_layers(args.layers, model.config.num_hidden_layers)
-        cache_activations(model, train, layers, out, batch_size=args.batch_size, dtype=args.dtype,
-                          manifest=record(source, model, train, held_out), progress=not args.quiet)
-        write_held_out(out, held_out)
-        log.info("cached %d tokens of layers %s in %s", train.numel(), layers, out)
+        cache_source(source, args.layers, out, dtype=args.dtype, batch_size=args.batch_size, device=args.device,
+                     progress=not args.quiet)
 
 
 def run_train(args) -> None:
@@ -199,16 +203,18 @@ def run_train(args) -> None:
             flag = "--" + given[0].replace("_", "-")
             raise ValueError(f"{flag} describes a model to train on the fly; a cache given with --acts "
                              "already records its model, variant and text.")
-    config = TopKTrainConfig(seed=args.seed, **given_flags(args, TRAIN_FLAGS))
+    given = given_flags(args, TRAIN_FLAGS)
+    config = TopKTrainConfig(seed=args.seed, **given)
     config.validate()
+    schedule = {"fixed": set(given), "auto": args.schedule == "budget", "check": not args.no_check}
     source = None if args.acts is not None else source_from_args(args)
     max_tokens = parse_count(args.tokens) if args.tokens and args.acts is not None else None
     with output_directory(args.out) as out:
         if source is None:
             train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
-                             progress=not args.quiet)
+                             progress=not args.quiet, **schedule)
         else:
-            train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet)
+            train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet, **schedule)
 
 
 def run_eval(args) -> None:

@@ -1,0 +1,455 @@
+"""`randsae baseline`: the whole random-baseline study of one model in one command (issue 11).
+
+For each variant (PAPER.md §2.1) the stages run in turn — activations, SAE training, quality eval, latent
+records and entropy, auto-interpretability — then the comparison across variants and the report. One
+model is in memory at a time (each stage loads what it needs and lets it go). Each stage is a call of the
+command that does it alone (`lm activations`, `lm train`, …) into OUT/<variant>/<stage>, and each of those
+already resumes where it stopped; OUT/stages.json records every finished stage, which a rerun does not
+touch again. A stage that fails for one variant is recorded with its error, the variant's later stages are
+left out, and the other variants go on.
+
+OUT/config.json    every setting (`BaselineSettings`), the preset it started from
+OUT/stages.json    each stage's status, seconds and error (`StageRecord`)
+OUT/<variant>/{acts,sae,eval,latents,autointerp}/   the stages' own outputs
+OUT/compare/       `lm compare` across the variants
+OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.report)
+"""
+
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from randsae import io
+from randsae.lm.variants import VARIANTS
+
+log = logging.getLogger(__name__)
+
+STAGES = ("activations", "train", "eval", "latents", "autointerp")
+STUDY = "randsae baseline"
+
+
+@dataclass
+class BaselineSettings:
+    """Every setting of a study (OUT/config.json); the presets fill them, flags override."""
+    model: str = "smollm2"
+    revision: str | None = None
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
+    layers: str = "all"  # "all", "paper" (every layer to 410m, every 2nd to 1b, every 4th above) or a list
+    dataset: str = "shakespeare"
+    dataset_config: str | None = None
+    text_column: str = "text"
+    context_length: int = 256
+    tokens: int = 100_000_000  # training tokens per variant
+    cache: bool = True  # cache activations (False: train on the fly)
+    cache_dtype: str = "float16"
+    k: int = 32
+    expansion: int = 64
+    schedule: str = "budget"
+    batch_size: int | None = None
+    lr: float | None = None
+    skip_positions: int = 0
+    max_norm_ratio: float | None = None
+    eval_tokens: int = 64_000
+    latent_tokens: int | None = 10_000_000  # None: the training cache
+    examples: dict = field(default_factory=dict)  # ExampleSettings fields given (the rest the paper's)
+    autointerp: dict = field(default_factory=dict)  # AutointerpSettings fields given
+    judge: dict = field(default_factory=lambda: {"llm": "smollm2"})
+    sae: str | None = None  # the trained arm's SAEs, brought by the user
+    seed: int = 0
+    device: str = "auto"
+    preset: str = "paper"
+
+    def validate(self) -> None:
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant {unknown[0]!r} in --variants; choose from {', '.join(VARIANTS)}.")
+        if not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"--variants must name each variant once, not {','.join(self.variants)!r}.")
+        if "trained" not in self.variants:
+            raise ValueError("--variants must include trained: every random twin is compared with it.")
+        if len(self.variants) < 2:
+            raise ValueError("--variants needs at least one random twin beside trained.")
+        for name in ("tokens", "eval_tokens", "k", "expansion", "context_length"):
+            if getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be a positive integer, not {getattr(self, name)}.")
+
+
+PRESETS = {
+    # the embedded model, offline, minutes on 2 cores: what `make demo` runs (README "What the demo trades away")
+    "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
+             "tokens": 48_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
+             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 10, "test_examples": 12,
+                          "non_activating": 12},
+             "autointerp": {"explainer_tokens": 24, "calibration_windows": 6, "bootstrap": 200},
+             "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
+    # PAPER.md §2: R = 64, k = 32, 100M training tokens, a 10M-token latent cache, 100 latents, 40/100/100
+    "paper": {},
+}
+
+
+def settings_for(preset: str, overrides: dict) -> BaselineSettings:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
+    for part in ("examples", "autointerp", "judge"):
+        values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
+    if overrides.get("judge") and "url" in overrides["judge"]:
+        values["judge"] = overrides["judge"]  # a server replaces the local judge, not merged into it
+    settings = BaselineSettings(**values)
+    settings.validate()
+    return settings
+
+
+@dataclass
+class StageRecord:
+    variant: str  # "" for the stages across variants (compare, report)
+    stage: str
+    status: str  # "running", "done" or "failed"
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:
+    path = out / "stages.json"
+    if not path.is_file():
+        return {}
+    names = {f.name for f in fields(StageRecord)}
+    return {(r["variant"], r["stage"]): StageRecord(**{k: v for k, v in r.items() if k in names})
+            for r in json.loads(path.read_text())}
+
+
+def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
+    text = json.dumps([asdict(r) for r in stages.values()], indent=1)
+    io.atomic_write(out / "stages.json", lambda p: p.write_text(text))
+
+
+def paper_layers(num_layers: int, parameters: float) -> list[int]:
+    """PAPER.md §2.2: every layer up to 410m parameters, every 2nd up to 1b, every 4th above."""
+    step = 1 if parameters < 0.6e9 else 2 if parameters < 2e9 else 4
+    return list(range(0, num_layers, step))
+
+
+def check_out(out: Path, settings: BaselineSettings) -> None:
+    """Refuse an OUT that holds another study, or anything else (nothing in it is touched)."""
+    path = out / "config.json"
+    if path.is_file():
+        previous = io.read_json(path)
+        if previous.get("study") != STUDY:
+            raise ValueError(f"{out} holds the output of another command ({path}); choose another --out.")
+        if previous.get("settings") != io.json_round_trip(asdict(settings)):
+            changed = sorted(k for k, v in asdict(settings).items()
+                             if io.json_round_trip(v) != previous.get("settings", {}).get(k))
+            what = ", ".join(changed) or "see config.json"
+            raise ValueError(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
+                             "its settings.")
+    elif out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise ValueError(f"{out} is not empty and holds no study; choose another --out.")
+
+
+class Study:
+    """One study's stages, run in order, recorded in OUT/stages.json."""
+
+    def __init__(self, out: Path, settings: BaselineSettings, progress: bool = True):
+        self.out, self.settings, self.progress = out, settings, progress
+        self.stages = read_stages(out)
+
+    def directory(self, variant: str, stage: str) -> Path:
+        return self.out / variant / stage
+
+    def plan(self) -> list[tuple[str, str]]:
+        return [(v, s) for v in self.settings.variants for s in STAGES] + [("", "compare"), ("", "report")]
+
+    def run(self, work: dict) -> dict[tuple[str, str], StageRecord]:
+        """Run every stage not done yet; `work[stage](study, variant)` does one. Returns the records."""
+        plan = self.plan()
+        done = sum(1 for key in plan if self.stages.get(key, StageRecord("", "", "")).status == "done")
+        bar = tqdm(total=len(plan), initial=done, unit="stage", disable=not self.progress, desc="baseline",
+                   bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} elapsed, ETA {remaining}")
+        failed_variants: set[str] = set()
+        ran = False  # a variant's stage ran: the comparison and the report are made again
+        for variant, stage in plan:
+            key = (variant, stage)
+            if key in self.stages and self.stages[key].status == "done" and not (variant == "" and ran):
+                continue
+            ran = ran or variant != ""
+            if variant in failed_variants:
+                continue
+            bar.set_description(f"{variant or 'all'} · {stage}")
+            self.stages[key] = StageRecord(variant, stage, "running")
+            write_stages(self.out, self.stages)
+            killer = test_kill(variant, stage)
+            start = time.perf_counter()
+            try:
+                work[stage](self, variant)
+            except Exception as error:  # one variant's failure is reported; the others go on
+                if variant == "" or isinstance(error, MemoryError):
+                    self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start,
+                                                   f"{type(error).__name__}: {error}")
+                    write_stages(self.out, self.stages)
+                    raise
+                failed_variants.add(variant)
+                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                log.error("%s · %s failed: %s (the other variants go on)", variant, stage, message)
+                self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start, message)
+            else:
+                self.stages[key] = StageRecord(variant, stage, "done", time.perf_counter() - start)
+            finally:
+                if killer is not None:
+                    killer.cancel()
+            write_stages(self.out, self.stages)
+            log.info("%s · %s: %s in %.1f s", variant or "all", stage, self.stages[key].status,
+                     self.stages[key].seconds)
+            bar.update(1)
+        bar.close()
+        return self.stages
+
+    def finished(self, stage: str) -> list[str]:
+        """The variants whose `stage` is done."""
+        return [v for v in self.settings.variants if self.stages.get((v, stage), StageRecord("", "", "")).status
+                == "done"]
+
+
+def test_kill(variant: str, stage: str):
+    """RANDSAE_TEST_KILL="<variant>/<stage>@<seconds>": SIGKILL this process that long into that stage (the
+    kill-and-resume tests; nothing else sets it)."""
+    spec = os.environ.get("RANDSAE_TEST_KILL")
+    if not spec or "@" not in spec:
+        return None
+    target, delay = spec.rsplit("@", 1)
+    if target != f"{variant}/{stage}":
+        return None
+    timer = threading.Timer(float(delay), lambda: os.kill(os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def ceil_div(a: int, b: int) -> int:
+    return math.ceil(a / b)
+
+
+# --- what one study needs before it writes anything -----------------------------------------------------------
+
+@dataclass
+class Preflight:
+    """What the checks before any work found: the layers to study and, with --sae, the SAEs' shape."""
+    layers: list[int]
+    d_model: int
+    sae_layers: dict[int, str] = field(default_factory=dict)
+    sae_k: int | None = None
+    sae_expansion: int | None = None
+
+
+def preflight(settings: BaselineSettings) -> Preflight:
+    """Every check that needs no work: the model exists (its config loads), the layers lie in it, the
+    user's SAEs read its width. One sentence (ValueError) otherwise."""
+    from transformers import AutoConfig
+
+    from randsae.lm.activations import parse_layers
+    from randsae.lm.models import _load_errors, resolve
+
+    source, local = resolve(settings.model)
+    with _load_errors(settings.model, local):
+        config = AutoConfig.from_pretrained(source, revision=settings.revision)
+    num_layers, d_model = config.num_hidden_layers, config.hidden_size
+    if settings.layers == "paper":
+        vocab = getattr(config, "vocab_size", 0)
+        layers = paper_layers(num_layers, 12 * num_layers * d_model ** 2 + 2 * vocab * d_model)
+    else:
+        layers = parse_layers(settings.layers, num_layers)
+    check = Preflight(layers, d_model)
+    if settings.sae is not None:
+        check_user_saes(settings, check)
+    return check
+
+
+def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
+    from randsae.experiments.lm_train import foreign_layers, trained_layers
+    from randsae.sae.files import read_sae_files
+
+    sae_dir = Path(settings.sae)
+    if not sae_dir.exists():
+        raise FileNotFoundError(f"--sae {sae_dir} does not exist.")
+    found = trained_layers(sae_dir) if (sae_dir / "config.json").is_file() else foreign_layers(
+        sae_dir, settings.layers)
+    if settings.layers not in ("all", "paper"):
+        missing = [layer for layer in check.layers if layer not in found]
+        if missing:
+            raise ValueError(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
+        found = {layer: found[layer] for layer in check.layers}
+    shapes = set()
+    for path in found.values():
+        cfg, _ = read_sae_files(path)
+        if cfg["d_in"] != check.d_model:
+            raise ValueError(f"the SAE in {path} reads {cfg['d_in']} inputs, but {settings.model}'s residual "
+                             f"stream has {check.d_model}; is it an SAE of another model?")
+        if cfg["architecture"] != "topk" or not cfg.get("k"):
+            raise ValueError(f"the SAE in {path} is not a TopK SAE; the study trains TopK twins (PAPER.md §2.2).")
+        if cfg["d_sae"] % cfg["d_in"]:
+            raise ValueError(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
+                             "inputs; the twins' expansion would not match.")
+        shapes.add((cfg["k"], cfg["d_sae"] // cfg["d_in"]))
+    if len(shapes) > 1:
+        raise ValueError(f"the SAEs in {sae_dir} differ in k or size ({sorted(shapes)}); give one configuration.")
+    check.sae_layers = {layer: str(path) for layer, path in found.items()}
+    check.layers = sorted(found)
+    check.sae_k, check.sae_expansion = shapes.pop()
+
+
+# --- the stages ---------------------------------------------------------------------------------------------
+
+def layer_list(study: Study) -> str:
+    return ",".join(str(layer) for layer in study.preflight.layers)
+
+
+def source_of(study: Study, variant: str):
+    from randsae.lm.source import Source
+
+    s = study.settings
+    return Source(model=s.model, revision=s.revision, variant=variant, seed=s.seed, dataset=s.dataset,
+                  dataset_config=s.dataset_config, text_column=s.text_column, context_length=s.context_length,
+                  tokens=s.tokens)
+
+
+def stage_activations(study: Study, variant: str) -> None:
+    from randsae.experiments.lm_activations import cache_source
+
+    if study.settings.cache:
+        cache_source(source_of(study, variant), layer_list(study), study.directory(variant, "acts"),
+                     dtype=study.settings.cache_dtype, device=study.settings.device, progress=False)
+
+
+def train_config(study: Study):
+    from randsae.train_topk import TopKTrainConfig
+
+    s, check = study.settings, study.preflight
+    given = {"batch_size": s.batch_size, "lr": s.lr}
+    config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion, seed=s.seed,
+                             skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
+                             **{k: v for k, v in given.items() if v is not None})
+    config.validate()
+    return config, {k for k, v in given.items() if v is not None}
+
+
+def stage_train(study: Study, variant: str) -> None:
+    from randsae.experiments.lm_train import train_from_cache, train_from_model
+
+    out = study.directory(variant, "sae")
+    out.mkdir(parents=True, exist_ok=True)
+    if variant == "trained" and study.settings.sae is not None:
+        import_saes(study, out)
+        return
+    config, fixed = train_config(study)
+    auto = study.settings.schedule == "budget"
+    if study.settings.cache:
+        train_from_cache(study.directory(variant, "acts"), "all", config, out, study.settings.device,
+                         progress=False, fixed=fixed, auto=auto)
+    else:
+        train_from_model(source_of(study, variant), layer_list(study), config, out, study.settings.device,
+                         progress=False, fixed=fixed, auto=auto)
+
+
+def import_saes(study: Study, out: Path) -> None:
+    """The user's SAEs as the trained arm: each saved in `lm train`'s layout beside the activations' record,
+    so that every later stage reads them as it reads the twins'."""
+    from randsae.experiments.lm_train import layer_directory
+    from randsae.lm.activations import open_cache
+    from randsae.lm.source import read_held_out, write_held_out
+    from randsae.sae import load
+
+    config, _ = train_config(study)
+    acts = study.directory("trained", "acts")
+    manifest = open_cache(acts).manifest
+    source = {**{k: v for k, v in manifest.items() if k != "shards"}, "acts": str(acts.resolve())}
+    for layer, path in study.preflight.sae_layers.items():
+        sae = load(path)
+        sae.save(layer_directory(out, layer), {"model_name": source["model"]},
+                 {"layer": layer, "model": source["model"], "variant": "trained", "imported_from": path})
+    write_held_out(out, read_held_out(acts))
+    io.write_json(out / "config.json", io.json_round_trip(
+        {"train": asdict(config), "schedule": None, "source": source, "imported_from": study.settings.sae}))
+
+
+def stage_eval(study: Study, variant: str) -> None:
+    from randsae.experiments.lm_eval import evaluate
+
+    out = study.directory(variant, "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    evaluate(study.directory(variant, "sae"), out, max_tokens=study.settings.eval_tokens,
+             device=study.settings.device, progress=False)
+
+
+def stage_latents(study: Study, variant: str) -> None:
+    from randsae.experiments.lm_latents import build_latents
+    from randsae.lm.examples import ExampleSettings
+
+    s = study.settings
+    out = study.directory(variant, "latents")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = ExampleSettings(seed=s.seed, **s.examples)
+    on_the_fly = s.latent_tokens is not None or not s.cache
+    build_latents(study.directory(variant, "sae"), out, settings=settings, device=s.device, progress=False,
+                  max_tokens=s.latent_tokens if on_the_fly else None,
+                  model=(s.model, variant) if on_the_fly else None)
+
+
+def judge_options(settings: BaselineSettings) -> dict:
+    judge = dict(settings.judge)
+    if "url" in judge:
+        defaults = {"model": None, "concurrency": 8, "timeout": 60.0, "retries": 4, "backoff": 0.5,
+                    "api_key_env": "OPENAI_API_KEY", "windows_per_prompt": 5}
+        return {**defaults, **judge}
+    return {"llm": "smollm2", "device": settings.device, "batch_size": 32, "dtype": "float32", **judge}
+
+
+def stage_autointerp(study: Study, variant: str) -> None:
+    from randsae.experiments.lm_autointerp import AutointerpSettings, autointerp
+
+    s = study.settings
+    out = study.directory(variant, "autointerp")
+    out.mkdir(parents=True, exist_ok=True)
+    autointerp(study.directory(variant, "latents"), out, judge_options(s),
+               AutointerpSettings(seed=s.seed, **s.autointerp), progress=False)
+
+
+def stage_compare(study: Study, _: str) -> None:
+    from randsae.experiments.lm_compare import compare
+
+    evaluated = study.finished("eval")
+    if not evaluated:
+        raise ValueError("no variant got as far as its quality eval; there is nothing to compare.")
+    out = study.out / "compare"
+    out.mkdir(exist_ok=True)
+    compare([study.directory(v, "eval") for v in evaluated], out,
+            latents=[study.directory(v, "latents") for v in study.finished("latents")],
+            autointerp=[study.directory(v, "autointerp") for v in study.finished("autointerp")])
+
+
+def stage_report(study: Study, _: str) -> None:
+    from randsae.report import write_report
+
+    write_report(study.out)
+
+
+WORK = {"activations": stage_activations, "train": stage_train, "eval": stage_eval, "latents": stage_latents,
+        "autointerp": stage_autointerp, "compare": stage_compare, "report": stage_report}
+
+
+def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: bool = True) -> Study:
+    """Run (or resume) the study in OUT; returns it with every stage's record."""
+    record = {"study": STUDY, "settings": asdict(settings), "layers": check.layers}
+    if not (out / "config.json").is_file():
+        io.write_json(out / "config.json", io.json_round_trip(record))
+    study = Study(out, settings, progress)
+    study.preflight = check
+    study.run(WORK)
+    return study
