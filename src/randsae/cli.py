@@ -177,8 +177,15 @@ def run_lm_command(args) -> None:
     LM_COMMANDS[args.lm_command](args)
 
 
+def run_baseline_command(args) -> int:
+    from randsae.lm.cli import run_baseline
+
+    return run_baseline(args)
+
+
 COMMANDS = {"toy": run_toy_command, "glove": run_glove_command, "plot": run_plot_command,
-            "toy2d": run_toy2d_command, "lm": run_lm_command, "export": run_export_command}
+            "toy2d": run_toy2d_command, "lm": run_lm_command, "export": run_export_command,
+            "baseline": run_baseline_command}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_plot_parser(sub)
     add_toy2d_parser(sub)
     add_export_parser(sub)
-    from randsae.lm.cli import add_lm_parser
+    from randsae.lm.cli import add_baseline_parser, add_lm_parser
 
     add_lm_parser(sub, Parser)
+    add_baseline_parser(sub)
     for command in sub.choices.values():  # -q also after the subcommand, without overriding it before
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars or info logs")
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("randsae").setLevel(logging.WARNING if args.quiet else logging.INFO)
         if args.quiet:
             quiet_libraries()
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except UsageError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return status if isinstance(status, int) else 0  # baseline: 1 when a stage failed
 
 
 def quiet_libraries() -> None:

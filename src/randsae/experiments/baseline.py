@@ -17,7 +17,6 @@ OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.report)
 
 import json
 import logging
-import math
 import os
 import signal
 import threading
@@ -87,8 +86,8 @@ PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (README "What the demo trades away")
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
              "tokens": 48_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
-             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 10, "test_examples": 12,
-                          "non_activating": 12},
+             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 10, "test_examples": 10,
+                          "non_activating": 10},
              "autointerp": {"explainer_tokens": 24, "calibration_windows": 6, "bootstrap": 200},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
     # PAPER.md §2: R = 64, k = 32, 100M training tokens, a 10M-token latent cache, 100 latents, 40/100/100
@@ -99,7 +98,11 @@ PRESETS = {
 def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+    overrides = dict(overrides)
+    latent_cache = overrides.pop("latent_tokens_given", False) and overrides.get("latent_tokens") is None
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
+    if latent_cache:  # --latent-tokens cache: the examples come from the training cache
+        values["latent_tokens"] = None
     for part in ("examples", "autointerp", "judge"):
         values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
     if overrides.get("judge") and "url" in overrides["judge"]:
@@ -233,8 +236,19 @@ def test_kill(variant: str, stage: str):
     return timer
 
 
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
+def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
+    """Seconds per stage and variant (a Markdown table; failed stages marked)."""
+    variants = list(dict.fromkeys(r.variant for r in stages.values() if r.variant))
+    lines = ["| stage | " + " | ".join(variants) + " | all |", "|---|" + "---|" * (len(variants) + 1)]
+    for stage in (*STAGES, "compare", "report"):
+        cells = []
+        for variant in (*variants, ""):
+            r = stages.get((variant, stage))
+            cells.append("" if r is None else f"{r.seconds:.0f} s" if r.status == "done" else r.status.upper())
+        if any(cells):
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    total = sum(r.seconds for r in stages.values())
+    return "\n".join(lines) + f"\n\ntotal {total / 60:.1f} min\n"
 
 
 # --- what one study needs before it writes anything -----------------------------------------------------------
@@ -281,11 +295,6 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
         raise FileNotFoundError(f"--sae {sae_dir} does not exist.")
     found = trained_layers(sae_dir) if (sae_dir / "config.json").is_file() else foreign_layers(
         sae_dir, settings.layers)
-    if settings.layers not in ("all", "paper"):
-        missing = [layer for layer in check.layers if layer not in found]
-        if missing:
-            raise ValueError(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
-        found = {layer: found[layer] for layer in check.layers}
     shapes = set()
     for path in found.values():
         cfg, _ = read_sae_files(path)
@@ -298,6 +307,11 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
             raise ValueError(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
                              "inputs; the twins' expansion would not match.")
         shapes.add((cfg["k"], cfg["d_sae"] // cfg["d_in"]))
+    if settings.layers not in ("all", "paper"):
+        missing = [layer for layer in check.layers if layer not in found]
+        if missing:
+            raise ValueError(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
+        found = {layer: found[layer] for layer in check.layers}
     if len(shapes) > 1:
         raise ValueError(f"the SAEs in {sae_dir} differ in k or size ({sorted(shapes)}); give one configuration.")
     check.sae_layers = {layer: str(path) for layer, path in found.items()}

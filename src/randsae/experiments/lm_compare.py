@@ -65,7 +65,7 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=notes, formats=formats))
     if summaries:
         log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
-    if scored:
+    if any(x.scorer == "fuzzing" for r in scored for x in r.results):  # Fig. 20 needs fuzzing scores
         at_chance = any(c.at_chance("fuzzing") for c in calibrations) or not calibrations
         log.info("wrote %s", plot_entropy_auroc(scored, out / "entropy_auroc.png", "fuzzing", judge_notes,
                                                 at_chance=at_chance, formats=formats))

@@ -97,6 +97,9 @@ def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         fresh = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=dtype)
+    if same_weights(fresh, model):
+        raise ValueError(f"the step-0 initialisation under seed {seed} has the 'trained' model's weights (was it "
+                         "never trained?); the step-0 variant would be the trained model: choose another --seed.")
     return fresh.to(device), f"initialisation from the model's config under seed {seed}"
 
 

@@ -50,8 +50,9 @@ def write_sae_files(directory: str | Path, cfg: dict, tensors: dict[str, torch.T
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write(directory / weights_file, lambda p: save_file(tensors, str(p)))
+    # cfg first: the weights file is what marks a saved SAE (a run killed between the two redoes it)
     atomic_write(directory / "cfg.json", lambda p: p.write_text(json.dumps(cfg, indent=2) + "\n"))
+    atomic_write(directory / weights_file, lambda p: save_file(tensors, str(p)))
     return directory
 
 

@@ -1,0 +1,373 @@
+"""The report of a `randsae baseline` study: OUT/report.md and a self-contained OUT/report.html (figures
+inlined as data URIs, styles inline, no script, no network: it opens from disk), figures also as
+OUT/figures/*.png.
+
+It holds the settings, each stage's time, the judge's calibration, the Fig. 1–2 grid (every metric per
+layer, a line per variant), Fig. 20, a verdict per layer (does any metric separate the trained model from
+every random twin?) and a latent browser: every sampled latent of every variant and layer with its
+explanation, scores, entropy, top tokens and example windows shaded by activation, variants side by side.
+"""
+
+import base64
+import html
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from randsae import io
+
+log = logging.getLogger(__name__)
+
+FIGURES = {"comparison": "Fig. 1–2: every metric per layer, a line per variant",
+           "entropy_auroc": "Fig. 20: token-distribution entropy against fuzzing AUROC, a point per latent",
+           "entropy": "Token-distribution entropy of the sampled latents, per variant and layer"}
+WINDOWS_SHOWN = 6  # explainer windows per latent card
+
+# metric → (label, how it is compared): "relative" (one seed, no spread: > RELATIVE_MARGIN apart),
+# "spread" (mean ± std over latents: standard errors), "interval" (95% bootstrap intervals, disjoint)
+VERDICT_METRICS = {
+    "explained_variance": ("explained variance", "relative"),
+    "cosine_sim": ("cosine similarity", "relative"),
+    "l1": ("L1 of latents", "relative"),
+    "entropy_mean": ("token entropy", "spread"),
+    "auroc_fuzzing": ("fuzzing AUROC", "interval"),
+    "auroc_detection": ("detection AUROC", "interval"),
+}
+RELATIVE_MARGIN = 0.05
+
+
+@dataclass
+class Separation:
+    metric: str
+    trained: float | None
+    twins: dict[str, float | None]
+    separates: bool | None  # None: not counted (no data, or a judge at chance)
+    why: str = ""
+
+
+@dataclass
+class LayerVerdict:
+    layer: int
+    separations: list[Separation] = field(default_factory=list)
+
+    @property
+    def separating(self) -> list[str]:
+        return [VERDICT_METRICS[s.metric][0] for s in self.separations if s.separates]
+
+
+def _number(row: dict | None, column: str) -> float | None:
+    value = None if row is None else row.get(column)
+    if value in (None, ""):
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def separation(metric: str, trained: dict, twins: dict[str, dict]) -> Separation:
+    """Does `metric` separate the trained row from every twin's row (of one layer)?"""
+    how = VERDICT_METRICS[metric][1]
+    t = _number(trained, metric)
+    values = {variant: _number(row, metric) for variant, row in twins.items()}
+    if t is None or not values or any(v is None for v in values.values()):
+        return Separation(metric, t, values, None, "not measured for every variant")
+    if how == "interval":
+        if any(str(r.get("judge_at_chance")) == "True" for r in (trained, *twins.values())):
+            return Separation(metric, t, values, None, "judge at chance: not counted")
+        low, high = _number(trained, metric.replace("auroc_", "auroc_low_")), \
+            _number(trained, metric.replace("auroc_", "auroc_high_"))
+        lows = [_number(r, metric.replace("auroc_", "auroc_low_")) or 1 for r in twins.values()]
+        highs = [_number(r, metric.replace("auroc_", "auroc_high_")) or 0 for r in twins.values()]
+        apart = all(h < (low or 0) or lo > (high or 1) for lo, h in zip(lows, highs, strict=True))
+        return Separation(metric, t, values, apart, "95% intervals disjoint" if apart else "intervals overlap")
+    if how == "spread":
+        n_t = _number(trained, "sampled_latents") or 1
+        se_t = (_number(trained, "entropy_std") or 0) / math.sqrt(n_t)
+        apart = True
+        for variant, row in twins.items():
+            se = (_number(row, "entropy_std") or 0) / math.sqrt(_number(row, "sampled_latents") or 1)
+            apart &= abs(t - values[variant]) > 2 * math.hypot(se_t, se)
+        return Separation(metric, t, values, apart, "more than 2 standard errors apart" if apart else
+                          "within 2 standard errors")
+    apart = all(abs(t - v) > RELATIVE_MARGIN * max(abs(t), abs(v)) for v in values.values())
+    return Separation(metric, t, values, apart, f"{'more' if apart else 'less'} than {RELATIVE_MARGIN:.0%} apart "
+                      "(one seed: no error bars)")
+
+
+def verdicts(rows: list[dict]) -> list[LayerVerdict]:
+    """A verdict per layer of the trained model: each metric's separation from every twin."""
+    out = []
+    for layer in sorted({int(r["layer"]) for r in rows}):
+        here = {r["variant"]: r for r in rows if int(r["layer"]) == layer}
+        if "trained" not in here or len(here) < 2:
+            continue
+        twins = {v: r for v, r in here.items() if v != "trained"}
+        out.append(LayerVerdict(layer, [separation(m, here["trained"], twins) for m in VERDICT_METRICS]))
+    return out
+
+
+# --- reading a study -----------------------------------------------------------------------------------------
+
+@dataclass
+class LatentCard:
+    variant: str
+    layer: int
+    latent: int
+    entropy: float | None
+    explanation: str | None
+    scores: dict[str, float]
+    top_tokens: list[str]
+    windows: list[tuple[list[str], list[float]]]  # (token texts, activations)
+
+
+@dataclass
+class Study:
+    out: Path
+    config: dict
+    stages: list[dict]
+    rows: list[dict]
+    calibrations: dict  # variant → its judge's Calibration
+    cards: list[LatentCard]
+
+
+def read_study(out: Path) -> Study:
+    from randsae.autointerp.prompts import TokenTexts
+    from randsae.autointerp.records import read_calibration, read_latents
+    from randsae.lm.latents import open_latents
+    from randsae.lm.models import load_tokenizer
+
+    config = io.read_json(out / "config.json")
+    settings = config["settings"]
+    stages = json.loads((out / "stages.json").read_text()) if (out / "stages.json").is_file() else []
+    rows = io.read_rows(out / "compare" / "results.csv") if (out / "compare" / "results.csv").is_file() else []
+    decode = TokenTexts(load_tokenizer(settings["model"], settings.get("revision")))
+    calibrations, cards = {}, []
+    for variant in settings["variants"]:
+        scored = {}
+        autointerp = out / variant / "autointerp"
+        if (autointerp / "calibration.json").is_file():
+            calibrations[variant] = read_calibration(autointerp / "calibration.json")
+        if (autointerp / "latents").is_dir():
+            scored = {(r.layer, r.latent): r for r in read_latents(autointerp)}
+        latents = out / variant / "latents"
+        if not (latents / "config.json").is_file():
+            continue
+        records = open_latents(latents)
+        for layer in records.layers:
+            for summary in sorted(records.sampled(layer), key=lambda s: s.latent):
+                result = scored.get((layer, summary.latent))
+                sets = records.examples(layer, summary.latent)
+                windows = [(decode(w.tokens), w.activations) for w in sets.explainer[:WINDOWS_SHOWN]]
+                scores = {r.scorer: r.auroc for r in result.results} if result else {}
+                cards.append(LatentCard(variant, layer, summary.latent, summary.entropy_explainer,
+                                        result.explanation if result else None, scores,
+                                        result.top_tokens if result else [], windows))
+    return Study(out, config, stages, rows, calibrations, cards)
+
+
+# --- writing it ------------------------------------------------------------------------------------------------
+
+def copy_figures(out: Path) -> dict[str, Path]:
+    figures = out / "figures"
+    figures.mkdir(exist_ok=True)
+    found = {}
+    for name in FIGURES:
+        source = out / "compare" / f"{name}.png"
+        if source.is_file():
+            shutil.copyfile(source, figures / f"{name}.png")
+            found[name] = figures / f"{name}.png"
+    return found
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or value == "":
+        return "–"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def settings_rows(study: Study) -> list[tuple[str, str]]:
+    s = study.config["settings"]
+    layers = ", ".join(str(x) for x in study.config.get("layers", []))
+    judge = s["judge"].get("url") and f"{s['judge'].get('model')} at {s['judge']['url']}" or \
+        f"{s['judge'].get('llm', 'smollm2')} (local, {s['judge'].get('dtype', 'float32')})"
+    return [("model", s["model"] + (f" @ {s['revision']}" if s.get("revision") else "")),
+            ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
+            ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
+            ("training tokens per variant", f"{s['tokens']:,}"),
+            ("SAE", f"TopK, k = {s['k']}, {s['expansion']} latents per dimension" +
+             (f" (trained arm: {s['sae']})" if s.get("sae") else "")),
+            ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
+             (f", lr {s['lr']}" if s.get("lr") else "")),
+            ("tokens left out", (f"first {s['skip_positions']} positions " if s.get("skip_positions") else "") +
+             (f"norm above {s['max_norm_ratio']} × median" if s.get("max_norm_ratio") else "") or "none (paper)"),
+            ("eval tokens", f"{s['eval_tokens']:,}"),
+            ("latent records from", "the training cache" if s.get("latent_tokens") is None else
+             f"{s['latent_tokens']:,} tokens after the training text"),
+            ("example sets", json.dumps(s["examples"]) if s["examples"] else "the paper's (PAPER.md §2.3)"),
+            ("auto-interpretability", json.dumps(s["autointerp"]) if s["autointerp"] else "the paper's"),
+            ("judge", judge), ("seed", str(s["seed"]))]
+
+
+def calibration_lines(study: Study) -> list[str]:
+    """The judge's calibration as `Calibration.label` says it, per LLM scorer, each judge once."""
+    lines = []
+    for calibration in study.calibrations.values():
+        lines += [calibration.label(scorer) for scorer in sorted(calibration.scorers)]
+    return list(dict.fromkeys(lines)) or ["no judge calibration (the auto-interpretability stage did not run)"]
+
+
+def stage_rows(study: Study) -> list[tuple[str, str, str, str]]:
+    return [(r["variant"] or "all", r["stage"], r["status"], f"{r['seconds']:.0f} s" + (
+        f" — {r['error']}" if r.get("error") else "")) for r in study.stages]
+
+
+def verdict_rows(rows: list[dict]) -> list[tuple[int, str, list[Separation]]]:
+    out = []
+    for verdict in verdicts(rows):
+        answer = ("yes: " + ", ".join(verdict.separating)) if verdict.separating else "no"
+        out.append((verdict.layer, answer, verdict.separations))
+    return out
+
+
+VERDICT_NOTE = ("A metric separates when the trained model's value lies apart from every random twin's: "
+                "explained variance, cosine and L1 by more than 5% (one seed, no error bars), entropy by more "
+                "than 2 standard errors over the sampled latents, AUROC by disjoint 95% intervals (not counted "
+                "when the judge is at chance on the known-answer set). The CE loss score is left out: it means "
+                "little for a random model.")
+
+
+def markdown(study: Study, figures: dict[str, Path]) -> str:
+    s = study.config["settings"]
+    lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
+             "## Settings", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in settings_rows(study)]
+    lines += ["", "## Stages", "", "| variant | stage | status | time |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in stage_rows(study)]
+    lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], "",
+              "## Verdict per layer", "", "| layer | does a metric separate trained from every twin? | " +
+              " | ".join(label for label, _ in VERDICT_METRICS.values()) + " |",
+              "|---|---|" + "---|" * len(VERDICT_METRICS)]
+    for layer, answer, separations in verdict_rows(study.rows):
+        cells = [f"{_fmt(x.trained)} vs {', '.join(_fmt(v) for v in x.twins.values())}"
+                 f"{' ✓' if x.separates else ''}{' (n/c)' if x.separates is None else ''}" for x in separations]
+        lines.append(f"| {layer} | {answer} | " + " | ".join(cells) + " |")
+    lines += ["", VERDICT_NOTE, "", "## Figures", ""]
+    lines += [f"![{caption}](figures/{name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()
+              if name in figures]
+    summary = study.out / "compare" / "summary.md"
+    if summary.is_file():
+        lines += ["## Tables", "", summary.read_text()]
+    lines += ["## Latents", "", f"{len(study.cards)} sampled latents: open report.html for the latent browser.",
+              ""]
+    for card in study.cards:
+        lines.append(f"- {card.variant}, layer {card.layer}, latent {card.latent}: "
+                     f"{card.explanation or '(no explanation)'} — entropy {_fmt(card.entropy, 2)}, " +
+                     ", ".join(f"{k} {_fmt(v, 2)}" for k, v in card.scores.items()))
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
+vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
+.chance{color:#b00020;font-weight:bold}.yes{color:#0a7d28;font-weight:bold}.no{color:#666}
+.side{display:grid;gap:12px;grid-template-columns:repeat(var(--n),minmax(0,1fr))}
+.variant-column h4{margin:.2em 0;position:sticky;top:0;background:#fff}
+.latent-card{border:1px solid #ccc;border-radius:6px;padding:6px 8px;margin:0 0 8px;background:#fafafa}
+.latent-card summary{cursor:pointer;font-weight:600}.explanation{font-style:italic;margin:4px 0}
+.window{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;word-break:break-word;
+border-top:1px dotted #ddd;padding:3px 0}.tok{border-radius:2px}.meta{color:#555;font-size:12px}
+"""
+
+
+def _image(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def shaded(tokens: list[str], activations: list[float]) -> str:
+    top = max(activations, default=0.0) or 1.0
+    spans = []
+    for text, a in zip(tokens, activations, strict=True):
+        alpha = max(0.0, min(1.0, a / top))
+        style = f' style="background:rgba(255,120,0,{alpha:.2f})"' if alpha > 0 else ""
+        spans.append(f'<span class="tok"{style} title="{a:.3g}">{html.escape(text)}</span>')
+    return "".join(spans)
+
+
+def card_html(card: LatentCard) -> str:
+    e = html.escape
+    scores = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in card.scores.items()) or "not scored"
+    windows = "".join(f'<div class="window">{shaded(t, a)}</div>' for t, a in card.windows)
+    return (f'<details class="latent-card" data-variant="{e(card.variant)}" data-layer="{card.layer}" '
+            f'data-latent="{card.latent}"><summary>latent {card.latent} · entropy {_fmt(card.entropy, 2)} · '
+            f'{e(scores)}</summary><div class="explanation">{e(card.explanation or "(no explanation)")}</div>'
+            f'<div class="meta">top tokens: {e(" · ".join(repr(t) for t in card.top_tokens[:10])) or "–"}</div>'
+            f'{windows}</details>')
+
+
+def page(study: Study, figures: dict[str, Path]) -> str:
+    e = html.escape
+    s = study.config["settings"]
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
+             "Each variant below is the same architecture with other weights (PAPER.md §2.1); each got SAEs "
+             "trained and measured the same way.</p>",
+             "<section id='settings'><h2>Settings</h2><table>" +
+             "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
+             "</table></section>",
+             "<section id='stages'><h2>Stages</h2><table><tr><th>variant</th><th>stage</th><th>status</th>"
+             "<th>time</th></tr>" + "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td>"
+                                            "</tr>" for a, b, c, d in stage_rows(study)) + "</table></section>",
+             "<section id='calibration'><h2>Judge calibration</h2><ul>" +
+             "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
+                     for x in calibration_lines(study)) + "</ul></section>"]
+    head = "".join(f"<th>{e(label)}</th>" for label, _ in VERDICT_METRICS.values())
+    body = ""
+    for layer, answer, separations in verdict_rows(study.rows):
+        cells = "".join(f"<td title='{e(x.why)}'>{_fmt(x.trained)} vs "
+                        f"{e(', '.join(_fmt(v) for v in x.twins.values()))}"
+                        f"{' ✓' if x.separates else ''}{' <i>n/c</i>' if x.separates is None else ''}</td>"
+                        for x in separations)
+        body += f"<tr><td>{layer}</td><td class='{'yes' if answer != 'no' else 'no'}'>{e(answer)}</td>{cells}</tr>"
+    parts.append("<section id='verdict'><h2>Verdict per layer</h2><table><tr><th>layer</th><th>does a metric "
+                 f"separate trained from every twin?</th>{head}</tr>{body}</table><p>{e(VERDICT_NOTE)} Cells: "
+                 "trained vs the twins in order " + e(", ".join(v for v in s["variants"] if v != "trained")) +
+                 ".</p></section>")
+    parts.append("<section id='figures'><h2>Figures</h2>" + "".join(
+        f"<figure id='fig-{name}'><img src='{_image(path)}' alt='{e(FIGURES[name])}'>"
+        f"<figcaption>{e(FIGURES[name])}</figcaption></figure>" for name, path in figures.items()) + "</section>")
+    summary = study.out / "compare" / "summary.md"
+    if summary.is_file():
+        parts.append(f"<section id='tables'><h2>Tables</h2><pre>{e(summary.read_text())}</pre></section>")
+    variants = [v for v in s["variants"] if any(c.variant == v for c in study.cards)]
+    browser = ["<section id='latents'><h2>Latent browser</h2><p>Each sampled latent: its explanation, AUROC "
+               "per scorer, token-distribution entropy, top tokens, and its strongest explainer windows with each "
+               "token shaded by its activation (hover for the value). Variants side by side.</p>"]
+    for layer in sorted({c.layer for c in study.cards}):
+        browser.append(f"<h3>Layer {layer}</h3><div class='side' style='--n:{len(variants)}'>")
+        for variant in variants:
+            cards = [c for c in study.cards if c.variant == variant and c.layer == layer]
+            browser.append(f"<div class='variant-column'><h4>{e(variant)}</h4>" + "".join(map(card_html, cards)) +
+                           "</div>")
+        browser.append("</div>")
+    parts.append("".join(browser) + "</section></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out: Path) -> tuple[Path, Path]:
+    """OUT/report.md and OUT/report.html from what the study wrote."""
+    study = read_study(out)
+    figures = copy_figures(out)
+    io.atomic_write(out / "report.md", lambda p: p.write_text(markdown(study, figures)))
+    io.atomic_write(out / "report.html", lambda p: p.write_text(page(study, figures)))
+    log.info("wrote %s and %s", out / "report.md", out / "report.html")
+    return out / "report.md", out / "report.html"

@@ -1,0 +1,178 @@
+"""`randsae baseline`: the whole study on the tiny model, its report, a SIGKILL in every stage, bad input."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from judges import ScriptedJudge
+
+from randsae.cli import main
+from randsae.experiments.baseline import STAGES
+from randsae.io import read_rows
+
+# the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
+TINY = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
+        "--expansion", "4", "--min-examples", "5", "--sample", "2", "--max-examples", "50", "--explainer-examples",
+        "6", "--test-examples", "10", "--quantiles", "5", "--non-activating", "10", "--eval-tokens", "512",
+        "--calibration-windows", "4", "--device", "cpu", "--seed", "1"]
+
+
+def tiny_args(tiny_dir, out, *extra) -> list[str]:
+    return ["-q", "baseline", "--model", str(tiny_dir), *TINY, *extra, "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def judge():
+    with ScriptedJudge("random", seed=2) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def study(tiny_dir, judge, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "out"
+    assert main(tiny_args(tiny_dir, out, "--llm-url", judge.url, "--llm-model", "scripted")) == 0
+    return out
+
+
+def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
+    stages = json.loads((study / "stages.json").read_text())
+    assert {(r["variant"], r["stage"]) for r in stages if r["status"] == "done"} == {
+        *((v, s) for v in ("trained", "rerandomized", "step0", "control") for s in STAGES), ("", "compare"),
+        ("", "report")}
+    config = json.loads((study / "config.json").read_text())
+    assert config["study"] == "randsae baseline" and config["settings"]["preset"] == "demo"
+    assert config["layers"] == [0, 2]
+    page = (study / "report.html").read_text()
+    # every figure, inlined
+    for name in ("comparison", "entropy_auroc", "entropy"):
+        assert re.search(rf"<figure id='fig-{name}'><img src='data:image/png;base64,[A-Za-z0-9+/=]{{200,}}'", page)
+        assert (study / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    # a card per sampled latent of every variant and layer, with shaded windows
+    sampled = {(v, int(r["layer"]), int(r["latent"])) for v in ("trained", "rerandomized", "step0", "control")
+               for r in read_rows(study / v / "latents" / "latents.csv") if r["sampled"] == "True"}
+    cards = set(re.findall(r'class="latent-card" data-variant="([^"]+)" data-layer="(\d+)" data-latent="(\d+)"',
+                           page))
+    assert {(v, int(layer), int(latent)) for v, layer, latent in cards} == sampled and len(sampled) == 16
+    assert page.count('<span class="tok" style="background:rgba(') > 16
+    # opens from disk: nothing is fetched (no resource but inline data; no script)
+    for attribute in re.findall(r"""(?:src|href)\s*=\s*['"]?([^'" >]+)""", page):
+        assert attribute.startswith("data:") or attribute.startswith("#"), attribute
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+    # the sections a reader looks for
+    for section in ("settings", "stages", "calibration", "verdict", "figures", "latents"):
+        assert f"<section id='{section}'>" in page
+    assert page.count("<tr><td>0</td>") == 1 and page.count("<tr><td>2</td>") == 1  # a verdict row per layer
+    assert "AT CHANCE" in page  # a random judge is flagged as such
+    markdown = (study / "report.md").read_text()
+    assert "## Verdict per layer" in markdown and "figures/comparison.png" in markdown
+
+
+def test_a_rerun_of_a_finished_study_redoes_nothing_and_other_settings_are_refused(study, tiny_dir, judge,
+                                                                                    capsys):
+    before = (study / "stages.json").read_text()
+    requests = dict(judge.requests)
+    assert main(tiny_args(tiny_dir, study, "--llm-url", judge.url, "--llm-model", "scripted")) == 0
+    assert (study / "stages.json").read_text() == before
+    assert judge.requests["chat"] == requests["chat"]
+    capsys.readouterr()
+    message = bad(tiny_args(tiny_dir, study, "--llm-url", judge.url, "--llm-model", "scripted", "--tokens", "9k"),
+                  study, capsys)
+    assert "holds a study with other settings (tokens)" in message
+
+
+def run_cli(args: list[str], kill: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RANDSAE_TEST_KILL": kill or ""}
+    return subprocess.run([sys.executable, "-m", "randsae", *args], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the_same_numbers(tiny_dir, judge,
+                                                                                              tmp_path):
+    """Killed (SIGKILL) partway through each stage in turn — every stage of the trained arm, a twin's
+    training, the comparison and the report — each rerun resumes; the last one finishes. No stage that had
+    finished is run again, and the numbers equal an uninterrupted run's."""
+    common = ["--variants", "trained,control", "--llm-url", judge.url, "--llm-model", "scripted"]
+    reference = tmp_path / "reference"
+    assert run_cli(tiny_args(tiny_dir, reference, *common)).returncode == 0
+    records = json.loads((reference / "stages.json").read_text())
+    seconds = {(r["variant"], r["stage"]): r["seconds"] for r in records}
+    out = tmp_path / "killed"
+    targets = [("trained", s) for s in STAGES] + [("control", "train"), ("", "compare"), ("", "report")]
+    finished: dict = {}
+    for variant, stage in targets:
+        delay = max(0.01, 0.4 * seconds[variant, stage])
+        result = run_cli(tiny_args(tiny_dir, out, *common), kill=f"{variant}/{stage}@{delay:.3f}")
+        records = {(r["variant"], r["stage"]): r for r in json.loads((out / "stages.json").read_text())}
+        if result.returncode == -signal.SIGKILL:  # killed inside the stage: it is left "running"
+            assert records[variant, stage]["status"] == "running", (variant, stage)
+        else:  # the stage finished before the timer went off (a fraction of a second long): no kill to test
+            assert result.returncode == 0, result.stderr
+        for key, record in finished.items():  # nothing finished before was run again
+            assert records[key] == record, key
+        finished = {key: r for key, r in records.items() if r["status"] == "done"}
+    assert run_cli(tiny_args(tiny_dir, out, *common)).returncode == 0
+    for name in ("compare/results.csv",):
+        got, want = read_rows(out / name), read_rows(reference / name)
+        assert len(got) == len(want) == 4
+        for a, b in zip(got, want, strict=True):
+            for column, value in b.items():
+                try:
+                    assert float(a[column]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), column
+                except ValueError:
+                    assert a[column] == value, column
+    for variant in ("trained", "control"):
+        assert (out / variant / "autointerp" / "scores.csv").read_text() == \
+            (reference / variant / "autointerp" / "scores.csv").read_text()
+
+
+def test_bring_your_own_saes_stand_for_the_trained_arm(tiny_latents, tiny_dir, tmp_path):
+    """The tiny model's SAEs (k = 4, 4 latents per dimension) as the trained arm: imported as they are, and
+    the twin's SAEs get the same k and size."""
+    sae_dir = tiny_latents.parent / "sae"
+    out = tmp_path / "mine"
+    assert main(tiny_args(tiny_dir, out, "--variants", "trained,control", "--scorers", "tokens",
+                          "--k", "8", "--expansion", "2", "--sae", str(sae_dir))) == 0
+    import torch
+    from safetensors.torch import load_file
+
+    for layer in (0, 2):
+        given = load_file(sae_dir / f"layer.{layer}" / "sae_weights.safetensors")
+        imported = load_file(out / "trained" / "sae" / f"layer.{layer}" / "sae_weights.safetensors")
+        assert all(torch.equal(given[name], imported[name]) for name in given)
+        cfg = json.loads((out / "control" / "sae" / f"layer.{layer}" / "cfg.json").read_text())
+        assert (cfg["k"], cfg["d_sae"], cfg["d_in"]) == (4, 128, 32)
+    assert "trained arm" in (out / "report.md").read_text()
+
+
+def bad(args: list[str], out: Path, capsys) -> str:
+    before = sorted(p.relative_to(out) for p in out.rglob("*")) if out.exists() else None
+    contents = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
+    assert main(args) == 2
+    after = sorted(p.relative_to(out) for p in out.rglob("*")) if out.exists() else None
+    assert after == before and all(p.read_bytes() == c for p, c in contents.items())
+    message = capsys.readouterr().err.strip()
+    assert message.count("\n") == 0, message
+    return message
+
+
+def test_bad_input_is_one_sentence_and_writes_nothing(tiny_dir, tiny_latents, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    # no hub here: the real loading path, answered offline (the variable is read when huggingface_hub is imported)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    assert "unknown variant 'rerandomised'" in bad(tiny_args(tiny_dir, out, "--variants", "trained,rerandomised"),
+                                                  out, capsys)
+    assert "cannot load model 'no-such-org/no-such-model'" in bad(
+        ["baseline", "--model", "no-such-org/no-such-model", "--preset", "demo", "--out", str(out)], out, capsys)
+    assert not out.exists()
+    theirs = str(tiny_latents.parent / "sae")
+    assert "reads 32 inputs, but smollm2's residual stream has 576" in bad(
+        ["baseline", "--preset", "demo", "--sae", theirs, "--out", str(out)], out, capsys)
+    other = tiny_latents.parent / "sae"  # an `lm train` run, not a study
+    assert "holds the output of another command" in bad(tiny_args(tiny_dir, other), other, capsys)
+    assert "unknown preset" in bad(tiny_args(tiny_dir, out, "--preset", "huge"), out, capsys)
