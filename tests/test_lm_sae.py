@@ -158,14 +158,22 @@ def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_cache
 
 
 @pytest.mark.slow
-def test_middle_layer_sae_beats_pca_with_k_components(tmp_path):
-    """The issue's figure: embedded model, trained variant, middle block (15 of 30), k = 32; held-out
-    explained variance above the best rank-32 reconstruction of the same held-out tokens."""
-    acts, sae_dir = tmp_path / "acts", tmp_path / "sae"
-    assert main(["-q", "lm", "activations", "--layers", "15", "--tokens", "200k", "--out", str(acts)]) == 0
-    assert main(["-q", "lm", "train", "--acts", str(acts), "--k", "32", "--expansion", "8", "--batch-size", "1024",
-                 "--lr", "1e-3", "--out", str(sae_dir)]) == 0
-    eval_dir = tmp_path / "eval"
-    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--tokens", "2k", "--out", str(eval_dir)]) == 0
+def test_the_documented_100k_command_beats_pca_with_k_components_without_tuning(tmp_path, caplog):
+    """Issue 15's figure: the README's commands as a new user types them (embedded model, middle block 15 of
+    30, 100k tokens, k = 32, no schedule flags): the budget rule picks the schedule, says so, records it, and
+    the SAE's held-out explained variance is above the best rank-32 reconstruction of the same tokens (with the
+    paper's schedule it was 0.34 against PCA's 0.997), with no row marked below its baselines."""
+    acts, sae_dir, eval_dir = tmp_path / "acts", tmp_path / "sae", tmp_path / "eval"
+    assert main(["-q", "lm", "activations", "--layers", "15", "--tokens", "100000", "--out", str(acts)]) == 0
+    assert main(["lm", "train", "--acts", str(acts), "--layers", "15", "--k", "32", "--expansion", "8",
+                 "--out", str(sae_dir)]) == 0
+    assert "schedule: 100,096 tokens give 25 steps at the paper's batch" in caplog.text
+    assert "worse than its simplest baseline" not in caplog.text
+    schedule = json.loads((sae_dir / "config.json").read_text())["schedule"]
+    assert schedule["rule"] == "budget" and schedule["batch_size"] == 256 and schedule["steps"] >= 391
+    cfg = json.loads((sae_dir / "layer.15" / "cfg.json").read_text())
+    assert not cfg["randsae"]["below_pca"] and cfg["randsae"]["held_out_fvu"] < cfg["randsae"]["pca_fvu"]
+    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--acts", str(acts), "--out", str(eval_dir)]) == 0
     (row,) = read_rows(eval_dir / "results.csv")
     assert float(row["explained_variance"]) > float(row["pca_explained_variance"]), row
+    assert float(row["ce_loss_score"]) > 0.5 and row["below_baseline"] == "", row
