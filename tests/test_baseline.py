@@ -179,3 +179,40 @@ def test_bad_input_is_one_sentence_and_writes_nothing(tiny_dir, tiny_latents, tm
     other = tiny_latents.parent / "sae"  # an `lm train` run, not a study
     assert "holds the output of another command" in bad(tiny_args(tiny_dir, other), other, capsys)
     assert "unknown preset" in bad(tiny_args(tiny_dir, out, "--preset", "huge"), out, capsys)
+
+
+def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_path):
+    """A stage's failure is that variant's alone; SIGTERM (raised as `Terminated`) and Ctrl-C stop the study,
+    leaving the stage "running" for the rerun."""
+    from randsae.cli import Terminated
+    from randsae.experiments.baseline import BaselineSettings, Study, read_stages
+
+    def stages_raising(error) -> dict:
+        def stage(name):
+            def run(study, variant):
+                if (variant, name) == ("rerandomized", "train"):
+                    raise error
+            return run
+        return {name: stage(name) for name in (*STAGES, "compare", "report")}
+
+    for error in (Terminated(), KeyboardInterrupt()):
+        out = tmp_path / type(error).__name__
+        out.mkdir()
+        study = Study(out, BaselineSettings(variants=["trained", "rerandomized", "control"]), progress=False)
+        stages = stages_raising(error)
+        with pytest.raises(type(error)):
+            study.run(stages)
+        records = read_stages(out)
+        assert records["rerandomized", "train"].status == "running"
+        assert ("control", "activations") not in records
+    failing = Study(tmp_path / "fails", BaselineSettings(variants=["trained", "control"]), progress=False)
+    (tmp_path / "fails").mkdir()
+
+    def broken(study, variant):
+        if variant == "trained":
+            raise ValueError("the disk said no")
+
+    records = failing.run({name: (broken if name == "eval" else (lambda s, v: None))
+                           for name in (*STAGES, "compare", "report")})
+    assert records["trained", "eval"].status == "failed" and records["trained", "eval"].error == "the disk said no"
+    assert ("trained", "latents") not in records and records["control", "autointerp"].status == "done"

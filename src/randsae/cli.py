@@ -212,7 +212,7 @@ def _terminated(signum, frame) -> None:
     raise Terminated
 
 
-class Terminated(Exception):
+class Terminated(BaseException):  # not an Exception: no "except Exception" swallows it
     """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
 
 

@@ -188,9 +188,10 @@ def _fmt(value, digits: int = 3) -> str:
     if value is None or value == "":
         return "–"
     try:
-        return f"{float(value):.{digits}f}"
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
+    return f"{number:.{digits}f}" if math.isfinite(number) else "–"
 
 
 def settings_rows(study: Study) -> list[tuple[str, str]]:
@@ -224,9 +225,28 @@ def calibration_lines(study: Study) -> list[str]:
     return list(dict.fromkeys(lines)) or ["no judge calibration (the auto-interpretability stage did not run)"]
 
 
-def stage_rows(study: Study) -> list[tuple[str, str, str, str]]:
-    return [(r["variant"] or "all", r["stage"], r["status"], f"{r['seconds']:.0f} s" + (
-        f" — {r['error']}" if r.get("error") else "")) for r in study.stages]
+def stage_grid(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Seconds per stage (rows) and variant (columns) of OUT/stages.json's records; a failed stage shows its
+    error."""
+    variants = list(dict.fromkeys(r["variant"] for r in stages if r["variant"]))
+    records = {(r["variant"], r["stage"]): r for r in stages}
+    rows = []
+    for stage in dict.fromkeys(r["stage"] for r in stages):
+        cells = []
+        for variant in (*variants, ""):
+            r = records.get((variant, stage))
+            if r is None:
+                cells.append("")
+            elif stage == "report" and r["status"] == "running":
+                cells.append("this report")
+            elif r["status"] == "done":
+                cells.append(f"{r['seconds']:.0f} s")
+            else:
+                cells.append(r["status"].upper() + (f": {r['error']}" if r.get("error") else ""))
+        rows.append([stage, *cells])
+    total = sum(r["seconds"] for r in stages)
+    rows.append(["total", *[""] * len(variants), f"{total / 60:.1f} min"])
+    return ["stage", *variants, "across variants"], rows
 
 
 def verdict_rows(rows: list[dict]) -> list[tuple[int, str, list[Separation]]]:
@@ -249,8 +269,9 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
              "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings_rows(study)]
-    lines += ["", "## Stages", "", "| variant | stage | status | time |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in stage_rows(study)]
+    header, rows = stage_grid(study.stages)
+    lines += ["", "## Stages", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], "",
               "## Verdict per layer", "", "| layer | does a metric separate trained from every twin? | " +
               " | ".join(label for label, _ in VERDICT_METRICS.values()) + " |",
@@ -298,7 +319,8 @@ def shaded(tokens: list[str], activations: list[float]) -> str:
     for text, a in zip(tokens, activations, strict=True):
         alpha = max(0.0, min(1.0, a / top))
         style = f' style="background:rgba(255,120,0,{alpha:.2f})"' if alpha > 0 else ""
-        spans.append(f'<span class="tok"{style} title="{a:.3g}">{html.escape(text)}</span>')
+        shown = html.escape(text).replace("\n", "↵\n")  # a shaded newline stays visible
+        spans.append(f'<span class="tok"{style} title="{a:.3g}">{shown}</span>')
     return "".join(spans)
 
 
@@ -316,6 +338,7 @@ def card_html(card: LatentCard) -> str:
 def page(study: Study, figures: dict[str, Path]) -> str:
     e = html.escape
     s = study.config["settings"]
+    header, rows = stage_grid(study.stages)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
@@ -324,9 +347,9 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              "<section id='settings'><h2>Settings</h2><table>" +
              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
              "</table></section>",
-             "<section id='stages'><h2>Stages</h2><table><tr><th>variant</th><th>stage</th><th>status</th>"
-             "<th>time</th></tr>" + "".join(f"<tr><td>{e(a)}</td><td>{e(b)}</td><td>{e(c)}</td><td>{e(d)}</td>"
-                                            "</tr>" for a, b, c, d in stage_rows(study)) + "</table></section>",
+             "<section id='stages'><h2>Stages</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) +
+             "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) +
+             "</table></section>",
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
              "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
                      for x in calibration_lines(study)) + "</ul></section>"]

@@ -85,10 +85,10 @@ class BaselineSettings:
 PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (README "What the demo trades away")
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
-             "tokens": 48_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
-             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 10, "test_examples": 10,
+             "tokens": 32_000, "expansion": 8, "eval_tokens": 1024, "latent_tokens": None,
+             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
-             "autointerp": {"explainer_tokens": 24, "calibration_windows": 6, "bootstrap": 200},
+             "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
     # PAPER.md §2: R = 64, k = 32, 100M training tokens, a 10M-token latent cache, 100 latents, 40/100/100
     "paper": {},
@@ -237,18 +237,12 @@ def test_kill(variant: str, stage: str):
 
 
 def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
-    """Seconds per stage and variant (a Markdown table; failed stages marked)."""
-    variants = list(dict.fromkeys(r.variant for r in stages.values() if r.variant))
-    lines = ["| stage | " + " | ".join(variants) + " | all |", "|---|" + "---|" * (len(variants) + 1)]
-    for stage in (*STAGES, "compare", "report"):
-        cells = []
-        for variant in (*variants, ""):
-            r = stages.get((variant, stage))
-            cells.append("" if r is None else f"{r.seconds:.0f} s" if r.status == "done" else r.status.upper())
-        if any(cells):
-            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    total = sum(r.seconds for r in stages.values())
-    return "\n".join(lines) + f"\n\ntotal {total / 60:.1f} min\n"
+    """Seconds per stage and variant, as the report shows them (a Markdown table)."""
+    from randsae.report import stage_grid
+
+    header, rows = stage_grid([asdict(r) for r in stages.values()])
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+                      *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
 
 
 # --- what one study needs before it writes anything -----------------------------------------------------------

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from randsae.lm.activations import residual_stream
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
@@ -73,9 +74,14 @@ class HeldOutCheck:
 
 def held_out_checks(model, saes: dict[int, TopKSAE], contexts: torch.Tensor, token_filter: TokenFilter,
                     device: torch.device, batch_size: int = 4) -> list[HeldOutCheck]:
+    """Each SAE against PCA-k on `contexts` (one forward pass per batch that stops after the last layer)."""
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
     for batch in contexts.split(batch_size):
-        evaluate_batch(model, saes, batch.to(device), quality, None, token_filter)
+        for layer, output in residual_stream(model, batch.to(device), list(saes)).items():
+            x = token_filter.apply(output).float()
+            with torch.no_grad():
+                values, indices = saes[layer].encode(x)
+                quality[layer].add(x, saes[layer].decode(values, indices), values, indices)
     checks = []
     for layer, sae in saes.items():
         result = quality[layer].result()
