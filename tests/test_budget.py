@@ -90,3 +90,18 @@ def test_skipped_positions_are_left_out_of_training_and_every_metric(tiny_cache,
     assert main(["-q", "lm", "eval", "--sae", str(sae), "--tokens", "1k", "--out", str(tmp_path / "eval")]) == 0
     (row,) = read_rows(tmp_path / "eval" / "results.csv")
     assert int(row["tokens"]) == held_out * 63
+
+
+def test_presets_and_the_papers_layer_rule():
+    from randsae.experiments.baseline import paper_layers, settings_for
+
+    assert paper_layers(24, 4.05e8) == list(range(24))  # pythia-410m: every layer
+    assert paper_layers(16, 1.0e9) == list(range(0, 16, 2))  # pythia-1b: every 2nd
+    assert paper_layers(32, 6.9e9) == list(range(0, 32, 4))  # pythia-6.9b: every 4th
+    paper = settings_for("paper", {})
+    assert (paper.k, paper.expansion, paper.tokens, paper.latent_tokens, paper.layers) == (
+        32, 64, 100_000_000, 10_000_000, "paper")
+    demo = settings_for("demo", {"tokens": 1000, "judge": {"url": "http://127.0.0.1:1/v1", "model": "m"}})
+    assert demo.tokens == 1000 and demo.expansion == 8 and demo.judge == {"url": "http://127.0.0.1:1/v1",
+                                                                          "model": "m"}
+    assert settings_for("paper", {"latent_tokens": None, "latent_tokens_given": True}).latent_tokens is None

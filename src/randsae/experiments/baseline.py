@@ -90,8 +90,9 @@ PRESETS = {
                           "non_activating": 10},
              "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
-    # PAPER.md §2: R = 64, k = 32, 100M training tokens, a 10M-token latent cache, 100 latents, 40/100/100
-    "paper": {},
+    # PAPER.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b, every
+    # 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
+    "paper": {"layers": "paper"},
 }
 
 
