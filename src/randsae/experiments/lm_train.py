@@ -169,16 +169,21 @@ def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, t
         if check.below_pca:
             log.warning("layer %d: held-out FVU %.4f is above PCA-%d's %.4f on the same %d tokens — this SAE is "
                         "worse than its simplest baseline. %s", check.layer, check.fvu, check.components,
-                        check.pca_fvu, check.tokens, why_below(schedule))
+                        check.pca_fvu, check.tokens, why_below(schedule, check.pca_fvu))
     return records
 
 
-def why_below(schedule: Schedule) -> str:
+def why_below(schedule: Schedule, pca_fvu: float) -> str:
+    """What to change, in one or two sentences."""
     if schedule.steps < 1000:
-        return (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
-                "--batch-size.")
-    return "Try a higher --lr, a larger --expansion or more tokens; leaving out massive-activation tokens " \
-           "(--skip-positions, --max-norm-ratio) changes what PCA is compared on."
+        advice = (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
+                  "--batch-size.")
+    else:
+        advice = "Try a higher --lr, a larger --expansion or more tokens."
+    if pca_fvu < 0.01:
+        advice += (f" PCA explains {1 - pca_fvu:.1%} of the variance here: a few directions hold nearly all of it "
+                   "(massive activations?); --skip-positions 1 or --max-norm-ratio compares on the other tokens.")
+    return advice
 
 
 def checking_model(source: dict, device: torch.device):
