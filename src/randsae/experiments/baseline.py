@@ -184,13 +184,13 @@ class Study:
             key = (variant, stage)
             if key in self.stages and self.stages[key].status == "done" and not (variant == "" and ran):
                 continue
-            ran = ran or variant != ""
             if variant in failed_variants:
                 continue
+            ran = ran or variant != ""
             bar.set_description(f"{variant or 'all'} · {stage}")
             self.stages[key] = StageRecord(variant, stage, "running")
             write_stages(self.out, self.stages)
-            killer = test_kill(variant, stage)
+            killer = kill_for_test(variant, stage)
             start = time.perf_counter()
             try:
                 work[stage](self, variant)
@@ -222,7 +222,7 @@ class Study:
                 == "done"]
 
 
-def test_kill(variant: str, stage: str):
+def kill_for_test(variant: str, stage: str):
     """RANDSAE_TEST_KILL="<variant>/<stage>@<seconds>": SIGKILL this process that long into that stage (the
     kill-and-resume tests; nothing else sets it)."""
     spec = os.environ.get("RANDSAE_TEST_KILL")
