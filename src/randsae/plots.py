@@ -404,7 +404,8 @@ def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzi
                 x, y = zip(*pairs, strict=True)
                 ax.scatter(x, y, s=12, color=c, alpha=0.8)
                 rho = spearman(np.array(x), np.array(y))
-                ax.set_title(f"{key[1]}, layer {layer}\nρ = {rho:.2f}  (n = {len(pairs)})", fontsize=8)
+                spearman_text = f"ρ = {rho:.2f}" if np.isfinite(rho) else "ρ: too few latents"
+                ax.set_title(f"{key[1]}, layer {layer}\n{spearman_text}  (n = {len(pairs)})", fontsize=8)
             else:
                 ax.set_title(f"{key[1]}, layer {layer}\n(no latents)", fontsize=8)
             ax.set_ylim(-0.03, 1.03)
