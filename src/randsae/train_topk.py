@@ -109,9 +109,10 @@ def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed:
         rule, reason = "flags", f"as given ({steps:,} steps)"
     else:
         rule = "budget"
-        reason = (f"{tokens:,} tokens give {paper_steps:,} steps at the paper's batch of "
-                  f"{TopKTrainConfig.batch_size:,}; batch {batch:,} gives {steps:,}, and the learning rate is "
-                  f"{lr / base:.2f} × the paper's {base:.2e} for a run that short")
+        steps_text = f"{paper_steps:,} step{'s' if paper_steps > 1 else ''}"
+        reason = (f"{tokens:,} tokens give {steps_text} at the paper's batch of {TopKTrainConfig.batch_size:,}; "
+                  f"batch {batch:,} gives {steps:,}, and the learning rate is {lr / base:.2f} × the paper's "
+                  f"{base:.2e} for a run that short")
     return Schedule(tokens, batch, lr, warmup, steps, rule, reason)
 
 

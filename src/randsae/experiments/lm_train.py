@@ -149,12 +149,15 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
 
 
 def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: set[str], auto: bool,
-                    world: World) -> tuple[TopKTrainConfig, Schedule]:
-    """The schedule for this budget, said in one line when the rule changed the paper's."""
+                    world: World, count: int) -> tuple[TopKTrainConfig, Schedule]:
+    """The schedule for this budget, checked to fit in memory, then said in one line when the rule changed
+    the paper's."""
     schedule = plan_schedule(config, tokens, config.expansion * d_model, fixed, auto)
+    run = schedule.applied_to(config)
+    check_training_memory(d_model, run, count, world.device)
     if schedule.rule == "budget" and world.is_main:
         log.warning("schedule: %s (the paper's settings: --schedule paper)", schedule.reason)
-    return schedule.applied_to(config), schedule
+    return run, schedule
 
 
 def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, token_filter: TokenFilter,
@@ -230,9 +233,8 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         held_out = read_held_out(acts)
         todo = prepare_output(out, config, source, chosen)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
-        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world)
+        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
-        check_training_memory(cache.d_model, run, 1, world.device)
         model = checking_model(source, world.device) if check and todo and world.is_main else None
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
@@ -267,9 +269,8 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         if not todo:
             return todo
         d_model = model.config.hidden_size
-        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, world)
+        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, world, len(todo))
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
-        check_training_memory(d_model, run, len(todo), world.device)
         per_step = max(world.size, run.batch_size // source.context_length)
         steps = math.ceil(len(train) / per_step)
         trainers = {layer: TopKTrainer(new_sae(d_model, run, layer), run, world, total_steps=steps)
