@@ -233,7 +233,7 @@ def test_an_unreachable_judge_stops_the_run_before_any_work(tiny_latents, tmp_pa
     out = tmp_path / "refused"
     run = subprocess.run([sys.executable, "-m", "randsae", "lm", "autointerp", "--latents", str(tiny_latents),
                           "--llm-url", f"http://127.0.0.1:{free_port()}/v1", "--llm-model", "x",
-                          "--out", str(out)],
+                          "--retries", "0", "--out", str(out)],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "cannot reach the judge" in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1 and not out.exists()

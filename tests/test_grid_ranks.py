@@ -98,8 +98,23 @@ def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
     def holding_files() -> bool:  # a killed process still exiting has an empty command line but open files
         for proc in Path("/proc").glob("[0-9]*"):
             with contextlib.suppress(OSError):
-                if any(str(out) in os.readlink(fd) for fd in proc.joinpath("fd").iterdir()):
-                    return True
+                for fd in list(proc.joinpath("fd").iterdir()):
+                    with contextlib.suppress(OSError):  # an fd closed while we look: look at the next one
+                        if str(out) in os.readlink(fd):
+                            return True
+        return False
+
+    def locked() -> bool:  # the run's own lock, as the rerun will try it
+        import fcntl
+
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(out / ".randsae.lock", os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)
         return False
 
     for pid in running():  # all at once
@@ -107,7 +122,7 @@ def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
             os.kill(pid, signal.SIGKILL)
     run.wait()
     deadline = time.time() + 60
-    while (running() or holding_files()) and time.time() < deadline:
+    while (running() or holding_files() or locked()) and time.time() < deadline:
         time.sleep(0.05)
     kept = read_all_results(out)
     assert 0 < len(kept) < 16 and not (out / "results.csv").exists()

@@ -173,7 +173,8 @@ def test_the_documented_100k_command_beats_pca_with_k_components_without_tuning(
     assert schedule["rule"] == "budget" and schedule["batch_size"] == 256 and schedule["steps"] >= 391
     cfg = json.loads((sae_dir / "layer.15" / "cfg.json").read_text())
     assert not cfg["randsae"]["below_pca"] and cfg["randsae"]["held_out_fvu"] < cfg["randsae"]["pca_fvu"]
-    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--acts", str(acts), "--out", str(eval_dir)]) == 0
+    assert main(["-q", "lm", "eval", "--sae", str(sae_dir), "--acts", str(acts), "--tokens", "4k", "--out",
+                 str(eval_dir)]) == 0
     (row,) = read_rows(eval_dir / "results.csv")
     assert float(row["explained_variance"]) > float(row["pca_explained_variance"]), row
     assert float(row["ce_loss_score"]) > 0.5 and row["below_baseline"] == "", row
