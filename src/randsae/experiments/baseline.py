@@ -162,8 +162,9 @@ def check_out(out: Path, settings: BaselineSettings) -> None:
 class Study:
     """One study's stages, run in order, recorded in OUT/stages.json."""
 
-    def __init__(self, out: Path, settings: BaselineSettings, progress: bool = True):
-        self.out, self.settings, self.progress = out, settings, progress
+    def __init__(self, out: Path, settings: BaselineSettings, progress: bool = True,
+                 preflight: "Preflight | None" = None):
+        self.out, self.settings, self.progress, self.preflight = out, settings, progress, preflight
         self.stages = read_stages(out)
 
     def directory(self, variant: str, stage: str) -> Path:
@@ -458,7 +459,6 @@ def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: 
     record = {"study": STUDY, "settings": asdict(settings), "layers": check.layers}
     if not (out / "config.json").is_file():
         io.write_json(out / "config.json", io.json_round_trip(record))
-    study = Study(out, settings, progress)
-    study.preflight = check
+    study = Study(out, settings, progress, check)
     study.run(WORK)
     return study

@@ -24,6 +24,15 @@ def spliced(original: torch.Tensor, keep: torch.Tensor | None, replacement: torc
     return torch.where(keep[..., None], replacement, original)
 
 
+def measure(sae: TopKSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tensor:
+    """Encode and decode `x` (tokens × d, float), add the result to `quality`; returns the reconstruction."""
+    with torch.no_grad():
+        values, indices = sae.encode(x)
+        x_hat = sae.decode(values, indices)
+    quality.add(x, x_hat, values, indices)
+    return x_hat
+
+
 def evaluate_batch(model, saes: dict[int, TopKSAE], ids: torch.Tensor, quality: dict[int, TokenQuality],
                    losses: dict[int, dict[str, float]] | None, token_filter: TokenFilter = EVERY_TOKEN) -> float:
     """One batch of contexts: each SAE's reconstruction quality added to `quality` and, unless `losses` is
@@ -36,10 +45,7 @@ def evaluate_batch(model, saes: dict[int, TopKSAE], ids: torch.Tensor, quality: 
         output = outputs[layer]
         keep = token_filter.mask(output) if token_filter.active else None
         x = (output[keep] if keep is not None else output.reshape(-1, sae.num_inputs)).float()
-        with torch.no_grad():
-            values, indices = sae.encode(x)
-            x_hat = sae.decode(values, indices)
-        quality[layer].add(x, x_hat, values, indices)
+        x_hat = measure(sae, x, quality[layer])
         if losses is None:
             continue
         if keep is None:
@@ -78,10 +84,7 @@ def held_out_checks(model, saes: dict[int, TopKSAE], contexts: torch.Tensor, tok
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
     for batch in contexts.split(batch_size):
         for layer, output in residual_stream(model, batch.to(device), list(saes)).items():
-            x = token_filter.apply(output).float()
-            with torch.no_grad():
-                values, indices = saes[layer].encode(x)
-                quality[layer].add(x, saes[layer].decode(values, indices), values, indices)
+            measure(saes[layer], token_filter.apply(output).float(), quality[layer])
     checks = []
     for layer, sae in saes.items():
         result = quality[layer].result()
