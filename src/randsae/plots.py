@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
+from randsae.tables import judge_at_chance  # noqa: E402
 
 Row = dict[str, str | float | int | None]
 
@@ -333,7 +334,7 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                 ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
             if metric.startswith("auroc_"):
                 ax.axhline(0.5, color="#444444", lw=0.8, ls=":")
-                if any(str(r.get("judge_at_chance")) == "True" for r in rows if r["model"] == model):
+                if any(judge_at_chance(r, metric) for r in rows if r["model"] == model):
                     ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
                             color="#b00020", alpha=0.6, fontsize=11, fontweight="bold")
             ax.set_ylabel(label)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from randsae import io
+from randsae.tables import judge_at_chance
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def separation(metric: str, trained: dict, twins: dict[str, dict]) -> Separation
     if t is None or not values or any(v is None for v in values.values()):
         return Separation(metric, t, values, None, "not measured for every variant")
     if how == "interval":
-        if any(str(r.get("judge_at_chance")) == "True" for r in (trained, *twins.values())):
+        if any(judge_at_chance(r, metric) for r in (trained, *twins.values())):
             return Separation(metric, t, values, None, "judge at chance: not counted")
         low, high = _number(trained, metric.replace("auroc_", "auroc_low_")), \
             _number(trained, metric.replace("auroc_", "auroc_high_"))

@@ -75,7 +75,8 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
 
 AUROC_SCORERS = ("fuzzing", "detection")
 AUROC_COLUMNS = [f"{kind}_{scorer}" for scorer in AUROC_SCORERS
-                 for kind in ("auroc", "auroc_low", "auroc_high")] + ["auroc_latents", "judge", "judge_at_chance"]
+                 for kind in ("auroc", "auroc_low", "auroc_high", "judge_at_chance")] + [
+    "auroc_latents", "judge", "judge_at_chance"]  # judge_at_chance: at chance on any of the scorers
 AUROC_NOTE = ("AUROC: fuzzing and detection scores of the sampled latents' explanations, pooled over latents, "
               "with a 95% bootstrap interval over latents (PAPER.md §2.3); 0.5 is chance.")
 
@@ -100,8 +101,10 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, dict]) -> t
                 continue
             row = rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]})
             row.update({f"auroc_{s.scorer}": s.auroc, f"auroc_low_{s.scorer}": s.auroc_low,
-                        f"auroc_high_{s.scorer}": s.auroc_high, "auroc_latents": s.latents, "judge": s.judge,
-                        "judge_at_chance": s.judge_at_chance})
+                        f"auroc_high_{s.scorer}": s.auroc_high, f"judge_at_chance_{s.scorer}": s.judge_at_chance,
+                        "auroc_latents": s.latents, "judge": s.judge})
+            # each scorer keeps its own flag; the row's own flag says "at chance on any of them"
+            row["judge_at_chance"] = any(row.get(f"judge_at_chance_{x}") for x in AUROC_SCORERS)
         if (directory / "calibration.json").is_file():
             calibrations.append(read_calibration(directory / "calibration.json"))
         scored += read_latents(directory)
@@ -152,10 +155,10 @@ def markdown_summary(rows: list[dict], with_entropy: bool = False, judge_notes: 
             cells = []
             for scorer in AUROC_SCORERS:
                 value = row.get(f"auroc_{scorer}")
+                chance = " (judge AT CHANCE)" if row.get(f"judge_at_chance_{scorer}") else ""
                 cells.append("" if value is None else f"{value:.3f} [{row[f'auroc_low_{scorer}']:.3f}, "
-                             f"{row[f'auroc_high_{scorer}']:.3f}]")
-            chance = " (AT CHANCE)" if row.get("judge_at_chance") else ""
+                             f"{row[f'auroc_high_{scorer}']:.3f}]{chance}")
             lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row['auroc_latents']} | "
-                         f"{cells[0]} | {cells[1]} | {row['judge']}{chance} |")
+                         f"{cells[0]} | {cells[1]} | {row['judge']} |")
         lines += ["", AUROC_NOTE, *(f"- {note}" for note in judge_notes)]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,75 @@
+"""The report's verdict rules, on hand-built comparison rows (as `lm compare` writes and reads them back:
+strings)."""
+
+from randsae.report import separation, verdicts
+
+
+def row(variant: str, layer: int = 3, **values) -> dict:
+    return {"model": "m", "variant": variant, "layer": str(layer), **{k: str(v) for k, v in values.items()}}
+
+
+def auroc(value: float, low: float, high: float, fuzzing_chance: bool, detection_chance: bool = False) -> dict:
+    return {"auroc_fuzzing": value, "auroc_low_fuzzing": low, "auroc_high_fuzzing": high,
+            "judge_at_chance_fuzzing": fuzzing_chance, "auroc_detection": value, "auroc_low_detection": low,
+            "auroc_high_detection": high, "judge_at_chance_detection": detection_chance,
+            "judge_at_chance": fuzzing_chance or detection_chance}
+
+
+def test_a_judge_at_chance_on_fuzzing_is_not_counted_even_when_detection_is_fine():
+    trained = row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=True))
+    twin = row("step0", **auroc(0.6, 0.55, 0.65, fuzzing_chance=True))
+    fuzzing = separation("auroc_fuzzing", trained, {"step0": twin})
+    assert fuzzing.separates is None and "chance" in fuzzing.why
+    detection = separation("auroc_detection", trained, {"step0": twin})
+    assert detection.separates is True and "disjoint" in detection.why
+
+
+def test_a_judge_at_chance_on_detection_only_leaves_fuzzing_counted():
+    trained = row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=False, detection_chance=True))
+    twin = row("step0", **auroc(0.6, 0.55, 0.65, fuzzing_chance=False, detection_chance=True))
+    assert separation("auroc_fuzzing", trained, {"step0": twin}).separates is True
+    assert separation("auroc_detection", trained, {"step0": twin}).separates is None
+
+
+def test_old_tables_with_one_flag_per_row_still_gate_every_scorer():
+    values = auroc(0.9, 0.85, 0.95, fuzzing_chance=False)
+    del values["judge_at_chance_fuzzing"], values["judge_at_chance_detection"]
+    trained, twin = row("trained", **{**values, "judge_at_chance": True}), row("step0", **values)
+    assert separation("auroc_fuzzing", trained, {"step0": twin}).separates is None
+
+
+def test_overlapping_auroc_intervals_do_not_separate():
+    trained = row("trained", **auroc(0.8, 0.7, 0.9, fuzzing_chance=False))
+    twin = row("step0", **auroc(0.75, 0.65, 0.85, fuzzing_chance=False))
+    result = separation("auroc_fuzzing", trained, {"step0": twin})
+    assert result.separates is False and result.why == "intervals overlap"
+
+
+def test_relative_margin_rule():
+    trained = row("trained", explained_variance=0.80)
+    assert separation("explained_variance", trained, {"a": row("a", explained_variance=0.70)}).separates is True
+    assert separation("explained_variance", trained, {"a": row("a", explained_variance=0.79)}).separates is False
+    # it must separate from every twin
+    both = {"a": row("a", explained_variance=0.70), "b": row("b", explained_variance=0.79)}
+    assert separation("explained_variance", trained, both).separates is False
+
+
+def test_entropy_compared_by_standard_errors():
+    trained = row("trained", entropy_mean=2.0, entropy_std=0.5, sampled_latents=25)  # standard error 0.1
+    far = row("a", entropy_mean=1.5, entropy_std=0.5, sampled_latents=25)  # 0.5 apart > 2 × 0.141
+    near = row("a", entropy_mean=1.9, entropy_std=0.5, sampled_latents=25)
+    assert separation("entropy_mean", trained, {"a": far}).separates is True
+    assert separation("entropy_mean", trained, {"a": near}).separates is False
+
+
+def test_a_metric_missing_for_a_twin_is_not_counted():
+    trained = row("trained", cosine_sim=0.9)
+    result = separation("cosine_sim", trained, {"a": row("a", cosine_sim=""), "b": row("b", cosine_sim=0.5)})
+    assert result.separates is None and result.why == "not measured for every variant"
+
+
+def test_verdicts_per_layer_need_the_trained_model_and_a_twin():
+    rows = [row("trained", 1, explained_variance=0.9), row("step0", 1, explained_variance=0.5),
+            row("trained", 2, explained_variance=0.9)]  # layer 2 has no twin
+    (layer,) = verdicts(rows)
+    assert layer.layer == 1 and layer.separating == ["explained variance"]
