@@ -8,6 +8,10 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+# called with each path that `atomic_write` has just put in place: the kill-and-resume tests kill on what a
+# run writes, never on a timer (see `randsae.experiments.baseline.KillForTest`)
+AFTER_WRITE: list[Callable[[Path], None]] = []
+
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp)` for a temporary file beside `path`, then rename it over `path`."""
@@ -16,6 +20,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         tmp.replace(path)
+        for hook in AFTER_WRITE:
+            hook(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -191,10 +190,12 @@ class Study:
             bar.set_description(f"{variant or 'all'} · {stage}")
             self.stages[key] = StageRecord(variant, stage, "running")
             write_stages(self.out, self.stages)
-            killer = kill_for_test(variant, stage)
+            killer = KillForTest.armed(variant, stage)
             start = time.perf_counter()
             try:
                 work[stage](self, variant)
+                if killer is not None:
+                    killer.stage_over()
             except Exception as error:  # one variant's failure is reported; the others go on
                 if variant == "" or isinstance(error, MemoryError):
                     self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start,
@@ -209,7 +210,7 @@ class Study:
                 self.stages[key] = StageRecord(variant, stage, "done", time.perf_counter() - start)
             finally:
                 if killer is not None:
-                    killer.cancel()
+                    killer.disarm()
             write_stages(self.out, self.stages)
             log.info("%s · %s: %s in %.1f s", variant or "all", stage, self.stages[key].status,
                      self.stages[key].seconds)
@@ -223,19 +224,32 @@ class Study:
                 == "done"]
 
 
-def kill_for_test(variant: str, stage: str):
-    """RANDSAE_TEST_KILL="<variant>/<stage>@<seconds>": SIGKILL this process that long into that stage (the
-    kill-and-resume tests; nothing else sets it)."""
-    spec = os.environ.get("RANDSAE_TEST_KILL")
-    if not spec or "@" not in spec:
-        return None
-    target, delay = spec.rsplit("@", 1)
-    if target != f"{variant}/{stage}":
-        return None
-    timer = threading.Timer(float(delay), lambda: os.kill(os.getpid(), signal.SIGKILL))
-    timer.daemon = True
-    timer.start()
-    return timer
+class KillForTest:
+    """RANDSAE_TEST_KILL="<variant>/<stage>[@N]": SIGKILL this process inside that stage, right after the Nth
+    file (default 1) the stage puts in place through `io.atomic_write`, or, when the stage writes fewer, once
+    its work is over but before it is recorded done. The kill is triggered by what the run writes, never by a
+    clock. The kill-and-resume tests set the variable; nothing else does."""
+
+    def __init__(self, writes: int):
+        self.writes = writes
+        io.AFTER_WRITE.append(self.written)
+
+    @classmethod
+    def armed(cls, variant: str, stage: str) -> "KillForTest | None":
+        target, _, count = os.environ.get("RANDSAE_TEST_KILL", "").partition("@")
+        return cls(int(count or 1)) if target == f"{variant}/{stage}" else None
+
+    def written(self, path: Path) -> None:
+        self.writes -= 1
+        if self.writes <= 0:
+            self.stage_over()
+
+    @staticmethod
+    def stage_over() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def disarm(self) -> None:
+        io.AFTER_WRITE.remove(self.written)
 
 
 def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
