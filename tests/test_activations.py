@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from randsae.cli import main
-from randsae.cliutil import parse_count
+from randsae.cli.common import parse_count
 from randsae.lm import make_variant
 from randsae.lm.activations import cache_activations, open_cache, parse_layers, residual_stream
 from randsae.lm.models import converted_gguf, embedded_gguf

@@ -12,8 +12,9 @@ import pytest
 from judges import ScriptedJudge
 
 from randsae.cli import main
-from randsae.experiments.baseline import STAGES
+from randsae.errors import BadInput
 from randsae.io import read_rows
+from randsae.study.runner import STAGES
 
 # the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
 TINY = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
@@ -171,7 +172,7 @@ def test_bad_input_is_one_sentence_and_writes_nothing(tiny_dir, tiny_latents, tm
     assert "reads 32 inputs, but smollm2's residual stream has 576" in bad(
         ["baseline", "--preset", "demo", "--sae", theirs, "--out", str(out)], out, capsys)
     other = tiny_latents.parent / "sae"  # an `lm train` run, not a study
-    assert "holds the output of another command" in bad(tiny_args(tiny_dir, other), other, capsys)
+    assert "holds the output of `randsae lm train`" in bad(tiny_args(tiny_dir, other), other, capsys)
     assert "unknown preset" in bad(tiny_args(tiny_dir, out, "--preset", "huge"), out, capsys)
 
 
@@ -179,7 +180,7 @@ def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_pa
     """A stage's failure is that variant's alone; SIGTERM (raised as `Terminated`) and Ctrl-C stop the study,
     leaving the stage "running" for the rerun."""
     from randsae.cli import Terminated
-    from randsae.experiments.baseline import BaselineSettings, Study, read_stages
+    from randsae.study.runner import BaselineSettings, Study, read_stages
 
     def stages_raising(error) -> dict:
         def stage(name):
@@ -199,14 +200,23 @@ def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_pa
         records = read_stages(out)
         assert records["rerandomized", "train"].status == "running"
         assert ("control", "activations") not in records
-    failing = Study(tmp_path / "fails", BaselineSettings(variants=["trained", "control"]), progress=False)
+    failing = Study(tmp_path / "fails", BaselineSettings(variants=["trained", "step0", "control"]), progress=False)
     (tmp_path / "fails").mkdir()
 
     def broken(study, variant):
         if variant == "trained":
-            raise ValueError("the disk said no")
+            raise BadInput("the disk said no.")
+        if variant == "step0":
+            raise ValueError("a bug of ours")
 
     records = failing.run({name: (broken if name == "eval" else (lambda s, v: None))
                            for name in (*STAGES, "compare", "report")})
-    assert records["trained", "eval"].status == "failed" and records["trained", "eval"].error == "the disk said no"
+    # bad input: its one sentence; a fault: its first line, and its whole traceback kept in the stage's error.txt
+    assert records["trained", "eval"].status == "failed"
+    assert records["trained", "eval"].error == "the disk said no."
+    assert not (tmp_path / "fails" / "trained" / "eval" / "error.txt").exists()
+    assert records["step0", "eval"].error == "ValueError: a bug of ours (traceback in step0/eval/error.txt)"
+    kept = (tmp_path / "fails" / "step0" / "eval" / "error.txt").read_text()
+    assert kept.startswith("Traceback") and "in broken" in kept
+    assert kept.rstrip().endswith("ValueError: a bug of ours")
     assert ("trained", "latents") not in records and records["control", "autointerp"].status == "done"

@@ -10,6 +10,7 @@ import torch
 from randsae import plots
 from randsae.lm.latents import LatentSummary
 from randsae.metrics import hoyer, hoyer_batch_mean, l1_over_sqrt_l2, l1_over_sqrt_l2_batch_mean
+from randsae.tables import CompareRow
 
 MAGIC = {"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xml"}
 
@@ -122,9 +123,9 @@ def lm_rows():
     rows = []
     for variant, ce in (("trained", 0.97), ("rerandomized", 0.5), ("control", 1.1)):
         for layer in (3, 9, 15):
-            rows.append({"model": "smollm2", "variant": variant, "layer": layer, "explained_variance": 0.8,
-                         "pca_explained_variance": 0.6, "cosine_sim": 0.9, "l1": 200, "dead_fraction": 0.01,
-                         "ce_loss_score": ce, "entropy_mean": 2.0 + layer / 10, "entropy_std": 0.3})
+            rows.append(CompareRow("smollm2", variant, layer, explained_variance=0.8, pca_explained_variance=0.6,
+                                   cosine_sim=0.9, l1=200, dead_fraction=0.01, ce_loss_score=ce,
+                                   entropy_mean=2.0 + layer / 10, entropy_std=0.3))
     return rows
 
 

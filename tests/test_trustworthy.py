@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from randsae.cliutil import LOCK_FILE
+from randsae.cli.common import LOCK_FILE
 from randsae.io import read_rows
 
 TINY = ["--latents", "16", "--l1", "0.01,1", "--seeds", "1", "--num-samples", "300", "--num-inputs", "8",

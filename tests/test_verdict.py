@@ -1,18 +1,19 @@
-"""The report's verdict rules, on hand-built comparison rows (as `lm compare` writes and reads them back:
-strings)."""
+"""The report's verdict rules, on hand-built comparison rows (`CompareRow`, as `lm compare` writes them and
+the report reads them back)."""
 
-from randsae.report import separation, verdicts
-
-
-def row(variant: str, layer: int = 3, **values) -> dict:
-    return {"model": "m", "variant": variant, "layer": str(layer), **{k: str(v) for k, v in values.items()}}
+from randsae.study.verdict import separation, verdicts
+from randsae.tables import CompareRow, ScorerAuroc
 
 
-def auroc(value: float, low: float, high: float, fuzzing_chance: bool, detection_chance: bool = False) -> dict:
-    return {"auroc_fuzzing": value, "auroc_low_fuzzing": low, "auroc_high_fuzzing": high,
-            "judge_at_chance_fuzzing": fuzzing_chance, "auroc_detection": value, "auroc_low_detection": low,
-            "auroc_high_detection": high, "judge_at_chance_detection": detection_chance,
-            "judge_at_chance": fuzzing_chance or detection_chance}
+def row(variant: str, layer: int = 3, **values) -> CompareRow:
+    return CompareRow("m", variant, layer, **values)
+
+
+def auroc(value: float, low: float, high: float, fuzzing_chance: bool | None,
+          detection_chance: bool | None = False) -> dict:
+    return {"fuzzing": ScorerAuroc(value, low, high, fuzzing_chance),
+            "detection": ScorerAuroc(value, low, high, detection_chance),
+            "judge_at_chance": bool(fuzzing_chance or detection_chance)}
 
 
 def test_a_judge_at_chance_on_fuzzing_is_not_counted_even_when_detection_is_fine():
@@ -31,10 +32,20 @@ def test_a_judge_at_chance_on_detection_only_leaves_fuzzing_counted():
     assert separation("auroc_detection", trained, {"step0": twin}).separates is None
 
 
-def test_old_tables_with_one_flag_per_row_still_gate_every_scorer():
-    values = auroc(0.9, 0.85, 0.95, fuzzing_chance=False)
-    del values["judge_at_chance_fuzzing"], values["judge_at_chance_detection"]
-    trained, twin = row("trained", **{**values, "judge_at_chance": True}), row("step0", **values)
+def test_old_tables_with_one_flag_per_row_still_gate_every_scorer(tmp_path):
+    """A table written before each scorer had its own flag: the row's flag stands for every scorer."""
+    from randsae import io
+    from randsae.tables import read_table
+
+    columns = ["model", "variant", "layer", "auroc_fuzzing", "auroc_low_fuzzing", "auroc_high_fuzzing",
+               "judge_at_chance"]
+    io.write_rows(tmp_path / "old.csv", columns, [
+        {"model": "m", "variant": "trained", "layer": 3, "auroc_fuzzing": 0.9, "auroc_low_fuzzing": 0.85,
+         "auroc_high_fuzzing": 0.95, "judge_at_chance": True},
+        {"model": "m", "variant": "step0", "layer": 3, "auroc_fuzzing": 0.6, "auroc_low_fuzzing": 0.55,
+         "auroc_high_fuzzing": 0.65, "judge_at_chance": False}])
+    trained, twin = read_table(tmp_path / "old.csv", CompareRow)
+    assert trained.fuzzing == ScorerAuroc(0.9, 0.85, 0.95, None)
     assert separation("auroc_fuzzing", trained, {"step0": twin}).separates is None
 
 
@@ -64,7 +75,7 @@ def test_entropy_compared_by_standard_errors():
 
 def test_a_metric_missing_for_a_twin_is_not_counted():
     trained = row("trained", cosine_sim=0.9)
-    result = separation("cosine_sim", trained, {"a": row("a", cosine_sim=""), "b": row("b", cosine_sim=0.5)})
+    result = separation("cosine_sim", trained, {"a": row("a"), "b": row("b", cosine_sim=0.5)})
     assert result.separates is None and result.why == "not measured for every variant"
 
 
@@ -73,3 +84,20 @@ def test_verdicts_per_layer_need_the_trained_model_and_a_twin():
             row("trained", 2, explained_variance=0.9)]  # layer 2 has no twin
     (layer,) = verdicts(rows)
     assert layer.layer == 1 and layer.separating == ["explained variance"]
+
+
+def test_compare_rows_write_and_read_back_with_each_scorers_flag(tmp_path):
+    from randsae.tables import read_table, write_table
+
+    rows = [row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=True, detection_chance=False),
+                explained_variance=0.8, below_baseline=""),
+            row("control", 5, entropy_mean=2.5, sampled_latents=24)]
+    write_table(tmp_path / "t.csv", rows, CompareRow)
+    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["model", "variant", "layer"]
+    assert {"auroc_fuzzing", "auroc_low_fuzzing", "judge_at_chance_fuzzing",
+            "judge_at_chance_detection"} <= set(header)
+    back = read_table(tmp_path / "t.csv", CompareRow)
+    assert back[0].fuzzing.judge_at_chance is True and back[0].detection.judge_at_chance is False
+    assert back[1].fuzzing is None and back[1].entropy_mean == 2.5 and back[1].layer == 5
+    assert back[0].below_baseline is None  # an empty cell reads back as "not given"

@@ -3,12 +3,15 @@
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
+
+from randsae.errors import BadInput
 
 
 def parse_coefficients(text: str) -> list[float]:
@@ -24,11 +27,11 @@ def parse_coefficients(text: str) -> list[float]:
         else:
             values = [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(
+        raise BadInput(
             f"cannot read coefficients {text!r}: give a comma list like 0.001,0.01 or start:stop:num "
             "with positive start and stop, like 0.001:100:21.") from None
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise ValueError(f"coefficients must be finite and non-negative, not {text!r}.")
+        raise BadInput(f"coefficients must be finite and non-negative, not {text!r}.")
     return values
 
 
@@ -36,11 +39,11 @@ def parse_list(text: str, item_type: type) -> list:
     """A comma-separated list of `item_type` values."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
-        raise ValueError(f"expected a comma-separated list, not {text!r}.")
+        raise BadInput(f"expected a comma-separated list, not {text!r}.")
     try:
         return [item_type(part) for part in parts]
     except ValueError:
-        raise ValueError(f"cannot read {text!r} as a list of {item_type.__name__} values.") from None
+        raise BadInput(f"cannot read {text!r} as a list of {item_type.__name__} values.") from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -52,9 +55,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot parse config file {path}: {e}.") from None
+        raise BadInput(f"cannot parse config file {path}: {e}.") from None
     if not isinstance(values, dict):
-        raise ValueError(f"config file {path} holds a {type(values).__name__}, not a table of settings.")
+        raise BadInput(f"config file {path} holds a {type(values).__name__}, not a table of settings.")
     return values
 
 
@@ -64,7 +67,7 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
+        raise BadInput(f"unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
     out = {}
     for name, value in values.items():
         hint = hints[name]
@@ -93,7 +96,7 @@ def strict_scalar(name: str, value: Any, kind: type) -> Any:
         kind is float and isinstance(value, int) and not isinstance(value, bool))
     if not ok:
         article = "an" if kind.__name__[0] in "aeiou" else "a"
-        raise ValueError(f"setting {name} must be {article} {kind.__name__}, not {value!r}.")
+        raise BadInput(f"setting {name} must be {article} {kind.__name__}, not {value!r}.")
     return float(value) if kind is float else value
 
 
@@ -106,5 +109,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but PyTorch sees no CUDA GPU.")
+        raise BadInput("device cuda was asked for but PyTorch sees no CUDA GPU.")
     return torch.device(name)
+
+
+_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
+
+
+def parse_count(text: str) -> int:
+    """'1M', '100m', '500k', '2048' → an integer."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*", text)
+    if not match or float(match[1]) <= 0:
+        raise BadInput(f"cannot read {text!r} as a count like 2048, 500k or 1M.")
+    count = int(float(match[1]) * _SUFFIXES[match[2].lower()])
+    if count < 1:
+        raise BadInput(f"{text!r} is less than one.")
+    return count

@@ -8,8 +8,10 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from randsae.errors import BadInput
+
 # called with each path that `atomic_write` has just put in place: the kill-and-resume tests kill on what a
-# run writes, never on a timer (see `randsae.experiments.baseline.KillForTest`)
+# run writes, never on a timer (see `randsae.study.runner.KillForTest`)
 AFTER_WRITE: list[Callable[[Path], None]] = []
 
 
@@ -50,11 +52,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
                 if not cells:
                     continue
                 if len(cells) != len(header):
-                    raise ValueError(f"{path} line {reader.line_num} has {len(cells)} cells where its header "
+                    raise BadInput(f"{path} line {reader.line_num} has {len(cells)} cells where its header "
                                      f"has {len(header)}.")
                 rows.append(dict(zip(header, cells, strict=True)))
     except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{path} is not a readable CSV table ({e}).") from None
+        raise BadInput(f"{path} is not a readable CSV table ({e}).") from None
     return rows
 
 
@@ -64,7 +66,7 @@ def check_columns(path: str | Path, rows: list[dict], columns: Sequence[str], nu
     for number, row in enumerate(rows, start=2):
         missing = [c for c in columns if c not in row]
         if missing:
-            raise ValueError(f"{path} has no column {missing[0]!r}; is it the right kind of table?")
+            raise BadInput(f"{path} has no column {missing[0]!r}; is it the right kind of table?")
         for column in numeric:
             value = row.get(column)
             if value in (None, ""):
@@ -72,7 +74,7 @@ def check_columns(path: str | Path, rows: list[dict], columns: Sequence[str], nu
             try:
                 float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"{path} row {number}: {column} is {value!r}, not a number.") from None
+                raise BadInput(f"{path} row {number}: {column} is {value!r}, not a number.") from None
 
 
 def write_rows(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
@@ -95,9 +97,9 @@ def read_json(path: str | Path, fields: dict[str, type | tuple[type, ...]] | Non
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not valid JSON.") from None
+        raise BadInput(f"{path} is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} holds a JSON {type(data).__name__}, not an object of settings.")
+        raise BadInput(f"{path} holds a JSON {type(data).__name__}, not an object of settings.")
     check_fields(data, fields or {}, path)
     return data
 
@@ -106,12 +108,12 @@ def check_fields(data: dict, fields: dict[str, type | tuple[type, ...]], where: 
     """Each of `fields` (name → type) is in `data` with that type (an int is not a bool)."""
     for name, kind in fields.items():
         if name not in data:
-            raise ValueError(f"{where} lacks the key {name!r}.")
+            raise BadInput(f"{where} lacks the key {name!r}.")
         value = data[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
-            raise ValueError(f"{where}: {name!r} must be {names}, not {value!r}.")
+            raise BadInput(f"{where}: {name!r} must be {names}, not {value!r}.")
 
 
 SAFETENSORS_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4,
@@ -127,8 +129,8 @@ def check_safetensors(path: str | Path) -> dict[str, dict]:
         raise FileNotFoundError(f"{path} does not exist.")
     size = path.stat().st_size
 
-    def bad(reason: str) -> ValueError:
-        return ValueError(f"{path} is not a complete safetensors file ({reason}); it is truncated or corrupt.")
+    def bad(reason: str) -> BadInput:
+        return BadInput(f"{path} is not a complete safetensors file ({reason}); it is truncated or corrupt.")
 
     with path.open("rb") as f:
         head = f.read(8)
@@ -169,7 +171,7 @@ def load_safetensors(path: str | Path, names: list[str] | None = None) -> dict:
     header = check_safetensors(path)
     missing = [name for name in names or [] if name not in header]
     if missing:
-        raise ValueError(f"{path} lacks the tensor {missing[0]!r}.")
+        raise BadInput(f"{path} lacks the tensor {missing[0]!r}.")
     return load_file(str(path))
 
 

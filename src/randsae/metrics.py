@@ -1,4 +1,4 @@
-"""Every metric, as a plain function of tensors (PAPER.md §1.4).
+"""Every metric, as a plain function of tensors (docs/paper.md §1.4).
 
 Inputs `x` and reconstructions `x_hat` are N × d; latents `z` are N × n. Per-sample quantities are
 averaged over samples.
@@ -124,7 +124,7 @@ def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, features:
 
 
 class TokenQuality:
-    """Quality metrics of one TopK SAE over a stream of token batches (PAPER.md §2.2), from running sums.
+    """Quality metrics of one TopK SAE over a stream of token batches (docs/paper.md §2.2), from running sums.
 
     FVU here is the language-model convention (the EleutherAI trainer's loss): squared error over the total
     variance Σ ‖x − mean(x)‖², the mean taken per dimension over all evaluated tokens. The PCA baseline is
@@ -167,13 +167,14 @@ class TokenQuality:
 
 
 def token_mass(token_ids: np.ndarray, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(token ids, summed activation of each) over positions: A_t = Σ over positions holding t (PAPER.md §2.4)."""
+    """(token ids, summed activation of each) over positions: A_t = Σ over positions holding t
+    (docs/paper.md §2.4)."""
     ids, inverse = np.unique(np.asarray(token_ids), return_inverse=True)
     return ids, np.bincount(inverse.ravel(), weights=np.asarray(activations, dtype=np.float64), minlength=len(ids))
 
 
 def token_entropy(token_ids: np.ndarray, activations: np.ndarray) -> float:
-    """Token-distribution entropy H = −Σ_t p_t ln p_t, p_t = A_t / Σ A, in nats (natural log, PAPER.md §2.4).
+    """Token-distribution entropy H = −Σ_t p_t ln p_t, p_t = A_t / Σ A, in nats (natural log, docs/paper.md §2.4).
     0 for a latent that fires on one token id, ln n when its mass is spread evenly over n; NaN with no mass."""
     _, mass = token_mass(token_ids, activations)
     total = mass.sum()
@@ -183,7 +184,7 @@ def token_entropy(token_ids: np.ndarray, activations: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-# --- auto-interpretability (PAPER.md §2.3) ---
+# --- auto-interpretability (docs/paper.md §2.3) ---
 
 def _ranks(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n of `values`, ties given their mean rank."""

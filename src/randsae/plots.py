@@ -14,13 +14,15 @@ from pathlib import Path
 
 import matplotlib
 
+from randsae.errors import BadInput
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
-from randsae.tables import judge_at_chance  # noqa: E402
+from randsae.tables import CompareRow, judge_at_chance  # noqa: E402
 
 Row = dict[str, str | float | int | None]
 
@@ -54,7 +56,7 @@ def parse_formats(text: str) -> list[str]:
     formats = [part.strip().lower() for part in text.split(",") if part.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if not formats or bad:
-        raise ValueError(f"--format takes a comma list of {', '.join(FORMATS)}, not {text!r}.")
+        raise BadInput(f"--format takes a comma list of {', '.join(FORMATS)}, not {text!r}.")
     return list(dict.fromkeys(formats))
 
 
@@ -285,25 +287,25 @@ LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine 
 
 
 @styled
-def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[str] = (),
+def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequence[str] = (),
                        formats: Sequence[str] = ("png",)) -> Path:
     """The paper's Fig. 2: a row per metric, a column per model, layer on x (ticks at the layers there
     are), a line per variant in its fixed colour. The explained-variance panels also show the PCA baseline
     of each variant (dashed); the CE panels a reference line at 1; the entropy row (when rows carry it)
     mean ± standard deviation over the sampled latents. `notes` go under the figure."""
-    models = sorted({str(r["model"]) for r in rows})
-    variants = sorted({str(r["variant"]) for r in rows}, key=lambda v: (list(VARIANT_COLOURS) + [v]).index(v))
+    models = sorted({r.model for r in rows})
+    variants = sorted({r.variant for r in rows}, key=lambda v: (list(VARIANT_COLOURS) + [v]).index(v))
     metrics = {m: label for m, label in LM_METRICS.items() if any(_value(r, m) is not None for r in rows)}
     others: list[str] = []
     fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.2 * len(models) + 1.8, 2.2 * len(metrics)),
                              squeeze=False, sharex="col")
     for column, model in enumerate(models):
-        layers_there = sorted({int(r["layer"]) for r in rows if r["model"] == model})
+        layers_there = sorted({r.layer for r in rows if r.model == model})
         for row_index, (metric, label) in enumerate(metrics.items()):
             ax = axes[row_index, column]
             for variant in variants:
-                points = sorted(((int(r["layer"]), r) for r in rows if r["model"] == model
-                                 and r["variant"] == variant and _value(r, metric) is not None),
+                points = sorted(((r.layer, r) for r in rows if r.model == model
+                                 and r.variant == variant and _value(r, metric) is not None),
                                 key=lambda p: p[0])
                 if not points:
                     continue
@@ -324,7 +326,7 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                     ax.plot(layers, values, "o-", ms=3, color=c, label=variant)
                 flag = {"explained_variance": "EV<PCA", "ce_loss_score": "CE<0"}.get(metric)
                 bad = [(layer, v) for layer, v, (_, r) in zip(layers, values, points, strict=True)
-                       if flag and flag in str(r.get("below_baseline") or "")]
+                       if flag and flag in (r.below_baseline or "")]
                 if bad:  # below the simplest baseline: a red cross over the point (the note names them)
                     ax.plot(*zip(*bad, strict=True), "x", ms=9, mew=2, color="#b00020", zorder=5)
                 if metric == "explained_variance":
@@ -334,7 +336,7 @@ def plot_lm_comparison(rows: Sequence[Row], path: str | Path, notes: Sequence[st
                 ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
             if metric.startswith("auroc_"):
                 ax.axhline(0.5, color="#444444", lw=0.8, ls=":")
-                if any(judge_at_chance(r, metric) for r in rows if r["model"] == model):
+                if any(judge_at_chance(r, metric) for r in rows if r.model == model):
                     ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
                             color="#b00020", alpha=0.6, fontsize=11, fontweight="bold")
             ax.set_ylabel(label)
@@ -357,7 +359,7 @@ def plot_entropy_histograms(summaries: Sequence, path: str | Path, formats: Sequ
             groups[s.model, s.variant][s.layer].append(s.entropy_explainer)
     keys = sorted(groups, key=lambda k: (k[0], (list(VARIANT_COLOURS) + [k[1]]).index(k[1])))
     if not keys:
-        raise ValueError("no sampled latents to draw an entropy histogram of.")
+        raise BadInput("no sampled latents to draw an entropy histogram of.")
     top = max(max(v) for g in groups.values() for v in g.values())
     bins = np.linspace(0, max(top, 1e-3) * 1.05, 25)
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys) + 1.5, 3.2), squeeze=False, sharex=True,
@@ -371,7 +373,7 @@ def plot_entropy_histograms(summaries: Sequence, path: str | Path, formats: Sequ
     axes[0, 0].set_ylabel("sampled latents")
     legend_outside(axes[0, -1])
     notes = ["Token-distribution entropy H = −Σ p_t ln p_t of each sampled latent's activation mass per token id "
-             "over its explainer set (PAPER.md §2.4): 0 for one token, ln n for n tokens evenly."]
+             "over its explainer set (docs/paper.md §2.4): 0 for one token, ln n for n tokens evenly."]
     return _save(fig, path, formats, notes)
 
 
@@ -390,7 +392,7 @@ def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzi
                 points[r.model, r.variant][r.layer].append((r.entropy, s.auroc))
     keys = sorted(points, key=lambda k: (k[0], (list(VARIANT_COLOURS) + [k[1]]).index(k[1])))
     if not keys:
-        raise ValueError(f"no latent has both an entropy and a {scorer} AUROC to draw.")
+        raise BadInput(f"no latent has both an entropy and a {scorer} AUROC to draw.")
     layers = sorted({layer for g in points.values() for layer in g})
     fig, axes = plt.subplots(len(keys), len(layers), figsize=(2.9 * len(layers) + 1.0, 2.6 * len(keys) + 0.6),
                              squeeze=False, sharex=True, sharey=True)

@@ -5,6 +5,8 @@ import os
 
 import torch
 
+from randsae.errors import BadInput
+
 FLOAT_BYTES = 4
 
 
@@ -40,5 +42,5 @@ def check_memory(nbytes: float, what: str, device: torch.device | str | None = N
     """Refuse `what` (a phrase, e.g. "the toy data set") if it needs more than the memory available."""
     available = available_memory(device)
     if available is not None and nbytes > available:
-        raise ValueError(f"{what} needs about {format_bytes(nbytes)}, more than the {format_bytes(available)} "
+        raise BadInput(f"{what} needs about {format_bytes(nbytes)}, more than the {format_bytes(available)} "
                          "of memory available; choose smaller sizes.")

@@ -1,9 +1,312 @@
-"""Result tables: what their columns mean and how a row is read."""
+"""Result tables: one dataclass per table, its columns derived from its fields, one writer and one reader that
+convert by type, and one registry of columns saying what each number is, its formula and where it is computed.
+
+A table is a dataclass deriving from `Table`. A field whose type is another `Table` is nested: its columns are
+written flat, each named `<inner>_<outer>` (the `fuzzing` field's `auroc_low` is the column
+`auroc_low_fuzzing`), and it reads back as None when all of its cells are empty. A row also answers
+`row.get(column)` by its flat column name, so the code that draws or judges a column by name reads a typed row
+the way it read a CSV row.
+
+`python -m randsae.tables` prints the registry as the Markdown table the README carries.
+"""
+
+import dataclasses
+import math
+import sys
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+from randsae import io
+from randsae.errors import BadInput
+
+# --- the registry ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Column:
+    table: str  # the output that holds it
+    name: str  # its CSV column
+    label: str  # what a reader calls it
+    formula: str
+    where: str  # the function (module.name) that computes it
+    unit: str = ""
 
 
-def judge_at_chance(row: dict, metric: str) -> bool:
-    """Is the judge at chance on the scorer of `metric` (auroc_<scorer>) in this comparison row? Each scorer
-    has its own flag (judge_at_chance_<scorer>); a table written before those existed has only the row's."""
+REGISTRY: list[Column] = []
+
+
+def register(table: str, where: str, columns: Sequence[tuple[str, str, str] | tuple[str, str, str, str]]) -> None:
+    """Register `columns` (name, label, formula[, unit]) of `table`, all computed in `where`."""
+    for name, label, formula, *unit in columns:
+        REGISTRY.append(Column(table, name, label, formula, where, *unit))
+
+
+def registered(table: str, name: str) -> Column:
+    for column in REGISTRY:
+        if column.table == table and column.name == name:
+            return column
+    raise KeyError(f"no column {name!r} is registered for {table}")
+
+
+def markdown() -> str:
+    """The registry as a Markdown table (the README's "where each number comes from")."""
+    lines = ["| output | column | what it is | formula | computed in |", "|---|---|---|---|---|"]
+    for c in REGISTRY:
+        unit = f" ({c.unit})" if c.unit else ""
+        lines.append(f"| {c.table} | `{c.name}` | {c.label}{unit} | {c.formula} | `{c.where}` |")
+    return "\n".join(lines) + "\n"
+
+
+# --- typed rows ------------------------------------------------------------------------------------------------
+
+def _unwrap(hint) -> tuple[type, bool]:
+    """(the type, whether None is allowed) of a field's annotation."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _is_table(kind) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Table)
+
+
+class Table:
+    """The base of every result table's row (subclasses are dataclasses)."""
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """The CSV header, derived from the fields (nested tables flattened)."""
+        out = []
+        for name, (kind, _) in cls._fields().items():
+            out += [f"{inner}_{name}" for inner in kind.columns()] if _is_table(kind) else [name]
+        return out
+
+    @classmethod
+    def _fields(cls) -> dict[str, tuple[type, bool]]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: _unwrap(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+    def flat(self) -> dict[str, Any]:
+        """Column → value."""
+        out: dict[str, Any] = {}
+        for name, (kind, _) in self._fields().items():
+            value = getattr(self, name)
+            if _is_table(kind):
+                inner = value.flat() if value is not None else dict.fromkeys(kind.columns())
+                out.update({f"{key}_{name}": v for key, v in inner.items()})
+            else:
+                out[name] = value
+        return out
+
+    def get(self, column: str, default=None):
+        """The value of a column by its flat name (None when the row does not have it)."""
+        value = self.flat().get(column, default)
+        return default if value is None else value
+
+    @classmethod
+    def from_cells(cls, cells: dict[str, str], where: str) -> Self:
+        """A row from its CSV cells (strings), each converted to its field's type; a cell that is not of its
+        type is one sentence naming `where` and the column. Columns the row lacks take the field's default."""
+        values = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            kind, optional = cls._fields()[f.name]
+            if _is_table(kind):
+                inner = {key: cells.get(f"{key}_{f.name}", "") for key in kind.columns()}
+                values[f.name] = kind.from_cells(inner, where) if any(v != "" for v in inner.values()) else None
+                continue
+            if f.name not in cells:
+                if f.default is dataclasses.MISSING and not optional:
+                    raise BadInput(f"{where} has no column {f.name!r}; is it the right kind of table?")
+                values[f.name] = None if f.default is dataclasses.MISSING else f.default
+                continue
+            values[f.name] = _convert(cells[f.name], kind, optional, f"{where}: {f.name}")
+        return cls(**values)
+
+
+def _convert(text: str, kind: type, optional: bool, where: str):
+    if text == "" and (optional or kind is not str):
+        if optional:
+            return None
+        raise BadInput(f"{where} is empty.")
+    try:
+        if kind is bool:
+            if text not in ("True", "False"):
+                raise ValueError
+            return text == "True"
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        wanted = "True or False" if kind is bool else "a number"
+        raise BadInput(f"{where} is {text!r}, not {wanted}.") from None
+    return text
+
+
+def write_table(path: str | Path, rows: Iterable[Table], cls: type[Table]) -> Path:
+    """The whole table at `path`, atomically; None is an empty cell."""
+    return io.write_rows(path, cls.columns(), [row.flat() for row in rows])
+
+
+def read_table(path: str | Path, cls: type[Table]) -> list:
+    """The rows of the table at `path` as `cls`; an absent file is an empty table."""
+    return [cls.from_cells(cells, f"{path} row {number}") for number, cells in enumerate(io.read_rows(path), 2)]
+
+
+def finite(value) -> float | None:
+    """A number that can be compared: None for a missing or non-finite value."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# --- the language-model tables --------------------------------------------------------------------------------
+
+@dataclass
+class EvalRow(Table):
+    """One row of `lm eval`'s results.csv: one trained layer's SAE on held-out text."""
+    model: str
+    variant: str
+    layer: int
+    k: int | None = None
+    latents: int | None = None
+    tokens: int | None = None
+    explained_variance: float | None = None
+    fvu: float | None = None
+    cosine_sim: float | None = None
+    l1: float | None = None
+    l0: float | None = None
+    dead_fraction: float | None = None
+    ce_clean: float | None = None
+    ce_sae: float | None = None
+    ce_zero: float | None = None
+    ce_loss_score: float | None = None
+    kl: float | None = None
+    pca_explained_variance: float | None = None
+    below_baseline: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return self.model, self.variant, self.layer
+
+
+@dataclass
+class ScorerAuroc(Table):
+    """One scorer's pooled AUROC over a layer's sampled latents, and its judge's calibration on that scorer."""
+    auroc: float | None = None
+    auroc_low: float | None = None
+    auroc_high: float | None = None
+    judge_at_chance: bool | None = None  # None: no judge (a scorer that needs none) or not calibrated
+
+
+AUROC_SCORERS = ("fuzzing", "detection")  # the scorers the comparison carries, each a nested ScorerAuroc
+
+
+@dataclass
+class CompareRow(EvalRow):
+    """One row of `lm compare`'s results.csv: a (model, variant, layer) with its `lm eval` quality, its
+    sampled latents' entropy and each scorer's pooled AUROC with that scorer's own judge flag."""
+    sampled_latents: int | None = None
+    entropy_mean: float | None = None
+    entropy_std: float | None = None
+    entropy_all_mean: float | None = None
+    fuzzing: ScorerAuroc | None = None
+    detection: ScorerAuroc | None = None
+    auroc_latents: int | None = None
+    judge: str | None = None
+    judge_at_chance: bool | None = None  # at chance on any of the scorers
+
+    def scorer(self, name: str) -> ScorerAuroc | None:
+        return getattr(self, name) if name in AUROC_SCORERS else None
+
+
+def judge_at_chance(row, metric: str) -> bool:
+    """Is the judge at chance on the scorer of `metric` (auroc_<scorer>) in this comparison row (a `CompareRow`
+    or a dict of its cells)? Each scorer has its own flag; a table written before those existed has only the
+    row's, which then stands for every scorer."""
     scorer = metric.removeprefix("auroc_")
-    flag = row.get(f"judge_at_chance_{scorer}", row.get("judge_at_chance"))
+    flag = row.get(f"judge_at_chance_{scorer}")
+    if flag in (None, ""):
+        flag = row.get("judge_at_chance")
     return str(flag) == "True"
+
+
+# --- what each column is --------------------------------------------------------------------------------------
+
+SWEEP = "toy / glove results.csv"
+EVAL = "lm eval results.csv"
+COMPARE = "lm compare results.csv"
+SCORES = "lm autointerp scores.csv"
+
+register(SWEEP, "randsae.metrics.sae_metrics", [
+    ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
+    ("fvu", "fraction of variance unexplained", "MSE / variance of all entries of the held-out inputs"),
+    ("explained_variance", "explained variance", "1 − fvu"),
+    ("l0", "active latents per sample", "mean over samples of the count of non-zero latents"),
+    ("l1", "L1 of the latents", "mean over samples of Σ|z|"),
+    ("l2", "L2 of the latents", "mean over samples of ‖z‖₂"),
+    ("l1_over_sqrt_l2", "L1/√L2", "per sample, then averaged (or from batch means: --sparsity-stats)"),
+    ("hoyer", "Hoyer sparseness", "(√n − L1/L2)/(√n − 1), n latents; per sample, then averaged"),
+    ("dead_fraction", "dead latents", "share of latents that never fire on the held-out split"),
+])
+register(SWEEP, "randsae.metrics.mmcs", [
+    ("mmcs", "mean max cosine similarity", "mean over ground-truth features of the largest cosine with a decoder "
+                                           "column (raw toy data only)"),
+])
+register(EVAL, "randsae.metrics.TokenQuality.result", [
+    ("explained_variance", "explained variance", "1 − fvu"),
+    ("fvu", "fraction of variance unexplained", "Σ‖x̂ − x‖² / Σ‖x − mean(x)‖² over held-out tokens (per-dimension "
+                                                "total variance: not the toy tables' fvu)"),
+    ("cosine_sim", "cosine similarity", "mean over tokens of cos(x, x̂)"),
+    ("l1", "L1 of the latents", "mean over tokens of Σ|z|"),
+    ("l0", "active latents per token", "mean count of non-zero latents (k for TopK)"),
+    ("dead_fraction", "dead latents", "share of latents that never fire on the held-out tokens"),
+    ("pca_explained_variance", "PCA-k explained variance", "explained variance of PCA with k components fitted on "
+                                                           "the same tokens"),
+])
+register(EVAL, "randsae.experiments.lm_eval.evaluate", [
+    ("ce_clean", "clean loss", "next-token cross-entropy of the model", "nats"),
+    ("ce_sae", "loss with the SAE spliced in", "the same with the block's output replaced by x̂", "nats"),
+    ("ce_zero", "loss with the block zeroed", "the same with the block's output replaced by 0", "nats"),
+    ("kl", "KL to the clean model", "mean over positions of KL(clean ‖ spliced)", "nats"),
+])
+register(EVAL, "randsae.experiments.lm_eval.ce_score", [
+    ("ce_loss_score", "CE loss score", "(ce_zero − ce_sae) / (ce_zero − ce_clean); means little for a random "
+                                       "model"),
+])
+register(EVAL, "randsae.lm.quality.below_baselines", [
+    ("below_baseline", "below the simplest baselines", "EV<PCA-k when explained_variance < "
+                                                       "pca_explained_variance; CE<0 when ce_loss_score < 0"),
+])
+register(COMPARE, "randsae.lm.latents.entropy_by_layer", [
+    ("sampled_latents", "sampled latents", "latents drawn per layer among those with enough examples"),
+    ("entropy_mean", "token entropy", "mean over sampled latents of −Σ p_t ln p_t over the explainer set",
+     "nats"),
+    ("entropy_std", "spread of token entropy", "standard deviation of the same over sampled latents", "nats"),
+    ("entropy_all_mean", "whole-cache token entropy", "mean over every firing latent, over all its windows",
+     "nats"),
+])
+register(COMPARE, "randsae.metrics.pooled_auroc", [
+    ("auroc_<scorer>", "pooled AUROC", "AUROC of the judge's P(1) against the truth over every scored window of "
+                                       "the layer's sampled latents"),
+    ("auroc_low_<scorer>, auroc_high_<scorer>", "95% interval", "bootstrap over latents (1,000 resamples)"),
+])
+register(COMPARE, "randsae.autointerp.records.Calibration.at_chance", [
+    ("judge_at_chance_<scorer>", "judge at chance", "the lower end of the judge's interval on the known-answer "
+                                                    "set for that scorer is not above 0.5: not counted"),
+])
+register(SCORES, "randsae.metrics.auroc", [
+    ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),
+])
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from randsae import cpu
+from randsae.errors import BadInput
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import generator
 
@@ -29,7 +30,7 @@ def l1_scale(l1_reduction: L1Reduction, num_latents: int, batch_size: int) -> fl
         return 1.0 / (batch_size * num_latents)
     if l1_reduction == "sum":
         return 1.0 / batch_size
-    raise ValueError(f"l1_reduction must be 'mean' or 'sum', not {l1_reduction!r}.")
+    raise BadInput(f"l1_reduction must be 'mean' or 'sum', not {l1_reduction!r}.")
 
 
 def relu_sae_losses(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor,
@@ -171,9 +172,9 @@ def train_relu_saes(
     if list(l1_coefs) != sorted(l1_coefs):
         raise ValueError("L1 coefficients of a stack must be in ascending order.")
     if data.ndim != 2 or data.shape[1] != sae.num_inputs:
-        raise ValueError(f"data must have shape (N, {sae.num_inputs}), not {tuple(data.shape)}.")
+        raise BadInput(f"data must have shape (N, {sae.num_inputs}), not {tuple(data.shape)}.")
     if not torch.isfinite(data).all():
-        raise ValueError("data contains NaN or infinite values.")
+        raise BadInput("data contains NaN or infinite values.")
     device = sae.W_enc.device
     if device.type == "cpu":
         cpu.keep_freed_memory()

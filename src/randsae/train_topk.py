@@ -1,4 +1,4 @@
-"""Training one TopK SAE a batch at a time (PAPER.md §2.2), alone or data-parallel under torchrun.
+"""Training one TopK SAE a batch at a time (docs/paper.md §2.2), alone or data-parallel under torchrun.
 
 The loss is FVU: squared error summed over the batch over its total variance Σ (x − mean(x))². Under DDP
 each rank holds a share of the global batch; the total variance is summed across ranks and each rank's
@@ -12,8 +12,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from randsae.config import parse_count
 from randsae.distributed import World
+from randsae.errors import BadInput
 from randsae.sae.topk import TopKSAE
+from randsae.settings import setting
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
 
@@ -25,38 +28,42 @@ def default_lr(num_latents: int) -> float:
 
 @dataclass
 class TopKTrainConfig:
-    k: int = 32
-    expansion: int = 64  # latents per input dimension
-    batch_size: int = 4096  # tokens per step, summed over ranks
-    lr: float | None = None  # None: default_lr(num_latents)
-    warmup_steps: int = 1000  # linear warm-up; capped at a tenth of a run shorter than 10 × this
-    auxk_alpha: float = 0.0  # weight of the AuxK loss on dead latents; 0 turns it off (1/32 in the OpenAI recipe)
-    dead_tokens: int = 10_000_000  # a latent is dead after this many tokens without firing
-    autocast: str = "none"  # "bf16": bfloat16 autocast of the forward pass (meant for GPUs)
+    k: int = setting(32, help="latents kept per token")
+    expansion: int = setting(64, help="latents per input dimension")
+    batch_size: int = setting(4096, help="tokens per optimiser step, over all ranks")
+    lr: float | None = setting(None, shown="2e-4 / sqrt(latents / 2^14)", help="Adam learning rate")
+    warmup_steps: int = setting(1000, help="linear learning-rate warm-up, capped at a tenth of a short run")
+    auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (0: off; 1/32 in the OpenAI "
+                                          "recipe)")
+    dead_tokens: int = setting(10_000_000, parse=parse_count,
+                               help="tokens without firing before a latent counts as dead")
+    autocast: str = setting("none", help="none, or bf16 (bfloat16 autocast of the forward pass, for GPUs)")
     seed: int = 0
-    skip_positions: int = 0  # leave out the first positions of each context (randsae.lm.token_filter)
-    max_norm_ratio: float | None = None  # leave out tokens above this × their batch's median norm
+    skip_positions: int = setting(0, help="leave out the first N positions of each context, in training and "
+                                          "every metric (0: none, the paper's)")
+    max_norm_ratio: float | None = setting(None, shown="none, the paper's",
+                                           help="leave out tokens whose norm is above this × their batch's median")
 
     def validate(self) -> None:
         for name in ("k", "expansion", "batch_size", "dead_tokens"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, not {getattr(self, name)}.")
+                raise BadInput(f"{name} must be a positive integer, not {getattr(self, name)}.")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive and finite, not {self.lr}.")
+            raise BadInput(f"lr must be positive and finite, not {self.lr}.")
         if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must not be negative, not {self.warmup_steps}.")
+            raise BadInput(f"warmup_steps must not be negative, not {self.warmup_steps}.")
         if not (self.auxk_alpha >= 0 and math.isfinite(self.auxk_alpha)):
-            raise ValueError(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha}.")
+            raise BadInput(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha}.")
         if self.skip_positions < 0:
-            raise ValueError(f"skip_positions must not be negative, not {self.skip_positions}.")
+            raise BadInput(f"skip_positions must not be negative, not {self.skip_positions}.")
         ratio = self.max_norm_ratio
         if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
-            raise ValueError(f"max_norm_ratio must be positive and finite, not {self.max_norm_ratio}.")
+            raise BadInput(f"max_norm_ratio must be positive and finite, not {self.max_norm_ratio}.")
         if self.autocast not in AUTOCAST:
-            raise ValueError(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
+            raise BadInput(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
 
 
-# The schedule chosen from the budget (issue 15). The paper's batch and learning rate are made for 100M tokens
+# The schedule chosen from the budget. The paper's batch and learning rate are made for 100M tokens
 # (24,414 steps); at 100k tokens they give 24 steps and an SAE worse than PCA. The rule: keep the paper's batch
 # while it gives at least MIN_STEPS steps, else halve it (not below SMALLEST_BATCH) until it does; raise the
 # learning rate by sqrt(REFERENCE_STEPS / steps), at most MAX_LR_BOOST×, when a run has fewer than
@@ -143,7 +150,7 @@ class TopKTrainer:
         """One optimiser step on `x` (this rank's tokens × d, float); returns the global batch's FVU."""
         x = x.to(self.world.device, torch.float32)
         if not torch.isfinite(x).all():
-            raise ValueError("the activations hold NaN or infinite values; an SAE cannot be trained on them.")
+            raise BadInput("the activations hold NaN or infinite values; an SAE cannot be trained on them.")
         with torch.no_grad():  # the global batch's mean and Σ (x − mean)², from per-rank sums
             stats = self.world.all_sum(torch.cat([x.sum(0), x.square().sum(0), x.new_tensor([len(x)])]))
             d = x.shape[1]
@@ -177,7 +184,7 @@ class TopKTrainer:
             self.tokens_since_fired.add_(total_tokens).masked_fill_(fired > 0, 0)
             fvu = (self.world.all_sum(squared_error.detach().clone()) / total_variance).item()
         if not math.isfinite(fvu):
-            raise ValueError(f"the SAE diverged at step {self.steps + 1} (its loss is not finite); nothing of it "
+            raise BadInput(f"the SAE diverged at step {self.steps + 1} (its loss is not finite); nothing of it "
                              "was saved: lower --lr and rerun.")
         self.steps += 1
         self.tokens += total_tokens

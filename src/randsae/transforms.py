@@ -1,4 +1,4 @@
-"""The random MLP that toy data and word vectors are passed through (PAPER.md §1.2)."""
+"""The random MLP that toy data and word vectors are passed through (docs/paper.md §1.2)."""
 
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""Auto-interpretability (PAPER.md §2.3): explanations of SAE latents written by an LLM and scored by fuzzing,
+"""Auto-interpretability (docs/paper.md §2.3): explanations of SAE latents written by an LLM and scored by fuzzing,
 detection, embedding similarity and token lookup, with AUROC per latent and pooled per layer.
 
 prompts       the text an explainer or a judge reads, and how answers are read back

@@ -1,4 +1,4 @@
-"""One latent's explanation, from its explainer set (PAPER.md §2.3)."""
+"""One latent's explanation, from its explainer set (docs/paper.md §2.3)."""
 
 from randsae.autointerp.clients.base import Judge
 from randsae.autointerp.prompts import explainer_messages, parse_explanation

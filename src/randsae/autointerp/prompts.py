@@ -1,4 +1,4 @@
-"""What the explainer and the judges read (PAPER.md §2.3), and how their answers are read back.
+"""What the explainer and the judges read (docs/paper.md §2.3), and how their answers are read back.
 
 The text is randsae's own; the format is the paper's (EleutherAI delphi's): tokens where a latent is active at
 ≥ 0.3 × the window's maximum are enclosed in `<<…>>` (consecutive ones share one pair); the explainer also

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from randsae import io
+from randsae.errors import BadInput
 
 
 @dataclass
@@ -35,7 +36,7 @@ class LatentResult:
     variant: str
     layer: int
     latent: int
-    entropy: float  # nats, explainer set (PAPER.md §2.4)
+    entropy: float  # nats, explainer set (docs/paper.md §2.4)
     explanation: str | None  # None when the explainer gave no [EXPLANATION]: line
     top_tokens: list[str]
     results: list[ScorerResult]
@@ -73,7 +74,7 @@ def read_latents(out: Path) -> list[LatentResult]:
         try:
             results.append(LatentResult.from_json(path.read_text()))
         except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"{path} is not a scored latent ({e}); delete it to score that latent "
+            raise BadInput(f"{path} is not a scored latent ({e}); delete it to score that latent "
                              "again.") from None
     return results
 
@@ -161,6 +162,6 @@ def read_summary(path: Path) -> list[SummaryRow]:
                 else:
                     values[f.name] = None if cell == "" else float(cell)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{path} row {number} is not an auto-interpretability summary ({e}).") from None
+            raise BadInput(f"{path} row {number} is not an auto-interpretability summary ({e}).") from None
         rows.append(SummaryRow(**values))
     return rows

@@ -1,4 +1,4 @@
-"""The scorers (PAPER.md §2.3) and what they are scored on.
+"""The scorers (docs/paper.md §2.3) and what they are scored on.
 
 Every scorer sees the same windows of a latent: its test set (activating, label 1) and its non-activating
 set (label 0), shuffled together under the seed. For fuzzing, activating windows carry their true marks and

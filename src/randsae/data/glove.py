@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write, cache_dir, file_key
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def load_embedded() -> WordVectors:
 def load_text(path: str | Path) -> WordVectors:
     path = Path(path).expanduser()
     if path.is_dir():
-        raise ValueError(f"{path} is a directory; give a GloVe text file (a word, then its numbers, per line).")
+        raise BadInput(f"{path} is a directory; give a GloVe text file (a word, then its numbers, per line).")
     if not path.is_file():
         raise FileNotFoundError(f"GloVe file {path} does not exist.")
     vectors_file = cache_dir("glove") / f"{path.stem}-{file_key(path)}.npy"
@@ -59,7 +60,7 @@ def load_text(path: str | Path) -> WordVectors:
     try:
         words, vectors = parse_text(path)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte {e.start} of a line); is it a GloVe text "
+        raise BadInput(f"{path} is not UTF-8 text (byte {e.start} of a line); is it a GloVe text "
                          "file?") from None
     try:
         vectors_file.parent.mkdir(parents=True, exist_ok=True)
@@ -81,18 +82,18 @@ def parse_text(path: Path) -> tuple[list[str], np.ndarray]:
         for number, line in enumerate(f, start=1):
             word, _, rest = line.rstrip("\n").rstrip("\r").partition(" ")
             if not word and not rest:
-                raise ValueError(f"{path} line {number} is empty.")
+                raise BadInput(f"{path} line {number} is empty.")
             if dim is None:
                 dim = len(rest.split())
                 if dim == 0:
-                    raise ValueError(f"{path} line 1 has a word but no numbers.")
+                    raise BadInput(f"{path} line 1 has a word but no numbers.")
             words.append(word)
             pending.append(rest)
             if len(pending) == PARSE_BLOCK:
                 blocks.append(_to_floats(pending, dim, path, first_line_of_block))
                 pending, first_line_of_block = [], number + 1
     if dim is None:
-        raise ValueError(f"{path} is empty.")
+        raise BadInput(f"{path} is empty.")
     if pending:
         blocks.append(_to_floats(pending, dim, path, first_line_of_block))
     return words, np.concatenate(blocks)
@@ -110,12 +111,12 @@ def _to_floats(lines: list[str], dim: int, path: Path, first_line: int) -> np.nd
         parts = rest.split()
         number = first_line + offset
         if len(parts) != dim:
-            raise ValueError(f"{path} line {number} has {len(parts)} numbers, expected {dim} like line 1.")
+            raise BadInput(f"{path} line {number} has {len(parts)} numbers, expected {dim} like line 1.")
         for part in parts:
             try:
                 value = np.float32(part)
             except ValueError:
-                raise ValueError(f"{path} line {number}: {part!r} is not a number.") from None
+                raise BadInput(f"{path} line {number}: {part!r} is not a number.") from None
             if not np.isfinite(value):
-                raise ValueError(f"{path} line {number}: {part!r} is not a finite float32.")
+                raise BadInput(f"{path} line {number}: {part!r} is not a finite float32.")
     raise AssertionError("a block of lines failed to parse but no single line did")  # pragma: no cover

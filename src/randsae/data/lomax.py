@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from randsae.errors import BadInput
 from randsae.seeding import derive_seed, generator
 from randsae.transforms import apply, random_mlp
 
@@ -26,7 +27,7 @@ def generate(
     `active_probability` makes each feature active independently with that probability instead.
     """
     if active_probability is not None and not 0 < active_probability <= 1:
-        raise ValueError(f"active_probability must be in (0, 1], not {active_probability!r}.")
+        raise BadInput(f"active_probability must be in (0, 1], not {active_probability!r}.")
     gen = generator(seed, "lomax")
     uniform = torch.rand(num_samples, num_features, generator=gen)
     magnitude = 1 / (1 - uniform) - 1  # inverse CDF of Lomax(scale 1, shape 1)

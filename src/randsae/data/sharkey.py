@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 
 from randsae import cpu
+from randsae.errors import BadInput
 from randsae.seeding import generator
 
 Decay = Literal["power", "product"]
@@ -37,7 +38,7 @@ def activation_probabilities(
     elif decay == "product":
         p.mul_(lambda_decay**index)
     else:
-        raise ValueError(f"decay must be 'power' or 'product', not {decay!r}.")
+        raise BadInput(f"decay must be 'power' or 'product', not {decay!r}.")
     p.mul_(avg_active_features / (num_features * p.mean(dim=1, keepdim=True)))
     return p.clamp_(0, 1)
 
@@ -68,11 +69,11 @@ def generate(
     for name, value in (("num_samples", num_samples), ("num_inputs", num_inputs),
                         ("num_features", num_features)):
         if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+            raise BadInput(f"{name} must be a positive integer, not {value!r}.")
     if not avg_active_features > 0:
-        raise ValueError(f"avg_active_features must be positive, not {avg_active_features!r}.")
+        raise BadInput(f"avg_active_features must be positive, not {avg_active_features!r}.")
     if not 0 < lambda_decay <= 1:
-        raise ValueError(f"lambda_decay must be in (0, 1], not {lambda_decay!r}.")
+        raise BadInput(f"lambda_decay must be in (0, 1], not {lambda_decay!r}.")
 
     gen = generator(seed, device=device)
     features = torch.randn(num_inputs, num_features, generator=gen, device=device)

@@ -5,6 +5,7 @@ rewrites checkpoints from older randsae versions into it)."""
 import logging
 from pathlib import Path
 
+from randsae.errors import BadInput
 from randsae.experiments.lm_train import trained_layers
 from randsae.io import read_json, write_json
 from randsae.sae import ARCHITECTURES, ReluSAE, TopKSAE
@@ -21,14 +22,14 @@ def sae_directories(run: Path) -> dict[str, Path]:
         return {run.name: run}
     layers = trained_layers(run)
     if not layers:
-        raise ValueError(f"{run} holds no SAE (no cfg.json, no layer.<i>/ folders of an `lm train` run).")
+        raise BadInput(f"{run} holds no SAE (no cfg.json, no layer.<i>/ folders of an `lm train` run).")
     return {f"layer.{layer}": path for layer, path in layers.items()}
 
 
 def export(run: str | Path, out: Path, fmt: str) -> list[Path]:
     """Write every SAE of `run` into OUT in format `fmt`; returns the folders written."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}.")
+        raise BadInput(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}.")
     run = Path(run)
     directories = sae_directories(run)
     source = read_json(run / "config.json").get("source", {}) if (run / "config.json").is_file() else {}
@@ -42,7 +43,7 @@ def export(run: str | Path, out: Path, fmt: str) -> list[Path]:
         hookpoints = []
         for name, (sae, _, directory) in saes.items():
             if not isinstance(sae, TopKSAE):
-                raise ValueError(f"{directory} is a ReLU SAE; sparsify reads TopK SAEs only.")
+                raise BadInput(f"{directory} is a ReLU SAE; sparsify reads TopK SAEs only.")
             hookpoint = f"{blocks}.{name.split('.', 1)[1]}" if name.startswith("layer.") else name
             written.append(sae.save_sparsify(out / hookpoint))
             hookpoints.append(hookpoint)

@@ -1,32 +1,38 @@
-"""Word vectors through the superposition pipeline (PAPER.md §1.3): GloVe and its matched Gaussian
+"""Word vectors through the superposition pipeline (docs/paper.md §1.3): GloVe and its matched Gaussian
 control, raw and through a random MLP, with dictionaries 2×, 4×, 8× and 16× the vector dimension."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from randsae.data import embeddings, gaussian
+from randsae.data import gaussian
 from randsae.data import glove as glove_data
+from randsae.errors import BadInput
 from randsae.experiments.sweep import Dataset, SweepConfig, run_sweep, split_rows
+from randsae.lm import embeddings
+from randsae.settings import setting
 from randsae.transforms import apply, random_mlp
 
 
 @dataclass
 class GloveConfig(SweepConfig):
-    data: list[str] = field(default_factory=lambda: ["glove", "gaussian"])
-    seeds: int = 1
-    vectors: str | None = None  # a GloVe text file or embeddings:MODEL; None: the embedded 6B 50d vectors
-    latent_multiples: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    data: list[str] = setting(default_factory=lambda: ["glove", "gaussian"], help="comma list of: glove, gaussian")
+    seeds: int = setting(1, help="number of seeds (0 … N-1)")
+    vectors: str | None = setting(None, shown="the embedded GloVe 6B 50d vectors",
+                                  help="a GloVe text file, or embeddings:MODEL")
+    latent_multiples: list[int] = setting(default_factory=lambda: [2, 4, 8, 16],
+                                          help="dictionary sizes as multiples of the dimension")
 
     DATA_SOURCES = ("glove", "gaussian")
+    COMMAND = "glove"
     DATA_SETTINGS = ("vectors",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.latent_multiples or any(m < 1 for m in self.latent_multiples):
-            raise ValueError(f"latent multiples must be positive integers, not {self.latent_multiples!r}.")
+            raise BadInput(f"latent multiples must be positive integers, not {self.latent_multiples!r}.")
 
 
 PRESETS: dict[str, dict] = {
@@ -56,7 +62,7 @@ def run_glove(config: GloveConfig, out: str | Path, progress: bool = True) -> li
     words = load(config.vectors)
     vectors = torch.from_numpy(words.vectors)
     if not torch.isfinite(vectors).all():
-        raise ValueError(f"the vectors from {words.source} contain NaN or infinite values.")
+        raise BadInput(f"the vectors from {words.source} contain NaN or infinite values.")
     dim = vectors.shape[1]
     latents = [m * dim for m in sorted(set(config.latent_multiples))]
     input_dims = dict.fromkeys(config.data, dim)

@@ -1,5 +1,5 @@
 """`randsae lm autointerp`: explanations and scores of the sampled latents of `randsae lm latents` records,
-by an LLM judge on this machine or behind an OpenAI-compatible server (PAPER.md §2.3). Composes the
+by an LLM judge on this machine or behind an OpenAI-compatible server (docs/paper.md §2.3). Composes the
 records (`lm.latents`), the pipeline (`autointerp.pipeline`) and the tables and figure; see
 `randsae.autointerp.records` for what OUT holds.
 
@@ -16,13 +16,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from randsae import io
+from randsae import io, runs
 from randsae.autointerp import records as R
 from randsae.autointerp.calibration import KNOWN
 from randsae.autointerp.clients import CallLog, make_judge
 from randsae.autointerp.pipeline import calibrate, score_latent
 from randsae.autointerp.prompts import FORMATS, TokenTexts
 from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
+from randsae.errors import BadInput
 from randsae.lm.activations import parse_layers
 from randsae.lm.latents import open_latents
 
@@ -44,16 +45,16 @@ class AutointerpSettings:
     def validate(self) -> None:
         unknown = [s for s in self.scorers if s not in SCORERS]
         if unknown or not self.scorers:
-            raise ValueError(f"unknown scorer {unknown[0] if unknown else '(none)'!r}; choose from "
+            raise BadInput(f"unknown scorer {unknown[0] if unknown else '(none)'!r}; choose from "
                              f"{', '.join(SCORERS)}.")
         if self.style not in FORMATS:
-            raise ValueError(f"--prompt-format must be one of {', '.join(FORMATS)}, not {self.style!r}.")
+            raise BadInput(f"--prompt-format must be one of {', '.join(FORMATS)}, not {self.style!r}.")
         for name in ("explainer_tokens", "bootstrap", "calibration_windows"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, not "
+                raise BadInput(f"--{name.replace('_', '-')} must be a positive integer, not "
                                  f"{getattr(self, name)}.")
         if self.latents_per_layer is not None and self.latents_per_layer < 1:
-            raise ValueError(f"--latents-per-layer must be a positive integer, not {self.latents_per_layer}.")
+            raise BadInput(f"--latents-per-layer must be a positive integer, not {self.latents_per_layer}.")
 
 
 def judge_description(options: dict) -> dict:
@@ -178,13 +179,14 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         sampled = sorted(r.latent for r in records.sampled(layer))
         chosen += [(layer, latent) for latent in sampled[:settings.latents_per_layer]]
     if not chosen:
-        raise ValueError(f"{latents_dir} holds no sampled latents in layers {layers}.")
+        raise BadInput(f"{latents_dir} holds no sampled latents in layers {layers}.")
     judge_info = judge_description(judge_options)
     record = {"latents": str(Path(latents_dir).resolve()), "source": records.config.get("source"),
               "examples": records.config.get("examples"), "judge": judge_info, "settings": asdict(settings)}
     path = out / "config.json"
-    if path.exists() and not same_record(io.read_json(path), io.json_round_trip(record)):
-        raise ValueError(f"{out} holds scores made with another judge or other settings (see {path}); choose "
+    previous = runs.previous_record(out, "lm autointerp")
+    if previous is not None and not same_record(runs.settings_of(previous), io.json_round_trip(record)):
+        raise BadInput(f"{out} holds scores made with another judge or other settings (see {path}); choose "
                          "another --out.")
     source = records.config.get("source") or {}
     from randsae.lm.models import load_tokenizer
@@ -205,7 +207,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         judge = make_judge(log=calls, **judge_options)
         try:
             await judge.check()
-            io.write_json(path, record)
+            runs.write_record(out, "lm autointerp", record)
             calibration = await _calibration(judge, out, settings)
             for scorer in LLM_SCORERS:
                 if scorer in settings.scorers:

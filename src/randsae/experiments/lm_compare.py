@@ -1,60 +1,64 @@
 """`randsae lm compare`: the results of several `lm eval` runs (and, with --latents, the token-distribution
 entropy of several `lm latents` runs) as one table, one summary and one figure."""
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from randsae import io
-from randsae.experiments.lm_eval import COLUMNS, read_eval_rows
-from randsae.lm.latents import ENTROPY_COLUMNS, LatentSummary, entropy_by_layer, open_latents
+from randsae.errors import BadInput
+from randsae.experiments.lm_eval import read_eval_rows
+from randsae.lm.latents import LatentSummary, entropy_by_layer, open_latents
 from randsae.plots import plot_entropy_auroc, plot_entropy_histograms, plot_lm_comparison
+from randsae.tables import AUROC_SCORERS, CompareRow, ScorerAuroc, write_table
 
 log = logging.getLogger(__name__)
 
 SUMMARY_COLUMNS = ["explained_variance", "pca_explained_variance", "cosine_sim", "l1", "l0", "dead_fraction",
                    "ce_loss_score", "kl"]
 ENTROPY_NOTE = ("Entropy: token-distribution entropy in nats (natural log) of each sampled latent's explainer "
-                "set (PAPER.md §2.4), mean ± standard deviation over the sampled latents.")
+                "set (docs/paper.md §2.4), mean ± standard deviation over the sampled latents.")
 CE_NOTE = ("CE loss score: meaningful for the trained model only; for random variants the clean loss is "
            "already near chance and splicing can even lower it (scores above 1).")
 
 
 def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), autointerp: list[str | Path] = (),
-            formats: list[str] = ("png",)) -> list[dict]:
+            formats: list[str] = ("png",)) -> list[CompareRow]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
     and OUT/entropy_auroc.png (Fig. 20 across variants). A (model, variant, layer) given twice is refused."""
-    rows: dict[tuple, dict] = {}
+    rows: dict[tuple, CompareRow] = {}
     seen: dict[tuple, str | Path] = {}
     for run in runs:
         table = Path(run) / "results.csv"
         if not table.is_file():
             raise FileNotFoundError(f"{table} does not exist; give directories written by `randsae lm eval`.")
         for row in read_eval_rows(table):
-            key = (row["model"], row["variant"], int(row["layer"]))
+            key = row.key
             if key in seen:
-                raise ValueError(f"{run} and {seen[key]} both hold {key[0]} {key[1]} layer {key[2]}.")
+                raise BadInput(f"{run} and {seen[key]} both hold {key[0]} {key[1]} layer {key[2]}.")
             seen[key] = run
-            rows[key] = row
+            rows[key] = CompareRow(**dataclasses.asdict(row))
     summaries: list[LatentSummary] = []
     seen_latents: dict[tuple, str | Path] = {}
     for run in latents:
         records = open_latents(run)
         for key in {(r.model, r.variant, r.layer) for r in records.rows}:
             if key in seen_latents:
-                raise ValueError(f"{run} and {seen_latents[key]} both hold latents of {key[0]} {key[1]} "
+                raise BadInput(f"{run} and {seen_latents[key]} both hold latents of {key[0]} {key[1]} "
                                  f"layer {key[2]}.")
             seen_latents[key] = run
         summaries += records.rows
     for key, entropy in entropy_by_layer(summaries).items():
-        rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]}).update(entropy)
+        row = rows.setdefault(key, CompareRow(*key))
+        for name, value in entropy.items():
+            setattr(row, name, value)
     scored, calibrations = autointerp_rows(autointerp, rows)
     if not rows:
-        raise ValueError("the given runs hold no rows to compare.")
+        raise BadInput("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
-    columns = COLUMNS + (ENTROPY_COLUMNS if summaries else []) + (AUROC_COLUMNS if autointerp else [])
-    io.write_rows(out / "results.csv", columns, ordered)
+    write_table(out / "results.csv", ordered, CompareRow)
     judge_notes = sorted({c.label("fuzzing") for c in calibrations})
     baseline_note = below_baseline_note(ordered)
     summary = markdown_summary(ordered, with_entropy=bool(summaries),
@@ -73,15 +77,11 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     return ordered
 
 
-AUROC_SCORERS = ("fuzzing", "detection")
-AUROC_COLUMNS = [f"{kind}_{scorer}" for scorer in AUROC_SCORERS
-                 for kind in ("auroc", "auroc_low", "auroc_high", "judge_at_chance")] + [
-    "auroc_latents", "judge", "judge_at_chance"]  # judge_at_chance: at chance on any of the scorers
 AUROC_NOTE = ("AUROC: fuzzing and detection scores of the sampled latents' explanations, pooled over latents, "
-              "with a 95% bootstrap interval over latents (PAPER.md §2.3); 0.5 is chance.")
+              "with a 95% bootstrap interval over latents (docs/paper.md §2.3); 0.5 is chance.")
 
 
-def autointerp_rows(directories: list[str | Path], rows: dict[tuple, dict]) -> tuple[list, list]:
+def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list]:
     """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows`; returns every scored
     latent (for Fig. 20) and each directory's judge calibration."""
     from randsae.autointerp.records import read_calibration, read_latents, read_summary
@@ -95,70 +95,70 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, dict]) -> t
         for s in read_summary(path):
             key = (s.model, s.variant, s.layer)
             if seen.setdefault((key, s.scorer), directory) != directory:
-                raise ValueError(f"{directory} and {seen[key, s.scorer]} both hold {s.scorer} scores of {key[0]} "
+                raise BadInput(f"{directory} and {seen[key, s.scorer]} both hold {s.scorer} scores of {key[0]} "
                                  f"{key[1]} layer {key[2]}.")
             if s.scorer not in AUROC_SCORERS:
                 continue
-            row = rows.setdefault(key, {"model": key[0], "variant": key[1], "layer": key[2]})
-            row.update({f"auroc_{s.scorer}": s.auroc, f"auroc_low_{s.scorer}": s.auroc_low,
-                        f"auroc_high_{s.scorer}": s.auroc_high, f"judge_at_chance_{s.scorer}": s.judge_at_chance,
-                        "auroc_latents": s.latents, "judge": s.judge})
+            row = rows.setdefault(key, CompareRow(*key))
+            setattr(row, s.scorer, ScorerAuroc(s.auroc, s.auroc_low, s.auroc_high, s.judge_at_chance))
+            row.auroc_latents, row.judge = s.latents, s.judge
             # each scorer keeps its own flag; the row's own flag says "at chance on any of them"
-            row["judge_at_chance"] = any(row.get(f"judge_at_chance_{x}") for x in AUROC_SCORERS)
+            row.judge_at_chance = any(x is not None and bool(x.judge_at_chance)
+                                      for x in map(row.scorer, AUROC_SCORERS))
         if (directory / "calibration.json").is_file():
             calibrations.append(read_calibration(directory / "calibration.json"))
         scored += read_latents(directory)
     return scored, calibrations
 
 
-def below_baseline_note(rows: list[dict]) -> str:
+def below_baseline_note(rows: list[CompareRow]) -> str:
     """One line naming the rows below their simplest baselines (`lm eval`'s below_baseline column)."""
-    flagged = [f"{r['variant']} layer {r['layer']} ({r['below_baseline']})" for r in rows
-               if r.get("below_baseline")]
+    flagged = [f"{r.variant} layer {r.layer} ({r.below_baseline})" for r in rows if r.below_baseline]
     if not flagged:
         return "Every SAE beats PCA with k components (explained variance) and zero-ablation (CE loss score ≥ 0)."
     return ("✗ Below the simplest baselines (EV<PCA-k: explained variance below PCA's with k components on the "
             "same tokens; CE<0: worse than zeroing the block): " + ", ".join(flagged) + ".")
 
 
-def _cell(row: dict, column: str) -> str:
-    value = row.get(column)
-    return f"{float(value):.3f}" if value not in (None, "") else ""
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
-def markdown_summary(rows: list[dict], with_entropy: bool = False, judge_notes: list[str] | None = None) -> str:
+def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
+                     judge_notes: list[str] | None = None) -> str:
     header = ["model", "variant", "layer", *SUMMARY_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        if row.get("explained_variance") in (None, ""):
+        if row.explained_variance is None:
             continue
-        cells = [row["model"], row["variant"], row["layer"], *(_cell(row, c) for c in SUMMARY_COLUMNS)]
+        cells = [row.model, row.variant, row.layer, *(_cell(getattr(row, c)) for c in SUMMARY_COLUMNS)]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", below_baseline_note(rows), "", f"{CE_NOTE}"]
     if with_entropy:
         lines += ["", "| model | variant | layer | sampled latents | entropy (nats) | whole-cache entropy, all "
                   "firing latents |", "|---|---|---|---|---|---|"]
         for row in rows:
-            if row.get("entropy_mean") is None and not row.get("sampled_latents"):
+            if row.entropy_mean is None and not row.sampled_latents:
                 continue
-            spread = f" ± {row['entropy_std']:.2f}" if row.get("entropy_std") is not None else ""
-            mean = f"{row['entropy_mean']:.2f}{spread}" if row.get("entropy_mean") is not None else ""
-            lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row.get('sampled_latents', 0)} "
-                         f"| {mean} | {row['entropy_all_mean']:.2f} |")
+            spread = f" ± {row.entropy_std:.2f}" if row.entropy_std is not None else ""
+            mean = f"{row.entropy_mean:.2f}{spread}" if row.entropy_mean is not None else ""
+            lines.append(f"| {row.model} | {row.variant} | {row.layer} | {row.sampled_latents or 0} "
+                         f"| {mean} | {_cell(row.entropy_all_mean, 2)} |")
         lines += ["", ENTROPY_NOTE]
     if judge_notes is not None:
         lines += ["", "| model | variant | layer | latents | fuzzing AUROC [95% CI] | detection AUROC [95% CI] | "
                   "judge |", "|---|---|---|---|---|---|---|"]
         for row in rows:
-            if row.get("auroc_latents") is None:
+            if row.auroc_latents is None:
                 continue
             cells = []
-            for scorer in AUROC_SCORERS:
-                value = row.get(f"auroc_{scorer}")
-                chance = " (judge AT CHANCE)" if row.get(f"judge_at_chance_{scorer}") else ""
-                cells.append("" if value is None else f"{value:.3f} [{row[f'auroc_low_{scorer}']:.3f}, "
-                             f"{row[f'auroc_high_{scorer}']:.3f}]{chance}")
-            lines.append(f"| {row['model']} | {row['variant']} | {row['layer']} | {row['auroc_latents']} | "
-                         f"{cells[0]} | {cells[1]} | {row['judge']} |")
+            for scorer in map(row.scorer, AUROC_SCORERS):
+                if scorer is None or scorer.auroc is None:
+                    cells.append("")
+                    continue
+                chance = " (judge AT CHANCE)" if scorer.judge_at_chance else ""
+                cells.append(f"{scorer.auroc:.3f} [{_cell(scorer.auroc_low)}, {_cell(scorer.auroc_high)}]{chance}")
+            lines.append(f"| {row.model} | {row.variant} | {row.layer} | {row.auroc_latents} | "
+                         f"{cells[0]} | {cells[1]} | {row.judge} |")
         lines += ["", AUROC_NOTE, *(f"- {note}" for note in judge_notes)]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""`randsae lm eval`: every trained layer's SAE on held-out contexts (PAPER.md §2.2).
+"""`randsae lm eval`: every trained layer's SAE on held-out contexts (docs/paper.md §2.2).
 
 Per batch of contexts: one clean forward pass gives the next-token losses and every layer's block output;
 each layer's SAE reconstructs its output (quality metrics), then two more passes splice in the
@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from randsae import io
+from randsae import runs
 from randsae.config import resolve_device
+from randsae.errors import BadInput
 from randsae.experiments.lm_train import read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
 from randsae.lm.quality import below_baselines, evaluate_batch
@@ -22,13 +23,12 @@ from randsae.lm.source import check_same_source, load_variant, read_held_out
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
 from randsae.sae import TopKSAE, load
+from randsae.tables import EvalRow, read_table, write_table
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["model", "variant", "layer", "k", "latents", "tokens", "explained_variance", "fvu", "cosine_sim",
-           "l1", "l0", "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_loss_score", "kl",
-           "pca_explained_variance", "below_baseline"]
-NUMERIC = COLUMNS[2:-1]
+COMMAND = "lm eval"
+
 
 
 def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor]:
@@ -41,18 +41,26 @@ def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor
 
 
 def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = 64_000,
-             batch_size: int = 4, device: str = "auto", progress: bool = True) -> list[dict]:
-    """Evaluate every layer of `sae_dir` not yet in OUT/results.csv; returns the whole table."""
+             batch_size: int = 4, device: str = "auto", progress: bool = True) -> list[EvalRow]:
+    """Evaluate every layer of `sae_dir` not yet in OUT/results.csv; returns the whole table. OUT holds one SAE
+    run's evaluation: another run, or other tokens, into the same OUT is refused in one sentence."""
     sae_dir = Path(sae_dir)
     source, held_out = read_run(sae_dir, acts)
+    record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()) if acts else None,
+              "max_tokens": max_tokens}
+    previous = runs.previous_record(out, COMMAND)
+    if previous is not None and runs.settings_of(previous) != record:
+        changed = ", ".join(k for k in record if previous.get(k) != record[k])
+        raise BadInput(f"{out} holds an evaluation with other settings ({changed}: see {out / 'config.json'}); "
+                       "choose another --out.")
     layers = trained_layers(sae_dir)
     if not layers:
-        raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
+        raise BadInput(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     model_name, variant = source["model"], source["variant"]["variant"]
     token_filter = TokenFilter.of(read_train_settings(sae_dir))
     table = out / "results.csv"
     rows = read_eval_rows(table)
-    done = {int(r["layer"]) for r in rows if r["model"] == model_name and r["variant"] == variant}
+    done = {r.layer for r in rows if r.model == model_name and r.variant == variant}
     todo = [layer for layer in layers if layer not in done]
     if not todo:
         log.info("every layer of %s is already in %s", sae_dir, table)
@@ -63,7 +71,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     for layer in todo:
         sae = load(layers[layer])
         if not isinstance(sae, TopKSAE):
-            raise ValueError(f"{layers[layer]} is not a TopK SAE.")
+            raise BadInput(f"{layers[layer]} is not a TopK SAE.")
         saes[layer] = sae.to(torch_device).eval()
     contexts = held_out[:max(1, math.ceil(max_tokens / held_out.shape[1]))]
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
@@ -81,27 +89,29 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     for layer, sae in saes.items():
         ce = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
               "ce_zero": losses[layer]["ce_zero"] / predicted}
-        row = {"model": model_name, "variant": variant, "layer": layer, "k": sae.k,
-               "latents": sae.num_latents, "tokens": quality[layer].tokens, **quality[layer].result(), **ce,
-               "ce_loss_score": ce_score(**ce), "kl": losses[layer]["kl"] / positions}
-        row["below_baseline"] = below_baselines(row)
-        if row["below_baseline"]:
+        row = EvalRow(model_name, variant, layer, sae.k, sae.num_latents, quality[layer].tokens,
+                      **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),
+                      kl=losses[layer]["kl"] / positions)
+        row.below_baseline = below_baselines(row)
+        if row.below_baseline:
             log.warning("%s %s layer %d is below its simplest baselines (%s): explained variance %.3f against "
-                        "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row["below_baseline"],
-                        row["explained_variance"], sae.k, row["pca_explained_variance"], row["ce_loss_score"])
+                        "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row.below_baseline,
+                        row.explained_variance, sae.k, row.pca_explained_variance, row.ce_loss_score)
         rows.append(row)
-    rows.sort(key=lambda r: (r["model"], r["variant"], int(r["layer"])))
-    io.write_rows(table, COLUMNS, rows)
+    rows.sort(key=lambda r: r.key)
+    if previous is None:
+        runs.write_record(out, COMMAND, record)
+    write_table(table, rows, EvalRow)
     log.info("wrote %s%s", table, "" if not token_filter.active else f" ({token_filter.describe()})")
     return rows
 
 
-def read_eval_rows(path: str | Path) -> list[dict]:
+def read_eval_rows(path: str | Path) -> list[EvalRow]:
     """The rows of an `lm eval` results.csv, checked (one sentence naming the file and row otherwise)."""
-    rows = io.read_rows(path)
-    io.check_columns(path, rows, COLUMNS[:3], numeric=NUMERIC)
+    rows = read_table(path, EvalRow)
     for row in rows:  # tables from before the column was written
-        row.setdefault("below_baseline", below_baselines(row))
+        if row.below_baseline is None:
+            row.below_baseline = below_baselines(row)
     return rows
 
 

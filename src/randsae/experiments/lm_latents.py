@@ -1,5 +1,5 @@
 """`randsae lm latents`: every layer's SAE over a token set, every latent's examples and token-distribution
-entropy (PAPER.md §2.3, §2.4). Composes the latent cache (`lm.latent_cache`), the example sets
+entropy (docs/paper.md §2.3, §2.4). Composes the latent cache (`lm.latent_cache`), the example sets
 (`lm.examples`) and the records (`lm.latents`); see `randsae.lm.latents` for what OUT holds.
 
 A rerun into the same directory resumes: finished latent shards are kept, a layer's index is built once,
@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from randsae import io
+from randsae import io, runs
 from randsae.config import resolve_device
+from randsae.errors import BadInput
 from randsae.experiments.lm_train import foreign_layers, read_source, trained_layers
 from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
@@ -40,48 +41,49 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     else:  # SAEs from elsewhere (SAELens, sparsify): the activation cache says what they read
         trained = foreign_layers(sae_dir, layers)
         if acts is None or model is not None:
-            raise ValueError(f"the SAEs in {sae_dir} carry no record of the activations they were trained on; "
+            raise BadInput(f"the SAEs in {sae_dir} carry no record of the activations they were trained on; "
                              "give --acts, an activation cache of the model and blocks they read.")
         source = {k: v for k, v in open_cache(acts).manifest.items() if k != "shards"}
         source["acts"] = None
     if not trained:
-        raise ValueError(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
+        raise BadInput(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     chosen = list(trained) if layers == "all" else parse_layers(layers, max(trained) + 1)
     for layer in chosen:
         if layer not in trained:
-            raise ValueError(f"{sae_dir} holds no SAE of layer {layer} (it holds {list(trained)}).")
+            raise BadInput(f"{sae_dir} holds no SAE of layer {layer} (it holds {list(trained)}).")
     if model is not None:
         if acts is not None:
-            raise ValueError("give --acts (an activation cache) or --model (on the fly), not both.")
+            raise BadInput("give --acts (an activation cache) or --model (on the fly), not both.")
         recorded = (source["model"], source["variant"]["variant"])
         if tuple(model) != recorded:
-            raise ValueError(f"the SAEs in {sae_dir} were trained on {recorded[0]} ({recorded[1]}), not "
+            raise BadInput(f"the SAEs in {sae_dir} were trained on {recorded[0]} ({recorded[1]}), not "
                              f"{model[0]} ({model[1]}).")
         cache, origin = None, {"on_the_fly": True, "tokens_asked": max_tokens or 1_000_000}
     else:
         acts = acts or source.get("acts")
         if acts is None:
-            raise ValueError(f"the SAEs in {sae_dir} were trained on the fly; give --acts (an activation cache "
+            raise BadInput(f"the SAEs in {sae_dir} were trained on the fly; give --acts (an activation cache "
                              "of the same model and variant) or --model and --variant to run the model.")
         cache = open_cache(acts)
         check_same_source(source, cache.manifest, sae_dir, acts)
         for layer in chosen:
             if layer not in cache.layers:
-                raise ValueError(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
+                raise BadInput(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
         origin = {"acts": str(Path(acts).resolve()), "max_tokens": max_tokens}
     record = {"sae": str(sae_dir.resolve()), **origin, "examples": asdict(settings),
               "source": {key: value for key, value in (cache.manifest if cache else source).items()
                          if key != "shards"}}
     path = out / "config.json"
-    if path.exists() and io.read_json(path) != io.json_round_trip(record):
-        raise ValueError(f"{out} holds latents made with other settings (see {path}); choose another --out.")
+    previous = runs.previous_record(out, "lm latents")
+    if previous is not None and runs.settings_of(previous) != io.json_round_trip(record):
+        raise BadInput(f"{out} holds latents made with other settings (see {path}); choose another --out.")
 
     torch_device = resolve_device(device)
     saes = {}
     for layer in chosen:
         sae = load(trained[layer])
         if not isinstance(sae, TopKSAE):
-            raise ValueError(f"{trained[layer]} is not a TopK SAE.")
+            raise BadInput(f"{trained[layer]} is not a TopK SAE.")
         saes[layer] = sae.to(torch_device).eval()
     if cache is not None:
         chunks = cache_chunks(cache, chosen, max_tokens)
@@ -115,7 +117,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         write_examples(examples_path(out, layer), sets)
         rows = [r for r in rows if r.layer != layer] + summaries
         if not path.exists():
-            io.write_json(path, record)
+            runs.write_record(out, "lm latents", record)
         io.write_rows(table, COLUMNS, [summary_row(r) for r in rows])
         eligible = sum(s.eligible for s in summaries)
         sampled = [s.entropy_explainer for s in summaries if s.sampled]

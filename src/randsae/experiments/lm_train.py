@@ -1,4 +1,4 @@
-"""TopK SAEs on the residual stream, one per layer (PAPER.md §2.2): from an activation cache, a layer at a
+"""TopK SAEs on the residual stream, one per layer (docs/paper.md §2.2): from an activation cache, a layer at a
 time, or on the fly from a model, one forward pass feeding every layer's SAE.
 
 OUT/config.json    training settings and the activations' source (the cache's manifest or the model's)
@@ -15,9 +15,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from randsae import runs
 from randsae.config import resolve_device
 from randsae.distributed import World, joined_world
-from randsae.io import check_fields, json_round_trip, read_json, write_json
+from randsae.errors import BadInput
+from randsae.io import check_fields, json_round_trip, read_json
 from randsae.lm.activations import open_cache, parse_layers, residual_stream
 from randsae.lm.quality import held_out_checks
 from randsae.lm.source import (
@@ -36,6 +38,7 @@ from randsae.seeding import derive_seed
 from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
 
 # held-out contexts the SAE is checked on against PCA-k when it is saved
+COMMAND = "lm train"
 CHECK_CONTEXTS = 16
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
     sae_dir = Path(sae_dir)
     if (sae_dir / "cfg.json").is_file():
         if not layers.isdigit():
-            raise ValueError(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
+            raise BadInput(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
         return {int(layers): sae_dir}
     found = {}
     for path in sae_dir.iterdir() if sae_dir.is_dir() else []:
@@ -95,12 +98,12 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
     """Check OUT/config.json against this run's settings (refusing others); return the layers not trained yet.
     Nothing is written until a layer is saved (`write_record`)."""
     settings = json_round_trip({"train": asdict(config), "source": source})
-    path = out / "config.json"
-    if path.exists():
-        previous = read_json(path, {"train": dict, "source": dict})
+    previous = runs.previous_record(out, COMMAND)
+    if previous is not None:
+        check_fields(previous, {"train": dict, "source": dict}, out / "config.json")
         for part in ("train", "source"):
             if previous.get(part) != settings[part]:
-                raise ValueError(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
+                raise BadInput(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
     return [layer for layer in layers if not (layer_directory(out, layer) / "sae_weights.safetensors").exists()]
 
 
@@ -112,8 +115,7 @@ def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: tor
     if not world.is_main:
         return
     if not (out / "config.json").exists():
-        write_json(out / "config.json", json_round_trip({"train": asdict(config), "schedule": asdict(schedule),
-                                                         "source": source}))
+        runs.write_record(out, COMMAND, {"train": asdict(config), "schedule": asdict(schedule), "source": source})
     if not (out / HELD_OUT_FILE).exists():
         write_held_out(out, held_out)
 
@@ -228,7 +230,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         chosen = cache.layers if layers == "all" else parse_layers(layers, max(cache.layers) + 1)
         missing = sorted(set(chosen) - set(cache.layers))
         if missing:
-            raise ValueError(f"the cache {acts} does not hold layer {missing[0]} (it holds {cache.layers}).")
+            raise BadInput(f"the cache {acts} does not hold layer {missing[0]} (it holds {cache.layers}).")
         source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(Path(acts).resolve())}
         held_out = read_held_out(acts)
         todo = prepare_output(out, config, source, chosen)

@@ -10,21 +10,23 @@ left behind."""
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from randsae import io
+from randsae import io, runs
 from randsae.config import coerce, resolve_device, to_dict
-from randsae.data.embeddings import is_embeddings
 from randsae.distributed import joined_world
+from randsae.errors import BadInput
+from randsae.lm.embeddings import is_embeddings
 from randsae.metrics import METRIC_NAMES, SPARSITY_STATS, sae_metrics
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import derive_seed, generator
+from randsae.settings import setting
 from randsae.train import train_relu_saes
 
 log = logging.getLogger(__name__)
@@ -45,46 +47,49 @@ def paper_coefficients() -> list[float]:
 class SweepConfig:
     """Settings every superposition sweep shares; subclasses add their data source."""
 
-    transform: list[str] = field(default_factory=lambda: list(TRANSFORMS))
-    l1: list[float] = field(default_factory=paper_coefficients)
-    seeds: int = 10
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    val_fraction: float = 0.1
-    standardize: bool = True
-    l1_reduction: str = "mean"
-    sparsity_stats: str = "per-sample"  # or "batch-mean": Hoyer and L1/√L2 from batch-mean norms (authors' code)
-    save_weights: bool = False
-    device: str = "auto"
+    transform: list[str] = setting(default_factory=lambda: list(TRANSFORMS), help="comma list of: none, mlp")
+    l1: list[float] = setting(default_factory=paper_coefficients, shown="21 log-spaced values 0.001:100:21",
+                              help="L1 coefficients: a comma list, or start:stop:num log-spaced")
+    seeds: int = setting(10, help="number of seeds (0 … N-1)")
+    epochs: int = setting(100, help="training epochs")
+    batch_size: int = setting(256, help="minibatch size")
+    lr: float = setting(1e-3, help="Adam learning rate")
+    val_fraction: float = setting(0.1, help="share of points held out for the metrics")
+    standardize: bool = setting(True, help="skip the per-sample standardisation of SAE inputs")
+    l1_reduction: str = setting("mean", help="mean (over batch × latents, the authors' code) or sum (per-sample)")
+    sparsity_stats: str = setting("per-sample", help="per-sample: Hoyer and L1/√L2 per sample, then averaged; "
+                                                     "batch-mean: from batch-mean norms, as the authors' code")
+    save_weights: bool = setting(False, help="keep every SAE as safetensors")
+    device: str = setting("auto", help="auto, cpu or cuda")
 
     DATA_SOURCES = ()  # the data names a subclass accepts
     DATA_SETTINGS = ()  # its settings that, like TRAINING_SETTINGS, fix the numbers of a table
+    COMMAND = "sweep"  # the command whose output it is (OUT/config.json "command")
     EMBEDDINGS_AS_DATA = False  # whether data may also name a model's token embeddings
 
     def __post_init__(self) -> None:
         for value in self.data:
             if value not in self.DATA_SOURCES and not (self.EMBEDDINGS_AS_DATA and is_embeddings(value)):
                 choices = [*self.DATA_SOURCES, *(["embeddings:MODEL"] if self.EMBEDDINGS_AS_DATA else [])]
-                raise ValueError(f"unknown data {value!r}; choose from {', '.join(choices)}.")
+                raise BadInput(f"unknown data {value!r}; choose from {', '.join(choices)}.")
         for value in self.transform:
             if value not in TRANSFORMS:
-                raise ValueError(f"unknown transform {value!r}; choose from {', '.join(TRANSFORMS)}.")
+                raise BadInput(f"unknown transform {value!r}; choose from {', '.join(TRANSFORMS)}.")
         for name in ("seeds", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         if not self.l1 or any(not math.isfinite(c) or c < 0 for c in self.l1):
-            raise ValueError(f"l1 coefficients must be finite and non-negative, not {self.l1!r}.")
+            raise BadInput(f"l1 coefficients must be finite and non-negative, not {self.l1!r}.")
         if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
+            raise BadInput(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be positive and finite, not {self.lr!r}.")
+            raise BadInput(f"lr must be positive and finite, not {self.lr!r}.")
         if self.sparsity_stats not in SPARSITY_STATS:
-            raise ValueError(f"sparsity_stats must be one of {', '.join(SPARSITY_STATS)}, not "
+            raise BadInput(f"sparsity_stats must be one of {', '.join(SPARSITY_STATS)}, not "
                              f"{self.sparsity_stats!r}.")
         if self.l1_reduction not in ("mean", "sum"):
-            raise ValueError(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
+            raise BadInput(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}.")
+            raise BadInput(f"device must be auto, cpu or cuda, not {self.device!r}.")
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -93,7 +98,7 @@ class SweepConfig:
 
 def check_positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+        raise BadInput(f"{name} must be a positive integer, not {value!r}.")
 
 
 def stack_bytes(latents: int, input_dim: int, num_saes: int, batch_size: int) -> int:
@@ -117,7 +122,7 @@ def split_rows(num_rows: int, val_fraction: float, seed: int) -> tuple[torch.Ten
     order = torch.randperm(num_rows, generator=generator(seed, "split"))
     num_val = round(num_rows * val_fraction)
     if num_val < 2 or num_rows - num_val < 1:
-        raise ValueError(f"{num_rows} rows leave too few for a {val_fraction:g} validation split.")
+        raise BadInput(f"{num_rows} rows leave too few for a {val_fraction:g} validation split.")
     return order[num_val:], order[:num_val]
 
 
@@ -130,7 +135,7 @@ def read_results(path: str | Path) -> list[dict]:
         try:
             row_key(row)
         except ValueError:
-            raise ValueError(f"{path} row {number}: input_dim, latents, seed and epochs must be "
+            raise BadInput(f"{path} row {number}: input_dim, latents, seed and epochs must be "
                              "integers.") from None
     return rows
 
@@ -181,17 +186,13 @@ def evaluate(sae: ReluSAE, dataset: Dataset, sparsity_stats: str = "per-sample")
 
 def check_compatible(out: Path, config: SweepConfig, extra: dict) -> None:
     """Refuse to mix rows made under different data or training settings in one table."""
-    path = out / "config.json"
-    if not path.exists():
+    previous = runs.previous_record(out, config.COMMAND)
+    if previous is None:
         return
-    try:
-        previous = io.read_json(path)
-    except ValueError:
-        raise ValueError(f"{path} is not valid JSON; move it away or choose another --out.") from None
     current = {**to_dict(config), **extra}
     for name in (*config.DATA_SETTINGS, *TRAINING_SETTINGS, *extra):
         if name in previous and previous[name] != current[name]:
-            raise ValueError(f"{out} holds results made with {name}={previous[name]!r}, not "
+            raise BadInput(f"{out} holds results made with {name}={previous[name]!r}, not "
                              f"{current[name]!r}; choose another --out.")
 
 
@@ -287,7 +288,7 @@ def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]],
                 name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
                 sae.save(out / "weights" / name, i, extra={k: row[k] for k in KEY_COLUMNS})
         if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
-            io.write_json(out / "config.json", record)
+            runs.write_record(out, config.COMMAND, record)
             wrote_config = True
         io.write_rows(table, COLUMNS, own if world.distributed else rows + own)
     bar.close()

@@ -1,8 +1,8 @@
-"""The toy model of superposition (PAPER.md §1): Sharkey data and its Gaussian control, raw and through a
+"""The toy model of superposition (docs/paper.md §1): Sharkey data and its Gaussian control, raw and through a
 random MLP, ReLU+L1 SAEs swept over sparsity coefficients, dictionary sizes and seeds."""
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,25 +10,31 @@ import numpy as np
 import torch
 
 from randsae.config import resolve_device
-from randsae.data import embeddings, gaussian, sharkey
+from randsae.data import gaussian, sharkey
+from randsae.errors import BadInput
 from randsae.experiments.sweep import Dataset, SweepConfig, check_positive_int, run_sweep, split_rows
+from randsae.lm import embeddings
 from randsae.resources import check_memory
+from randsae.settings import setting
 from randsae.transforms import apply, random_mlp
 
 
 @dataclass
 class ToyConfig(SweepConfig):
-    data: list[str] = field(default_factory=lambda: ["sharkey", "gaussian"])
-    latents: list[int] = field(default_factory=lambda: [512, 1024, 2048, 4096])
-    num_samples: int = 10_000
-    num_inputs: int = 256
-    num_features: int = 512
-    avg_active_features: float = 5.0
-    lambda_decay: float = 0.99
-    decay: str = "power"
+    data: list[str] = setting(default_factory=lambda: ["sharkey", "gaussian"],
+                              help="comma list of: sharkey, gaussian, embeddings:MODEL")
+    latents: list[int] = setting(default_factory=lambda: [512, 1024, 2048, 4096],
+                                 help="comma list of dictionary sizes")
+    num_samples: int = setting(10_000, help="data points per data set")
+    num_inputs: int = setting(256, help="input dimension n_d")
+    num_features: int = setting(512, help="ground-truth features n_s")
+    avg_active_features: float = setting(5.0, flag="--avg-active", help="mean active features m")
+    lambda_decay: float = setting(0.99, help="feature-frequency decay λ")
+    decay: str = setting("power", help="power (p ** (λ·i), the paper's figure) or product (p·λ^i)")
 
     DATA_SOURCES = ("sharkey", "gaussian")
     EMBEDDINGS_AS_DATA = True
+    COMMAND = "toy"
     DATA_SETTINGS = ("num_samples", "num_inputs", "num_features", "avg_active_features", "lambda_decay",
                      "decay")
 
@@ -37,16 +43,16 @@ class ToyConfig(SweepConfig):
         for name in ("num_samples", "num_inputs", "num_features"):
             check_positive_int(name, getattr(self, name))
         if not self.latents or any(n < 2 for n in self.latents):
-            raise ValueError(f"latents must be integers of at least 2, not {self.latents!r}.")
+            raise BadInput(f"latents must be integers of at least 2, not {self.latents!r}.")
         if self.decay not in ("power", "product"):
-            raise ValueError(f"decay must be 'power' or 'product', not {self.decay!r}.")
+            raise BadInput(f"decay must be 'power' or 'product', not {self.decay!r}.")
         if not (0 < self.avg_active_features <= self.num_features and math.isfinite(self.avg_active_features)):
-            raise ValueError(f"avg_active_features must lie in (0, num_features = {self.num_features}], not "
+            raise BadInput(f"avg_active_features must lie in (0, num_features = {self.num_features}], not "
                              f"{self.avg_active_features!r}.")
         if not 0 < self.lambda_decay <= 1:
-            raise ValueError(f"lambda_decay must lie in (0, 1], not {self.lambda_decay!r}.")
+            raise BadInput(f"lambda_decay must lie in (0, 1], not {self.lambda_decay!r}.")
         if round(self.num_samples * self.val_fraction) < 2:
-            raise ValueError(f"{self.num_samples} samples leave too few for a {self.val_fraction:g} split.")
+            raise BadInput(f"{self.num_samples} samples leave too few for a {self.val_fraction:g} split.")
 
 
 PRESETS: dict[str, dict] = {
@@ -78,7 +84,7 @@ def toy_datasets(config: ToyConfig):
         if transform == "mlp":
             x = apply(random_mlp(x.shape[1], seed=seed), x)
         train_rows, val_rows = split_rows(len(x), config.val_fraction, seed)
-        # ground-truth features live in the inputs only (PAPER.md §1.2)
+        # ground-truth features live in the inputs only (docs/paper.md §1.2)
         features = toy.features if (data, transform) == ("sharkey", "none") else None
         return Dataset(x, train_rows, val_rows, features)
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write, check_safetensors, write_json
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.seeding import generator
@@ -28,7 +29,7 @@ class _StopForward(Exception):
 
 def check_cache_dtype(dtype: str) -> None:
     if dtype not in CACHE_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
+        raise BadInput(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
 
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
@@ -43,7 +44,7 @@ def blocks_module(model: nn.Module) -> str:
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return name
-    raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__}.")
+    raise BadInput(f"cannot find the {count} transformer blocks of {type(model).__name__}.")
 
 
 def getattr_path(module: nn.Module, path: str) -> nn.Module:
@@ -59,9 +60,9 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
     try:
         layers = sorted({int(part) for part in text.split(",")})
     except ValueError:
-        raise ValueError(f"layers must be 'all' or a comma list of integers, not {text!r}.") from None
+        raise BadInput(f"layers must be 'all' or a comma list of integers, not {text!r}.") from None
     if not layers or layers[0] < 0 or layers[-1] >= num_layers:
-        raise ValueError(f"layers must lie in 0 … {num_layers - 1}, not {text!r}.")
+        raise BadInput(f"layers must lie in 0 … {num_layers - 1}, not {text!r}.")
     return layers
 
 
@@ -134,7 +135,7 @@ def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int
         state["blocks_module"] = settings.get("blocks_module")
     for key, value in settings.items():
         if state.get(key) != value:
-            raise ValueError(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
+            raise BadInput(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
                              "choose another --out.")
     device = next(model.parameters()).device
     starts = range(0, len(contexts), shard_contexts)
@@ -167,7 +168,7 @@ def _shard_writer(tensors: dict[str, torch.Tensor], first: int, count: int, d_mo
         rows.copy_(hidden.reshape(-1, d_model))
         if not torch.isfinite(rows).all():
             largest = hidden.abs().max().item()
-            raise ValueError(f"block {layer}'s output does not fit the cache dtype {rows.dtype} (largest |x| "
+            raise BadInput(f"block {layer}'s output does not fit the cache dtype {rows.dtype} (largest |x| "
                              f"{largest:.4g}) or is not finite; choose --dtype bfloat16 or float32.")
     return store
 
@@ -211,7 +212,7 @@ class ActivationCache(ShardedCache):
         shards under `seed`, or in token order with shuffle=False. The last batch may be short. A
         `TokenFilter` leaves tokens out (its norm threshold taken over each shard)."""
         if layer not in self.layers:
-            raise ValueError(f"layer {layer} is not in this cache (it holds {self.layers}).")
+            raise BadInput(f"layer {layer} is not in this cache (it holds {self.layers}).")
         gen = generator(seed, "cache-batches")
         shards = self.manifest["shards"]
         order = torch.randperm(len(shards), generator=gen).tolist() if shuffle else range(len(shards))
@@ -234,7 +235,7 @@ def read_manifest(directory: Path) -> dict:
     """manifest.json of an activation cache, checked: its fields, its layers and its shard list."""
     manifest = read_shard_manifest(directory, {"d_model": int, "dtype": str}, "`randsae lm activations`")
     if manifest["dtype"] not in CACHE_DTYPES:
-        raise ValueError(f"{directory / 'manifest.json'}: 'dtype' must be one of {', '.join(CACHE_DTYPES)}, not "
+        raise BadInput(f"{directory / 'manifest.json'}: 'dtype' must be one of {', '.join(CACHE_DTYPES)}, not "
                          f"{manifest['dtype']!r}.")
     return manifest
 
@@ -254,5 +255,5 @@ def open_cache(directory: str | Path) -> ActivationCache:
         for name, shape in expected.items():
             if name not in header or header[name]["shape"] != shape:
                 found = header[name]["shape"] if name in header else "nothing"
-                raise ValueError(f"{path} holds {found} as {name!r}, where the manifest implies {shape}.")
+                raise BadInput(f"{path} holds {found} as {name!r}, where the manifest implies {shape}.")
     return ActivationCache(directory, manifest)

@@ -1,4 +1,4 @@
-"""Windows, per-latent summaries and example sets (PAPER.md §2.3, §2.4), from a layer's latent index.
+"""Windows, per-latent summaries and example sets (docs/paper.md §2.3, §2.4), from a layer's latent index.
 
 Contexts are cut into windows of `window` tokens (a context whose length is not a multiple keeps a short
 last window); a window activates a latent when any of its tokens does, with the largest activation there as
@@ -17,30 +17,32 @@ from pathlib import Path
 
 import numpy as np
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write
 from randsae.metrics import token_entropy, token_mass
 from randsae.seeding import derive_seed
+from randsae.settings import setting
 
 
 @dataclass
 class ExampleSettings:
-    window: int = 32  # tokens per window
-    max_examples: int = 10_000  # activating windows kept per latent (the strongest)
-    min_examples: int = 200  # activating windows a latent needs to be eligible
-    sample: int = 100  # eligible latents drawn per layer
-    explainer_examples: int = 40
-    test_examples: int = 100
-    quantiles: int = 10
-    non_activating: int = 100
+    window: int = setting(32, help="tokens per example window")
+    max_examples: int = setting(10_000, help="activating windows kept per latent, the strongest")
+    min_examples: int = setting(200, help="activating windows a latent needs to be eligible")
+    sample: int = setting(100, help="eligible latents drawn per layer")
+    explainer_examples: int = setting(40, help="windows in the explainer set")
+    test_examples: int = setting(100, help="activating windows in the test set")
+    quantiles: int = setting(10, help="activation strata the test set is drawn from")
+    non_activating: int = setting(100, help="windows where the latent is silent")
     top_tokens: int = 5
     seed: int = 0
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be a positive integer, not {value!r}.")
+                raise BadInput(f"{name} must be a positive integer, not {value!r}.")
         if self.test_examples % self.quantiles:
-            raise ValueError(f"test_examples ({self.test_examples}) must be a multiple of quantiles "
+            raise BadInput(f"test_examples ({self.test_examples}) must be a multiple of quantiles "
                              f"({self.quantiles}).")
 
 
@@ -212,6 +214,6 @@ def read_examples(path: Path) -> dict[int, ExampleSets]:
         try:
             sets = ExampleSets.from_json(line)
         except (json.JSONDecodeError, TypeError, KeyError) as e:
-            raise ValueError(f"{path} line {number} is not a set of examples ({e}).") from None
+            raise BadInput(f"{path} line {number} is not a set of examples ({e}).") from None
         out[sets.latent] = sets
     return out

@@ -1,4 +1,4 @@
-"""The latent cache (PAPER.md §2.3): what each layer's TopK SAE gives on a token set, stored once, and a
+"""The latent cache (docs/paper.md §2.3): what each layer's TopK SAE gives on a token set, stored once, and a
 per-latent index over it, so that every latent's activations can be read without scanning the cache.
 
 OUT/manifest.json            what was encoded: the SAE run, the activations' source, layers, shards
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write, check_safetensors, write_json
 from randsae.lm.activations import ActivationCache, write_safetensors
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
@@ -88,7 +89,7 @@ def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, s
     manifest = open_latent_cache(out).manifest if path.exists() else {**wanted, "shards": []}
     for key, value in wanted.items():
         if manifest.get(key) != value:
-            raise ValueError(f"{out} holds latents made with other {key} settings; choose another --out.")
+            raise BadInput(f"{out} holds latents made with other {key} settings; choose another --out.")
     bar = tqdm(total=total_tokens * len(layers), unit="tok", unit_scale=True, disable=not progress, desc="encode")
     for index, (tokens, activations) in enumerate(chunks):
         count = tokens.numel()
@@ -112,7 +113,7 @@ def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, s
         write_json(path, manifest)
     bar.close()
     if not manifest["shards"]:
-        raise ValueError("the token set holds no tokens to encode.")
+        raise BadInput("the token set holds no tokens to encode.")
     return manifest
 
 
@@ -143,7 +144,7 @@ def open_latent_cache(directory: str | Path) -> LatentCache:
     for layer in manifest["layers"]:
         for part in ("k", "num_latents"):
             if not isinstance(manifest[part].get(str(layer)), int):
-                raise ValueError(f"{directory / 'manifest.json'}: '{part}' gives no integer for layer {layer}.")
+                raise BadInput(f"{directory / 'manifest.json'}: '{part}' gives no integer for layer {layer}.")
     for shard in manifest["shards"]:
         header = check_safetensors(directory / shard["file"])
         for layer in manifest["layers"]:
@@ -151,7 +152,7 @@ def open_latent_cache(directory: str | Path) -> LatentCache:
             for part in ("values", "indices"):
                 name = f"layer.{layer}.{part}"
                 if name not in header or header[name]["shape"] != expected:
-                    raise ValueError(f"{directory / shard['file']} lacks {name} of shape {expected}.")
+                    raise BadInput(f"{directory / shard['file']} lacks {name} of shape {expected}.")
     return LatentCache(directory, manifest)
 
 
@@ -170,11 +171,11 @@ class LatentIndex:
             try:
                 arrays[name] = np.load(directory / f"{name}.npy", mmap_mode="r")
             except (OSError, ValueError) as e:
-                raise ValueError(f"{directory / (name + '.npy')} cannot be read ({e}); delete {directory} "
+                raise BadInput(f"{directory / (name + '.npy')} cannot be read ({e}); delete {directory} "
                                  "to rebuild it.") from None
         if len(arrays["offsets"]) != num_latents + 1 or arrays["offsets"][-1] != len(arrays["values"]) \
                 or len(arrays["positions"]) != len(arrays["values"]):
-            raise ValueError(f"the index in {directory} does not match its cache; delete it to rebuild it.")
+            raise BadInput(f"the index in {directory} does not match its cache; delete it to rebuild it.")
         return cls(**arrays)
 
     def counts(self) -> np.ndarray:

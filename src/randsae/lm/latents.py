@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from randsae import io
+from randsae.errors import BadInput
 from randsae.lm.examples import (
     ExampleSets,
     ExampleSettings,
@@ -57,7 +58,7 @@ def layer_records(cache: LatentCache, layer: int, tokens: np.ndarray, settings: 
             progress(1)
     eligible = [s.latent for s in summaries if s.eligible]
     if len(eligible) < settings.sample:
-        raise ValueError(
+        raise BadInput(
             f"layer {layer} has {len(eligible)} eligible latents (at least {settings.min_examples} activating "
             f"windows of {settings.window} tokens in {cache.num_tokens:,} tokens), fewer than --sample "
             f"{settings.sample}; lower --sample or --min-examples, or give more tokens (the latent cache is kept "
@@ -90,10 +91,10 @@ def parse_summary(row: dict, path: Path, number: int) -> LatentSummary:
             values[name] = float(values[name])
         for name in ("eligible", "sampled"):
             if values[name] not in ("True", "False"):
-                raise ValueError(f"{name} is {values[name]!r}")
+                raise BadInput(f"{name} is {values[name]!r}")
             values[name] = values[name] == "True"
     except (KeyError, ValueError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} row {number} is not a latent summary ({e}).") from None
+        raise BadInput(f"{path} row {number} is not a latent summary ({e}).") from None
     return LatentSummary(**values)
 
 
@@ -117,7 +118,7 @@ class LatentRecords:
     def summary(self, layer: int) -> list[LatentSummary]:
         """Every firing latent of `layer`: firing rate, windows, max, both entropies, top tokens."""
         if layer not in self.layers:
-            raise ValueError(f"{self.directory} holds no latents of layer {layer} (it holds {self.layers}).")
+            raise BadInput(f"{self.directory} holds no latents of layer {layer} (it holds {self.layers}).")
         return [row for row in self.rows if row.layer == layer]
 
     def sampled(self, layer: int) -> list[LatentSummary]:
@@ -129,7 +130,7 @@ class LatentRecords:
             self._examples[layer] = read_examples(examples_path(self.directory, layer))
         sets = self._examples[layer]
         if latent not in sets:
-            raise ValueError(f"latent {latent} of layer {layer} was not sampled; sampled are "
+            raise BadInput(f"latent {latent} of layer {layer} was not sampled; sampled are "
                              f"{sorted(sets)[:10]}{' …' if len(sets) > 10 else ''}.")
         return sets[latent]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from randsae.errors import BadInput
 from randsae.io import cache_dir, file_key
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
     """`(model, tokenizer)` for a causal LM: `smollm2` (embedded), a .gguf file, a local directory or a
     Hugging Face hub name (at `revision`). The model is in eval mode on `device`."""
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
+        raise BadInput(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}.")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source, local = resolve(name_or_path)
@@ -133,4 +134,4 @@ def _load_errors(name_or_path: str, local: bool):
     except OSError as e:
         where = "the directory" if local else "the Hugging Face hub (is it reachable?)"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None
+        raise BadInput(f"cannot load model {name_or_path!r} from {where}: {first_line}") from None

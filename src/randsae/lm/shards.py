@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from randsae.errors import BadInput
 from randsae.io import check_fields, read_json
 
 
@@ -54,9 +55,9 @@ def read_shard_manifest(directory: Path, fields: dict[str, type], what: str) -> 
     manifest = read_json(path, {"layers": list, "context_length": int, "shards": list, **fields})
     if not manifest["layers"] or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                          for i in manifest["layers"]):
-        raise ValueError(f"{path}: 'layers' must be a list of block indices, not {manifest['layers']!r}.")
+        raise BadInput(f"{path}: 'layers' must be a list of block indices, not {manifest['layers']!r}.")
     for shard in manifest["shards"]:
         if not isinstance(shard, dict):
-            raise ValueError(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
+            raise BadInput(f"{path}: every entry of 'shards' must be an object, not {shard!r}.")
         check_fields(shard, {"file": str, "contexts": int}, f"{path} (shard entry)")
     return manifest

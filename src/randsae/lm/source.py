@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write, load_safetensors
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def open_source(source: Source, device: torch.device):
                                     {"variant": source.variant, "seed": source.seed}, device)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and source.context_length > limit:
-        raise ValueError(f"--context-length {source.context_length} is beyond {source.model}'s maximum of {limit} "
+        raise BadInput(f"--context-length {source.context_length} is beyond {source.model}'s maximum of {limit} "
                          "positions.")
     wanted = -(-source.tokens // source.context_length)
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
@@ -84,7 +85,7 @@ def later_contexts(source: Source, recorded: dict, device: torch.device):
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
     rows = contexts(tokenizer, docs, source.context_length, max_contexts=skip + wanted)[skip:]
     if not len(rows):
-        raise ValueError(f"the text {source.dataset!r} holds no contexts beyond the {skip} the SAEs' run drew; "
+        raise BadInput(f"the text {source.dataset!r} holds no contexts beyond the {skip} the SAEs' run drew; "
                          "give --acts, or a larger text.")
     if len(rows) < wanted:
         log.warning("the text gives %d contexts beyond the SAEs' run: %d tokens, not %d", len(rows),
@@ -112,7 +113,7 @@ def read_held_out(directory: str | Path) -> torch.Tensor:
                                 "`randsae lm activations` and `randsae lm train --model`.")
     tokens = load_safetensors(path, ["tokens"])["tokens"]
     if tokens.dim() != 2 or tokens.dtype != torch.int64:
-        raise ValueError(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
+        raise BadInput(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
                          "int64 token ids.")
     return tokens
 
@@ -121,5 +122,5 @@ def check_same_source(source: dict, manifest: dict, sae_dir: str | Path, acts: s
     """Refuse an activation cache whose model, variant or text differ from what the SAEs were trained on."""
     for key in SOURCE_KEYS:
         if manifest.get(key) != source.get(key):
-            raise ValueError(f"the SAEs in {sae_dir} were trained on activations with {key}={source.get(key)!r}, "
+            raise BadInput(f"the SAEs in {sae_dir} were trained on activations with {key}={source.get(key)!r}, "
                              f"but {acts} has {manifest.get(key)!r}.")

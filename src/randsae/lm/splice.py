@@ -1,4 +1,4 @@
-"""A language model's next-token loss with one block's output replaced (PAPER.md §2.2's CE loss score):
+"""A language model's next-token loss with one block's output replaced (docs/paper.md §2.2's CE loss score):
 clean, with an SAE's reconstruction spliced in, and with the output zeroed."""
 
 from collections.abc import Callable, Iterator

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from randsae.errors import BadInput
 from randsae.seeding import generator
 
 EMBEDDED_CORPUS = "shakespeare"
@@ -45,7 +46,7 @@ def file_documents(path: Path, text_column: str = "text") -> Iterator[str]:
                 try:
                     yield json.loads(line)[text_column]
                 except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{path} line {number} is not a JSON object with a {text_column!r} "
+                    raise BadInput(f"{path} line {number} is not a JSON object with a {text_column!r} "
                                      "field.") from None
     else:
         yield path.read_text(encoding="utf-8")
@@ -57,15 +58,15 @@ def hub_documents(name: str, config: str | None = None, split: str = "train",
     try:
         from datasets import load_dataset
     except ImportError:
-        raise ValueError("streaming a hub data set needs the `datasets` package (pip install datasets).") from None
+        raise BadInput("streaming a hub data set needs the `datasets` package (pip install datasets).") from None
     try:
         stream = load_dataset(name, config, split=split, streaming=True)
     except (OSError, ConnectionError, ValueError) as e:  # includes the hub's not-found errors
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot stream data set {name!r}: {message}") from None
+        raise BadInput(f"cannot stream data set {name!r}: {message}") from None
     for record in stream:
         if text_column not in record:
-            raise ValueError(f"data set {name!r} has no column {text_column!r} (it has {', '.join(record)}).")
+            raise BadInput(f"data set {name!r} has no column {text_column!r} (it has {', '.join(record)}).")
         yield record[text_column]
 
 
@@ -86,7 +87,7 @@ def contexts(tokenizer, docs: Iterable[str], context_length: int = 256,
     """Token ids of `docs`, each followed by EOS, joined and cut into rows of `context_length` (the
     incomplete tail is dropped); at most `max_contexts` rows."""
     if context_length < 2:
-        raise ValueError(f"context_length must be at least 2, not {context_length}.")
+        raise BadInput(f"context_length must be at least 2, not {context_length}.")
     eos = tokenizer.eos_token_id
     buffer: list[int] = []
     rows: list[torch.Tensor] = []
@@ -100,7 +101,7 @@ def contexts(tokenizer, docs: Iterable[str], context_length: int = 256,
             if max_contexts is not None and len(rows) >= max_contexts:
                 return torch.stack(rows)
     if not rows:
-        raise ValueError(f"the text holds fewer than {context_length} tokens.")
+        raise BadInput(f"the text holds fewer than {context_length} tokens.")
     return torch.stack(rows)
 
 
@@ -108,7 +109,7 @@ def split_contexts(rows: torch.Tensor, eval_fraction: float = 0.1,
                    seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded shuffle of the contexts cut into disjoint train and eval sets."""
     if not 0 <= eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in [0, 1), not {eval_fraction}.")
+        raise BadInput(f"eval_fraction must be in [0, 1), not {eval_fraction}.")
     order = torch.randperm(len(rows), generator=generator(seed, "contexts"))
     num_eval = round(len(rows) * eval_fraction)
     return rows[order[num_eval:]], rows[order[:num_eval]]

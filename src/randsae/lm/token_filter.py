@@ -1,4 +1,4 @@
-"""Which tokens an SAE is trained and measured on (issue 15's massive activations).
+"""Which tokens an SAE is trained and measured on (massive activations).
 
 Many language models give a few tokens a residual norm hundreds of times the rest: SmolLM2's blocks 11–27 the
 first token of every context (~26,000 against a median of ~170), Pythia its attention-sink tokens. One direction

@@ -1,4 +1,4 @@
-"""A model's random twins (PAPER.md §2.1): re-randomised, re-randomised but for the embeddings, step 0,
+"""A model's random twins (docs/paper.md §2.1): re-randomised, re-randomised but for the embeddings, step 0,
 and the control whose every token occurrence gets a fresh random input embedding."""
 
 import copy
@@ -7,6 +7,7 @@ import logging
 import torch
 from torch import nn
 
+from randsae.errors import BadInput
 from randsae.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def make_variant(model: nn.Module, variant: str, seed: int = 0, rerandomize_norm
     from). `revision` is the trained model's revision, for the record only.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
+        raise BadInput(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
     record = {"variant": variant, "seed": seed, "revision": revision}
     if variant == "step0":
         out, record["step0_source"] = step0_model(model, seed)
@@ -90,7 +91,7 @@ def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
                         name, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, seed)
         else:
             if same_weights(fresh, model):
-                raise ValueError(f"the hub's step0 revision of {name} has the trained model's weights; "
+                raise BadInput(f"the hub's step0 revision of {name} has the trained model's weights; "
                                  "refusing to use it as the step-0 variant.")
             commit = getattr(fresh.config, "_commit_hash", None)
             return fresh.to(device), f"hub revision step0 of {name}" + (f" (commit {commit})" if commit else "")
@@ -98,7 +99,7 @@ def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
         torch.manual_seed(seed)
         fresh = AutoModelForCausalLM.from_config(copy.deepcopy(model.config), dtype=dtype)
     if same_weights(fresh, model):
-        raise ValueError(f"the step-0 initialisation under seed {seed} has the 'trained' model's weights (was it "
+        raise BadInput(f"the step-0 initialisation under seed {seed} has the 'trained' model's weights (was it "
                          "never trained?); the step-0 variant would be the trained model: choose another --seed.")
     return fresh.to(device), f"initialisation from the model's config under seed {seed}"
 
@@ -121,7 +122,7 @@ class NoiseEmbedding(nn.Module):
     def __init__(self, weight: nn.Parameter, std: float, seed: int):
         super().__init__()
         if not std > 0:
-            raise ValueError(f"control_std must be positive, not {std!r}.")
+            raise BadInput(f"control_std must be positive, not {std!r}.")
         self.weight, self.std = weight, std
         self.generator = generator(seed, "control-noise", device=weight.device)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from randsae.errors import BadInput
 from randsae.io import atomic_write, check_fields, load_safetensors, read_json
 
 SAELENS_WEIGHTS, SPARSIFY_WEIGHTS = "sae_weights.safetensors", "sae.safetensors"
@@ -72,7 +73,7 @@ def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
-            raise ValueError(f"{directory}: {name} has shape {tuple(tensors[name].shape)}, but its cfg.json "
+            raise BadInput(f"{directory}: {name} has shape {tuple(tensors[name].shape)}, but its cfg.json "
                              f"(d_in {d_in}, d_sae {d_sae}) implies {shape}.")
     return cfg, {name: tensors[name] for name in WEIGHTS}
 
@@ -90,15 +91,15 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         extra = {}
     cfg = {"d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": extra}
     if raw["d_in"] < 1 or raw["d_sae"] < 1:
-        raise ValueError(f"{path}: d_in and d_sae must be positive, not {raw['d_in']} and {raw['d_sae']}.")
+        raise BadInput(f"{path}: d_in and d_sae must be positive, not {raw['d_in']} and {raw['d_sae']}.")
     if architecture == "topk":
         check_fields(raw, {"k": int}, path)
         if not 0 < raw["k"] <= raw["d_sae"]:
-            raise ValueError(f"{path}: k must lie in 1 … d_sae ({raw['d_sae']}), not {raw['k']}.")
+            raise BadInput(f"{path}: k must lie in 1 … d_sae ({raw['d_sae']}), not {raw['k']}.")
         for key, plain in (("normalize_activations", "none"), ("rescale_acts_by_decoder_norm", False),
                            ("apply_b_dec_to_input", True)):
             if raw.get(key, plain) != plain:
-                raise ValueError(f"{path}: a TopK SAE with {key} = {raw[key]!r} is not supported (randsae's "
+                raise BadInput(f"{path}: a TopK SAE with {key} = {raw[key]!r} is not supported (randsae's "
                                  f"TopK SAE has {key} = {plain!r}).")
         return {**cfg, "architecture": "topk", "k": raw["k"]}, tensors
     if architecture == "relu":  # randsae before the SAELens names
@@ -106,13 +107,13 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if architecture == "standard":
         norm = raw.get("normalize_activations", "none")
         if norm not in SAELENS_NORMALIZATIONS:
-            raise ValueError(f"{path}: normalize_activations {norm!r} is not supported; randsae reads "
+            raise BadInput(f"{path}: normalize_activations {norm!r} is not supported; randsae reads "
                              f"{', '.join(SAELENS_NORMALIZATIONS)}.")
         if tensors["b_dec"].abs().max() > 0:
-            raise ValueError(f"{path}: this standard (ReLU) SAE has a non-zero decoder bias b_dec, which "
+            raise BadInput(f"{path}: this standard (ReLU) SAE has a non-zero decoder bias b_dec, which "
                              "randsae's ReLU SAE does not have; it cannot be read exactly.")
         return {**cfg, "architecture": "relu", "standardize": SAELENS_NORMALIZATIONS[norm]}, tensors
-    raise ValueError(f"{path} holds an SAE of architecture {architecture!r}; randsae reads topk and standard "
+    raise BadInput(f"{path} holds an SAE of architecture {architecture!r}; randsae reads topk and standard "
                      "(ReLU) SAEs, not jumprelu, gated or batchtopk ones.")
 
 
@@ -120,15 +121,15 @@ def _read_sparsify(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = directory / "cfg.json"
     raw = read_json(path, {"d_in": int, "k": int})
     if raw.get("activation", "topk") != "topk":
-        raise ValueError(f"{path}: sparsify activation {raw['activation']!r} is not supported; randsae reads "
+        raise BadInput(f"{path}: sparsify activation {raw['activation']!r} is not supported; randsae reads "
                          "topk.")
     for key in ("transcode", "skip_connection"):
         if raw.get(key):
-            raise ValueError(f"{path}: a sparsify {key.replace('_', ' ')} is not an SAE randsae can read.")
+            raise BadInput(f"{path}: a sparsify {key.replace('_', ' ')} is not an SAE randsae can read.")
     tensors = load_safetensors(directory / SPARSIFY_WEIGHTS, ["encoder.weight", "encoder.bias", "W_dec", "b_dec"])
     d_sae = raw.get("num_latents") or raw.get("expansion_factor", 0) * raw["d_in"]
     if not 0 < raw["k"] <= d_sae:
-        raise ValueError(f"{path}: k must lie in 1 … num_latents ({d_sae}), not {raw['k']}.")
+        raise BadInput(f"{path}: k must lie in 1 … num_latents ({d_sae}), not {raw['k']}.")
     canonical = {"W_enc": tensors["encoder.weight"].T, "b_enc": tensors["encoder.bias"],
                  "W_dec": tensors["W_dec"], "b_dec": tensors["b_dec"]}
     return {"architecture": "topk", "d_in": raw["d_in"], "d_sae": d_sae, "k": raw["k"], "extra": {}}, canonical

@@ -1,4 +1,4 @@
-"""A stack of ReLU + L1 sparse autoencoders trained side by side (PAPER.md §1.3).
+"""A stack of ReLU + L1 sparse autoencoders trained side by side (docs/paper.md §1.3).
 
 Stacking S SAEs of one shape into (S, ...) parameters lets one matrix product serve a whole sweep of
 sparsity coefficients. Every SAE in the stack starts from the same initialisation, so a sweep compares

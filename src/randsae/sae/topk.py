@@ -1,4 +1,4 @@
-"""A TopK sparse autoencoder for residual-stream activations (PAPER.md §2.2, the EleutherAI recipe).
+"""A TopK sparse autoencoder for residual-stream activations (docs/paper.md §2.2, the EleutherAI recipe).
 
 z = TopK(ReLU((x − b_dec) W_encᵀ + b_enc)), x̂ = z W_dec + b_dec. Only the k kept latents of a token are
 ever touched after the encoder's product: their values are recomputed from the gathered encoder rows
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from randsae.errors import BadInput
 from randsae.sae.files import read_sae_files, saelens_cfg, write_sae_files, write_sparsify
 from randsae.seeding import generator
 
@@ -38,7 +39,7 @@ class TopKSAE(nn.Module):
     def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
         super().__init__()
         if not 0 < k <= num_latents:
-            raise ValueError(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
+            raise BadInput(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
         self.num_inputs, self.num_latents, self.k = num_inputs, num_latents, k
         bound = 1 / math.sqrt(num_inputs)  # nn.Linear's default initialisation
         w_enc = (torch.rand(num_latents, num_inputs, generator=generator(seed, "topk-sae-init")) * 2 - 1) * bound

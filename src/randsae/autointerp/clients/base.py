@@ -7,8 +7,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from randsae.errors import BadInput
 
-class JudgeUnavailable(ValueError):
+
+class JudgeUnavailable(BadInput):
     """The judge cannot be used at all (unreachable, unknown model): the run stops before any work."""
 
 

@@ -16,6 +16,7 @@ import torch
 
 from randsae.autointerp import prompts
 from randsae.autointerp.clients.base import CallLog, Completion, Judge
+from randsae.errors import BadInput
 
 SENTINEL = "\u2063RANDSAE-WINDOW\u2063"
 
@@ -37,7 +38,7 @@ def digit_ids(tokenizer) -> dict[str, list[int]]:
             if len(ids) == 1 and ids[0] not in out[d]:
                 out[d].append(ids[0])
     if not out["0"] or not out["1"]:
-        raise ValueError("the judge's tokenizer has no single token for the digits 0 and 1.")
+        raise BadInput("the judge's tokenizer has no single token for the digits 0 and 1.")
     return out
 
 
@@ -50,7 +51,7 @@ class LocalJudge(Judge):
         from randsae.lm.models import load_model
 
         if batch_size < 1:
-            raise ValueError(f"--judge-batch-size must be a positive integer, not {batch_size}.")
+            raise BadInput(f"--judge-batch-size must be a positive integer, not {batch_size}.")
         self.name, self.batch_size, self.log, self.dtype = llm, batch_size, log or CallLog(), dtype
         self.device = resolve_device(device)
         self.model, self.tokenizer = load_model(llm, dtype=dtype, device=self.device)

@@ -13,6 +13,7 @@ import httpx
 
 from randsae.autointerp import prompts
 from randsae.autointerp.clients.base import CallLog, Completion, Judge, JudgeUnavailable
+from randsae.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +29,15 @@ class OpenAIJudge(Judge):
                  timeout: float = 60.0, retries: int = 4, backoff: float = 0.5, top_logprobs: int = 5,
                  api_key_env: str = "OPENAI_API_KEY", windows_per_prompt: int = 5, **_):
         if concurrency < 1:
-            raise ValueError(f"--concurrency must be a positive integer, not {concurrency}.")
+            raise BadInput(f"--concurrency must be a positive integer, not {concurrency}.")
         if not timeout > 0:
-            raise ValueError(f"--timeout must be positive, not {timeout}.")
+            raise BadInput(f"--timeout must be positive, not {timeout}.")
         if retries < 0:
-            raise ValueError(f"--retries must be 0 or more, not {retries}.")
+            raise BadInput(f"--retries must be 0 or more, not {retries}.")
         if not backoff >= 0:
-            raise ValueError(f"--retry-backoff must be 0 or more seconds, not {backoff}.")
+            raise BadInput(f"--retry-backoff must be 0 or more seconds, not {backoff}.")
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"--llm-url must start with http:// or https://, not {url!r}.")
+            raise BadInput(f"--llm-url must start with http:// or https://, not {url!r}.")
         self.url, self.model = url.rstrip("/"), model
         self.log = log or CallLog()
         self.concurrency, self.timeout, self.retries, self.backoff = concurrency, timeout, retries, backoff

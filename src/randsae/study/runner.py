@@ -1,6 +1,6 @@
-"""`randsae baseline`: the whole random-baseline study of one model in one command (issue 11).
+"""`randsae baseline`: the whole random-baseline study of one model in one command.
 
-For each variant (PAPER.md §2.1) the stages run in turn — activations, SAE training, quality eval, latent
+For each variant (docs/paper.md §2.1) the stages run in turn — activations, SAE training, quality eval, latent
 records and entropy, auto-interpretability — then the comparison across variants and the report. One
 model is in memory at a time (each stage loads what it needs and lets it go). Each stage is a call of the
 command that does it alone (`lm activations`, `lm train`, …) into OUT/<variant>/<stage>, and each of those
@@ -12,7 +12,7 @@ OUT/config.json    every setting (`BaselineSettings`), the preset it started fro
 OUT/stages.json    each stage's status, seconds and error (`StageRecord`)
 OUT/<variant>/{acts,sae,eval,latents,autointerp}/   the stages' own outputs
 OUT/compare/       `lm compare` across the variants
-OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.report)
+OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.study.report)
 """
 
 import json
@@ -20,12 +20,14 @@ import logging
 import os
 import signal
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from randsae import io
+from randsae import io, runs
+from randsae.errors import BadInput
 from randsae.lm.variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -68,17 +70,17 @@ class BaselineSettings:
     def validate(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
-            raise ValueError(f"unknown variant {unknown[0]!r} in --variants; choose from {', '.join(VARIANTS)}.")
+            raise BadInput(f"unknown variant {unknown[0]!r} in --variants; choose from {', '.join(VARIANTS)}.")
         if not self.variants or len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"--variants must name each variant once, not {','.join(self.variants)!r}.")
+            raise BadInput(f"--variants must name each variant once, not {','.join(self.variants)!r}.")
         if "trained" not in self.variants:
-            raise ValueError("--variants must include trained: every random twin is compared with it.")
+            raise BadInput("--variants must include trained: every random twin is compared with it.")
         if len(self.variants) < 2:
-            raise ValueError("--variants needs at least one random twin beside trained.")
+            raise BadInput("--variants needs at least one random twin beside trained.")
         for name in ("tokens", "eval_tokens", "k", "expansion", "context_length"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} must be a positive integer, not {getattr(self, name)}.")
+                raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
 
 
 PRESETS = {
@@ -89,15 +91,15 @@ PRESETS = {
                           "non_activating": 10},
              "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
-    # PAPER.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b, every
-    # 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
+    # docs/paper.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b,
+    # every 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
     "paper": {"layers": "paper"},
 }
 
 
 def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
+        raise BadInput(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
     overrides = dict(overrides)
     latent_cache = overrides.pop("latent_tokens_given", False) and overrides.get("latent_tokens") is None
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
@@ -126,8 +128,15 @@ def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:
     if not path.is_file():
         return {}
     names = {f.name for f in fields(StageRecord)}
-    return {(r["variant"], r["stage"]): StageRecord(**{k: v for k, v in r.items() if k in names})
-            for r in json.loads(path.read_text())}
+    try:
+        records = json.loads(path.read_text())
+        if not isinstance(records, list):
+            raise TypeError
+        stages = [StageRecord(**{k: v for k, v in r.items() if k in names}) for r in records]
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError):
+        raise BadInput(f"{path} is not a study's list of stage records; move it away to start the study "
+                       "again.") from None
+    return {(r.variant, r.stage): r for r in stages}
 
 
 def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
@@ -136,26 +145,26 @@ def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
 
 
 def paper_layers(num_layers: int, parameters: float) -> list[int]:
-    """PAPER.md §2.2: every layer up to 410m parameters, every 2nd up to 1b, every 4th above."""
+    """docs/paper.md §2.2: every layer up to 410m parameters, every 2nd up to 1b, every 4th above."""
     step = 1 if parameters < 0.6e9 else 2 if parameters < 2e9 else 4
     return list(range(0, num_layers, step))
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:
     """Refuse an OUT that holds another study, or anything else (nothing in it is touched)."""
-    path = out / "config.json"
-    if path.is_file():
-        previous = io.read_json(path)
+    previous = runs.previous_record(out, "baseline")
+    if previous is not None:
         if previous.get("study") != STUDY:
-            raise ValueError(f"{out} holds the output of another command ({path}); choose another --out.")
+            raise BadInput(f"{out} holds the output of another command ({out / 'config.json'}); choose another "
+                           "--out.")
         if previous.get("settings") != io.json_round_trip(asdict(settings)):
             changed = sorted(k for k, v in asdict(settings).items()
                              if io.json_round_trip(v) != previous.get("settings", {}).get(k))
             what = ", ".join(changed) or "see config.json"
-            raise ValueError(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
+            raise BadInput(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
                              "its settings.")
     elif out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-        raise ValueError(f"{out} is not empty and holds no study; choose another --out.")
+        raise BadInput(f"{out} is not empty and holds no study; choose another --out.")
 
 
 class Study:
@@ -203,8 +212,7 @@ class Study:
                     write_stages(self.out, self.stages)
                     raise
                 failed_variants.add(variant)
-                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                log.error("%s · %s failed: %s (the other variants go on)", variant, stage, message)
+                message = self.failure(variant, stage, error)
                 self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start, message)
             else:
                 self.stages[key] = StageRecord(variant, stage, "done", time.perf_counter() - start)
@@ -217,6 +225,19 @@ class Study:
             bar.update(1)
         bar.close()
         return self.stages
+
+    def failure(self, variant: str, stage: str, error: Exception) -> str:
+        """What a failed stage's record says: bad input its one sentence; a fault its first line and where its
+        traceback is kept (the stage's error.txt), the traceback also logged."""
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(error, BadInput):
+            log.error("%s · %s failed: %s (the other variants go on)", variant, stage, first)
+            return first
+        path = self.directory(variant, stage) / "error.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        io.atomic_write(path, lambda p: p.write_text("".join(traceback.format_exception(error))))
+        log.error("%s · %s failed (the other variants go on)", variant, stage, exc_info=error)
+        return f"{type(error).__name__}: {first} (traceback in {path.relative_to(self.out)})"
 
     def finished(self, stage: str) -> list[str]:
         """The variants whose `stage` is done."""
@@ -252,11 +273,33 @@ class KillForTest:
         io.AFTER_WRITE.remove(self.written)
 
 
+def stage_grid(stages: list[StageRecord]) -> tuple[list[str], list[list[str]]]:
+    """Seconds per stage (rows) and variant (columns) of OUT/stages.json's records; a failed stage shows its
+    error."""
+    variants = list(dict.fromkeys(r.variant for r in stages if r.variant))
+    records = {(r.variant, r.stage): r for r in stages}
+    rows = []
+    for stage in dict.fromkeys(r.stage for r in stages):
+        cells = []
+        for variant in (*variants, ""):
+            r = records.get((variant, stage))
+            if r is None:
+                cells.append("")
+            elif stage == "report" and r.status == "running":
+                cells.append("this report")
+            elif r.status == "done":
+                cells.append(f"{r.seconds:.0f} s")
+            else:
+                cells.append(r.status.upper() + (f": {r.error}" if r.error else ""))
+        rows.append([stage, *cells])
+    total = sum(r.seconds for r in stages)
+    rows.append(["total", *[""] * len(variants), f"{total / 60:.1f} min"])
+    return ["stage", *variants, "across variants"], rows
+
+
 def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
     """Seconds per stage and variant, as the report shows them (a Markdown table)."""
-    from randsae.report import stage_grid
-
-    header, rows = stage_grid([asdict(r) for r in stages.values()])
+    header, rows = stage_grid(list(stages.values()))
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
 
@@ -309,21 +352,22 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
     for path in found.values():
         cfg, _ = read_sae_files(path)
         if cfg["d_in"] != check.d_model:
-            raise ValueError(f"the SAE in {path} reads {cfg['d_in']} inputs, but {settings.model}'s residual "
+            raise BadInput(f"the SAE in {path} reads {cfg['d_in']} inputs, but {settings.model}'s residual "
                              f"stream has {check.d_model}; is it an SAE of another model?")
         if cfg["architecture"] != "topk" or not cfg.get("k"):
-            raise ValueError(f"the SAE in {path} is not a TopK SAE; the study trains TopK twins (PAPER.md §2.2).")
+            raise BadInput(f"the SAE in {path} is not a TopK SAE; the study trains TopK twins "
+                           "(docs/paper.md §2.2).")
         if cfg["d_sae"] % cfg["d_in"]:
-            raise ValueError(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
+            raise BadInput(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
                              "inputs; the twins' expansion would not match.")
         shapes.add((cfg["k"], cfg["d_sae"] // cfg["d_in"]))
     if settings.layers not in ("all", "paper"):
         missing = [layer for layer in check.layers if layer not in found]
         if missing:
-            raise ValueError(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
+            raise BadInput(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
         found = {layer: found[layer] for layer in check.layers}
     if len(shapes) > 1:
-        raise ValueError(f"the SAEs in {sae_dir} differ in k or size ({sorted(shapes)}); give one configuration.")
+        raise BadInput(f"the SAEs in {sae_dir} differ in k or size ({sorted(shapes)}); give one configuration.")
     check.sae_layers = {layer: str(path) for layer, path in found.items()}
     check.layers = sorted(found)
     check.sae_k, check.sae_expansion = shapes.pop()
@@ -399,8 +443,8 @@ def import_saes(study: Study, out: Path) -> None:
         sae.save(layer_directory(out, layer), {"model_name": source["model"]},
                  {"layer": layer, "model": source["model"], "variant": "trained", "imported_from": path})
     write_held_out(out, read_held_out(acts))
-    io.write_json(out / "config.json", io.json_round_trip(
-        {"train": asdict(config), "schedule": None, "source": source, "imported_from": study.settings.sae}))
+    runs.write_record(out, "lm train", {"train": asdict(config), "schedule": None, "source": source,
+                                        "imported_from": study.settings.sae})
 
 
 def stage_eval(study: Study, variant: str) -> None:
@@ -427,12 +471,9 @@ def stage_latents(study: Study, variant: str) -> None:
 
 
 def judge_options(settings: BaselineSettings) -> dict:
-    judge = dict(settings.judge)
-    if "url" in judge:
-        defaults = {"model": None, "concurrency": 8, "timeout": 60.0, "retries": 4, "backoff": 0.5,
-                    "api_key_env": "OPENAI_API_KEY", "windows_per_prompt": 5}
-        return {**defaults, **judge}
-    return {"llm": "smollm2", "device": settings.device, "batch_size": 32, "dtype": "float32", **judge}
+    from randsae.autointerp.clients import JudgeSettings
+
+    return JudgeSettings(**settings.judge, device=settings.device).options()
 
 
 def stage_autointerp(study: Study, variant: str) -> None:
@@ -450,7 +491,7 @@ def stage_compare(study: Study, _: str) -> None:
 
     evaluated = study.finished("eval")
     if not evaluated:
-        raise ValueError("no variant got as far as its quality eval; there is nothing to compare.")
+        raise BadInput("no variant got as far as its quality eval; there is nothing to compare.")
     out = study.out / "compare"
     out.mkdir(exist_ok=True)
     compare([study.directory(v, "eval") for v in evaluated], out,
@@ -459,7 +500,7 @@ def stage_compare(study: Study, _: str) -> None:
 
 
 def stage_report(study: Study, _: str) -> None:
-    from randsae.report import write_report
+    from randsae.study.report import write_report
 
     write_report(study.out)
 
@@ -472,7 +513,7 @@ def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: 
     """Run (or resume) the study in OUT; returns it with every stage's record."""
     record = {"study": STUDY, "settings": asdict(settings), "layers": check.layers}
     if not (out / "config.json").is_file():
-        io.write_json(out / "config.json", io.json_round_trip(record))
+        runs.write_record(out, "baseline", record)
     study = Study(out, settings, progress, check)
     study.run(WORK)
     return study

@@ -1,16 +1,18 @@
 """What every `randsae` command shares: the one-sentence error, the parser that raises it, output
 directories (created, proved writable, locked against a second writer, removed again when a failed run
-leaves them empty), the flags-to-settings helper and counts like 1M.
+leaves them empty) and counts like 1M. Flags come from the settings' fields (`randsae.settings`).
 
-Both `randsae.cli` and `randsae.lm.cli` import from here; neither imports the other's helpers.
+Every module of `randsae.cli` imports from here.
 """
 
 import argparse
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from randsae.config import parse_count  # noqa: F401 (the commands read counts through here)
+from randsae.errors import BadInput
 
 try:
     import fcntl
@@ -20,8 +22,8 @@ except ImportError:  # pragma: no cover - not POSIX: no lock, as before
 LOCK_FILE = ".randsae.lock"
 
 
-class UsageError(Exception):
-    """Bad input from the command line: reported as one sentence, exit code 2."""
+class UsageError(BadInput):
+    """Bad input from the command line (argparse's own sentence, which names the program): exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,12 +101,6 @@ def output_directory(path: str | Path, lock: bool = True) -> Iterator[Path]:
         _remove_if_empty(created)
 
 
-def given_flags(args, flags: dict) -> dict:
-    """{config field: value} of the flags in `flags` (flag → (field, type, help)) that were given."""
-    values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in flags.items()}
-    return {field: value for field, value in values.items() if value is not None}
-
-
 def add_format_argument(p) -> None:
     p.add_argument("--format", default="png", help="figure formats, a comma list of png, pdf, svg (default png; "
                                                    "pdf and svg are vector output for papers)")
@@ -115,17 +111,3 @@ def figure_formats(args) -> list[str]:
     from randsae.plots import parse_formats
 
     return parse_formats(args.format)
-
-
-_SUFFIXES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}
-
-
-def parse_count(text: str) -> int:
-    """'1M', '100m', '500k', '2048' → an integer."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMbB]?)\s*", text)
-    if not match or float(match[1]) <= 0:
-        raise ValueError(f"cannot read {text!r} as a count like 2048, 500k or 1M.")
-    count = int(float(match[1]) * _SUFFIXES[match[2].lower()])
-    if count < 1:
-        raise ValueError(f"{text!r} is less than one.")
-    return count

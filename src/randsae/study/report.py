@@ -14,11 +14,14 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from randsae import io
-from randsae.tables import judge_at_chance
+from randsae.autointerp.clients import JudgeSettings
+from randsae.study.runner import StageRecord, read_stages, stage_grid
+from randsae.study.verdict import VERDICT_METRICS, Separation, verdicts
+from randsae.tables import CompareRow, read_table
 
 log = logging.getLogger(__name__)
 
@@ -26,91 +29,6 @@ FIGURES = {"comparison": "Fig. 1–2: every metric per layer, a line per variant
            "entropy_auroc": "Fig. 20: token-distribution entropy against fuzzing AUROC, a point per latent",
            "entropy": "Token-distribution entropy of the sampled latents, per variant and layer"}
 WINDOWS_SHOWN = 6  # explainer windows per latent card
-
-# metric → (label, how it is compared): "relative" (one seed, no spread: > RELATIVE_MARGIN apart),
-# "spread" (mean ± std over latents: standard errors), "interval" (95% bootstrap intervals, disjoint)
-VERDICT_METRICS = {
-    "explained_variance": ("explained variance", "relative"),
-    "cosine_sim": ("cosine similarity", "relative"),
-    "l1": ("L1 of latents", "relative"),
-    "entropy_mean": ("token entropy", "spread"),
-    "auroc_fuzzing": ("fuzzing AUROC", "interval"),
-    "auroc_detection": ("detection AUROC", "interval"),
-}
-RELATIVE_MARGIN = 0.05
-
-
-@dataclass
-class Separation:
-    metric: str
-    trained: float | None
-    twins: dict[str, float | None]
-    separates: bool | None  # None: not counted (no data, or a judge at chance)
-    why: str = ""
-
-
-@dataclass
-class LayerVerdict:
-    layer: int
-    separations: list[Separation] = field(default_factory=list)
-
-    @property
-    def separating(self) -> list[str]:
-        return [VERDICT_METRICS[s.metric][0] for s in self.separations if s.separates]
-
-
-def _number(row: dict | None, column: str) -> float | None:
-    value = None if row is None else row.get(column)
-    if value in (None, ""):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def separation(metric: str, trained: dict, twins: dict[str, dict]) -> Separation:
-    """Does `metric` separate the trained row from every twin's row (of one layer)?"""
-    how = VERDICT_METRICS[metric][1]
-    t = _number(trained, metric)
-    values = {variant: _number(row, metric) for variant, row in twins.items()}
-    if t is None or not values or any(v is None for v in values.values()):
-        return Separation(metric, t, values, None, "not measured for every variant")
-    if how == "interval":
-        if any(judge_at_chance(r, metric) for r in (trained, *twins.values())):
-            return Separation(metric, t, values, None, "judge at chance: not counted")
-        low, high = _number(trained, metric.replace("auroc_", "auroc_low_")), \
-            _number(trained, metric.replace("auroc_", "auroc_high_"))
-        lows = [_number(r, metric.replace("auroc_", "auroc_low_")) or 1 for r in twins.values()]
-        highs = [_number(r, metric.replace("auroc_", "auroc_high_")) or 0 for r in twins.values()]
-        apart = all(h < (low or 0) or lo > (high or 1) for lo, h in zip(lows, highs, strict=True))
-        return Separation(metric, t, values, apart, "95% intervals disjoint" if apart else "intervals overlap")
-    if how == "spread":
-        n_t = _number(trained, "sampled_latents") or 1
-        se_t = (_number(trained, "entropy_std") or 0) / math.sqrt(n_t)
-        apart = True
-        for variant, row in twins.items():
-            se = (_number(row, "entropy_std") or 0) / math.sqrt(_number(row, "sampled_latents") or 1)
-            apart &= abs(t - values[variant]) > 2 * math.hypot(se_t, se)
-        return Separation(metric, t, values, apart, "more than 2 standard errors apart" if apart else
-                          "within 2 standard errors")
-    apart = all(abs(t - v) > RELATIVE_MARGIN * max(abs(t), abs(v)) for v in values.values())
-    return Separation(metric, t, values, apart, f"{'more' if apart else 'less'} than {RELATIVE_MARGIN:.0%} apart "
-                      "(one seed: no error bars)")
-
-
-def verdicts(rows: list[dict]) -> list[LayerVerdict]:
-    """A verdict per layer of the trained model: each metric's separation from every twin."""
-    out = []
-    for layer in sorted({int(r["layer"]) for r in rows}):
-        here = {r["variant"]: r for r in rows if int(r["layer"]) == layer}
-        if "trained" not in here or len(here) < 2:
-            continue
-        twins = {v: r for v, r in here.items() if v != "trained"}
-        out.append(LayerVerdict(layer, [separation(m, here["trained"], twins) for m in VERDICT_METRICS]))
-    return out
-
 
 # --- reading a study -----------------------------------------------------------------------------------------
 
@@ -130,8 +48,8 @@ class LatentCard:
 class Study:
     out: Path
     config: dict
-    stages: list[dict]
-    rows: list[dict]
+    stages: list[StageRecord]
+    rows: list[CompareRow]
     calibrations: dict  # variant → its judge's Calibration
     cards: list[LatentCard]
 
@@ -144,8 +62,8 @@ def read_study(out: Path) -> Study:
 
     config = io.read_json(out / "config.json")
     settings = config["settings"]
-    stages = json.loads((out / "stages.json").read_text()) if (out / "stages.json").is_file() else []
-    rows = io.read_rows(out / "compare" / "results.csv") if (out / "compare" / "results.csv").is_file() else []
+    stages = list(read_stages(out).values())
+    rows = read_table(out / "compare" / "results.csv", CompareRow)
     decode = TokenTexts(load_tokenizer(settings["model"], settings.get("revision")))
     calibrations, cards = {}, []
     for variant in settings["variants"]:
@@ -198,8 +116,7 @@ def _fmt(value, digits: int = 3) -> str:
 def settings_rows(study: Study) -> list[tuple[str, str]]:
     s = study.config["settings"]
     layers = ", ".join(str(x) for x in study.config.get("layers", []))
-    judge = s["judge"].get("url") and f"{s['judge'].get('model')} at {s['judge']['url']}" or \
-        f"{s['judge'].get('llm', 'smollm2')} (local, {s['judge'].get('dtype', 'float32')})"
+    judge = JudgeSettings(**s["judge"]).describe()
     return [("model", s["model"] + (f" @ {s['revision']}" if s.get("revision") else "")),
             ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
             ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
@@ -213,9 +130,19 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("eval tokens", f"{s['eval_tokens']:,}"),
             ("latent records from", "the training cache" if s.get("latent_tokens") is None else
              f"{s['latent_tokens']:,} tokens after the training text"),
-            ("example sets", json.dumps(s["examples"]) if s["examples"] else "the paper's (PAPER.md §2.3)"),
+            ("example sets", json.dumps(s["examples"]) if s["examples"] else "the paper's (docs/paper.md §2.3)"),
             ("auto-interpretability", json.dumps(s["autointerp"]) if s["autointerp"] else "the paper's"),
-            ("judge", judge), ("seed", str(s["seed"]))]
+            ("judge", judge), ("seed", str(s["seed"])), ("made by", made_by(study.config))]
+
+
+def made_by(config: dict) -> str:
+    """randsae's version, commit and command line from a config.json's provenance."""
+    p = config.get("provenance")
+    if not p:
+        return "not recorded (a study begun before randsae recorded it)"
+    commit = f" at commit {p['commit']}" if p.get("commit") else ""
+    line = f": {p['command_line']}" if p.get("command_line") else ""
+    return f"randsae {p['randsae']}{commit}, PyTorch {p['torch']}, {p['written']}{line}"
 
 
 def calibration_lines(study: Study) -> list[str]:
@@ -226,31 +153,7 @@ def calibration_lines(study: Study) -> list[str]:
     return list(dict.fromkeys(lines)) or ["no judge calibration (the auto-interpretability stage did not run)"]
 
 
-def stage_grid(stages: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Seconds per stage (rows) and variant (columns) of OUT/stages.json's records; a failed stage shows its
-    error."""
-    variants = list(dict.fromkeys(r["variant"] for r in stages if r["variant"]))
-    records = {(r["variant"], r["stage"]): r for r in stages}
-    rows = []
-    for stage in dict.fromkeys(r["stage"] for r in stages):
-        cells = []
-        for variant in (*variants, ""):
-            r = records.get((variant, stage))
-            if r is None:
-                cells.append("")
-            elif stage == "report" and r["status"] == "running":
-                cells.append("this report")
-            elif r["status"] == "done":
-                cells.append(f"{r['seconds']:.0f} s")
-            else:
-                cells.append(r["status"].upper() + (f": {r['error']}" if r.get("error") else ""))
-        rows.append([stage, *cells])
-    total = sum(r["seconds"] for r in stages)
-    rows.append(["total", *[""] * len(variants), f"{total / 60:.1f} min"])
-    return ["stage", *variants, "across variants"], rows
-
-
-def verdict_rows(rows: list[dict]) -> list[tuple[int, str, list[Separation]]]:
+def verdict_rows(rows: list[CompareRow]) -> list[tuple[int, str, list[Separation]]]:
     out = []
     for verdict in verdicts(rows):
         answer = ("yes: " + ", ".join(verdict.separating)) if verdict.separating else "no"
@@ -343,7 +246,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
-             "Each variant below is the same architecture with other weights (PAPER.md §2.1); each got SAEs "
+             "Each variant below is the same architecture with other weights (docs/paper.md §2.1); each got SAEs "
              "trained and measured the same way.</p>",
              "<section id='settings'><h2>Settings</h2><table>" +
              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +

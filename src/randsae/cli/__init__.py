@@ -1,0 +1,122 @@
+"""The `randsae` command: one module per command group (`toy` for the sweeps, `lm`, `baseline`), this one
+the parser and the way out. Bad input ends with one sentence on stderr and exit code 2; anything else is a
+fault and keeps its traceback."""
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from randsae import runs
+from randsae.cli import baseline, lm, toy
+from randsae.cli.common import Parser, UsageError
+from randsae.errors import BadInput
+
+log = logging.getLogger("randsae")
+
+DESCRIPTION = ("Sparse autoencoders on trained and random networks: would a random network give your SAE results "
+               "too? Bad input ends with one sentence on stderr and exit code 2.")
+
+
+def run_lm_command(args) -> None:
+    from randsae.cli.lm import LM_COMMANDS
+
+    LM_COMMANDS[args.lm_command](args)
+
+
+COMMANDS = {"toy": toy.run_toy_command, "glove": toy.run_glove_command, "plot": toy.run_plot_command,
+            "toy2d": toy.run_toy2d_command, "lm": run_lm_command, "export": toy.run_export_command,
+            "baseline": baseline.run_baseline}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="randsae", description=DESCRIPTION)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    from randsae.experiments.glove import GloveConfig
+    from randsae.experiments.toy import ToyConfig
+
+    toy.add_sweep_parser(sub, "toy", "the toy-model sweep (Sharkey data, Gaussian control, random MLP)",
+                         ToyConfig)
+    toy.add_sweep_parser(sub, "glove", "GloVe word vectors through the same sweep", GloveConfig)
+    toy.add_plot_parser(sub)
+    toy.add_toy2d_parser(sub)
+    toy.add_export_parser(sub)
+    lm.add_lm_parser(sub, Parser)
+    baseline.add_baseline_parser(sub)
+    for command in sub.choices.values():  # -q also after the subcommand, without overriding it before
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars or info logs")
+    return parser
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated
+
+
+class Terminated(BaseException):  # not an Exception: no "except Exception" swallows it
+    """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        args = build_parser().parse_args(argv)
+        runs.set_command_line(sys.argv[1:] if argv is None else argv)
+        args.quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 reports
+        # randsae's own progress notes at INFO; other libraries only warn
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("randsae").setLevel(logging.WARNING if args.quiet else logging.INFO)
+        if args.quiet:
+            quiet_libraries()
+        status = COMMANDS[args.command](args)
+    except UsageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except BadInput as e:  # only what the user got wrong; any other ValueError is a fault and keeps its traceback
+        print(f"randsae: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("randsae: error: out of memory; choose smaller sizes (samples, latents, batch).", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "allocate" not in str(e) and "out of memory" not in str(e):
+            raise
+        first = str(e).strip().splitlines()[0]
+        print(f"randsae: error: out of memory ({first}); choose smaller sizes.", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            where = f" writing {Path(e.filename).parent}" if e.filename else ""
+            print(f"randsae: error: no space left on the device{where}; finished files are kept, free space "
+                  "and rerun to resume.", file=sys.stderr)
+            return 2
+        if e.errno is None:  # raised by randsae with its own sentence (a path the user gave that is not there)
+            print(f"randsae: error: {e}", file=sys.stderr)
+            return 2
+        print(f"randsae: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("randsae: interrupted; finished rows are kept, rerun to resume.", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("randsae: terminated (SIGTERM); finished rows are kept, rerun to resume.", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return status if isinstance(status, int) else 0  # baseline: 1 when a stage failed
+
+
+def quiet_libraries() -> None:
+    """-q: no progress bars from the libraries randsae drives (transformers' "Loading weights", the hub's
+    downloads). They read this variable when they are first imported, which happens after this."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

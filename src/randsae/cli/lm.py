@@ -1,0 +1,239 @@
+"""`randsae lm …`: activations, train, eval, latents, autointerp, compare."""
+
+import argparse
+import logging
+
+from randsae.cli.common import add_format_argument, figure_formats, output_directory, parse_count
+from randsae.errors import BadInput
+from randsae.settings import add_flags, given
+
+log = logging.getLogger("randsae")
+
+AUTOINTERP_SCORERS = ("fuzzing", "detection", "embedding", "tokens")  # randsae.autointerp.scorers.SCORERS
+
+
+def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
+    """The flags that say which model, variant and text the activations come from."""
+    p.add_argument("--model", default=model_default,
+                   help="smollm2 (embedded), a .gguf file, a directory or a hub name")
+    p.add_argument("--revision", default=None, help="hub revision of the trained model")
+    p.add_argument("--variant", default="trained",
+                   help="trained, rerandomized, rerandomized-no-embed, step0 or control")
+    p.add_argument("--seed", type=int, default=0, help="seeds the variant, the context order and the SAEs")
+    p.add_argument("--tokens", default=None,
+                   help="how many tokens (e.g. 500k, 1M, 100M); default 1M from a model, all of a cache")
+    p.add_argument("--dataset", default="shakespeare",
+                   help="shakespeare (embedded), a .txt/.jsonl file, or a Hugging Face data set name")
+    p.add_argument("--dataset-config", default=None)
+    p.add_argument("--split", default="train")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--context-length", type=int, default=256)
+    p.add_argument("--layers", default="all", help="'all' or a comma list of block indices")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+
+def source_from_args(args):
+    from randsae.lm.source import Source
+    from randsae.lm.variants import VARIANTS
+
+    if args.variant not in VARIANTS:
+        raise BadInput(f"unknown variant {args.variant!r}; choose from {', '.join(VARIANTS)}.")
+    if args.context_length < 2:
+        raise BadInput(f"--context-length must be at least 2, not {args.context_length}.")
+    return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
+                  dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
+                  text_column=args.text_column, context_length=args.context_length,
+                  tokens=parse_count(args.tokens or "1M"))
+
+
+def add_lm_parser(sub, parser_class) -> None:
+    from randsae.autointerp.clients import JudgeSettings
+    from randsae.lm.examples import ExampleSettings
+    from randsae.train_topk import TopKTrainConfig
+
+    lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
+
+    p = lm_sub.add_parser("activations", help="cache the residual stream of a model (or a random twin)")
+    add_source_arguments(p)
+    p.add_argument("--dtype", default="float16", help="cache dtype: float16, bfloat16 or float32")
+    p.add_argument("--batch-size", type=int, default=8, help="contexts per forward pass")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("train", help="train a TopK SAE on every layer, from a cache or a model")
+    p.add_argument("--acts", help="an activation cache (from `randsae lm activations`)")
+    add_source_arguments(p, model_default=None)
+    add_flags(p, TopKTrainConfig)
+    p.add_argument("--schedule", default="budget", choices=("budget", "paper"),
+                   help="budget (default): a smaller batch and a higher learning rate when the tokens give too "
+                        "few steps for the paper's; paper: the paper's batch and learning rate whatever the "
+                        "budget. --batch-size and --lr override either")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the check against PCA-k on held-out text (it runs the model on 16 contexts)")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("eval", help="quality metrics and CE loss score of trained SAEs, held-out text")
+    p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
+    p.add_argument("--acts", help="the activation cache the SAEs were trained on (default: as recorded)")
+    p.add_argument("--tokens", default="64k", help="held-out tokens to evaluate at most (default 64k)")
+    p.add_argument("--batch-size", type=int, default=4, help="contexts per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("latents", help="every latent's examples and token-distribution entropy")
+    p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
+    p.add_argument("--acts", help="an activation cache of the same model and variant (default: the one the "
+                                  "SAEs were trained on, as recorded)")
+    p.add_argument("--model", default=None, help="run this model on the fly instead of reading a cache (the "
+                                                   "model the SAEs were trained on, as recorded)")
+    p.add_argument("--variant", default=None, help="with --model: the variant the SAEs were trained on")
+    p.add_argument("--layers", default="all", help="'all' (every layer the SAE run trained) or a comma list")
+    p.add_argument("--tokens", default=None, help="tokens to encode at most (default: all of a cache; 1M on the "
+                                                  "fly, taken after every context the SAEs' run drew)")
+    add_flags(p, ExampleSettings)
+    p.add_argument("--seed", type=int, default=0, help="seeds the latent sample and every example draw")
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per SAE encoding batch")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("autointerp", help="explain the sampled latents with an LLM and score them (AUROC)")
+    p.add_argument("--latents", help="a directory written by `randsae lm latents` (not needed with --calibrate)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="only score the judge on the known-answer set (OUT/calibration.json)")
+    add_flags(p, JudgeSettings, prefix="judge_")
+    p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
+                   help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default: all)")
+    p.add_argument("--prompt-format", default="delphi",
+                   help="delphi (the paper's, default) or simple (fuzzing shows only the marked tokens)")
+    p.add_argument("--layers", default="all", help="'all' or a comma list")
+    p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
+    p.add_argument("--explainer-tokens", type=int, default=96, help="the explainer's answer at most (tokens)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--calibration-windows", type=int, default=20,
+                   help="known-answer set: activating (and as many silent) windows per known latent")
+    p.add_argument("--embedding-model", default="minilm",
+                   help="embedding scorer: minilm (embedded all-MiniLM-L6-v2), a directory or a hub name")
+    p.add_argument("--seed", type=int, default=0, help="seeds the window order and the fuzzing marks")
+    p.add_argument("--device", default="auto", help="local judge: auto, cpu or cuda")
+    add_format_argument(p)
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("compare", help="one table and figure across variants and layers")
+    p.add_argument("runs", nargs="+", help="directories written by `randsae lm eval`")
+    p.add_argument("--latents", nargs="+", default=[], help="directories written by `randsae lm latents`")
+    p.add_argument("--autointerp", nargs="+", default=[], help="directories written by `randsae lm autointerp`")
+    add_format_argument(p)
+    p.add_argument("--out", required=True)
+
+    for command in lm_sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                             help="no progress bars or info logs")
+
+
+def run_activations(args) -> None:
+    from randsae.experiments.lm_activations import cache_source
+    from randsae.lm.activations import check_cache_dtype
+
+    if args.batch_size < 1:
+        raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    check_cache_dtype(args.dtype)
+    source = source_from_args(args)
+    with output_directory(args.out) as out:
+        cache_source(source, args.layers, out, dtype=args.dtype, batch_size=args.batch_size, device=args.device,
+                     progress=not args.quiet)
+
+
+def run_train(args) -> None:
+    from randsae.experiments.lm_train import train_from_cache, train_from_model
+    from randsae.train_topk import TopKTrainConfig
+
+    if (args.acts is None) == (args.model is None):
+        raise BadInput("give either --acts (an activation cache) or --model (train on the fly).")
+    if args.acts is not None:
+        defaults = {"revision": None, "variant": "trained", "dataset": "shakespeare", "dataset_config": None,
+                    "split": "train", "text_column": "text", "context_length": 256}
+        described = [name for name, default in defaults.items() if getattr(args, name) != default]
+        if described:
+            flag = "--" + described[0].replace("_", "-")
+            raise BadInput(f"{flag} describes a model to train on the fly; a cache given with --acts "
+                             "already records its model, variant and text.")
+    given_settings = given(args, TopKTrainConfig)
+    config = TopKTrainConfig(seed=args.seed, **given_settings)
+    config.validate()
+    schedule = {"fixed": set(given_settings), "auto": args.schedule == "budget", "check": not args.no_check}
+    source = None if args.acts is not None else source_from_args(args)
+    max_tokens = parse_count(args.tokens) if args.tokens and args.acts is not None else None
+    with output_directory(args.out) as out:
+        if source is None:
+            train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
+                             progress=not args.quiet, **schedule)
+        else:
+            train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet, **schedule)
+
+
+def run_eval(args) -> None:
+    from randsae.experiments.lm_eval import evaluate
+
+    if args.batch_size < 1:
+        raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    max_tokens = parse_count(args.tokens)
+    with output_directory(args.out) as out:
+        evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
+                 device=args.device, progress=not args.quiet)
+
+
+def run_latents(args) -> None:
+    from randsae.experiments.lm_latents import build_latents
+    from randsae.lm.examples import ExampleSettings
+
+    if args.batch_size < 1:
+        raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
+    settings = ExampleSettings(seed=args.seed, **given(args, ExampleSettings))
+    settings.validate()
+    max_tokens = parse_count(args.tokens) if args.tokens else None
+    if args.variant is not None and args.model is None:
+        raise BadInput("--variant goes with --model (running the model on the fly).")
+    model = (args.model, args.variant or "trained") if args.model is not None else None
+    with output_directory(args.out) as out:
+        build_latents(args.sae, out, acts=args.acts, layers=args.layers, max_tokens=max_tokens, settings=settings,
+                      batch_size=args.batch_size, device=args.device, progress=not args.quiet, model=model)
+
+
+def run_compare(args) -> None:
+    from randsae.experiments.lm_compare import compare
+
+    formats = figure_formats(args)
+    with output_directory(args.out) as out:
+        compare(args.runs, out, latents=args.latents, autointerp=args.autointerp, formats=formats)
+
+
+def run_autointerp(args) -> None:
+    from randsae.autointerp.clients import JudgeSettings
+    from randsae.experiments.lm_autointerp import AutointerpSettings, autointerp, run_calibration
+
+    settings = AutointerpSettings(
+        scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], style=args.prompt_format,
+        layers=args.layers, latents_per_layer=args.latents_per_layer, seed=args.seed,
+        explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
+        calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
+    settings.validate()
+    judge = JudgeSettings(**given(args, JudgeSettings, prefix="judge_"), device=args.device).options()
+    if "url" in judge:
+        from randsae.autointerp.clients.openai import OpenAIJudge
+
+        OpenAIJudge(**judge)  # checks the numbers before anything is written
+    if args.calibrate:
+        if args.latents is not None:
+            raise BadInput("--calibrate scores only the known-answer set; leave out --latents.")
+        with output_directory(args.out) as out:
+            run_calibration(out, judge, settings)
+        return
+    if args.latents is None:
+        raise BadInput("give --latents (a directory written by `randsae lm latents`) or --calibrate.")
+    formats = figure_formats(args)
+    with output_directory(args.out) as out:
+        autointerp(args.latents, out, judge, settings, progress=not args.quiet, formats=formats)
+
+
+LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "latents": run_latents,
+               "autointerp": run_autointerp, "compare": run_compare}

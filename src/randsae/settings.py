@@ -1,0 +1,80 @@
+"""Settings declared once: each field of a settings dataclass carries its default and its help, and the CLI
+flag is generated from it — the name (`batch_size` → `--batch-size`), the type, and the help text with the
+default as the dataclass has it. A flag defaults to None, so that only the flags a user gives override a
+preset or a config file (`given`).
+"""
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+_MISSING = dataclasses.MISSING
+
+
+def setting(default: Any = _MISSING, *, help: str, default_factory: Callable[[], Any] | None = None,  # noqa: A002
+            flag: str | None = None, parse: Callable[[str], Any] | None = None, shown: str | None = None) -> Any:
+    """A dataclass field with its help. `flag` names the flag when it is not the field's name; `parse` reads
+    its text (default: the field's type; a list field is read as text and parsed by `config.coerce`);
+    `shown` says the default in words when its value would not (None: "computed from …")."""
+    metadata = {"help": help, "flag": flag, "parse": parse, "shown": shown}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _scalar(hint) -> type:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint if hint in (int, float, str, bool) else str
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.metadata.get("shown"):
+        return f.metadata["shown"]
+    value = f.default_factory() if f.default is _MISSING and f.default_factory is not _MISSING else f.default
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if len(value) <= 8 else \
+            f"{len(value)} values"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        return f"{value:,}"
+    return str(value)
+
+
+def documented(cls) -> list[dataclasses.Field]:
+    """The fields of `cls` that carry help (the ones a flag is made for)."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
+              defaults: dict[str, str] | None = None, prefix: str = "") -> None:
+    """A flag per documented field of `cls` (but `exclude`), its value stored under `prefix` + the field's
+    name. `defaults` replaces the stated default of some fields (a command whose preset differs)."""
+    hints = typing.get_type_hints(cls)
+    for f in documented(cls):
+        if f.name in exclude:
+            continue
+        kind = _scalar(hints[f.name])
+        shown = (defaults or {}).get(f.name) or _default_text(f)
+        if kind is bool:
+            on = f.default is not True
+            name = flag_of(f) if on else "--no-" + flag_of(f).removeprefix("--")
+            parser.add_argument(name, dest=prefix + f.name, action="store_const", const=on, default=None,
+                                help=f.metadata["help"])
+            continue
+        parser.add_argument(flag_of(f), dest=prefix + f.name, type=f.metadata.get("parse") or kind, default=None,
+                            metavar=f.name.upper(), help=f"{f.metadata['help']} (default {shown})")
+
+
+def given(args: argparse.Namespace, cls, exclude: Iterable[str] = (), prefix: str = "") -> dict[str, Any]:
+    """{field: value} of the flags of `cls` that were given."""
+    values = {f.name: getattr(args, prefix + f.name, None) for f in documented(cls) if f.name not in exclude}
+    return {name: value for name, value in values.items() if value is not None}

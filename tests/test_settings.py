@@ -1,0 +1,73 @@
+"""Settings declared once: the flags are generated from the fields, with their help and their defaults."""
+
+import argparse
+import dataclasses
+
+import pytest
+
+from randsae.autointerp.clients import JudgeSettings
+from randsae.cli import build_parser
+from randsae.errors import BadInput
+from randsae.experiments.glove import GloveConfig
+from randsae.experiments.toy import ToyConfig
+from randsae.lm.examples import ExampleSettings
+from randsae.settings import add_flags, documented, flag_of, given
+from randsae.train_topk import TopKTrainConfig
+
+
+def subparser(*path: str) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+def flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {option: action for action in parser._actions for option in action.option_strings}
+
+
+@pytest.mark.parametrize(("command", "settings"), [
+    (("toy",), ToyConfig), (("glove",), GloveConfig), (("lm", "train"), TopKTrainConfig),
+    (("lm", "latents"), ExampleSettings), (("lm", "autointerp"), JudgeSettings), (("baseline",), ExampleSettings),
+    (("baseline",), JudgeSettings)])
+def test_every_documented_field_is_a_flag_whose_help_states_its_default(command, settings):
+    options = flags(subparser(*command))
+    for f in documented(settings):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if isinstance(default, bool):
+            name = flag_of(f) if not default else "--no-" + flag_of(f)[2:]
+            assert name in options, (command, name)
+            continue
+        action = options[flag_of(f)]
+        assert action.default is None  # only given flags override a preset or a file
+        assert f.metadata["help"] in action.help
+        if command != ("baseline",) and not f.metadata.get("shown") and not isinstance(default, list):
+            stated = f"{default:,}" if isinstance(default, int) and default >= 10_000 else (
+                f"{default:g}" if isinstance(default, float) else str(default))
+            assert action.help.endswith(f"(default {stated})"), (action.help, stated)
+
+
+def test_given_returns_only_the_flags_given():
+    parser = argparse.ArgumentParser()
+    add_flags(parser, TopKTrainConfig)
+    args = parser.parse_args(["--k", "8", "--dead-tokens", "2M"])
+    assert given(args, TopKTrainConfig) == {"k": 8, "dead_tokens": 2_000_000}
+
+
+def test_a_prefix_keeps_two_settings_trees_apart():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")  # the study's model
+    add_flags(parser, JudgeSettings, prefix="judge_")
+    args = parser.parse_args(["--model", "pythia", "--llm-url", "http://x/v1", "--llm-model", "llama"])
+    assert given(args, JudgeSettings, prefix="judge_") == {"url": "http://x/v1", "model": "llama"}
+    assert args.model == "pythia"
+
+
+def test_a_judge_that_cannot_be_is_refused_on_construction():
+    with pytest.raises(BadInput, match="give --llm-url too"):
+        JudgeSettings(model="llama")
+    with pytest.raises(BadInput, match="--judge-dtype must be"):
+        JudgeSettings(dtype="int3")
+    assert JudgeSettings(url="http://x/v1", model="m").options()["windows_per_prompt"] == 5
+    assert JudgeSettings().options() == {"llm": "smollm2", "device": "auto", "batch_size": 32, "dtype": "float32"}
