@@ -71,3 +71,42 @@ def test_a_judge_that_cannot_be_is_refused_on_construction():
         JudgeSettings(dtype="int3")
     assert JudgeSettings(url="http://x/v1", model="m").options()["windows_per_prompt"] == 5
     assert JudgeSettings().options() == {"llm": "smollm2", "device": "auto", "batch_size": 32, "dtype": "float32"}
+
+
+def test_a_settings_file_is_read_field_by_field_and_flags_override_it(tmp_path, capsys):
+    from randsae.cli import main
+
+    path = tmp_path / "train.toml"
+    path.write_text('k = 8\nexpansion = 2\nwarmup_steps = 3\n')
+    from randsae.settings import from_file
+
+    assert from_file(str(path), TopKTrainConfig) == {"k": 8, "expansion": 2, "warmup_steps": 3}
+    path.write_text('k = "eight"\n')
+    with pytest.raises(BadInput, match="setting k must be an int"):
+        from_file(str(path), TopKTrainConfig)
+    path.write_text('kk = 8\n')
+    assert main(["-q", "lm", "train", "--acts", str(tmp_path / "none"), "--config", str(path), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "unknown setting 'kk'; known settings are autocast, auxk_alpha" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):
+    from randsae.cli.baseline import with_file
+    from randsae.study.runner import settings_for
+
+    path = tmp_path / "study.toml"
+    path.write_text('model = "my-model"\nk = 16\ntokens = 50000\n\n[examples]\nsample = 24\n\n'
+                    '[judge]\nurl = "http://127.0.0.1:8000/v1"\nmodel = "llama"\n')
+    flags = {"k": 8, "tokens": None, "examples": {"window": 16}, "judge": {}, "autointerp": {}}
+    settings = settings_for("demo", with_file(flags, str(path)))
+    assert settings.model == "my-model" and settings.k == 8 and settings.tokens == 50_000  # the flag wins
+    assert settings.examples["sample"] == 24 and settings.examples["window"] == 16
+    assert settings.examples["min_examples"] == 20  # the preset's, where neither says otherwise
+    assert settings.judge == {"url": "http://127.0.0.1:8000/v1", "model": "llama"}  # a server replaces the local
+    path.write_text('[judge]\ntimeout = "long"\n')
+    with pytest.raises(BadInput, match="setting timeout must be a float"):
+        with_file(flags, str(path))
+    path.write_text('preset = "demo"\n')
+    with pytest.raises(BadInput, match="give it as --preset"):
+        with_file(flags, str(path))

@@ -101,3 +101,25 @@ def test_compare_rows_write_and_read_back_with_each_scorers_flag(tmp_path):
     assert back[0].fuzzing.judge_at_chance is True and back[0].detection.judge_at_chance is False
     assert back[1].fuzzing is None and back[1].entropy_mean == 2.5 and back[1].layer == 5
     assert back[0].below_baseline is None  # an empty cell reads back as "not given"
+
+
+def test_a_twin_whose_sae_did_not_train_is_left_out_and_named():
+    trained = row("trained", explained_variance=0.80, below_baseline="")
+    twins = {"rerandomized": row("rerandomized", explained_variance=0.50),
+             "step0": row("step0", explained_variance=0.22, below_baseline="EV<PCA-32 CE<0")}
+    result = separation("explained_variance", trained, twins)
+    assert result.separates is True and result.excluded == {"step0": "EV<PCA-32 CE<0"}
+    assert "left out" in result.why and "step0 (EV<PCA-32 CE<0)" in result.why
+    assert result.twins == {"rerandomized": 0.5, "step0": 0.22}  # still shown
+    # a twin that did not train cannot make a metric separate: here only it differs
+    twins["rerandomized"] = row("rerandomized", explained_variance=0.79)
+    assert separation("explained_variance", trained, twins).separates is False
+
+
+def test_nothing_is_comparable_when_the_trained_sae_or_every_twin_did_not_train():
+    failed = row("trained", explained_variance=0.3, below_baseline="EV<PCA-32")
+    result = separation("explained_variance", failed, {"a": row("a", explained_variance=0.9)})
+    assert result.separates is None and result.why.startswith("not comparable: the trained model's SAE")
+    trained = row("trained", explained_variance=0.9)
+    result = separation("cosine_sim", trained, {"a": row("a", cosine_sim=0.1, below_baseline="CE<0")})
+    assert result.separates is None and "every twin" in result.why

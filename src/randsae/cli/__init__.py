@@ -27,7 +27,7 @@ def run_lm_command(args) -> None:
     LM_COMMANDS[args.lm_command](args)
 
 
-COMMANDS = {"toy": toy.run_toy_command, "glove": toy.run_glove_command, "plot": toy.run_plot_command,
+COMMANDS = {"toy": toy.run_sweep_command, "glove": toy.run_sweep_command, "plot": toy.run_plot_command,
             "toy2d": toy.run_toy2d_command, "lm": run_lm_command, "export": toy.run_export_command,
             "baseline": baseline.run_baseline}
 

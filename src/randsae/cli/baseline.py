@@ -6,6 +6,7 @@ from pathlib import Path
 from randsae.autointerp.clients import JudgeSettings
 from randsae.cli.common import output_directory, parse_count
 from randsae.cli.lm import AUTOINTERP_SCORERS
+from randsae.errors import BadInput
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
 
@@ -51,6 +52,8 @@ def add_baseline_parser(sub) -> None:
                                                "checkpoints); the twins get SAEs of the same k and size")
     p.add_argument("--seed", type=int, default=None, help="seeds the variants, the contexts, the SAEs, the draws")
     p.add_argument("--device", default=None, help="auto, cpu or cuda")
+    p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
+                                    "[examples], [autointerp] and [judge] tables (flags override it)")
     p.add_argument("--out", required=True)
 
 
@@ -86,12 +89,39 @@ def baseline_overrides(args) -> dict:
     return values
 
 
+NESTED = ("examples", "autointerp", "judge")
+
+
+def with_file(overrides: dict, path: str | None) -> dict:
+    """The flags' overrides over a settings file's (checked field by field: an unknown key or a value of the
+    wrong type is one sentence naming it)."""
+    from randsae.config import coerce, read_config_file
+    from randsae.experiments.lm_autointerp import AutointerpSettings
+    from randsae.study.runner import BaselineSettings
+
+    if path is None:
+        return overrides
+    values = read_config_file(path)
+    trees = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "judge": JudgeSettings}
+    if "preset" in values:
+        raise BadInput(f"config file {path} names a preset; give it as --preset (the file's settings override "
+                       "the preset's).")
+    for part in NESTED:
+        if not isinstance(values.get(part, {}), dict):
+            raise BadInput(f"config file {path}: {part} must be a table of settings, not {values[part]!r}.")
+    merged = coerce(BaselineSettings, {k: v for k, v in values.items() if k not in NESTED})
+    merged.update({k: v for k, v in overrides.items() if v is not None and k not in NESTED})
+    for part in NESTED:
+        merged[part] = {**coerce(trees[part], values.get(part, {})), **(overrides.get(part) or {})}
+    return merged
+
+
 def run_baseline(args) -> int:
     from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
     from randsae.study.runner import baseline, check_out, preflight, settings_for, stage_table
 
-    settings = settings_for(args.preset, baseline_overrides(args))
+    settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
     ExampleSettings(seed=settings.seed, **settings.examples).validate()
     AutointerpSettings(seed=settings.seed, **settings.autointerp).validate()
     if "url" in settings.judge:

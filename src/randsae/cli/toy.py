@@ -47,23 +47,16 @@ def finish_sweep(args, out: Path, formats: list[str]) -> None:
     log.info("results in %s", out / "results.csv")
 
 
-def run_toy_command(args) -> None:
-    from randsae.experiments.toy import PRESETS, ToyConfig, run_toy
+def run_sweep_command(args) -> None:
+    """`randsae toy` or `randsae glove`: preset, file and flags into the config, the sweep, its figures."""
+    from randsae.experiments import glove, toy
 
-    config = sweep_config(args, ToyConfig, PRESETS)
+    config_class, presets, run = {"toy": (toy.ToyConfig, toy.PRESETS, toy.run_toy),
+                                  "glove": (glove.GloveConfig, glove.PRESETS, glove.run_glove)}[args.command]
+    config = sweep_config(args, config_class, presets)
     formats = figure_formats(args)
     with output_directory(args.out) as out:
-        run_toy(config, out, progress=not args.quiet)
-        finish_sweep(args, out, formats)
-
-
-def run_glove_command(args) -> None:
-    from randsae.experiments.glove import PRESETS, GloveConfig, run_glove
-
-    config = sweep_config(args, GloveConfig, PRESETS)
-    formats = figure_formats(args)
-    with output_directory(args.out) as out:
-        run_glove(config, out, progress=not args.quiet)
+        run(config, out, progress=not args.quiet)
         finish_sweep(args, out, formats)
 
 

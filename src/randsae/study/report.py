@@ -161,11 +161,18 @@ def verdict_rows(rows: list[CompareRow]) -> list[tuple[int, str, list[Separation
     return out
 
 
+def twin_values(x: Separation) -> str:
+    """The twins' values in order, each left out of the comparison marked ✗ (its SAE did not train)."""
+    return ", ".join(_fmt(v) + (" ✗" if variant in x.excluded else "") for variant, v in x.twins.items())
+
+
 VERDICT_NOTE = ("A metric separates when the trained model's value lies apart from every random twin's: "
                 "explained variance, cosine and L1 by more than 5% (one seed, no error bars), entropy by more "
                 "than 2 standard errors over the sampled latents, AUROC by disjoint 95% intervals (not counted "
-                "when the judge is at chance on the known-answer set). The CE loss score is left out: it means "
-                "little for a random model.")
+                "when the judge is at chance on that scorer's known-answer set). A twin whose SAE is below its "
+                "simplest baselines (EV<PCA-k, CE<0) did not train and is left out (✗); a trained SAE below its "
+                "baselines makes the layer not comparable (n/c). The CE loss score is left out: it means little "
+                "for a random model.")
 
 
 def markdown(study: Study, figures: dict[str, Path]) -> str:
@@ -181,7 +188,7 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
               " | ".join(label for label, _ in VERDICT_METRICS.values()) + " |",
               "|---|---|" + "---|" * len(VERDICT_METRICS)]
     for layer, answer, separations in verdict_rows(study.rows):
-        cells = [f"{_fmt(x.trained)} vs {', '.join(_fmt(v) for v in x.twins.values())}"
+        cells = [f"{_fmt(x.trained)} vs {twin_values(x)}"
                  f"{' ✓' if x.separates else ''}{' (n/c)' if x.separates is None else ''}" for x in separations]
         lines.append(f"| {layer} | {answer} | " + " | ".join(cells) + " |")
     lines += ["", VERDICT_NOTE, "", "## Figures", ""]
@@ -261,7 +268,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
     body = ""
     for layer, answer, separations in verdict_rows(study.rows):
         cells = "".join(f"<td title='{e(x.why)}'>{_fmt(x.trained)} vs "
-                        f"{e(', '.join(_fmt(v) for v in x.twins.values()))}"
+                        f"{e(twin_values(x))}"
                         f"{' ✓' if x.separates else ''}{' <i>n/c</i>' if x.separates is None else ''}</td>"
                         for x in separations)
         body += f"<tr><td>{layer}</td><td class='{'yes' if answer != 'no' else 'no'}'>{e(answer)}</td>{cells}</tr>"

@@ -23,8 +23,9 @@ class Separation:
     metric: str
     trained: float | None
     twins: dict[str, float | None]
-    separates: bool | None  # None: not counted (no data, or a judge at chance)
+    separates: bool | None  # None: not counted (no data, a judge at chance, SAEs that did not train)
     why: str = ""
+    excluded: dict[str, str] = field(default_factory=dict)  # twin → why it is not comparable (left out)
 
 
 @dataclass
@@ -42,7 +43,28 @@ def _number(row: CompareRow | None, column: str) -> float | None:
 
 
 def separation(metric: str, trained: CompareRow, twins: dict[str, CompareRow]) -> Separation:
-    """Does `metric` separate the trained row from every twin's row (of one layer)?"""
+    """Does `metric` separate the trained row from every comparable twin's row (of one layer)? An SAE below its
+    simplest baselines (explained variance under PCA-k's, or a CE loss score below 0) did not train: what it
+    measures says nothing about its network, so such a twin is left out (named), and a trained arm below its
+    baselines makes the whole comparison not comparable."""
+    values = {variant: _number(row, metric) for variant, row in twins.items()}
+    if trained.below_baseline:
+        return Separation(metric, _number(trained, metric), values, None, "not comparable: the trained model's "
+                          f"SAE is below its baselines ({trained.below_baseline})")
+    excluded = {variant: row.below_baseline for variant, row in twins.items() if row.below_baseline}
+    comparable = {variant: row for variant, row in twins.items() if variant not in excluded}
+    if not comparable:
+        return Separation(metric, _number(trained, metric), values, None, "not comparable: every twin's SAE is "
+                          "below its baselines", excluded)
+    result = _separation(metric, trained, comparable)
+    result.twins, result.excluded = values, excluded
+    if excluded:
+        result.why += "; left out, their SAEs below their baselines: " + ", ".join(
+            f"{variant} ({why})" for variant, why in excluded.items())
+    return result
+
+
+def _separation(metric: str, trained: CompareRow, twins: dict[str, CompareRow]) -> Separation:
     how = VERDICT_METRICS[metric][1]
     t = _number(trained, metric)
     values = {variant: _number(row, metric) for variant, row in twins.items()}
