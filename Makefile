@@ -44,7 +44,7 @@ demo: $(STAMP)
 # the trained model against three random twins (re-randomised, step 0, noise-embedding control), two blocks,
 # small TopK SAEs, quality and CE loss score, every latent's examples and entropy, explanations scored by the
 # embedded LLM judge (two latents per block: it judges at chance, and every table and figure says so), the
-# comparison and runs/baseline/report.html. README "What the demo trades away" says what it leaves out.
+# comparison and runs/baseline/report.html. docs/results.md "What the demo trades away" says what it leaves out.
 demo-lm: $(STAMP)
 	$(BIN)/randsae baseline --preset demo --out runs/baseline
 

@@ -1,4 +1,4 @@
-"""Issue 15: the schedule follows the budget, SAEs are judged against PCA-k and zero-ablation, and massive
+"""The schedule follows the budget, SAEs are judged against PCA-k and zero-ablation, and massive
 activations can be left out of training and every metric."""
 
 import json

@@ -162,10 +162,11 @@ def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_cache
 
 @pytest.mark.slow
 def test_the_documented_100k_command_beats_pca_with_k_components_without_tuning(tmp_path, caplog):
-    """Issue 15's figure: the README's commands as a new user types them (embedded model, middle block 15 of
-    30, 100k tokens, k = 32, no schedule flags): the budget rule picks the schedule, says so, records it, and
-    the SAE's held-out explained variance is above the best rank-32 reconstruction of the same tokens (with the
-    paper's schedule it was 0.34 against PCA's 0.997), with no row marked below its baselines."""
+    """The documented budget commands (docs/results.md "Budgets") as a new user types them (embedded model,
+    middle block 15 of 30, 100k tokens, k = 32, no schedule flags): the budget rule picks the schedule, says
+    so, records it, and the SAE's held-out explained variance is above the best rank-32 reconstruction of the
+    same tokens (with the paper's schedule it was 0.34 against PCA's 0.997), with no row marked below its
+    baselines."""
     acts, sae_dir, eval_dir = tmp_path / "acts", tmp_path / "sae", tmp_path / "eval"
     assert main(["-q", "lm", "activations", "--layers", "15", "--tokens", "100000", "--out", str(acts)]) == 0
     assert main(["lm", "train", "--acts", str(acts), "--layers", "15", "--k", "32", "--expansion", "8",

@@ -67,7 +67,7 @@ class TopKTrainConfig:
 # (24,414 steps); at 100k tokens they give 24 steps and an SAE worse than PCA. The rule: keep the paper's batch
 # while it gives at least MIN_STEPS steps, else halve it (not below SMALLEST_BATCH) until it does; raise the
 # learning rate by sqrt(REFERENCE_STEPS / steps), at most MAX_LR_BOOST×, when a run has fewer than
-# REFERENCE_STEPS steps. At 100M tokens both are exactly the paper's. Measured in README "Budgets".
+# REFERENCE_STEPS steps. At 100M tokens both are exactly the paper's. Measured in docs/results.md "Budgets".
 MIN_STEPS = 1000
 SMALLEST_BATCH = 256
 REFERENCE_STEPS = 5000

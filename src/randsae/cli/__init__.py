@@ -22,9 +22,7 @@ DESCRIPTION = ("Sparse autoencoders on trained and random networks: would a rand
 
 
 def run_lm_command(args) -> None:
-    from randsae.cli.lm import LM_COMMANDS
-
-    LM_COMMANDS[args.lm_command](args)
+    lm.LM_COMMANDS[args.lm_command](args)
 
 
 COMMANDS = {"toy": toy.run_sweep_command, "glove": toy.run_sweep_command, "plot": toy.run_plot_command,

@@ -10,7 +10,6 @@ explanation, scores, entropy, top tokens and example windows shaded by activatio
 
 import base64
 import html
-import json
 import logging
 import math
 import shutil
@@ -130,9 +129,18 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("eval tokens", f"{s['eval_tokens']:,}"),
             ("latent records from", "the training cache" if s.get("latent_tokens") is None else
              f"{s['latent_tokens']:,} tokens after the training text"),
-            ("example sets", json.dumps(s["examples"]) if s["examples"] else "the paper's (docs/paper.md §2.3)"),
-            ("auto-interpretability", json.dumps(s["autointerp"]) if s["autointerp"] else "the paper's"),
+            ("example sets", given_settings(s["examples"], "the paper's (docs/paper.md §2.3)")),
+            ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
             ("judge", judge), ("seed", str(s["seed"])), ("made by", made_by(study.config))]
+
+
+def given_settings(values: dict, otherwise: str) -> str:
+    """Settings given (the rest the defaults) as "name value, …"."""
+    if not values:
+        return otherwise
+    shown = [f"{name.replace('_', ' ')} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+             for name, v in values.items()]
+    return "; ".join(shown) + " (the rest the paper's)"
 
 
 def made_by(config: dict) -> str:
@@ -220,6 +228,37 @@ border-top:1px dotted #ddd;padding:3px 0}.tok{border-radius:2px}.meta{color:#555
 """
 
 
+def markdown_html(text: str) -> str:
+    """The comparison's summary.md as HTML: its tables as tables, its bullets as a list, the rest as
+    paragraphs (the little Markdown `lm compare` writes; everything escaped)."""
+    e = html.escape
+    parts: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            body = [row for row in block[1:] if not all(set(c) <= set("-: ") for c in row)]
+            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in block[0]) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
+            continue
+        if line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{e(lines[i][2:])}</li>")
+                i += 1
+            parts.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        if line.strip():
+            parts.append(f"<p>{e(line)}</p>")
+        i += 1
+    return "\n".join(parts)
+
+
 def _image(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
@@ -281,7 +320,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
         f"<figcaption>{e(FIGURES[name])}</figcaption></figure>" for name, path in figures.items()) + "</section>")
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
-        parts.append(f"<section id='tables'><h2>Tables</h2><pre>{e(summary.read_text())}</pre></section>")
+        parts.append(f"<section id='tables'><h2>Tables</h2>{markdown_html(summary.read_text())}</section>")
     variants = [v for v in s["variants"] if any(c.variant == v for c in study.cards)]
     browser = ["<section id='latents'><h2>Latent browser</h2><p>Each sampled latent: its explanation, AUROC "
                "per scorer, token-distribution entropy, top tokens, and its strongest explainer windows with each "

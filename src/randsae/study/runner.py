@@ -84,7 +84,7 @@ class BaselineSettings:
 
 
 PRESETS = {
-    # the embedded model, offline, minutes on 2 cores: what `make demo` runs (README "What the demo trades away")
+    # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
              "tokens": 32_000, "expansion": 8, "eval_tokens": 1024, "latent_tokens": None,
              "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
