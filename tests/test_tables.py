@@ -64,3 +64,14 @@ def test_a_cell_of_the_wrong_type_is_one_sentence_naming_file_row_and_column(tmp
     (tmp_path / "s.csv").write_text("variant,layer\ntrained,3\n")
     with pytest.raises(BadInput, match="has no column 'model'"):
         read_table(tmp_path / "s.csv", EvalRow)
+
+
+def test_every_compared_scorer_has_its_nested_auroc_in_the_comparison_table():
+    from randsae.scorer_kinds import COMPARED, SCORER_KINDS
+    from randsae.study.verdict import VERDICT_METRICS
+    from randsae.tables import ScorerAuroc
+
+    for name in COMPARED:
+        assert CompareRow._fields()[name] == (ScorerAuroc, True)
+        assert VERDICT_METRICS[f"auroc_{name}"][0] == SCORER_KINDS[name].label
+    assert all(SCORER_KINDS[name].uses_judge for name in COMPARED)  # each carries its judge flag

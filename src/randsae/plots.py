@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
+from randsae.scorer_kinds import COMPARED, SCORER_KINDS  # noqa: E402
 from randsae.tables import CompareRow, judge_at_chance  # noqa: E402
 
 Row = dict[str, str | float | int | None]
@@ -282,8 +283,8 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
 
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
               "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score",
-              "entropy_mean": "token entropy (nats)\nsampled latents", "auroc_fuzzing": "fuzzing AUROC\n(95% CI)",
-              "auroc_detection": "detection AUROC\n(95% CI)"}
+              "entropy_mean": "token entropy (nats)\nsampled latents",
+              **{f"auroc_{name}": f"{SCORER_KINDS[name].label}\n(95% CI)" for name in COMPARED}}
 
 
 @styled

@@ -22,6 +22,7 @@ from typing import Any, Self
 
 from randsae import io
 from randsae.errors import BadInput
+from randsae.scorer_kinds import COMPARED
 
 # --- the registry ----------------------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class ScorerAuroc(Table):
     judge_at_chance: bool | None = None  # None: no judge (a scorer that needs none) or not calibrated
 
 
-AUROC_SCORERS = ("fuzzing", "detection")  # the scorers the comparison carries, each a nested ScorerAuroc
+AUROC_SCORERS = COMPARED  # the scorers the comparison carries, each a nested ScorerAuroc field of CompareRow
 
 
 @dataclass

@@ -12,6 +12,7 @@ from randsae.autointerp.prompts import render
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult
 from randsae.lm.examples import ExampleSets
 from randsae.metrics import pooled_auroc
+from randsae.scorer_kinds import needs_explanation
 from randsae.seeding import derive_seed
 
 
@@ -21,7 +22,7 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
     """Explain a latent (unless `explanation` is given) and score it with each of `scorers`. A scorer that
     needs an explanation and has none counts every window as failed."""
     started = time.perf_counter()
-    if explanation is None and any(s != "tokens" for s in scorers):
+    if explanation is None and any(needs_explanation(s) for s in scorers):
         explanation = await explain(judge, sets, decode, max_tokens)
     shown = S.scoring_set(sets, decode, seed)
     lookup = S.top_tokens(sets.explainer, decode)

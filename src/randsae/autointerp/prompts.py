@@ -13,9 +13,11 @@ for small judges, never the default.
 import re
 from dataclasses import dataclass
 
+from randsae.scorer_kinds import JUDGED
+
 MARK_FRACTION = 0.3
 FORMATS = ("delphi", "simple")
-KINDS = ("fuzzing", "detection")
+KINDS = JUDGED  # a judge prompt per scorer that asks the judge (randsae.scorer_kinds)
 NEWLINE = "↵"  # a newline inside a window, shown so that every excerpt stays on one line
 
 

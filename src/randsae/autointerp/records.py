@@ -16,6 +16,7 @@ from pathlib import Path
 
 from randsae import io
 from randsae.errors import BadInput
+from randsae.scorer_kinds import needs_explanation
 
 
 @dataclass
@@ -45,7 +46,7 @@ class LatentResult:
     @property
     def complete(self) -> bool:
         """Every window scored, and an explanation wherever a scorer needs one (`tokens` does not)."""
-        explained = self.explanation is not None or all(r.scorer == "tokens" for r in self.results)
+        explained = self.explanation is not None or not any(needs_explanation(r.scorer) for r in self.results)
         return explained and all(r.windows_failed == 0 for r in self.results)
 
     def to_json(self) -> str:

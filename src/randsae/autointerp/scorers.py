@@ -21,10 +21,11 @@ from randsae.autointerp.prompts import Shown, clean, marks
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult, SummaryRow
 from randsae.lm.examples import ExampleSets, Window
 from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, token_mass
+from randsae.scorer_kinds import ALL, JUDGED
 from randsae.seeding import derive_seed
 
-LLM_SCORERS = ("fuzzing", "detection")
-SCORERS = (*LLM_SCORERS, "embedding", "tokens")
+LLM_SCORERS = JUDGED  # the scorers that ask the judge (randsae.scorer_kinds registers them all)
+SCORERS = ALL
 
 
 @dataclass

@@ -5,11 +5,12 @@ import logging
 
 from randsae.cli.common import add_format_argument, figure_formats, output_directory, parse_count
 from randsae.errors import BadInput
+from randsae.scorer_kinds import ALL
 from randsae.settings import add_flags, from_file, given
 
 log = logging.getLogger("randsae")
 
-AUTOINTERP_SCORERS = ("fuzzing", "detection", "embedding", "tokens")  # randsae.autointerp.scorers.SCORERS
+AUTOINTERP_SCORERS = ALL  # every registered scorer (randsae.scorer_kinds)
 
 
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:

@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass, field
 
+from randsae.scorer_kinds import COMPARED, SCORER_KINDS
 from randsae.tables import CompareRow, finite, judge_at_chance
 
 # metric → (label, how it is compared): "relative" (one seed, no spread: > RELATIVE_MARGIN apart),
@@ -12,8 +13,7 @@ VERDICT_METRICS = {
     "cosine_sim": ("cosine similarity", "relative"),
     "l1": ("L1 of latents", "relative"),
     "entropy_mean": ("token entropy", "spread"),
-    "auroc_fuzzing": ("fuzzing AUROC", "interval"),
-    "auroc_detection": ("detection AUROC", "interval"),
+    **{f"auroc_{name}": (SCORER_KINDS[name].label, "interval") for name in COMPARED},
 }
 RELATIVE_MARGIN = 0.05
 

@@ -1,0 +1,33 @@
+"""The auto-interpretability scorers, registered once: what each is called, whether it asks an LLM judge
+(and so needs the judge's calibration), whether it needs an explanation, and whether the comparison across
+variants, its figure and the verdict carry it. The CLI's choices, `lm autointerp`'s LLM scorers, the comparison's
+columns, the verdict's rows and the figure's rows are derived from here; the scoring itself is in
+`randsae.autointerp.scorers`.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ScorerKind:
+    name: str
+    label: str  # what a table or figure calls its score
+    uses_judge: bool  # asks the LLM judge: its AUROC is only as good as the judge's calibration on it
+    needs_explanation: bool
+    compared: bool  # carried by `lm compare`, Fig. 1–2 and the verdict, each with its own judge flag
+
+
+SCORER_KINDS: dict[str, ScorerKind] = {s.name: s for s in (
+    ScorerKind("fuzzing", "fuzzing AUROC", uses_judge=True, needs_explanation=True, compared=True),
+    ScorerKind("detection", "detection AUROC", uses_judge=True, needs_explanation=True, compared=True),
+    ScorerKind("embedding", "embedding AUROC", uses_judge=False, needs_explanation=True, compared=False),
+    ScorerKind("tokens", "token-lookup AUROC", uses_judge=False, needs_explanation=False, compared=False),
+)}
+
+ALL = tuple(SCORER_KINDS)
+JUDGED = tuple(s.name for s in SCORER_KINDS.values() if s.uses_judge)
+COMPARED = tuple(s.name for s in SCORER_KINDS.values() if s.compared)
+
+
+def needs_explanation(name: str) -> bool:
+    return SCORER_KINDS[name].needs_explanation
