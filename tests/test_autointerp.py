@@ -19,7 +19,7 @@ from judges import ScriptedJudge, truth_map
 from randsae.autointerp import prompts
 from randsae.autointerp.records import read_calibration, read_latents, read_summary
 from randsae.cli import main
-from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, spearman
+from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, spearman, spearman_interval
 
 FAST = ["--calibration-windows", "10", "--bootstrap", "200", "-q"]
 
@@ -62,6 +62,15 @@ def test_pooled_auroc_interval_brackets_the_point_and_narrows_with_more_latents(
     assert high_many - low_many < high - low
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ρ's interval resamples latents: it holds ρ, narrows with more latents, and is NaN below three
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = x + rng.normal(size=200)
+    rho, low, high = spearman_interval(x[:20], y[:20], 500)
+    assert low <= rho <= high
+    rho_many, low_many, high_many = spearman_interval(x, y, 500)
+    assert high_many - low_many < high - low and low_many > 0.4
+    assert all(math.isnan(v) for v in spearman_interval([1, 2], [3, 4]))
 
 
 # --- prompts ---
@@ -292,6 +301,15 @@ def test_local_judge_end_to_end_and_compare(tiny_latents, tiny_dir, tmp_path):
     header = (compare / "results.csv").read_text().splitlines()[0].split(",")
     assert {"auroc_fuzzing", "auroc_low_fuzzing", "judge_at_chance"} <= set(header)
     assert (compare / "entropy_auroc.png").is_file() and (compare / "comparison.png").is_file()
+    # Fig. 20's correlation as a table beside the figure: a row per variant and layer, with its interval
+    from randsae.tables import CorrelationRow, read_table
+
+    rows = read_table(compare / "correlations.csv", CorrelationRow)
+    assert {(r.variant, r.layer) for r in rows} == {("trained", 0), ("trained", 2)}
+    for r in rows:
+        assert r.scorer == "fuzzing" and r.latents == 2
+        assert r.spearman is None  # two latents: too few for a rank correlation, and said so
+    assert "too few latents" in (compare / "summary.md").read_text()
 
 
 def test_token_lookup_separates_the_known_latents():

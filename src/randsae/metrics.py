@@ -248,3 +248,21 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def spearman_interval(x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """Spearman's ρ with a percentile bootstrap interval that resamples the (x, y) pairs — the latents, the
+    units that were sampled — with replacement. NaN where ρ is (fewer than 3 pairs, or no spread)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    point = spearman(x, y)
+    if not np.isfinite(point):
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = [v for v in (spearman(x[pick], y[pick]) for pick in
+                          (rng.integers(0, len(x), size=len(x)) for _ in range(resamples))) if np.isfinite(v)]
+    if not values:
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return point, float(low), float(high)

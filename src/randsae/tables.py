@@ -229,6 +229,21 @@ class CompareRow(EvalRow):
         return getattr(self, name) if name in AUROC_SCORERS else None
 
 
+@dataclass
+class CorrelationRow(Table):
+    """One row of `lm compare`'s correlations.csv: Fig. 20's Spearman ρ between the sampled latents' token
+    entropy and their AUROC on one scorer, per (model, variant, layer), with its bootstrap interval."""
+    model: str
+    variant: str
+    layer: int
+    scorer: str
+    latents: int
+    spearman: float | None = None
+    spearman_low: float | None = None
+    spearman_high: float | None = None
+    judge_at_chance: bool | None = None  # the scorer's judge at chance: ρ says nothing about the latents
+
+
 def judge_at_chance(row, metric: str) -> bool:
     """Is the judge at chance on the scorer of `metric` (auroc_<scorer>) in this comparison row (a `CompareRow`
     or a dict of its cells)? Each scorer has its own flag; a table written before those existed has only the
@@ -246,6 +261,7 @@ SWEEP = "toy / glove results.csv"
 EVAL = "lm eval results.csv"
 COMPARE = "lm compare results.csv"
 SCORES = "lm autointerp scores.csv"
+CORRELATIONS = "lm compare correlations.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -303,6 +319,11 @@ register(COMPARE, "randsae.metrics.pooled_auroc", [
 register(COMPARE, "randsae.autointerp.records.Calibration.at_chance", [
     ("judge_at_chance_<scorer>", "judge at chance", "the lower end of the judge's interval on the known-answer "
                                                     "set for that scorer is not above 0.5: not counted"),
+])
+register(CORRELATIONS, "randsae.metrics.spearman_interval", [
+    ("spearman", "Fig. 20's Spearman ρ", "rank correlation of the sampled latents' token entropy with their "
+                                         "AUROC"),
+    ("spearman_low, spearman_high", "95% interval", "bootstrap over latents (1,000 resamples)"),
 ])
 register(SCORES, "randsae.metrics.auroc", [
     ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),

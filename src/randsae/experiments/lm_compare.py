@@ -3,14 +3,17 @@ entropy of several `lm latents` runs) as one table, one summary and one figure."
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
+
+import numpy as np
 
 from randsae import io
 from randsae.errors import BadInput
 from randsae.experiments.lm_eval import read_eval_rows
 from randsae.lm.latents import LatentSummary, entropy_by_layer, open_latents
 from randsae.plots import plot_entropy_auroc, plot_entropy_histograms, plot_lm_comparison
-from randsae.tables import AUROC_SCORERS, CompareRow, ScorerAuroc, write_table
+from randsae.tables import AUROC_SCORERS, CompareRow, CorrelationRow, ScorerAuroc, write_table
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
         log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
     if any(x.scorer == "fuzzing" for r in scored for x in r.results):  # Fig. 20 needs fuzzing scores
         at_chance = any(c.at_chance("fuzzing") for c in calibrations) or not calibrations
+        table = correlations(scored, "fuzzing", at_chance)
+        write_table(out / "correlations.csv", table, CorrelationRow)
+        io.atomic_write(out / "summary.md", lambda p: p.write_text(summary + correlation_summary(table)))
         log.info("wrote %s", plot_entropy_auroc(scored, out / "entropy_auroc.png", "fuzzing", judge_notes,
                                                 at_chance=at_chance, formats=formats))
     log.info("\n%s", summary)
@@ -109,6 +115,39 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]
             calibrations.append(read_calibration(directory / "calibration.json"))
         scored += read_latents(directory)
     return scored, calibrations
+
+
+def correlations(results: list, scorer: str, at_chance: bool) -> list[CorrelationRow]:
+    """Fig. 20 as a table: per (model, variant, layer), Spearman ρ of the scored latents' entropy against
+    their `scorer` AUROC, with a bootstrap interval over latents."""
+    from randsae.metrics import spearman_interval
+    from randsae.seeding import derive_seed
+
+    pairs: dict[tuple[str, str, int], list[tuple[float, float]]] = {}
+    for r in results:
+        for s in r.results:
+            if s.scorer == scorer and math.isfinite(s.auroc) and math.isfinite(r.entropy):
+                pairs.setdefault((r.model, r.variant, r.layer), []).append((r.entropy, s.auroc))
+    rows = []
+    for (model, variant, layer), points in sorted(pairs.items()):
+        x, y = (np.array(v) for v in zip(*points, strict=True))
+        rho, low, high = spearman_interval(x, y, seed=derive_seed(0, "spearman", variant, layer))
+        rows.append(CorrelationRow(model, variant, layer, scorer, len(points), *(
+            None if not math.isfinite(v) else v for v in (rho, low, high)), at_chance))
+    return rows
+
+
+def correlation_summary(rows: list[CorrelationRow]) -> str:
+    lines = ["", "| model | variant | layer | latents | Spearman ρ, entropy against fuzzing AUROC [95% CI] |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        rho = "too few latents" if r.spearman is None else (
+            f"{r.spearman:.2f} [{_cell(r.spearman_low, 2)}, {_cell(r.spearman_high, 2)}]")
+        chance = " (judge AT CHANCE)" if r.judge_at_chance else ""
+        lines.append(f"| {r.model} | {r.variant} | {r.layer} | {r.latents} | {rho}{chance} |")
+    lines += ["", "Fig. 20's correlation as a table: ρ over the scored latents of each variant and layer, the "
+              "interval a bootstrap over latents (docs/paper.md §2.5)."]
+    return "\n".join(lines) + "\n"
 
 
 def below_baseline_note(rows: list[CompareRow]) -> str:
