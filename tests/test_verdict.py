@@ -123,3 +123,15 @@ def test_nothing_is_comparable_when_the_trained_sae_or_every_twin_did_not_train(
     trained = row("trained", explained_variance=0.9)
     result = separation("cosine_sim", trained, {"a": row("a", cosine_sim=0.1, below_baseline="CE<0")})
     assert result.separates is None and "every twin" in result.why
+
+
+def test_the_layer_answer_says_why_nothing_was_counted():
+    from randsae.study.report import verdict_rows
+
+    rows = [row("trained", 1, explained_variance=0.6, below_baseline="CE<0"), row("a", 1, explained_variance=0.9),
+            row("trained", 2, explained_variance=0.9), row("a", 2, explained_variance=0.5),
+            row("trained", 3, explained_variance=0.9), row("a", 3, explained_variance=0.89)]
+    answers = {layer: answer for layer, answer, _ in verdict_rows(rows)}
+    assert answers[1].startswith("nothing counted: not comparable: the trained model's SAE is below its baselines")
+    assert answers[2] == "yes: explained variance"
+    assert answers[3] == "no"

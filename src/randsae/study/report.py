@@ -164,9 +164,18 @@ def calibration_lines(study: Study) -> list[str]:
 def verdict_rows(rows: list[CompareRow]) -> list[tuple[int, str, list[Separation]]]:
     out = []
     for verdict in verdicts(rows):
-        answer = ("yes: " + ", ".join(verdict.separating)) if verdict.separating else "no"
-        out.append((verdict.layer, answer, verdict.separations))
+        out.append((verdict.layer, layer_answer(verdict), verdict.separations))
     return out
+
+
+def layer_answer(verdict) -> str:
+    """The layer's answer in words: the metrics that separate; or, when no metric could be counted, why not
+    (the trained SAE did not train, the judge is at chance, …); else no."""
+    if verdict.separating:
+        return "yes: " + ", ".join(verdict.separating)
+    if all(s.separates is None for s in verdict.separations):
+        return "nothing counted: " + "; ".join(dict.fromkeys(s.why for s in verdict.separations))
+    return "no"
 
 
 def twin_values(x: Separation) -> str:
@@ -310,7 +319,8 @@ def page(study: Study, figures: dict[str, Path]) -> str:
                         f"{e(twin_values(x))}"
                         f"{' ✓' if x.separates else ''}{' <i>n/c</i>' if x.separates is None else ''}</td>"
                         for x in separations)
-        body += f"<tr><td>{layer}</td><td class='{'yes' if answer != 'no' else 'no'}'>{e(answer)}</td>{cells}</tr>"
+        kind = "yes" if answer.startswith("yes") else "chance" if answer.startswith("nothing") else "no"
+        body += f"<tr><td>{layer}</td><td class='{kind}'>{e(answer)}</td>{cells}</tr>"
     parts.append("<section id='verdict'><h2>Verdict per layer</h2><table><tr><th>layer</th><th>does a metric "
                  f"separate trained from every twin?</th>{head}</tr>{body}</table><p>{e(VERDICT_NOTE)} Cells: "
                  "trained vs the twins in order " + e(", ".join(v for v in s["variants"] if v != "trained")) +
