@@ -290,20 +290,20 @@ LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine 
 @styled
 def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequence[str] = (),
                        formats: Sequence[str] = ("png",)) -> Path:
-    """The paper's Fig. 2: a row per metric, a column per model, layer on x (ticks at the layers there
-    are), a line per variant in its fixed colour. The explained-variance panels also show the PCA baseline
-    of each variant (dashed); the CE panels a reference line at 1; the entropy row (when rows carry it)
-    mean ± standard deviation over the sampled latents. `notes` go under the figure."""
+    """The paper's Figs. 1–2: a panel per metric, layer on x (ticks at the layers there are), a line per
+    variant in its fixed colour. One model: the panels in a grid across the page's width (up to
+    `GRID_COLUMNS` a row); several: a row per metric and a column per model. The explained-variance panels also
+    show the PCA baseline of each variant (dashed); the CE panels a reference line at 1; the entropy panel
+    (when rows carry it) mean ± standard deviation over the sampled latents. `notes` go under the figure."""
     models = sorted({r.model for r in rows})
     variants = sorted({r.variant for r in rows}, key=lambda v: (list(VARIANT_COLOURS) + [v]).index(v))
     metrics = {m: label for m, label in LM_METRICS.items() if any(_value(r, m) is not None for r in rows)}
     others: list[str] = []
-    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.2 * len(models) + 1.8, 2.2 * len(metrics)),
-                             squeeze=False, sharex="col")
+    fig, panel = comparison_panels(len(metrics), len(models))
     for column, model in enumerate(models):
         layers_there = sorted({r.layer for r in rows if r.model == model})
         for row_index, (metric, label) in enumerate(metrics.items()):
-            ax = axes[row_index, column]
+            ax = panel(row_index, column)
             for variant in variants:
                 points = sorted(((r.layer, r) for r in rows if r.model == model
                                  and r.variant == variant and _value(r, metric) is not None),
@@ -340,14 +340,35 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
                 if any(judge_at_chance(r, metric) for r in rows if r.model == model):
                     ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
                             color="#b00020", alpha=0.6, fontsize=11, fontweight="bold")
-            ax.set_ylabel(label)
+            ax.set_ylabel(label if len(models) > 1 else label.replace("\n", " "))
+            ax.set_xlabel("layer (block output)")
             ax.xaxis.set_major_locator(FixedLocator(layers_there))
-            if row_index == 0:
-                ax.set_title(model)
-            if column == len(models) - 1 and row_index == 0:
-                legend_outside(ax)
-        axes[-1, column].set_xlabel("layer (block output)")
+            if row_index == 0 or len(models) == 1:
+                pca = " (dashed: PCA, k components)" if metric == "explained_variance" else ""
+                ax.set_title(model if len(models) > 1 else label.split("\n")[0] + pca, fontsize=10)
+    # the legend right of the top-right panel: the last model's first, or the end of one model's first row
+    legend_outside(panel(0, len(models) - 1) if len(models) > 1 else panel(min(GRID_COLUMNS, len(metrics)) - 1, 0))
+    if len(models) == 1:
+        fig.suptitle(models[0])
     return _save(fig, path, formats, notes)
+
+
+GRID_COLUMNS = 4  # panels a row when one model fills the page
+
+
+def comparison_panels(metrics: int, models: int):
+    """The figure and `panel(metric, model) -> axes`: one model's metrics in a grid across the width, several
+    models' in a column each."""
+    if models > 1:
+        fig, axes = plt.subplots(metrics, models, figsize=(4.2 * models + 1.8, 2.2 * metrics), squeeze=False)
+        return fig, lambda m, c: axes[m, c]
+    columns = min(GRID_COLUMNS, metrics)
+    rows = math.ceil(metrics / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns + 1.8, 3.2 * rows), squeeze=False,
+                             gridspec_kw={"wspace": 0.55, "hspace": 0.65})
+    for extra in axes.flat[metrics:]:
+        fig.delaxes(extra)
+    return fig, lambda m, c: axes.flat[m]
 
 
 @styled
