@@ -11,6 +11,7 @@ the way it read a CSV row.
 """
 
 import dataclasses
+import functools
 import math
 import sys
 import types
@@ -71,6 +72,12 @@ def _unwrap(hint) -> tuple[type, bool]:
     return hint, False
 
 
+@functools.cache
+def _field_types(cls) -> dict[str, tuple[type, bool]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _unwrap(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
 def _is_table(kind) -> bool:
     return isinstance(kind, type) and issubclass(kind, Table)
 
@@ -88,8 +95,8 @@ class Table:
 
     @classmethod
     def _fields(cls) -> dict[str, tuple[type, bool]]:
-        hints = typing.get_type_hints(cls)
-        return {f.name: _unwrap(hints[f.name]) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        """Field → (its type, whether None is allowed), worked out once per class."""
+        return _field_types(cls)
 
     def flat(self) -> dict[str, Any]:
         """Column → value."""
@@ -113,8 +120,9 @@ class Table:
         """A row from its CSV cells (strings), each converted to its field's type; a cell that is not of its
         type is one sentence naming `where` and the column. Columns the row lacks take the field's default."""
         values = {}
+        types_ = cls._fields()
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            kind, optional = cls._fields()[f.name]
+            kind, optional = types_[f.name]
             if _is_table(kind):
                 inner = {key: cells.get(f"{key}_{f.name}", "") for key in kind.columns()}
                 values[f.name] = kind.from_cells(inner, where) if any(v != "" for v in inner.values()) else None
