@@ -26,7 +26,9 @@ test: $(STAMP)
 JUDGE_VENV := .venv-judge
 $(JUDGE_VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(JUDGE_VENV)
-	$(JUDGE_VENV)/bin/pip install -q 'llama-cpp-python[server]==0.3.36'
+	# built here every time, for any x86-64 (GGML_NATIVE=OFF): a wheel from pip's cache built on another CPU died
+	# of SIGILL on this one at its first request
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(JUDGE_VENV)/bin/pip install -q --no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 test-http: $(STAMP) $(JUDGE_VENV)/.installed
