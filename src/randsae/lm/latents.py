@@ -143,9 +143,6 @@ def open_latents(directory: str | Path) -> LatentRecords:
     return LatentRecords(directory, io.read_json(directory / "config.json"), read_summaries(path))
 
 
-ENTROPY_COLUMNS = ["sampled_latents", "entropy_mean", "entropy_std", "entropy_all_mean"]
-
-
 def entropy_by_layer(rows: list[LatentSummary]) -> dict[tuple[str, str, int], dict]:
     """Per (model, variant, layer): how many latents were sampled, the mean and standard deviation of their
     explainer-set entropy (the paper's row), and the mean whole-cache entropy of every firing latent."""
