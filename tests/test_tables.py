@@ -68,10 +68,32 @@ def test_a_cell_of_the_wrong_type_is_one_sentence_naming_file_row_and_column(tmp
 
 def test_every_compared_scorer_has_its_nested_auroc_in_the_comparison_table():
     from randsae.scorer_kinds import COMPARED, SCORER_KINDS
-    from randsae.study.verdict import VERDICT_METRICS
+    from randsae.study.verdict import METRICS
     from randsae.tables import ScorerAuroc
 
     for name in COMPARED:
-        assert CompareRow._fields()[name] == (ScorerAuroc, True)
-        assert VERDICT_METRICS[f"auroc_{name}"][0] == SCORER_KINDS[name].label
-    assert all(SCORER_KINDS[name].uses_judge for name in COMPARED)  # each carries its judge flag
+        kind = SCORER_KINDS[name]
+        assert CompareRow._fields()[kind.field or name] == (ScorerAuroc, True)
+        columns = CompareRow.columns()
+        assert kind.column in columns and f"judge_at_chance_{kind.field or name}" in columns
+        assert METRICS[kind.column].label == kind.label
+        assert METRICS[kind.column].scorer == name  # the verdict gates it on its own scorer's judge
+    assert "tokens" in CompareRow.columns() and CompareRow._fields()["tokens"] == (int, True)  # EvalRow's count
+
+
+def test_old_tables_with_one_flag_per_row_still_gate_every_scorer(tmp_path):
+    """A table written before each scorer had its own flag: the row's flag stands for every scorer."""
+    from randsae import io
+    from randsae.tables import ScorerAuroc, judge_at_chance
+
+    columns = ["model", "variant", "layer", "auroc_fuzzing", "auroc_low_fuzzing", "auroc_high_fuzzing",
+               "judge_at_chance"]
+    io.write_rows(tmp_path / "old.csv", columns, [
+        {"model": "m", "variant": "trained", "layer": 3, "auroc_fuzzing": 0.9, "auroc_low_fuzzing": 0.85,
+         "auroc_high_fuzzing": 0.95, "judge_at_chance": True},
+        {"model": "m", "variant": "step0", "layer": 3, "auroc_fuzzing": 0.6, "auroc_low_fuzzing": 0.55,
+         "auroc_high_fuzzing": 0.65, "judge_at_chance": False}])
+    trained, twin = read_table(tmp_path / "old.csv", CompareRow)
+    assert trained.fuzzing == ScorerAuroc(0.9, 0.85, 0.95, None)
+    assert judge_at_chance(trained, "auroc_fuzzing") and judge_at_chance(trained, "auroc_detection")
+    assert not judge_at_chance(twin, "auroc_fuzzing")

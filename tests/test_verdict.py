@@ -1,137 +1,182 @@
-"""The report's verdict rules, on hand-built comparison rows (`CompareRow`, as `lm compare` writes them and
-the report reads them back)."""
+"""The verdict's rules on hand-built measures: every outcome (differs, the same within ±δ, cannot tell, not
+comparable and each of its reasons), seeds against the one-seed bootstrap, the per-scorer judge flag, the
+sentence per layer; and the statistics under them (Student's t, Welch, the chunk bootstrap)."""
 
-from randsae.study.verdict import separation, verdicts
-from randsae.tables import CompareRow, ScorerAuroc
+import math
 
+import numpy as np
+import pytest
 
-def row(variant: str, layer: int = 3, **values) -> CompareRow:
-    return CompareRow("m", variant, layer, **values)
+from randsae.metrics import chunk_bootstrap, chunk_weights, t_quantile, welch_interval
+from randsae.scorer_kinds import SCORER_KINDS
+from randsae.study.verdict import (
+    CANNOT_TELL,
+    DIFFERS,
+    METRICS,
+    NOT_COMPARABLE,
+    SAME,
+    LayerVerdict,
+    Measure,
+    VerdictSettings,
+    compare_arms,
+    decide,
+    verdict_rows,
+)
 
-
-def auroc(value: float, low: float, high: float, fuzzing_chance: bool | None,
-          detection_chance: bool | None = False) -> dict:
-    return {"fuzzing": ScorerAuroc(value, low, high, fuzzing_chance),
-            "detection": ScorerAuroc(value, low, high, detection_chance),
-            "judge_at_chance": bool(fuzzing_chance or detection_chance)}
-
-
-def test_a_judge_at_chance_on_fuzzing_is_not_counted_even_when_detection_is_fine():
-    trained = row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=True))
-    twin = row("step0", **auroc(0.6, 0.55, 0.65, fuzzing_chance=True))
-    fuzzing = separation("auroc_fuzzing", trained, {"step0": twin})
-    assert fuzzing.separates is None and "chance" in fuzzing.why
-    detection = separation("auroc_detection", trained, {"step0": twin})
-    assert detection.separates is True and "disjoint" in detection.why
-
-
-def test_a_judge_at_chance_on_detection_only_leaves_fuzzing_counted():
-    trained = row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=False, detection_chance=True))
-    twin = row("step0", **auroc(0.6, 0.55, 0.65, fuzzing_chance=False, detection_chance=True))
-    assert separation("auroc_fuzzing", trained, {"step0": twin}).separates is True
-    assert separation("auroc_detection", trained, {"step0": twin}).separates is None
+SETTINGS = VerdictSettings()
 
 
-def test_old_tables_with_one_flag_per_row_still_gate_every_scorer(tmp_path):
-    """A table written before each scorer had its own flag: the row's flag stands for every scorer."""
-    from randsae import io
-    from randsae.tables import read_table
-
-    columns = ["model", "variant", "layer", "auroc_fuzzing", "auroc_low_fuzzing", "auroc_high_fuzzing",
-               "judge_at_chance"]
-    io.write_rows(tmp_path / "old.csv", columns, [
-        {"model": "m", "variant": "trained", "layer": 3, "auroc_fuzzing": 0.9, "auroc_low_fuzzing": 0.85,
-         "auroc_high_fuzzing": 0.95, "judge_at_chance": True},
-        {"model": "m", "variant": "step0", "layer": 3, "auroc_fuzzing": 0.6, "auroc_low_fuzzing": 0.55,
-         "auroc_high_fuzzing": 0.65, "judge_at_chance": False}])
-    trained, twin = read_table(tmp_path / "old.csv", CompareRow)
-    assert trained.fuzzing == ScorerAuroc(0.9, 0.85, 0.95, None)
-    assert separation("auroc_fuzzing", trained, {"step0": twin}).separates is None
+def seeds(variant: str, metric: str, values: list[float], layer: int = 3, **flags) -> list[Measure]:
+    return [Measure(variant, i, layer, metric, v, **flags) for i, v in enumerate(values)]
 
 
-def test_overlapping_auroc_intervals_do_not_separate():
-    trained = row("trained", **auroc(0.8, 0.7, 0.9, fuzzing_chance=False))
-    twin = row("step0", **auroc(0.75, 0.65, 0.85, fuzzing_chance=False))
-    result = separation("auroc_fuzzing", trained, {"step0": twin})
-    assert result.separates is False and result.why == "intervals overlap"
+def one(variant: str, metric: str, draws: np.ndarray, layer: int = 3, **flags) -> list[Measure]:
+    return [Measure(variant, 0, layer, metric, float(np.mean(draws)), draws, **flags)]
 
 
-def test_relative_margin_rule():
-    trained = row("trained", explained_variance=0.80)
-    assert separation("explained_variance", trained, {"a": row("a", explained_variance=0.70)}).separates is True
-    assert separation("explained_variance", trained, {"a": row("a", explained_variance=0.79)}).separates is False
-    # it must separate from every twin
-    both = {"a": row("a", explained_variance=0.70), "b": row("b", explained_variance=0.79)}
-    assert separation("explained_variance", trained, both).separates is False
+def verdict(metric: str, trained: list[Measure], twin: list[Measure]):
+    return compare_arms(METRICS[metric], trained, twin, SETTINGS, 3, twin[0].variant if twin else "step0")
 
 
-def test_entropy_compared_by_standard_errors():
-    trained = row("trained", entropy_mean=2.0, entropy_std=0.5, sampled_latents=25)  # standard error 0.1
-    far = row("a", entropy_mean=1.5, entropy_std=0.5, sampled_latents=25)  # 0.5 apart > 2 × 0.141
-    near = row("a", entropy_mean=1.9, entropy_std=0.5, sampled_latents=25)
-    assert separation("entropy_mean", trained, {"a": far}).separates is True
-    assert separation("entropy_mean", trained, {"a": near}).separates is False
+def test_students_t_and_welch_match_the_tables():
+    assert t_quantile(0.975, 1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile(0.975, 2) == pytest.approx(4.303, abs=1e-3)
+    assert t_quantile(0.95, 4) == pytest.approx(2.132, abs=1e-3)
+    assert t_quantile(0.975, 200) == pytest.approx(1.972, abs=1e-3)
+    # equal variances and sizes: Welch's df is 2(n − 1); the half-width t · sqrt(s²/n + s²/n)
+    low, high = welch_interval(np.array([1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0]), 0.95)
+    half = t_quantile(0.975, 4) * math.sqrt(2 / 3)
+    assert (low, high) == pytest.approx((1 - half, 1 + half))
+    # one value on one side adds no spread of its own
+    low, high = welch_interval(np.array([5.0]), np.array([1.0, 2.0, 3.0]), 0.95)
+    assert (low + high) / 2 == pytest.approx(3.0)
+    assert high - 3 == pytest.approx(t_quantile(0.975, 2) / math.sqrt(3))
 
 
-def test_a_metric_missing_for_a_twin_is_not_counted():
-    trained = row("trained", cosine_sim=0.9)
-    result = separation("cosine_sim", trained, {"a": row("a"), "b": row("b", cosine_sim=0.5)})
-    assert result.separates is None and result.why == "not measured for every variant"
+def test_the_decision_rule_and_its_edges():
+    assert decide(0.10, (0.06, 0.14), (0.07, 0.13), 0.05)[0] == DIFFERS
+    assert decide(0.01, (-0.02, 0.04), (-0.01, 0.03), 0.05)[0] == SAME
+    assert decide(0.01, (-0.09, 0.11), (-0.07, 0.09), 0.05)[0] == CANNOT_TELL
+    # excludes 0 but smaller than δ, and the 90% interval leaves ±δ: not "differs", not "the same"
+    outcome, reason = decide(0.04, (0.01, 0.07), (0.015, 0.065), 0.05)
+    assert outcome == CANNOT_TELL and "|difference| ≤ δ" in reason
+    # excludes 0, smaller than δ, 90% inside ±δ: the same within δ (a real but negligible difference)
+    assert decide(0.02, (0.005, 0.035), (0.008, 0.032), 0.05)[0] == SAME
 
 
-def test_verdicts_per_layer_need_the_trained_model_and_a_twin():
-    rows = [row("trained", 1, explained_variance=0.9), row("step0", 1, explained_variance=0.5),
-            row("trained", 2, explained_variance=0.9)]  # layer 2 has no twin
-    (layer,) = verdicts(rows)
-    assert layer.layer == 1 and layer.separating == ["explained variance"]
+def test_seeds_that_differ_clearly_differ_and_seeds_that_agree_are_the_same():
+    trained = seeds("trained", "explained_variance", [0.80, 0.81, 0.79, 0.80])
+    far = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.60, 0.61, 0.59, 0.60]))
+    assert far.outcome == DIFFERS and far.difference == pytest.approx(0.20) and far.low95 > 0.02
+    assert far.basis == "4 × 4 seeds" and far.seeds == 4
+    near = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.801, 0.80, 0.79, 0.805]))
+    assert near.outcome == SAME and -0.02 < near.low90 < near.high90 < 0.02
+    noisy = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.5, 0.9, 0.7, 1.0]))
+    assert noisy.outcome == CANNOT_TELL and noisy.low95 < 0 < noisy.high95
+    # each arm's own interval is over its seeds
+    assert far.trained_low < 0.80 < far.trained_high and far.twin_low < 0.60 < far.twin_high
 
 
-def test_compare_rows_write_and_read_back_with_each_scorers_flag(tmp_path):
-    from randsae.tables import read_table, write_table
-
-    rows = [row("trained", **auroc(0.9, 0.85, 0.95, fuzzing_chance=True, detection_chance=False),
-                explained_variance=0.8, below_baseline=""),
-            row("control", 5, entropy_mean=2.5, sampled_latents=24)]
-    write_table(tmp_path / "t.csv", rows, CompareRow)
-    header = (tmp_path / "t.csv").read_text().splitlines()[0].split(",")
-    assert header[:3] == ["model", "variant", "layer"]
-    assert {"auroc_fuzzing", "auroc_low_fuzzing", "judge_at_chance_fuzzing",
-            "judge_at_chance_detection"} <= set(header)
-    back = read_table(tmp_path / "t.csv", CompareRow)
-    assert back[0].fuzzing.judge_at_chance is True and back[0].detection.judge_at_chance is False
-    assert back[1].fuzzing is None and back[1].entropy_mean == 2.5 and back[1].layer == 5
-    assert back[0].below_baseline is None  # an empty cell reads back as "not given"
-
-
-def test_a_twin_whose_sae_did_not_train_is_left_out_and_named():
-    trained = row("trained", explained_variance=0.80, below_baseline="")
-    twins = {"rerandomized": row("rerandomized", explained_variance=0.50),
-             "step0": row("step0", explained_variance=0.22, below_baseline="EV<PCA-32 CE<0")}
-    result = separation("explained_variance", trained, twins)
-    assert result.separates is True and result.excluded == {"step0": "EV<PCA-32 CE<0"}
-    assert "left out" in result.why and "step0 (EV<PCA-32 CE<0)" in result.why
-    assert result.twins == {"rerandomized": 0.5, "step0": 0.22}  # still shown
-    # a twin that did not train cannot make a metric separate: here only it differs
-    twins["rerandomized"] = row("rerandomized", explained_variance=0.79)
-    assert separation("explained_variance", trained, twins).separates is False
+def test_one_seed_uses_the_bootstrap_draws_paired_by_index():
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.05, 1000)  # the same tokens' difficulty moves both arms together
+    trained = one("trained", "cosine_sim", 0.90 + shared)
+    twin = one("rerandomized", "cosine_sim", 0.895 + shared + rng.normal(0, 0.001, 1000))
+    row = verdict("cosine_sim", trained, twin)
+    assert row.basis == "1 seed: bootstrap over held-out tokens"
+    assert row.outcome == SAME and row.high95 - row.low95 < 0.01  # paired: the shared spread cancels
+    assert row.trained_high - row.trained_low > 0.15  # …while each arm alone is wide
+    entropy = verdict("entropy_mean", one("trained", "entropy_mean", rng.normal(2.0, 0.05, 1000), latents=30),
+                      one("step0", "entropy_mean", rng.normal(3.0, 0.05, 1000), latents=30))
+    assert entropy.outcome == DIFFERS and entropy.basis == "1 seed: bootstrap over latents"
+    nothing = verdict("cosine_sim", [Measure("trained", 0, 3, "cosine_sim", 0.9)],
+                      [Measure("step0", 0, 3, "cosine_sim", 0.8)])
+    assert nothing.outcome == CANNOT_TELL and "nothing to resample" in nothing.reason
 
 
-def test_nothing_is_comparable_when_the_trained_sae_or_every_twin_did_not_train():
-    failed = row("trained", explained_variance=0.3, below_baseline="EV<PCA-32")
-    result = separation("explained_variance", failed, {"a": row("a", explained_variance=0.9)})
-    assert result.separates is None and result.why.startswith("not comparable: the trained model's SAE")
-    trained = row("trained", explained_variance=0.9)
-    result = separation("cosine_sim", trained, {"a": row("a", cosine_sim=0.1, below_baseline="CE<0")})
-    assert result.separates is None and "every twin" in result.why
+def test_every_reason_for_not_comparable_is_named():
+    good = seeds("trained", "explained_variance", [0.80, 0.81])
+    trained_below = seeds("trained", "explained_variance", [0.8, 0.8], below_baseline="CE<0")
+    below = verdict("explained_variance", trained_below, seeds("step0", "explained_variance", [0.2, 0.2]))
+    assert below.outcome == NOT_COMPARABLE
+    assert below.reason == "the trained model's SAE is below its baselines (CE<0)"
+    assert below.trained == pytest.approx(0.8)  # the values are still shown
+    twin_below = verdict("explained_variance", good, seeds("step0", "explained_variance", [0.2, 0.25],
+                                                           below_baseline="EV<PCA-32"))
+    assert twin_below.outcome == NOT_COMPARABLE
+    assert twin_below.reason == "step0's SAE is below its baselines (EV<PCA-32)"
+    missing = verdict("explained_variance", good, [Measure("step0", 0, 3, "explained_variance", None)])
+    assert missing.outcome == NOT_COMPARABLE and "not measured" in missing.reason
+    few = verdict("entropy_mean", seeds("trained", "entropy_mean", [2.0, 2.1], latents=30),
+                  seeds("step0", "entropy_mean", [3.0, 3.1], latents=5))
+    assert few.outcome == NOT_COMPARABLE and few.reason == "5 scored latents in an arm, fewer than 20"
 
 
-def test_the_layer_answer_says_why_nothing_was_counted():
-    from randsae.study.report import verdict_rows
+def test_a_judge_at_chance_on_fuzzing_only_leaves_detection_and_token_lookup_counted():
+    def arm(variant, value, chance, scorer):
+        return seeds(variant, SCORER_KINDS[scorer].column, [value, value + 0.01, value - 0.01], latents=40,
+                     judge_at_chance=chance)
 
-    rows = [row("trained", 1, explained_variance=0.6, below_baseline="CE<0"), row("a", 1, explained_variance=0.9),
-            row("trained", 2, explained_variance=0.9), row("a", 2, explained_variance=0.5),
-            row("trained", 3, explained_variance=0.9), row("a", 3, explained_variance=0.89)]
-    answers = {layer: answer for layer, answer, _ in verdict_rows(rows)}
-    assert answers[1].startswith("nothing counted: not comparable: the trained model's SAE is below its baselines")
-    assert answers[2] == "yes: explained variance"
-    assert answers[3] == "no"
+    fuzzing = verdict("auroc_fuzzing", arm("trained", 0.9, True, "fuzzing"), arm("step0", 0.6, True, "fuzzing"))
+    assert fuzzing.outcome == NOT_COMPARABLE and fuzzing.reason == "the judge is at chance on fuzzing"
+    detection = verdict("auroc_detection", arm("trained", 0.9, False, "detection"),
+                        arm("step0", 0.6, False, "detection"))
+    assert detection.outcome == DIFFERS
+    tokens = verdict("auroc_token_lookup", arm("trained", 0.8, False, "tokens"),
+                     arm("step0", 0.79, False, "tokens"))
+    assert tokens.outcome == SAME and tokens.delta == 0.05
+
+
+def test_l1s_delta_is_relative_to_the_trained_mean():
+    row = verdict("l1", seeds("trained", "l1", [40.0, 40.2, 39.8]), seeds("step0", "l1", [38.0, 38.1, 37.9]))
+    assert row.delta == pytest.approx(4.0) and row.outcome == SAME
+
+
+def test_rows_per_layer_metric_and_twin_and_the_sentence():
+    measures = [*seeds("trained", "explained_variance", [0.80, 0.81]),
+                *seeds("rerandomized", "explained_variance", [0.60, 0.61]),
+                *seeds("step0", "explained_variance", [0.2, 0.2], below_baseline="EV<PCA-4"),
+                *seeds("trained", "cosine_sim", [0.90, 0.901, 0.899, 0.90]),
+                *seeds("rerandomized", "cosine_sim", [0.905, 0.904, 0.906, 0.905]),
+                *seeds("step0", "cosine_sim", [0.5, 0.5], below_baseline="EV<PCA-4")]
+    rows = verdict_rows(measures, SETTINGS)
+    assert len(rows) == len(METRICS) * 2  # every metric for each twin; unmeasured ones say so
+    assert [r.twin for r in rows[:2]] == ["rerandomized", "step0"]  # the study's order
+    outcome = {(r.metric, r.twin): r.outcome for r in rows}
+    assert outcome["explained_variance", "rerandomized"] == DIFFERS
+    assert outcome["cosine_sim", "rerandomized"] == SAME
+    assert outcome["explained_variance", "step0"] == NOT_COMPARABLE
+    sentence = LayerVerdict(3, rows).sentence()
+    assert sentence.startswith("a random network gives the same result on cosine similarity (rerandomized); "
+                               "a different one on explained variance (rerandomized); not comparable on ")
+    assert "step0's SAE is below its baselines (EV<PCA-4)" in sentence
+    assert "not measured for every seed of both arms" in sentence
+
+
+def test_bad_deltas_are_refused_in_one_sentence():
+    from randsae.errors import BadInput
+
+    with pytest.raises(BadInput, match=r"--delta-auroc must be a positive number, not -0.1\."):
+        VerdictSettings(delta_auroc=-0.1).validate()
+
+
+def test_the_chunk_bootstrap_gives_the_metrics_of_the_whole_when_every_chunk_is_drawn_once():
+    from randsae.metrics import TokenQuality
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    x = torch.randn(100, 8)
+    x_hat = x + 0.3 * torch.randn(100, 8)
+    values, indices = torch.rand(100, 2), torch.randint(0, 16, (100, 2))
+    quality = TokenQuality(8, 16, 2)
+    quality.add(x[:60], x_hat[:60], values[:60], indices[:60])
+    quality.add(x[60:], x_hat[60:], values[60:], indices[60:])
+    sums = {k: v.numpy() for k, v in quality.chunk_sums().items()}
+    assert len(sums["tokens"]) == 4 + 3 and sums["tokens"].sum() == 100  # 16 tokens a chunk, per batch
+    whole = chunk_bootstrap(sums, np.ones((1, len(sums["tokens"]))))
+    result = quality.result()
+    for name in ("explained_variance", "cosine_sim", "l1"):
+        assert whole[name][0] == pytest.approx(result[name], rel=1e-9)
+    weights = chunk_weights(7, 500, seed=1)
+    assert weights.shape == (500, 7) and (weights.sum(1) == 7).all()
+    assert (chunk_weights(7, 500, seed=1) == weights).all()  # the same units, the same draws: paired

@@ -132,6 +132,8 @@ class TokenQuality:
     share of the top eigenvalues of their covariance.
     """
 
+    CHUNK = 16  # tokens per unit of the bootstrap over held-out tokens (neighbouring tokens are not independent)
+
     def __init__(self, num_inputs: int, num_latents: int, pca_components: int):
         self.pca_components = pca_components
         self.tokens = 0
@@ -139,18 +141,39 @@ class TokenQuality:
         self.total = torch.zeros(num_inputs, dtype=torch.float64)
         self.gram = torch.zeros(num_inputs, num_inputs, dtype=torch.float64)
         self.fired = torch.zeros(num_latents, dtype=torch.bool)
+        self.chunks: list[dict[str, torch.Tensor]] = []  # per CHUNK consecutive tokens: the sums a bootstrap needs
 
     def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
         """A batch: inputs and reconstructions (tokens × d), kept latents' values and indices (tokens × k)."""
         x64 = x.double()
+        error = (x_hat.double() - x64).square().sum(-1)
+        cosine = torch.nn.functional.cosine_similarity(x_hat.double(), x64, dim=-1)
+        l1 = values.double().abs().sum(-1)
         self.tokens += len(x)
-        self.squared_error += (x_hat.double() - x64).square().sum().item()
-        self.cosine += torch.nn.functional.cosine_similarity(x_hat.double(), x64, dim=-1).sum().item()
-        self.l1 += values.abs().sum().item()
+        self.squared_error += error.sum().item()
+        self.cosine += cosine.sum().item()
+        self.l1 += l1.sum().item()
         self.l0 += (values != 0).sum().item()
         self.total += x64.sum(0).cpu()
         self.gram += (x64.T @ x64).cpu()
         self.fired[indices[values != 0].cpu()] = True
+        chunk = torch.arange(len(x), device=x.device) // self.CHUNK
+        count = int(chunk[-1]) + 1 if len(x) else 0
+
+        def sums(per_token: torch.Tensor) -> torch.Tensor:
+            shape = (count, *per_token.shape[1:])
+            return torch.zeros(shape, dtype=torch.float64, device=x.device).index_add_(0, chunk, per_token).cpu()
+
+        self.chunks.append({"tokens": sums(torch.ones(len(x), dtype=torch.float64, device=x.device)),
+                            "squared_error": sums(error), "cosine": sums(cosine), "l1": sums(l1),
+                            "squared_norm": sums(x64.square().sum(-1)), "total": sums(x64)})
+
+    def chunk_sums(self) -> dict[str, torch.Tensor]:
+        """Per chunk of CHUNK consecutive evaluated tokens: their count, squared error, cosine, L1, squared norm
+        and sum — what `chunk_bootstrap` resamples."""
+        if not self.chunks:
+            raise ValueError("no tokens were evaluated.")
+        return {name: torch.cat([c[name] for c in self.chunks]) for name in self.chunks[0]}
 
     def result(self) -> dict[str, float]:
         if not self.tokens:
@@ -220,22 +243,65 @@ def pooled_auroc(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1
                  level: float = 0.95) -> tuple[float, float, float]:
     """AUROC of every (scores, labels) group pooled together, with a percentile bootstrap interval that
     resamples whole groups (the latents, the units that were sampled) with replacement. NaN with no groups."""
+    point, draws = pooled_auroc_draws(groups, resamples, seed)
+    return (point, *percentile_interval(draws, level))
+
+
+def pooled_auroc_draws(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1000,
+                       seed: int = 0) -> tuple[float, np.ndarray]:
+    """The pooled AUROC of `groups` and its bootstrap draws (whole groups resampled with replacement; draws
+    where one class is missing are left out). NaN and no draws with no groups."""
     groups = [(np.asarray(s, dtype=np.float64), np.asarray(y).astype(bool)) for s, y in groups if len(s)]
     if not groups:
-        return float("nan"), float("nan"), float("nan")
+        return float("nan"), np.empty(0)
     point = auroc(np.concatenate([s for s, _ in groups]), np.concatenate([y for _, y in groups]))
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
         pick = rng.integers(0, len(groups), size=len(groups))
-        value = auroc(np.concatenate([groups[i][0] for i in pick]), np.concatenate([groups[i][1] for i in pick]))
-        if np.isfinite(value):
-            values.append(value)
-    if not values:
-        return point, float("nan"), float("nan")
+        values.append(auroc(np.concatenate([groups[i][0] for i in pick]),
+                            np.concatenate([groups[i][1] for i in pick])))
+    values = np.array(values)
+    return point, values[np.isfinite(values)]
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central `level` percentile interval of bootstrap draws; NaN with none."""
+    draws = np.asarray(draws, dtype=np.float64)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return point, float(low), float(high)
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def mean_draws(values: np.ndarray, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Bootstrap draws of the mean of `values` (finite ones, resampled with replacement); none when empty."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return np.empty(0)
+    rng = np.random.default_rng(seed)
+    return values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(1)
+
+
+def chunk_weights(chunks: int, resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """How often each of `chunks` units is drawn in each of `resamples` bootstrap samples (resamples × chunks).
+    The same (chunks, seed) gives the same weights: two arms measured on the same tokens are resampled
+    together (a paired bootstrap)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(chunks, np.full(chunks, 1 / chunks), size=resamples).astype(np.float64)
+
+
+def chunk_bootstrap(sums: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Explained variance, cosine similarity and L1 per bootstrap sample (`weights`: resamples × chunks) from
+    `TokenQuality.chunk_sums`. The total variance is taken about each sample's own mean, as TokenQuality does."""
+    n = weights @ sums["tokens"]
+    total = weights @ sums["total"]
+    variance = weights @ sums["squared_norm"] - (total ** 2).sum(-1) / n
+    return {"explained_variance": 1 - (weights @ sums["squared_error"]) / variance,
+            "cosine_sim": (weights @ sums["cosine"]) / n, "l1": (weights @ sums["l1"]) / n}
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -259,10 +325,45 @@ def spearman_interval(x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed:
     if not np.isfinite(point):
         return point, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    values = [v for v in (spearman(x[pick], y[pick]) for pick in
-                          (rng.integers(0, len(x), size=len(x)) for _ in range(resamples))) if np.isfinite(v)]
-    if not values:
-        return point, float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return point, float(low), float(high)
+    values = [spearman(x[pick], y[pick]) for pick in (rng.integers(0, len(x), size=len(x))
+                                                      for _ in range(resamples))]
+    return (point, *percentile_interval(np.array(values), level))
+
+
+# --- intervals over seeds (the study's verdict) ---
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile (p > 0.5) of Student's t with `df` degrees of freedom (non-integer allowed, as Welch's
+    gives), by bisection on its distribution function (Simpson's rule on the density)."""
+    if not 0.5 < p < 1 or not df > 0:
+        raise ValueError(f"t_quantile needs 0.5 < p < 1 and df > 0, not p={p}, df={df}.")
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(q: float) -> float:
+        x = np.linspace(0.0, q, 2001)
+        density = np.exp(log_norm - (df + 1) / 2 * np.log1p(x * x / df))
+        h = q / 2000
+        return 0.5 + h / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < p:
+        low, high = high, high * 2
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cdf(middle) < p else (low, middle)
+    return (low + high) / 2
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, float]:
+    """Welch's `level` interval of mean(a) − mean(b) over independent draws (seeds). An arm with one value
+    adds no spread of its own (its variance is unknown, taken as 0); with no spread at all the interval is the
+    difference itself."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    parts = [x.var(ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (a, b)]
+    difference = float(a.mean() - b.mean())
+    se2 = sum(parts)
+    if se2 == 0:
+        return difference, difference
+    df = se2 ** 2 / sum(v ** 2 / (len(x) - 1) for v, x in zip(parts, (a, b), strict=True) if len(x) > 1)
+    half = t_quantile((1 + level) / 2, df) * math.sqrt(se2)
+    return difference - half, difference + half

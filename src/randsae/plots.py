@@ -284,7 +284,7 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
               "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score",
               "entropy_mean": "token entropy (nats)\nsampled latents",
-              **{f"auroc_{name}": f"{SCORER_KINDS[name].label}\n(95% CI)" for name in COMPARED}}
+              **{SCORER_KINDS[name].column: f"{SCORER_KINDS[name].label}\n(95% CI)" for name in COMPARED}}
 
 
 @styled

@@ -15,13 +15,20 @@ class ScorerKind:
     uses_judge: bool  # asks the LLM judge: its AUROC is only as good as the judge's calibration on it
     needs_explanation: bool
     compared: bool  # carried by `lm compare`, Fig. 1–2 and the verdict, each with its own judge flag
+    field: str = ""  # its nested field in the comparison table (default its name; `tokens` is a column already)
+
+    @property
+    def column(self) -> str:
+        """Its AUROC's column in the comparison table: auroc_<field>."""
+        return f"auroc_{self.field or self.name}"
 
 
 SCORER_KINDS: dict[str, ScorerKind] = {s.name: s for s in (
     ScorerKind("fuzzing", "fuzzing AUROC", uses_judge=True, needs_explanation=True, compared=True),
     ScorerKind("detection", "detection AUROC", uses_judge=True, needs_explanation=True, compared=True),
-    ScorerKind("embedding", "embedding AUROC", uses_judge=False, needs_explanation=True, compared=False),
-    ScorerKind("tokens", "token-lookup AUROC", uses_judge=False, needs_explanation=False, compared=False),
+    ScorerKind("embedding", "embedding AUROC", uses_judge=False, needs_explanation=True, compared=True),
+    ScorerKind("tokens", "token-lookup AUROC", uses_judge=False, needs_explanation=False, compared=True,
+               field="token_lookup"),
 )}
 
 ALL = tuple(SCORER_KINDS)

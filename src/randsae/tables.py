@@ -23,7 +23,7 @@ from typing import Any, Self
 
 from randsae import io
 from randsae.errors import BadInput
-from randsae.scorer_kinds import COMPARED
+from randsae.scorer_kinds import COMPARED, SCORER_KINDS
 
 # --- the registry ----------------------------------------------------------------------------------------------
 
@@ -229,12 +229,17 @@ class CompareRow(EvalRow):
     entropy_all_mean: float | None = None
     fuzzing: ScorerAuroc | None = None
     detection: ScorerAuroc | None = None
+    embedding: ScorerAuroc | None = None
+    token_lookup: ScorerAuroc | None = None  # the `tokens` scorer (`tokens` is EvalRow's count)
     auroc_latents: int | None = None
     judge: str | None = None
     judge_at_chance: bool | None = None  # at chance on any of the scorers
 
     def scorer(self, name: str) -> ScorerAuroc | None:
-        return getattr(self, name) if name in AUROC_SCORERS else None
+        return getattr(self, SCORER_KINDS[name].field or name) if name in AUROC_SCORERS else None
+
+    def set_scorer(self, name: str, value: ScorerAuroc) -> None:
+        setattr(self, SCORER_KINDS[name].field or name, value)
 
 
 @dataclass

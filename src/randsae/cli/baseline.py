@@ -4,11 +4,13 @@ import logging
 from pathlib import Path
 
 from randsae.autointerp.clients import JudgeSettings
-from randsae.cli.common import output_directory, parse_count
+from randsae.cli.common import output_directory
 from randsae.cli.lm import AUTOINTERP_SCORERS
 from randsae.errors import BadInput
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
+from randsae.study.runner import BaselineSettings
+from randsae.study.verdict import VerdictSettings
 
 log = logging.getLogger("randsae")
 
@@ -18,66 +20,32 @@ def add_baseline_parser(sub) -> None:
                                         "one report (OUT/report.html)")
     p.add_argument("--preset", default="paper", help="paper (docs/paper.md §2, default: GPU-sized) or demo (the "
                                                      "embedded model, a few layers, minutes on a laptop)")
-    p.add_argument("--model", default=None, help="smollm2 (embedded), a .gguf file, a directory or a hub name")
-    p.add_argument("--revision", default=None, help="hub revision of the trained model")
-    p.add_argument("--variants", default=None, help="comma list of trained, rerandomized, rerandomized-no-embed, "
-                                                    "step0, control (default: all five; the demo: four)")
-    p.add_argument("--layers", default=None, help="'all', 'paper' (every layer to 410m parameters, every 2nd to "
-                                                  "1b, every 4th above) or a comma list (default: all)")
-    for flag, text in (("--dataset", "shakespeare (embedded), a .txt/.jsonl file or a Hugging Face data set"),
-                       ("--dataset-config", "the data set's configuration"), ("--text-column", "default text")):
-        p.add_argument(flag, default=None, help=text)
-    p.add_argument("--context-length", type=int, default=None, help="tokens per context (default 256)")
-    p.add_argument("--tokens", default=None, help="training tokens per variant (paper: 100M; demo: 48k)")
-    p.add_argument("--no-cache", action="store_true", help="train on the fly instead of caching activations")
-    p.add_argument("--k", type=int, default=None, help="latents kept per token (default 32)")
-    p.add_argument("--expansion", type=int, default=None, help="latents per input dimension (paper 64, demo 8)")
-    p.add_argument("--schedule", default=None, choices=("budget", "paper"), help="as `lm train --schedule`")
-    p.add_argument("--batch-size", type=int, default=None, help="tokens per optimiser step (default: the rule)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the rule)")
-    p.add_argument("--skip-positions", type=int, default=None, help="as `lm train --skip-positions`")
-    p.add_argument("--max-norm-ratio", type=float, default=None, help="as `lm train --max-norm-ratio`")
-    p.add_argument("--eval-tokens", default=None, help="held-out tokens for the quality eval (default 64k)")
-    p.add_argument("--latent-tokens", default=None, help="tokens the latent records are drawn from, run on the "
-                                                         "fly after the training text (paper 10M), or 'cache': "
-                                                         "the training cache (the demo's)")
-    add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 2"})
+    add_flags(p, BaselineSettings)
+    add_flags(p, VerdictSettings, prefix="verdict_")
+    add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 24"})
     p.add_argument("--scorers", default=None, help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default all)")
     p.add_argument("--prompt-format", default=None, help="delphi (default) or simple")
     p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
+    p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
+                   "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
     p.add_argument("--explainer-tokens", type=int, default=None, help="the explainer's answer at most (tokens)")
     p.add_argument("--calibration-windows", type=int, default=None, help="known-answer windows per latent")
     add_flags(p, JudgeSettings, prefix="judge_", defaults={"dtype": "float32; the demo: bfloat16"})
-    p.add_argument("--sae", default=None, help="your SAEs as the trained arm (randsae, SAELens or sparsify TopK "
-                                               "checkpoints); the twins get SAEs of the same k and size")
-    p.add_argument("--seed", type=int, default=None, help="seeds the variants, the contexts, the SAEs, the draws")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda")
     p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
-                                    "[examples], [autointerp] and [judge] tables (flags override it)")
+                                    "[examples], [autointerp], [judge] and [verdict] tables (flags override it)")
     p.add_argument("--out", required=True)
 
 
-# baseline flag → BaselineSettings field, for the flags that map one to one
-BASELINE_FIELDS = ("model", "revision", "layers", "dataset", "dataset_config", "text_column", "context_length",
-                   "k", "expansion", "schedule", "batch_size", "lr", "skip_positions", "max_norm_ratio", "sae",
-                   "seed", "device")
 AUTOINTERP_FIELDS = {"scorers": "scorers", "prompt_format": "style", "latents_per_layer": "latents_per_layer",
-                     "explainer_tokens": "explainer_tokens", "calibration_windows": "calibration_windows"}
+                     "judged_latents": "judged_latents", "explainer_tokens": "explainer_tokens",
+                     "calibration_windows": "calibration_windows"}
+
+
 def baseline_overrides(args) -> dict:
     """The settings given as flags (None: not given), in BaselineSettings' terms."""
-    values = {name: getattr(args, name) for name in BASELINE_FIELDS}
+    values = given(args, BaselineSettings)
     if args.sae is not None and args.layers is None:
         values["layers"] = "all"  # every layer the given SAEs read, not the preset's
-    if args.variants is not None:
-        values["variants"] = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for name in ("tokens", "eval_tokens"):
-        value = getattr(args, name)
-        values[name] = parse_count(value) if value is not None else None
-    if args.latent_tokens is not None:
-        values["latent_tokens"] = None if args.latent_tokens == "cache" else parse_count(args.latent_tokens)
-        values["latent_tokens_given"] = True
-    if args.no_cache:
-        values["cache"] = False
     values["examples"] = given(args, ExampleSettings)
     autointerp = {field: getattr(args, flag) for flag, field in AUTOINTERP_FIELDS.items()
                   if getattr(args, flag) is not None}
@@ -85,11 +53,12 @@ def baseline_overrides(args) -> dict:
         autointerp["scorers"] = [s.strip() for s in autointerp["scorers"].split(",") if s.strip()]
     values["autointerp"] = autointerp
     values["judge"] = given(args, JudgeSettings, prefix="judge_")
+    values["verdict"] = given(args, VerdictSettings, prefix="verdict_")
     JudgeSettings(**values["judge"])  # one sentence for a judge that cannot be, before the preset is read
     return values
 
 
-NESTED = ("examples", "autointerp", "judge")
+NESTED = ("examples", "autointerp", "judge", "verdict")
 
 
 def with_file(overrides: dict, path: str | None) -> dict:
@@ -97,12 +66,11 @@ def with_file(overrides: dict, path: str | None) -> dict:
     wrong type is one sentence naming it)."""
     from randsae.config import coerce, read_config_file
     from randsae.experiments.lm_autointerp import AutointerpSettings
-    from randsae.study.runner import BaselineSettings
-
     if path is None:
         return overrides
     values = read_config_file(path)
-    trees = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "judge": JudgeSettings}
+    trees = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "judge": JudgeSettings,
+             "verdict": VerdictSettings}
     if "preset" in values:
         raise BadInput(f"config file {path} names a preset; give it as --preset (the file's settings override "
                        "the preset's).")

@@ -112,6 +112,8 @@ def add_lm_parser(sub, parser_class) -> None:
                    help="delphi (the paper's, default) or simple (fuzzing shows only the marked tokens)")
     p.add_argument("--layers", default="all", help="'all' or a comma list")
     p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
+    p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
+                   "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
     p.add_argument("--explainer-tokens", type=int, default=96, help="the explainer's answer at most (tokens)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--calibration-windows", type=int, default=20,
@@ -219,7 +221,8 @@ def run_autointerp(args) -> None:
 
     settings = AutointerpSettings(
         scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], style=args.prompt_format,
-        layers=args.layers, latents_per_layer=args.latents_per_layer, seed=args.seed,
+        layers=args.layers, latents_per_layer=args.latents_per_layer,
+        judged_latents=args.judged_latents, seed=args.seed,
         explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
         calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
     settings.validate()

@@ -26,6 +26,7 @@ from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
 from randsae.errors import BadInput
 from randsae.lm.activations import parse_layers
 from randsae.lm.latents import open_latents
+from randsae.scorer_kinds import SCORER_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class AutointerpSettings:
     style: str = "delphi"  # the judge's prompt format: delphi (the paper's) or simple
     layers: str = "all"
     latents_per_layer: int | None = None  # default: every sampled latent
+    judged_latents: int | None = None  # the first N per layer get every scorer, the rest those without the LLM
     seed: int = 0
     explainer_tokens: int = 96  # the explainer's answer, at most
     bootstrap: int = 1000
@@ -55,6 +57,16 @@ class AutointerpSettings:
                                  f"{getattr(self, name)}.")
         if self.latents_per_layer is not None and self.latents_per_layer < 1:
             raise BadInput(f"--latents-per-layer must be a positive integer, not {self.latents_per_layer}.")
+        if self.judged_latents is not None and self.judged_latents < 0:
+            raise BadInput(f"--judged-latents must be 0 or more, not {self.judged_latents}.")
+
+    def scorers_of(self, rank: int) -> list[str]:
+        """The scorers of a layer's `rank`-th chosen latent: every one among the first `judged_latents`, beyond
+        them only those that need neither the judge nor an explanation (token lookup)."""
+        if self.judged_latents is None or rank < self.judged_latents:
+            return self.scorers
+        kinds = [SCORER_KINDS[s] for s in self.scorers]
+        return [k.name for k in kinds if not k.uses_judge and not k.needs_explanation]
 
 
 def judge_description(options: dict) -> dict:
@@ -174,10 +186,11 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     settings.validate()
     records = open_latents(latents_dir)
     layers = records.layers if settings.layers == "all" else parse_layers(settings.layers, max(records.layers) + 1)
-    chosen = []
+    chosen, rank = [], {}
     for layer in layers:
         sampled = sorted(r.latent for r in records.sampled(layer))
         chosen += [(layer, latent) for latent in sampled[:settings.latents_per_layer]]
+        rank.update({(layer, latent): i for i, latent in enumerate(sampled)})
     if not chosen:
         raise BadInput(f"{latents_dir} holds no sampled latents in layers {layers}.")
     judge_info = judge_description(judge_options)
@@ -223,7 +236,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
                     identity = {"model": summary.model, "variant": summary.variant}
                     result = await score_latent(
                         judge, records.examples(layer, latent), identity, summary.entropy_explainer, decode,
-                        settings.scorers, settings.style, embedder, settings.seed,
+                        settings.scorers_of(rank[layer, latent]), settings.style, embedder, settings.seed,
                         max_tokens=settings.explainer_tokens)
                     R.write_latent(out, result)
                     done[layer, latent] = result

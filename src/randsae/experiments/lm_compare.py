@@ -13,6 +13,7 @@ from randsae.errors import BadInput
 from randsae.experiments.lm_eval import read_eval_rows
 from randsae.lm.latents import LatentSummary, entropy_by_layer, open_latents
 from randsae.plots import plot_entropy_auroc, plot_entropy_histograms, plot_lm_comparison
+from randsae.scorer_kinds import SCORER_KINDS
 from randsae.tables import AUROC_SCORERS, CompareRow, CorrelationRow, ScorerAuroc, write_table
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     return ordered
 
 
-AUROC_NOTE = ("AUROC: fuzzing and detection scores of the sampled latents' explanations, pooled over latents, "
-              "with a 95% bootstrap interval over latents (docs/paper.md §2.3); 0.5 is chance.")
+AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows (fuzzing and detection: the "
+              "judge's P(1) given the explanation; embedding: similarity to the explanation; token lookup: the "
+              "latent's top tokens, no LLM), pooled over latents, with a 95% bootstrap interval over latents "
+              "(docs/paper.md §2.3); 0.5 is chance.")
 
 
 def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list]:
@@ -106,7 +109,7 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]
             if s.scorer not in AUROC_SCORERS:
                 continue
             row = rows.setdefault(key, CompareRow(*key))
-            setattr(row, s.scorer, ScorerAuroc(s.auroc, s.auroc_low, s.auroc_high, s.judge_at_chance))
+            row.set_scorer(s.scorer, ScorerAuroc(s.auroc, s.auroc_low, s.auroc_high, s.judge_at_chance))
             row.auroc_latents, row.judge = s.latents, s.judge
             # each scorer keeps its own flag; the row's own flag says "at chance on any of them"
             row.judge_at_chance = any(x is not None and bool(x.judge_at_chance)
@@ -185,8 +188,9 @@ def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
                          f"| {mean} | {_cell(row.entropy_all_mean, 2)} |")
         lines += ["", ENTROPY_NOTE]
     if judge_notes is not None:
-        lines += ["", "| model | variant | layer | latents | fuzzing AUROC [95% CI] | detection AUROC [95% CI] | "
-                  "judge |", "|---|---|---|---|---|---|---|"]
+        labels = [f"{SCORER_KINDS[name].label} [95% CI]" for name in AUROC_SCORERS]
+        lines += ["", "| model | variant | layer | latents | " + " | ".join(labels) + " | judge |",
+                  "|---|---|---|---|" + "---|" * len(labels) + "---|"]
         for row in rows:
             if row.auroc_latents is None:
                 continue
@@ -198,6 +202,6 @@ def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
                 chance = " (judge AT CHANCE)" if scorer.judge_at_chance else ""
                 cells.append(f"{scorer.auroc:.3f} [{_cell(scorer.auroc_low)}, {_cell(scorer.auroc_high)}]{chance}")
             lines.append(f"| {row.model} | {row.variant} | {row.layer} | {row.auroc_latents} | "
-                         f"{cells[0]} | {cells[1]} | {row.judge} |")
+                         + " | ".join(cells) + f" | {row.judge} |")
         lines += ["", AUROC_NOTE, *(f"- {note}" for note in judge_notes)]
     return "\n".join(lines) + "\n"

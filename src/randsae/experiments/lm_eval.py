@@ -11,9 +11,10 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from randsae import runs
+from randsae import io, runs
 from randsae.config import resolve_device
 from randsae.errors import BadInput
 from randsae.experiments.lm_train import read_source, read_train_settings, trained_layers
@@ -28,8 +29,7 @@ from randsae.tables import EvalRow, read_table, write_table
 log = logging.getLogger(__name__)
 
 COMMAND = "lm eval"
-
-
+CHUNKS = "chunks"  # OUT/chunks/layer.<i>.safetensors: the sums per chunk of held-out tokens a bootstrap resamples
 
 def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor]:
     """The source the SAEs were trained on, and the held-out contexts to evaluate on."""
@@ -98,6 +98,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
                         "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row.below_baseline,
                         row.explained_variance, sae.k, row.pca_explained_variance, row.ce_loss_score)
         rows.append(row)
+        write_chunks(out, layer, quality[layer].chunk_sums())
     rows.sort(key=lambda r: r.key)
     if previous is None:
         runs.write_record(out, COMMAND, record)
@@ -120,3 +121,18 @@ def ce_score(ce_clean: float, ce_sae: float, ce_zero: float) -> float:
     bad as zeroing the activation. NaN when zeroing does not hurt."""
     gap = ce_zero - ce_clean
     return (ce_zero - ce_sae) / gap if gap != 0 else float("nan")
+
+
+def write_chunks(out: Path, layer: int, sums: dict[str, torch.Tensor]) -> Path:
+    path = out / CHUNKS / f"layer.{layer}.safetensors"
+    path.parent.mkdir(exist_ok=True)
+    return io.atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in sums.items()}, str(p)))
+
+
+def read_chunks(eval_dir: str | Path, layer: int) -> dict | None:
+    """A layer's per-chunk quality sums (numpy, float64), or None where the evaluation kept none (written
+    before they were kept)."""
+    path = Path(eval_dir) / CHUNKS / f"layer.{layer}.safetensors"
+    if not path.is_file():
+        return None
+    return {k: v.double().numpy() for k, v in io.load_safetensors(path).items()}

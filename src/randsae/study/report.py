@@ -3,8 +3,9 @@ inlined as data URIs, styles inline, no script, no network: it opens from disk),
 OUT/figures/*.png.
 
 It holds the settings, each stage's time, the judge's calibration, the Fig. 1–2 grid (every metric per
-layer, a line per variant), Fig. 20, a verdict per layer (does any metric separate the trained model from
-every random twin?) and a latent browser: every sampled latent of every variant and layer with its
+layer, a line per variant), Fig. 20, the verdict (per layer, metric and random twin: the difference with its
+interval, and what it says: differs, the same within ±δ, cannot tell, not comparable) and a latent browser:
+every sampled latent of every variant and layer with its
 explanation, scores, entropy, top tokens and example windows shaded by activation, variants side by side.
 """
 
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
+from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.runner import StageRecord, read_stages, stage_grid
-from randsae.study.verdict import VERDICT_METRICS, Separation, verdicts
+from randsae.study.verdict import by_layer
 from randsae.tables import CompareRow, read_table
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,16 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
              f"{s['latent_tokens']:,} tokens after the training text"),
             ("example sets", given_settings(s["examples"], "the paper's (docs/paper.md §2.3)")),
             ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
-            ("judge", judge), ("seed", str(s["seed"])), ("made by", made_by(study.config))]
+            ("judge", judge), ("seed", str(s["seed"])), ("seeds", seeds_text(s)),
+            ("made by", made_by(study.config))]
+
+
+def seeds_text(s: dict) -> str:
+    seeds = s.get("seeds", 1)
+    if seeds == 1:
+        return "1: the verdict's intervals are a bootstrap over held-out tokens and latents"
+    return (f"{seeds} (seeds {s['seed']}–{s['seed'] + seeds - 1}): each arm's SAEs trained and each twin drawn "
+            "anew per seed; the verdict's intervals are over seeds")
 
 
 def given_settings(values: dict, otherwise: str) -> str:
@@ -161,37 +172,6 @@ def calibration_lines(study: Study) -> list[str]:
     return list(dict.fromkeys(lines)) or ["no judge calibration (the auto-interpretability stage did not run)"]
 
 
-def verdict_rows(rows: list[CompareRow]) -> list[tuple[int, str, list[Separation]]]:
-    out = []
-    for verdict in verdicts(rows):
-        out.append((verdict.layer, layer_answer(verdict), verdict.separations))
-    return out
-
-
-def layer_answer(verdict) -> str:
-    """The layer's answer in words: the metrics that separate; or, when no metric could be counted, why not
-    (the trained SAE did not train, the judge is at chance, …); else no."""
-    if verdict.separating:
-        return "yes: " + ", ".join(verdict.separating)
-    if all(s.separates is None for s in verdict.separations):
-        return "nothing counted: " + "; ".join(dict.fromkeys(s.why for s in verdict.separations))
-    return "no"
-
-
-def twin_values(x: Separation) -> str:
-    """The twins' values in order, each left out of the comparison marked ✗ (its SAE did not train)."""
-    return ", ".join(_fmt(v) + (" ✗" if variant in x.excluded else "") for variant, v in x.twins.items())
-
-
-VERDICT_NOTE = ("A metric separates when the trained model's value lies apart from every random twin's: "
-                "explained variance, cosine and L1 by more than 5% (one seed, no error bars), entropy by more "
-                "than 2 standard errors over the sampled latents, AUROC by disjoint 95% intervals (not counted "
-                "when the judge is at chance on that scorer's known-answer set). A twin whose SAE is below its "
-                "simplest baselines (EV<PCA-k, CE<0) did not train and is left out (✗); a trained SAE below its "
-                "baselines makes the layer not comparable (n/c). The CE loss score is left out: it means little "
-                "for a random model.")
-
-
 def markdown(study: Study, figures: dict[str, Path]) -> str:
     s = study.config["settings"]
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
@@ -200,15 +180,10 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
     header, rows = stage_grid(study.stages)
     lines += ["", "## Stages", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], "",
-              "## Verdict per layer", "", "| layer | does a metric separate trained from every twin? | " +
-              " | ".join(label for label, _ in VERDICT_METRICS.values()) + " |",
-              "|---|---|" + "---|" * len(VERDICT_METRICS)]
-    for layer, answer, separations in verdict_rows(study.rows):
-        cells = [f"{_fmt(x.trained)} vs {twin_values(x)}"
-                 f"{' ✓' if x.separates else ''}{' (n/c)' if x.separates is None else ''}" for x in separations]
-        lines.append(f"| {layer} | {answer} | " + " | ".join(cells) + " |")
-    lines += ["", VERDICT_NOTE, "", "## Figures", ""]
+    lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], ""]
+    verdict = study.out / "compare" / "verdict.md"
+    lines += [verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
+              "## Figures", ""]
     lines += [f"![{caption}](figures/{name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()
               if name in figures]
     summary = study.out / "compare" / "summary.md"
@@ -228,6 +203,7 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;color:
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
 vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
 .chance{color:#b00020;font-weight:bold}.yes{color:#0a7d28;font-weight:bold}.no{color:#666}
+.same{color:#1f4fb4;font-weight:bold}
 .side{display:grid;gap:12px;grid-template-columns:repeat(var(--n),minmax(0,1fr))}
 .variant-column h4{margin:.2em 0;position:sticky;top:0;background:#fff}
 .latent-card{border:1px solid #ccc;border-radius:6px;padding:6px 8px;margin:0 0 8px;background:#fafafa}
@@ -312,19 +288,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
              "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
                      for x in calibration_lines(study)) + "</ul></section>"]
-    head = "".join(f"<th>{e(label)}</th>" for label, _ in VERDICT_METRICS.values())
-    body = ""
-    for layer, answer, separations in verdict_rows(study.rows):
-        cells = "".join(f"<td title='{e(x.why)}'>{_fmt(x.trained)} vs "
-                        f"{e(twin_values(x))}"
-                        f"{' ✓' if x.separates else ''}{' <i>n/c</i>' if x.separates is None else ''}</td>"
-                        for x in separations)
-        kind = "yes" if answer.startswith("yes") else "chance" if answer.startswith("nothing") else "no"
-        body += f"<tr><td>{layer}</td><td class='{kind}'>{e(answer)}</td>{cells}</tr>"
-    parts.append("<section id='verdict'><h2>Verdict per layer</h2><table><tr><th>layer</th><th>does a metric "
-                 f"separate trained from every twin?</th>{head}</tr>{body}</table><p>{e(VERDICT_NOTE)} Cells: "
-                 "trained vs the twins in order " + e(", ".join(v for v in s["variants"] if v != "trained")) +
-                 ".</p></section>")
+    parts.append(verdict_html(study))
     parts.append("<section id='figures'><h2>Figures</h2>" + "".join(
         f"<figure id='fig-{name}'><img src='{_image(path)}' alt='{e(FIGURES[name])}'>"
         f"<figcaption>{e(FIGURES[name])}</figcaption></figure>" for name, path in figures.items()) + "</section>")
@@ -344,6 +308,26 @@ def page(study: Study, figures: dict[str, Path]) -> str:
         browser.append("</div>")
     parts.append("".join(browser) + "</section></body></html>")
     return "\n".join(parts)
+
+
+OUTCOME_CLASS = {"differs": "yes", "same": "same", "cannot tell": "no", "not comparable": "chance"}
+
+
+def verdict_html(study: Study) -> str:
+    """The verdict: a sentence per layer, then the table (a row per layer, metric and twin), outcome coloured."""
+    from randsae.study.evidence import verdict_note
+    from randsae.study.verdict import VerdictSettings
+
+    e = html.escape
+    rows = read_verdict(study.out)
+    if not rows:
+        return "<section id='verdict'><h2>Verdict</h2><p>not reached (see the stages).</p></section>"
+    sentences = "".join(f"<li><b>Layer {v.layer}</b>: {e(v.sentence())}</li>" for v in by_layer(rows))
+    head = "".join(f"<th>{e(c)}</th>" for c in VERDICT_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome] if i == 8 else ''}'>{e(c)}</td>"
+                                    for i, c in enumerate(verdict_cells(r))) + "</tr>" for r in rows)
+    return (f"<section id='verdict'><h2>Verdict</h2><ul>{sentences}</ul><table><tr>{head}</tr>{body}</table>"
+            f"<p>{e(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))}</p></section>")
 
 
 def write_report(out: Path) -> tuple[Path, Path]:

@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from randsae import io, runs
 from randsae.errors import BadInput
 from randsae.lm.variants import VARIANTS
+from randsae.settings import setting
+from randsae.study.verdict import VerdictSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +38,63 @@ STAGES = ("activations", "train", "eval", "latents", "autointerp")
 STUDY = "randsae baseline"
 
 
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _count(text: str) -> int:
+    from randsae.config import parse_count
+
+    return parse_count(text)
+
+
+def _latent_tokens(text: str) -> int | str:
+    return "cache" if text.strip() == "cache" else _count(text)
+
+
 @dataclass
 class BaselineSettings:
-    """Every setting of a study (OUT/config.json); the presets fill them, flags override."""
-    model: str = "smollm2"
-    revision: str | None = None
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    layers: str = "all"  # "all", "paper" (every layer to 410m, every 2nd to 1b, every 4th above) or a list
-    dataset: str = "shakespeare"
-    dataset_config: str | None = None
-    text_column: str = "text"
-    context_length: int = 256
-    tokens: int = 100_000_000  # training tokens per variant
-    cache: bool = True  # cache activations (False: train on the fly)
-    cache_dtype: str = "float16"
-    k: int = 32
-    expansion: int = 64
-    schedule: str = "budget"
-    batch_size: int | None = None
-    lr: float | None = None
-    skip_positions: int = 0
-    max_norm_ratio: float | None = None
-    eval_tokens: int = 64_000
-    latent_tokens: int | None = 10_000_000  # None: the training cache
+    """Every setting of a study (OUT/config.json), each declared once with its help: the presets fill them,
+    a --config file overrides the preset, flags override both."""
+    model: str = setting("smollm2", help="smollm2 (embedded), a .gguf file, a directory or a hub name")
+    revision: str | None = setting(None, help="hub revision of the trained model", shown="the newest")
+    variants: list[str] = setting(default_factory=lambda: list(VARIANTS), parse=_names,
+                                  help=f"comma list of {', '.join(VARIANTS)}", shown="all five; the demo: four")
+    layers: str = setting("all", help="'all', 'paper' (every layer to 410m parameters, every 2nd to 1b, every 4th "
+                                      "above) or a comma list", shown="all; the paper preset: paper")
+    dataset: str = setting("shakespeare", help="shakespeare (embedded), a .txt/.jsonl file or a Hugging Face "
+                                               "data set")
+    dataset_config: str | None = setting(None, help="the data set's configuration")
+    text_column: str = setting("text", help="the data set's column of text")
+    context_length: int = setting(256, help="tokens per context")
+    tokens: int = setting(100_000_000, parse=_count, help="training tokens per variant",
+                          shown="100M; the demo: 32k")
+    cache: bool = setting(True, help="train on the fly instead of caching activations")
+    cache_dtype: str = setting("float16", help="the activation cache's float type")
+    k: int = setting(32, help="latents kept per token")
+    expansion: int = setting(64, help="latents per input dimension", shown="64; the demo: 8")
+    schedule: str = setting("budget", help="budget or paper, as `lm train --schedule`")
+    batch_size: int | None = setting(None, help="tokens per optimiser step", shown="the budget rule")
+    lr: float | None = setting(None, help="learning rate", shown="the budget rule")
+    skip_positions: int = setting(0, help="as `lm train --skip-positions`")
+    max_norm_ratio: float | None = setting(None, help="as `lm train --max-norm-ratio`", shown="none")
+    eval_tokens: int = setting(64_000, parse=_count, help="held-out tokens for the quality eval",
+                               shown="64k; the demo: 2k")
+    latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
+        "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
+        "training cache"), shown="10M; the demo: cache")
     examples: dict = field(default_factory=dict)  # ExampleSettings fields given (the rest the paper's)
     autointerp: dict = field(default_factory=dict)  # AutointerpSettings fields given
     judge: dict = field(default_factory=lambda: {"llm": "smollm2"})
-    sae: str | None = None  # the trained arm's SAEs, brought by the user
-    seed: int = 0
-    device: str = "auto"
+    sae: str | None = setting(None, help="your SAEs as the trained arm (randsae, SAELens or sparsify TopK "
+                                         "checkpoints); the twins get SAEs of the same k and size", shown="none")
+    seed: int = setting(0, help="seeds the variants, the contexts, the SAEs, the draws")
+    seeds: int = setting(1, help=(
+        "seeds per arm: seed s (counted from --seed) trains each arm's SAEs anew and draws each random twin "
+        "anew (re-randomises, re-initialises, redraws the control's noise); with 1 a bootstrap over held-out "
+        "tokens and latents stands in for the spread over seeds"))
+    verdict: VerdictSettings = field(default_factory=VerdictSettings)
+    device: str = setting("auto", help="auto, cpu or cuda")
     preset: str = "paper"
 
     def validate(self) -> None:
@@ -77,19 +107,22 @@ class BaselineSettings:
             raise BadInput("--variants must include trained: every random twin is compared with it.")
         if len(self.variants) < 2:
             raise BadInput("--variants needs at least one random twin beside trained.")
-        for name in ("tokens", "eval_tokens", "k", "expansion", "context_length"):
+        for name in ("tokens", "eval_tokens", "k", "expansion", "context_length", "seeds"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
+        self.verdict.validate()
 
 
 PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
-             "tokens": 32_000, "expansion": 8, "eval_tokens": 1024, "latent_tokens": None,
-             "examples": {"sample": 2, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
+             "tokens": 32_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
+             "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
-             "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200},
+             # the judge (at chance here) explains and scores 2 latents a layer; token lookup scores all 24
+             "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200,
+                            "judged_latents": 2},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
     # docs/paper.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b,
     # every 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
@@ -100,11 +133,11 @@ PRESETS = {
 def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     if preset not in PRESETS:
         raise BadInput(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
-    overrides = dict(overrides)
-    latent_cache = overrides.pop("latent_tokens_given", False) and overrides.get("latent_tokens") is None
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
-    if latent_cache:  # --latent-tokens cache: the examples come from the training cache
+    if values.get("latent_tokens") == "cache":  # --latent-tokens cache: the examples come from the training cache
         values["latent_tokens"] = None
+    verdict = {**PRESETS[preset].get("verdict", {}), **(overrides.get("verdict") or {})}
+    values["verdict"] = VerdictSettings(**verdict) if isinstance(verdict, dict) else verdict
     for part in ("examples", "autointerp", "judge"):
         values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
     if overrides.get("judge") and "url" in overrides["judge"]:
@@ -175,11 +208,19 @@ class Study:
         self.out, self.settings, self.progress, self.preflight = out, settings, progress, preflight
         self.stages = read_stages(out)
 
-    def directory(self, variant: str, stage: str) -> Path:
-        return self.out / variant / stage
+    def directory(self, unit: str, stage: str) -> Path:
+        return self.out / unit / stage
+
+    def units(self, index: int | None = None) -> list[str]:
+        """The study's units in order — each variant at seed 0, then each at seed 1, … (`unit_name`); the
+        user's own SAEs (--sae) are one trained arm, so the trained variant has seed 0 only. `index`: one
+        seed's."""
+        indices = range(self.settings.seeds) if index is None else [index]
+        return [unit_name(v, i) for i in indices for v in self.settings.variants
+                if not (i and v == "trained" and self.settings.sae is not None)]
 
     def plan(self) -> list[tuple[str, str]]:
-        return [(v, s) for v in self.settings.variants for s in STAGES] + [("", "compare"), ("", "report")]
+        return [(u, s) for u in self.units() for s in STAGES] + [("", "compare"), ("", "report")]
 
     def run(self, work: dict) -> dict[tuple[str, str], StageRecord]:
         """Run every stage not done yet; `work[stage](study, variant)` does one. Returns the records."""
@@ -239,10 +280,21 @@ class Study:
         log.error("%s · %s failed (the other variants go on)", variant, stage, exc_info=error)
         return f"{type(error).__name__}: {first} (traceback in {path.relative_to(self.out)})"
 
-    def finished(self, stage: str) -> list[str]:
-        """The variants whose `stage` is done."""
-        return [v for v in self.settings.variants if self.stages.get((v, stage), StageRecord("", "", "")).status
+    def finished(self, stage: str, index: int | None = None) -> list[str]:
+        """The units (of seed `index`, or all) whose `stage` is done."""
+        return [u for u in self.units(index) if self.stages.get((u, stage), StageRecord("", "", "")).status
                 == "done"]
+
+
+def unit_name(variant: str, index: int) -> str:
+    """A study's unit of work: a variant at one seed — `rerandomized` (seed 0), `rerandomized/seed1`, …; its
+    stages write under OUT/<unit>/."""
+    return variant if index == 0 else f"{variant}/seed{index}"
+
+
+def parse_unit(unit: str) -> tuple[str, int]:
+    variant, _, seed = unit.partition("/seed")
+    return variant, int(seed or 0)
 
 
 class KillForTest:
@@ -379,11 +431,18 @@ def layer_list(study: Study) -> str:
     return ",".join(str(layer) for layer in study.preflight.layers)
 
 
-def source_of(study: Study, variant: str):
+def seed_of(study: Study, unit: str) -> int:
+    """The seed of a unit's every draw: --seed plus its seed's index."""
+    return study.settings.seed + parse_unit(unit)[1]
+
+
+def source_of(study: Study, unit: str):
     from randsae.lm.source import Source
 
     s = study.settings
-    return Source(model=s.model, revision=s.revision, variant=variant, seed=s.seed, dataset=s.dataset,
+    variant = parse_unit(unit)[0]
+    return Source(model=s.model, revision=s.revision, variant=variant, seed=seed_of(study, unit),
+                  dataset=s.dataset,
                   dataset_config=s.dataset_config, text_column=s.text_column, context_length=s.context_length,
                   tokens=s.tokens)
 
@@ -396,12 +455,13 @@ def stage_activations(study: Study, variant: str) -> None:
                      dtype=study.settings.cache_dtype, device=study.settings.device, progress=False)
 
 
-def train_config(study: Study):
+def train_config(study: Study, unit: str):
     from randsae.train_topk import TopKTrainConfig
 
     s, check = study.settings, study.preflight
     given = {"batch_size": s.batch_size, "lr": s.lr}
-    config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion, seed=s.seed,
+    config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
+                             seed=seed_of(study, unit),
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
                              **{k: v for k, v in given.items() if v is not None})
     config.validate()
@@ -416,7 +476,7 @@ def stage_train(study: Study, variant: str) -> None:
     if variant == "trained" and study.settings.sae is not None:
         import_saes(study, out)
         return
-    config, fixed = train_config(study)
+    config, fixed = train_config(study, variant)
     auto = study.settings.schedule == "budget"
     if study.settings.cache:
         train_from_cache(study.directory(variant, "acts"), "all", config, out, study.settings.device,
@@ -434,7 +494,7 @@ def import_saes(study: Study, out: Path) -> None:
     from randsae.lm.source import read_held_out, write_held_out
     from randsae.sae import load
 
-    config, _ = train_config(study)
+    config, _ = train_config(study, "trained")
     acts = study.directory("trained", "acts")
     manifest = open_cache(acts).manifest
     source = {**{k: v for k, v in manifest.items() if k != "shards"}, "acts": str(acts.resolve())}
@@ -463,11 +523,11 @@ def stage_latents(study: Study, variant: str) -> None:
     s = study.settings
     out = study.directory(variant, "latents")
     out.mkdir(parents=True, exist_ok=True)
-    settings = ExampleSettings(seed=s.seed, **s.examples)
+    settings = ExampleSettings(seed=seed_of(study, variant), **s.examples)
     on_the_fly = s.latent_tokens is not None or not s.cache
     build_latents(study.directory(variant, "sae"), out, settings=settings, device=s.device, progress=False,
                   max_tokens=s.latent_tokens if on_the_fly else None,
-                  model=(s.model, variant) if on_the_fly else None)
+                  model=(s.model, parse_unit(variant)[0]) if on_the_fly else None)
 
 
 def judge_options(settings: BaselineSettings) -> dict:
@@ -483,20 +543,31 @@ def stage_autointerp(study: Study, variant: str) -> None:
     out = study.directory(variant, "autointerp")
     out.mkdir(parents=True, exist_ok=True)
     autointerp(study.directory(variant, "latents"), out, judge_options(s),
-               AutointerpSettings(seed=s.seed, **s.autointerp), progress=False)
+               AutointerpSettings(seed=seed_of(study, variant), **s.autointerp), progress=False)
+
+
+def compare_directory(study: Study, index: int) -> Path:
+    """OUT/compare (seed 0: the figures and tables the report shows) or OUT/compare/seed<i>."""
+    return study.out / "compare" / (f"seed{index}" if index else "")
 
 
 def stage_compare(study: Study, _: str) -> None:
+    """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
     from randsae.experiments.lm_compare import compare
+    from randsae.study.evidence import write_verdict
 
-    evaluated = study.finished("eval")
-    if not evaluated:
+    if not study.finished("eval", 0):
         raise BadInput("no variant got as far as its quality eval; there is nothing to compare.")
-    out = study.out / "compare"
-    out.mkdir(exist_ok=True)
-    compare([study.directory(v, "eval") for v in evaluated], out,
-            latents=[study.directory(v, "latents") for v in study.finished("latents")],
-            autointerp=[study.directory(v, "autointerp") for v in study.finished("autointerp")])
+    for index in range(study.settings.seeds):
+        evaluated = study.finished("eval", index)
+        if not evaluated:
+            continue
+        out = compare_directory(study, index)
+        out.mkdir(parents=True, exist_ok=True)
+        compare([study.directory(u, "eval") for u in evaluated], out,
+                latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
+                autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)])
+    write_verdict(study)
 
 
 def stage_report(study: Study, _: str) -> None:

@@ -1,105 +1,231 @@
-"""The study's verdict: per layer of the trained model, does each metric separate it from every random twin?"""
+"""The study's verdict: per (layer, metric, random twin), what the interval of the difference trained − twin says.
+
+Each arm (a variant at one layer) is measured once per seed. With two or more seeds the difference's interval is
+Welch's over seeds; with one seed a bootstrap stands in — over chunks of held-out tokens for the reconstruction
+metrics (paired: both arms are measured on the same tokens), over latents for entropy and AUROC — and the table
+says which. Then, in this order (docs/choices.md "The verdict"):
+
+- *not comparable*: an arm's SAE is below its simplest baselines (EV < PCA-k or CE < 0: it did not train, so it
+  says nothing about its network), the judge is at chance on that scorer, an arm has fewer scored latents than
+  `min_latents`, or the metric was not measured — the reason is named;
+- *differs*: the 95% interval excludes 0 and the difference exceeds δ (the smallest effect worth the name);
+- *the same within ±δ*: the 90% interval lies inside ±δ (two one-sided tests at 5% each);
+- *cannot tell*: neither.
+"""
 
 import math
 from dataclasses import dataclass, field
 
-from randsae.scorer_kinds import COMPARED, SCORER_KINDS
-from randsae.tables import CompareRow, finite, judge_at_chance
+import numpy as np
 
-# metric → (label, how it is compared): "relative" (one seed, no spread: > RELATIVE_MARGIN apart),
-# "spread" (mean ± std over latents: standard errors), "interval" (95% bootstrap intervals, disjoint)
-VERDICT_METRICS = {
-    "explained_variance": ("explained variance", "relative"),
-    "cosine_sim": ("cosine similarity", "relative"),
-    "l1": ("L1 of latents", "relative"),
-    "entropy_mean": ("token entropy", "spread"),
-    **{f"auroc_{name}": (SCORER_KINDS[name].label, "interval") for name in COMPARED},
-}
-RELATIVE_MARGIN = 0.05
+from randsae.metrics import percentile_interval, welch_interval
+from randsae.scorer_kinds import COMPARED, SCORER_KINDS
+from randsae.settings import setting
+from randsae.tables import Table
+
+DIFFERS, SAME, CANNOT_TELL, NOT_COMPARABLE = "differs", "same", "cannot tell", "not comparable"
+OUTCOMES = (DIFFERS, SAME, CANNOT_TELL, NOT_COMPARABLE)
 
 
 @dataclass
-class Separation:
+class VerdictSettings:
+    """The smallest differences that count (δ), per metric, and the fewest latents an arm needs."""
+    delta_auroc: float = setting(0.05, help="δ for every AUROC: a difference within ±δ is 'the same'")
+    delta_explained_variance: float = setting(0.02, help="δ for explained variance")
+    delta_cosine: float = setting(0.02, help="δ for the cosine similarity of input and reconstruction")
+    delta_l1: float = setting(0.10, help="δ for the latents' L1, as a fraction of the trained arm's mean")
+    delta_entropy: float = setting(0.25, help="δ for the latents' token entropy (nats)")
+    min_latents: int = setting(20, help="an arm with fewer scored latents gives no verdict on entropy or AUROC")
+
+    def validate(self) -> None:
+        from randsae.errors import BadInput
+
+        for name, value in vars(self).items():
+            if not (value > 0 and math.isfinite(value)):
+                raise BadInput(f"--{name.replace('_', '-')} must be a positive number, not {value}.")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the CompareRow column
+    label: str
+    delta: str  # the VerdictSettings field holding its δ
+    over: str  # what a one-seed bootstrap resamples: "held-out tokens" or "latents"
+    relative: bool = False  # δ is a fraction of the trained arm's mean
+    scorer: str | None = None  # an AUROC: the scorer whose judge must not be at chance
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("explained_variance", "explained variance", "delta_explained_variance", "held-out tokens"),
+    Metric("cosine_sim", "cosine similarity", "delta_cosine", "held-out tokens"),
+    Metric("l1", "L1 of latents", "delta_l1", "held-out tokens", relative=True),
+    Metric("entropy_mean", "token entropy", "delta_entropy", "latents"),
+    *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, "delta_auroc", "latents", scorer=name)
+      for name in COMPARED),
+)}
+
+
+@dataclass
+class Measure:
+    """One arm (variant, seed) at one layer on one metric: its value, its bootstrap draws (one-seed studies), and
+    what decides whether it may be compared at all."""
+    variant: str
+    seed: int
+    layer: int
     metric: str
-    trained: float | None
-    twins: dict[str, float | None]
-    separates: bool | None  # None: not counted (no data, a judge at chance, SAEs that did not train)
-    why: str = ""
-    excluded: dict[str, str] = field(default_factory=dict)  # twin → why it is not comparable (left out)
+    value: float | None
+    draws: np.ndarray | None = None
+    latents: int | None = None  # scored latents (entropy, AUROC)
+    below_baseline: str = ""
+    judge_at_chance: bool = False
+
+
+@dataclass
+class VerdictRow(Table):
+    """One (layer, metric, twin) of the verdict (compare/verdict.csv)."""
+    layer: int
+    metric: str
+    twin: str
+    outcome: str  # differs, same, cannot tell or not comparable
+    trained: float | None = None  # the arm's mean over seeds
+    trained_low: float | None = None  # its 95% interval (over seeds, or the bootstrap's)
+    trained_high: float | None = None
+    twin_value: float | None = None
+    twin_low: float | None = None
+    twin_high: float | None = None
+    difference: float | None = None  # trained − twin
+    low95: float | None = None
+    high95: float | None = None
+    low90: float | None = None  # the two one-sided tests' interval
+    high90: float | None = None
+    delta: float | None = None
+    seeds: int = 1  # the fewer of the two arms'
+    basis: str = ""  # what the intervals are over
+    reason: str = ""  # why not comparable, or what the intervals said
+
+
+def _arm_interval(measures: list[Measure]) -> tuple[float, float, float]:
+    values = np.array([m.value for m in measures], dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) > 1:
+        low, high = welch_interval(values, np.zeros(1), 0.95)
+        return mean, low, high
+    draws = measures[0].draws
+    return (mean, *percentile_interval(draws)) if draws is not None and len(draws) else (mean, math.nan, math.nan)
+
+
+def _measured(arm: list[Measure]) -> bool:
+    return bool(arm) and all(m.value is not None and math.isfinite(m.value) for m in arm)
+
+
+def _why_not(metric: Metric, trained: list[Measure], twin: list[Measure], settings: VerdictSettings) -> str:
+    if not (_measured(trained) and _measured(twin)):
+        return "not measured for every seed of both arms"
+    for who, arm in (("the trained model's", trained), (f"{twin[0].variant}'s", twin)):
+        below = next((m.below_baseline for m in arm if m.below_baseline), "")
+        if below:
+            return f"{who} SAE is below its baselines ({below})"
+    if metric.scorer is not None and any(m.judge_at_chance for m in (*trained, *twin)):
+        return f"the judge is at chance on {metric.scorer}"
+    if metric.over == "latents":
+        fewest = min(m.latents or 0 for m in (*trained, *twin))
+        if fewest < settings.min_latents:
+            return f"{fewest} scored latents in an arm, fewer than {settings.min_latents}"
+    return ""
+
+
+def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], settings: VerdictSettings,
+                 layer: int, name: str) -> VerdictRow:
+    """The verdict on one metric between the trained arm's and one twin's measures (one per seed)."""
+    seeds = min(len(trained), len(twin))
+    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds)
+    if _measured(trained):  # shown even where not comparable
+        row.trained, row.trained_low, row.trained_high = _arm_interval(trained)
+    if _measured(twin):
+        row.twin_value, row.twin_low, row.twin_high = _arm_interval(twin)
+    why = _why_not(metric, trained, twin, settings)
+    if why:
+        row.reason = why
+        return row
+    row.delta = getattr(settings, metric.delta) * (abs(row.trained) if metric.relative else 1)
+    row.difference = row.trained - row.twin_value
+    if max(len(trained), len(twin)) > 1:
+        a, b = [m.value for m in trained], [m.value for m in twin]
+        (row.low95, row.high95), (row.low90, row.high90) = welch_interval(a, b, 0.95), welch_interval(a, b, 0.90)
+        row.basis = f"{len(trained)} × {len(twin)} seeds"
+    else:
+        t, w = trained[0].draws, twin[0].draws
+        if t is None or w is None or not len(t) or not len(w):
+            row.outcome, row.reason = CANNOT_TELL, "one seed and nothing to resample"
+            return row
+        n = min(len(t), len(w))
+        difference = t[:n] - w[:n]  # the same resample index: paired where both arms saw the same units
+        (row.low95, row.high95), (row.low90, row.high90) = (percentile_interval(difference, level)
+                                                            for level in (0.95, 0.90))
+        row.basis = f"1 seed: bootstrap over {metric.over}"
+    row.outcome, row.reason = decide(row.difference, (row.low95, row.high95), (row.low90, row.high90), row.delta)
+    return row
+
+
+def decide(difference: float, ci95: tuple[float, float], ci90: tuple[float, float],
+           delta: float) -> tuple[str, str]:
+    """differs / same / cannot tell, and the reason, from the difference's intervals and δ."""
+    excludes_zero = ci95[0] > 0 or ci95[1] < 0
+    if excludes_zero and abs(difference) > delta:
+        return DIFFERS, "95% interval excludes 0 and |difference| > δ"
+    if -delta < ci90[0] and ci90[1] < delta:
+        return SAME, "90% interval inside ±δ"
+    if excludes_zero:
+        return CANNOT_TELL, "95% interval excludes 0, but |difference| ≤ δ and the 90% interval leaves ±δ"
+    return CANNOT_TELL, "the interval holds 0 and leaves ±δ"
+
+
+def verdict_rows(measures: list[Measure], settings: VerdictSettings) -> list[VerdictRow]:
+    """Every (layer, metric, twin) the measures hold, in order."""
+    arms: dict[tuple[int, str, str], list[Measure]] = {}
+    for m in measures:
+        arms.setdefault((m.layer, m.metric, m.variant), []).append(m)
+    rows = []
+    for layer in sorted({m.layer for m in measures}):
+        twins = list(dict.fromkeys(m.variant for m in measures if m.layer == layer and m.variant != "trained"))
+        for metric in METRICS.values():
+            trained = arms.get((layer, metric.name, "trained"), [])
+            for twin in twins:
+                rows.append(compare_arms(metric, trained, arms.get((layer, metric.name, twin), []), settings,
+                                         layer, twin))
+    return rows
 
 
 @dataclass
 class LayerVerdict:
     layer: int
-    separations: list[Separation] = field(default_factory=list)
+    rows: list[VerdictRow] = field(default_factory=list)
 
-    @property
-    def separating(self) -> list[str]:
-        return [VERDICT_METRICS[s.metric][0] for s in self.separations if s.separates]
+    def sentence(self) -> str:
+        """"a random network gives the same result on …; a different one on …; cannot tell on …; not
+        comparable: …" — each metric with the twins it holds for (every twin: no list), each reason once."""
+        twins = list(dict.fromkeys(r.twin for r in self.rows))
 
+        def listed(rows: list[VerdictRow]) -> str:
+            by_metric: dict[str, list[str]] = {}
+            for r in rows:
+                by_metric.setdefault(METRICS[r.metric].label, []).append(r.twin)
+            return ", ".join(label + ("" if held == twins else f" ({', '.join(held)})")
+                             for label, held in by_metric.items())
 
-def _number(row: CompareRow | None, column: str) -> float | None:
-    return None if row is None else finite(row.get(column))
-
-
-def separation(metric: str, trained: CompareRow, twins: dict[str, CompareRow]) -> Separation:
-    """Does `metric` separate the trained row from every comparable twin's row (of one layer)? An SAE below its
-    simplest baselines (explained variance under PCA-k's, or a CE loss score below 0) did not train: what it
-    measures says nothing about its network, so such a twin is left out (named), and a trained arm below its
-    baselines makes the whole comparison not comparable."""
-    values = {variant: _number(row, metric) for variant, row in twins.items()}
-    if trained.below_baseline:
-        return Separation(metric, _number(trained, metric), values, None, "not comparable: the trained model's "
-                          f"SAE is below its baselines ({trained.below_baseline})")
-    excluded = {variant: row.below_baseline for variant, row in twins.items() if row.below_baseline}
-    comparable = {variant: row for variant, row in twins.items() if variant not in excluded}
-    if not comparable:
-        return Separation(metric, _number(trained, metric), values, None, "not comparable: every twin's SAE is "
-                          "below its baselines", excluded)
-    result = _separation(metric, trained, comparable)
-    result.twins, result.excluded = values, excluded
-    if excluded:
-        result.why += "; left out, their SAEs below their baselines: " + ", ".join(
-            f"{variant} ({why})" for variant, why in excluded.items())
-    return result
+        parts = [head + listed([r for r in self.rows if r.outcome == outcome]) for head, outcome in (
+            ("a random network gives the same result on ", SAME), ("a different one on ", DIFFERS),
+            ("cannot tell on ", CANNOT_TELL)) if any(r.outcome == outcome for r in self.rows)]
+        reasons = dict.fromkeys(r.reason for r in self.rows if r.outcome == NOT_COMPARABLE)
+        for reason in reasons:
+            rows = [r for r in self.rows if r.outcome == NOT_COMPARABLE and r.reason == reason]
+            every = len(rows) == len(self.rows)
+            parts.append(f"not comparable{' at all' if every else ' on ' + listed(rows)}: {reason}")
+        return "; ".join(parts) + "."
 
 
-def _separation(metric: str, trained: CompareRow, twins: dict[str, CompareRow]) -> Separation:
-    how = VERDICT_METRICS[metric][1]
-    t = _number(trained, metric)
-    values = {variant: _number(row, metric) for variant, row in twins.items()}
-    if t is None or not values or any(v is None for v in values.values()):
-        return Separation(metric, t, values, None, "not measured for every variant")
-    if how == "interval":
-        if any(judge_at_chance(r, metric) for r in (trained, *twins.values())):
-            return Separation(metric, t, values, None, "judge at chance: not counted")
-        low, high = _number(trained, metric.replace("auroc_", "auroc_low_")), \
-            _number(trained, metric.replace("auroc_", "auroc_high_"))
-        lows = [_number(r, metric.replace("auroc_", "auroc_low_")) or 1 for r in twins.values()]
-        highs = [_number(r, metric.replace("auroc_", "auroc_high_")) or 0 for r in twins.values()]
-        apart = all(h < (low or 0) or lo > (high or 1) for lo, h in zip(lows, highs, strict=True))
-        return Separation(metric, t, values, apart, "95% intervals disjoint" if apart else "intervals overlap")
-    if how == "spread":
-        n_t = _number(trained, "sampled_latents") or 1
-        se_t = (_number(trained, "entropy_std") or 0) / math.sqrt(n_t)
-        apart = True
-        for variant, row in twins.items():
-            se = (_number(row, "entropy_std") or 0) / math.sqrt(_number(row, "sampled_latents") or 1)
-            apart &= abs(t - values[variant]) > 2 * math.hypot(se_t, se)
-        return Separation(metric, t, values, apart, "more than 2 standard errors apart" if apart else
-                          "within 2 standard errors")
-    apart = all(abs(t - v) > RELATIVE_MARGIN * max(abs(t), abs(v)) for v in values.values())
-    return Separation(metric, t, values, apart, f"{'more' if apart else 'less'} than {RELATIVE_MARGIN:.0%} apart "
-                      "(one seed: no error bars)")
-
-
-def verdicts(rows: list[CompareRow]) -> list[LayerVerdict]:
-    """A verdict per layer of the trained model: each metric's separation from every twin."""
-    out = []
-    for layer in sorted({r.layer for r in rows}):
-        here = {r.variant: r for r in rows if r.layer == layer}
-        if "trained" not in here or len(here) < 2:
-            continue
-        twins = {v: r for v, r in here.items() if v != "trained"}
-        out.append(LayerVerdict(layer, [separation(m, here["trained"], twins) for m in VERDICT_METRICS]))
-    return out
+def by_layer(rows: list[VerdictRow]) -> list[LayerVerdict]:
+    layers: dict[int, LayerVerdict] = {}
+    for r in rows:
+        layers.setdefault(r.layer, LayerVerdict(r.layer)).rows.append(r)
+    return [layers[k] for k in sorted(layers)]

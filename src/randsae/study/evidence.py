@@ -1,0 +1,163 @@
+"""What the verdict weighs, read from a study's stages: per unit (variant, seed) and layer, every verdict metric's
+value, and — in a one-seed study — its bootstrap draws: over chunks of held-out tokens for the reconstruction
+metrics (`lm eval`'s OUT/chunks), over sampled latents for entropy (`lm latents`) and each AUROC
+(`lm autointerp`). Writes OUT/compare/verdict.csv and OUT/compare/verdict.md."""
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from randsae import io
+from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_auroc_draws
+from randsae.seeding import derive_seed
+from randsae.study.verdict import METRICS, Measure, VerdictRow, VerdictSettings, by_layer, verdict_rows
+from randsae.tables import write_table
+
+log = logging.getLogger(__name__)
+
+RESAMPLES = 1000
+RECONSTRUCTION = ("explained_variance", "cosine_sim", "l1")
+
+
+def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,
+                  autointerp_dir: Path | None, draws: bool) -> list[Measure]:
+    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws."""
+    from randsae.experiments.lm_eval import read_chunks, read_eval_rows
+
+    measures = []
+    for row in read_eval_rows(eval_dir / "results.csv"):
+        flag = row.below_baseline or ""
+        sampled = None
+        if draws and (sums := read_chunks(eval_dir, row.layer)) is not None:
+            weights = chunk_weights(len(sums["tokens"]), RESAMPLES, derive_seed(0, "verdict", row.layer))
+            sampled = chunk_bootstrap(sums, weights)
+        for name in RECONSTRUCTION:
+            measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
+                                    None if sampled is None else sampled[name], below_baseline=flag))
+        measures += latent_measures(variant, seed, row.layer, latents_dir, autointerp_dir, flag, draws)
+    return measures
+
+
+def latent_measures(variant: str, seed: int, layer: int, latents_dir: Path | None, autointerp_dir: Path | None,
+                    flag: str, draws: bool) -> list[Measure]:
+    """Entropy (from the sampled latents) and each compared scorer's pooled AUROC (from the scored ones)."""
+    from randsae.autointerp.records import read_latents, read_summary
+    from randsae.lm.latents import open_latents
+
+    out = []
+    if latents_dir is not None:
+        entropy = np.array([r.entropy_explainer for r in open_latents(latents_dir).sampled(layer)], dtype=float)
+        entropy = entropy[np.isfinite(entropy)]
+        out.append(Measure(variant, seed, layer, "entropy_mean", float(entropy.mean()) if len(entropy) else None,
+                           mean_draws(entropy, RESAMPLES, derive_seed(seed, "verdict", variant, layer))
+                           if draws else None, len(entropy), flag))
+    if autointerp_dir is None:
+        return out
+    flags = {s.scorer: bool(s.judge_at_chance) for s in read_summary(autointerp_dir / "summary.csv")
+             if s.layer == layer}
+    scored = [r for r in read_latents(autointerp_dir) if r.layer == layer]
+    for metric in METRICS.values():
+        if metric.scorer is None or metric.scorer not in flags:
+            continue
+        pairs = [(np.array([p for p in s.probabilities if p is not None]),
+                  np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
+                 for r in scored for s in r.results if s.scorer == metric.scorer]
+        point, sampled = pooled_auroc_draws(pairs, RESAMPLES if draws else 0,
+                                            derive_seed(seed, "verdict", variant, layer, metric.scorer))
+        out.append(Measure(variant, seed, layer, metric.name, point if math.isfinite(point) else None,
+                           sampled if draws else None, len(pairs), flag, flags[metric.scorer]))
+    return out
+
+
+def study_measures(study) -> list[Measure]:
+    """Every unit's measures (a `randsae.study.runner.Study`): the units whose eval is done."""
+    from randsae.study.runner import parse_unit
+
+    one_seed = study.settings.seeds == 1
+    latents, autointerp = set(study.finished("latents")), set(study.finished("autointerp"))
+    measures = []
+    for unit in study.finished("eval"):
+        variant, index = parse_unit(unit)
+        measures += unit_measures(
+            variant, index, study.directory(unit, "eval"),
+            study.directory(unit, "latents") if unit in latents else None,
+            study.directory(unit, "autointerp") if unit in autointerp else None, draws=one_seed)
+    return measures
+
+
+def write_verdict(study) -> list[VerdictRow]:
+    """OUT/compare/verdict.csv (a row per layer, metric and twin) and verdict.md (the table and a sentence per
+    layer)."""
+    settings = study.settings.verdict
+    rows = verdict_rows(study_measures(study), settings)
+    out = study.out / "compare"
+    write_table(out / "verdict.csv", rows, VerdictRow)
+    io.atomic_write(out / "verdict.md", lambda p: p.write_text(verdict_markdown(rows, settings)))
+    log.info("wrote %s", out / "verdict.csv")
+    return rows
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def interval(value: float | None, low: float | None, high: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "–"
+    shown = f"{value:+.3f}" if signed else _number(value)
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return shown
+    return f"{shown} [{low:+.3f}, {high:+.3f}]" if signed else f"{shown} [{low:.3f}, {high:.3f}]"
+
+
+VERDICT_COLUMNS = ("layer", "metric", "twin", "trained [95% CI]", "twin [95% CI]", "trained − twin [95% CI]",
+                   "90% CI", "δ", "verdict", "over")
+
+
+def verdict_cells(r: VerdictRow) -> list[str]:
+    """One verdict row as the report's table shows it."""
+    ci90 = "–" if r.low90 is None else f"[{r.low90:+.3f}, {r.high90:+.3f}]"
+    outcome = r.outcome if r.outcome != "not comparable" else f"not comparable: {r.reason}"
+    if r.outcome == "same":
+        outcome = f"the same within ±{_number(r.delta)}"
+    return [str(r.layer), METRICS[r.metric].label, r.twin, interval(r.trained, r.trained_low, r.trained_high),
+            interval(r.twin_value, r.twin_low, r.twin_high),
+            interval(r.difference, r.low95, r.high95, signed=True),
+            ci90, _number(r.delta), outcome, r.basis or "–"]
+
+
+VERDICT_NOTE = ("Each row compares the trained model's SAEs with one random twin's on one metric, from the "
+                "interval of the difference (trained − twin): *differs* when its 95% interval excludes 0 and it "
+                "exceeds δ; *the same within ±δ* when its 90% interval lies inside ±δ (two one-sided tests); "
+                "*cannot tell* otherwise. *Not comparable* names why: an SAE below its simplest baselines "
+                "(EV<PCA-k, CE<0: it did not train), a judge at chance on that scorer's known-answer set, or "
+                "too few scored latents. The intervals are over seeds, or with one seed a bootstrap over "
+                "held-out tokens (reconstruction) or latents (entropy, AUROC), as the last column says. The CE "
+                "loss score is left out: it means little for a random model (docs/choices.md).")
+
+
+def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:
+    lines = ["## Verdict", ""]
+    for layer in by_layer(rows):
+        lines.append(f"- **Layer {layer.layer}**: {layer.sentence()}")
+    lines += ["", "| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
+    lines += ["| " + " | ".join(verdict_cells(r)) + " |" for r in rows]
+    lines += ["", verdict_note(settings)]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_note(settings: VerdictSettings) -> str:
+    """What the verdict's words mean, with this study's δ and latent minimum."""
+    deltas = ", ".join(f"{name.removeprefix('delta_').replace('_', ' ')} {value:g}" for name, value
+                       in vars(settings).items() if name.startswith("delta_"))
+    return (VERDICT_NOTE + f" δ: {deltas} (L1's as a fraction of the trained arm's mean); at least "
+            f"{settings.min_latents} scored latents per arm.")
+
+
+def read_verdict(out: Path) -> list[VerdictRow]:
+    from randsae.tables import read_table
+
+    path = out / "compare" / "verdict.csv"
+    return read_table(path, VerdictRow) if path.is_file() else []
