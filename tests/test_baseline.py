@@ -67,10 +67,15 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     # the sections a reader looks for
     for section in ("settings", "stages", "calibration", "verdict", "figures", "latents"):
         assert f"<section id='{section}'>" in page
-    assert page.count("<tr><td>0</td>") == 1 and page.count("<tr><td>2</td>") == 1  # a verdict row per layer
+    # the verdict: a sentence per layer, a row per (layer, metric, twin), the intervals a one-seed bootstrap
+    assert page.count("<li><b>Layer 0</b>") == 1 and page.count("<li><b>Layer 2</b>") == 1
+    verdict = read_rows(study / "compare" / "verdict.csv")
+    assert len(verdict) == 2 * 3 * 8 and {r["twin"] for r in verdict} == {"rerandomized", "step0", "control"}
+    assert {r["basis"] for r in verdict} == {f"1 seed: bootstrap over {x}" for x in ("held-out tokens", "latents")}
+    assert page.count("<tr><td>0</td>") == 24 and page.count("<tr><td>2</td>") == 24
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()
-    assert "## Verdict per layer" in markdown and "figures/comparison.png" in markdown
+    assert "## Verdict" in markdown and "figures/comparison.png" in markdown
 
 
 def test_a_rerun_of_a_finished_study_redoes_nothing_and_other_settings_are_refused(study, tiny_dir, judge,
@@ -95,15 +100,18 @@ def run_cli(args: list[str], kill: str | None = None) -> subprocess.CompletedPro
 @pytest.mark.slow
 def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the_same_numbers(tiny_dir, judge,
                                                                                               tmp_path):
-    """Killed (SIGKILL) inside each stage in turn — every stage of the trained arm, a twin's training, the
-    comparison and the report — right after the stage puts a file in place (the first, or the second), so
-    that the kill lands where it is meant to whatever the machine's speed; each rerun resumes. No stage that
-    had finished is run again, and the numbers equal an uninterrupted run's."""
-    common = ["--variants", "trained,control", "--layers", "0", "--llm-url", judge.url, "--llm-model", "scripted"]
+    """A study of two seeds killed (SIGKILL) inside each stage in turn — every stage of the trained arm, a
+    twin's training at each seed, the second seed's eval, the comparison and the report — right after the stage
+    puts a file in place (the first, or the second), so that the kill lands where it is meant to whatever the
+    machine's speed; each rerun resumes. No stage that had finished is run again, the numbers equal an
+    uninterrupted run's, and the report's verdict is over the two seeds."""
+    common = ["--variants", "trained,control", "--layers", "0", "--seeds", "2", "--llm-url", judge.url,
+              "--llm-model", "scripted"]
     reference = tmp_path / "reference"
     assert run_cli(tiny_args(tiny_dir, reference, *common)).returncode == 0
     out = tmp_path / "killed"
-    targets = [("trained", s) for s in STAGES] + [("control", "train"), ("", "compare"), ("", "report")]
+    targets = [("trained", s) for s in STAGES] + [("control", "train"), ("trained/seed1", "eval"),
+                                                  ("control/seed1", "train"), ("", "compare"), ("", "report")]
     finished: dict = {}
     for number, (variant, stage) in enumerate(targets):
         result = run_cli(tiny_args(tiny_dir, out, *common), kill=f"{variant}/{stage}@{1 + number % 2}")
@@ -115,18 +123,26 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
         finished = {key: r for key, r in records.items() if r["status"] == "done"}
         assert (variant, stage) not in finished
     assert run_cli(tiny_args(tiny_dir, out, *common)).returncode == 0
-    for name in ("compare/results.csv",):
+    for name in ("compare/results.csv", "compare/seed1/results.csv", "compare/verdict.csv"):
         got, want = read_rows(out / name), read_rows(reference / name)
-        assert len(got) == len(want) == 2
+        assert len(got) == len(want) == (8 if name.endswith("verdict.csv") else 2)
         for a, b in zip(got, want, strict=True):
             for column, value in b.items():
                 try:
                     assert float(a[column]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), column
                 except ValueError:
                     assert a[column] == value, column
-    for variant in ("trained", "control"):
-        assert (out / variant / "autointerp" / "scores.csv").read_text() == \
-            (reference / variant / "autointerp" / "scores.csv").read_text()
+    for unit in ("trained", "control", "trained/seed1", "control/seed1"):
+        assert (out / unit / "autointerp" / "scores.csv").read_text() == \
+            (reference / unit / "autointerp" / "scores.csv").read_text()
+    # the second seed is its own draw: another control, other SAEs
+    first, second = (read_rows(out / d / "results.csv")[0] for d in ("compare", "compare/seed1"))
+    assert first["explained_variance"] != second["explained_variance"]
+    verdict = read_rows(out / "compare" / "verdict.csv")
+    assert {r["basis"] for r in verdict} == {"2 × 2 seeds"}
+    ev = next(r for r in verdict if r["metric"] == "explained_variance")
+    assert float(ev["trained_low"]) < float(ev["trained"]) < float(ev["trained_high"])  # an interval over seeds
+    assert "2 × 2 seeds" in (out / "report.html").read_text()
 
 
 def test_bring_your_own_saes_stand_for_the_trained_arm(tiny_latents, tiny_dir, tmp_path):

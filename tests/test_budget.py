@@ -104,4 +104,4 @@ def test_presets_and_the_papers_layer_rule():
     demo = settings_for("demo", {"tokens": 1000, "judge": {"url": "http://127.0.0.1:1/v1", "model": "m"}})
     assert demo.tokens == 1000 and demo.expansion == 8 and demo.judge == {"url": "http://127.0.0.1:1/v1",
                                                                           "model": "m"}
-    assert settings_for("paper", {"latent_tokens": None, "latent_tokens_given": True}).latent_tokens is None
+    assert settings_for("paper", {"latent_tokens": "cache"}).latent_tokens is None  # --latent-tokens cache

@@ -275,6 +275,7 @@ EVAL = "lm eval results.csv"
 COMPARE = "lm compare results.csv"
 SCORES = "lm autointerp scores.csv"
 CORRELATIONS = "lm compare correlations.csv"
+VERDICT = "baseline compare/verdict.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -337,6 +338,20 @@ register(CORRELATIONS, "randsae.metrics.spearman_interval", [
     ("spearman", "Fig. 20's Spearman ρ", "rank correlation of the sampled latents' token entropy with their "
                                          "AUROC"),
     ("spearman_low, spearman_high", "95% interval", "bootstrap over latents (1,000 resamples)"),
+])
+register(VERDICT, "randsae.study.verdict.compare_arms", [
+    ("trained, twin_value", "each arm's value", "mean over seeds of the metric at that layer (one seed: its "
+                                                "value)"),
+    ("trained_low, trained_high, twin_low, twin_high", "each arm's 95% interval",
+     "Student's t over seeds; one seed: percentile bootstrap over chunks of 16 held-out tokens (reconstruction) "
+     "or over latents (entropy, AUROC), 1,000 resamples"),
+    ("difference", "trained − twin", "the difference of the arms' values"),
+    ("low95, high95", "its 95% interval", "Welch's t over seeds; one seed: the bootstrap draws' differences, "
+                                          "paired by resample"),
+    ("low90, high90", "its 90% interval", "the same at 90%: the two one-sided tests at 5% each"),
+    ("delta", "δ", "the smallest difference that counts (--delta-*; L1's relative to the trained mean)"),
+    ("outcome", "the verdict", "differs: 95% excludes 0 and |difference| > δ; same: 90% inside ±δ; cannot tell: "
+                               "neither; not comparable: the reason column says why"),
 ])
 register(SCORES, "randsae.metrics.auroc", [
     ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),

@@ -324,8 +324,10 @@ def verdict_html(study: Study) -> str:
         return "<section id='verdict'><h2>Verdict</h2><p>not reached (see the stages).</p></section>"
     sentences = "".join(f"<li><b>Layer {v.layer}</b>: {e(v.sentence())}</li>" for v in by_layer(rows))
     head = "".join(f"<th>{e(c)}</th>" for c in VERDICT_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome] if i == 8 else ''}'>{e(c)}</td>"
-                                    for i, c in enumerate(verdict_cells(r))) + "</tr>" for r in rows)
+    outcome = VERDICT_COLUMNS.index("verdict")
+    body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome]}'>{e(c)}</td>" if i == outcome else
+                                    f"<td>{e(c)}</td>" for i, c in enumerate(verdict_cells(r))) + "</tr>"
+                   for r in rows)
     return (f"<section id='verdict'><h2>Verdict</h2><ul>{sentences}</ul><table><tr>{head}</tr>{body}</table>"
             f"<p>{e(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))}</p></section>")
 

@@ -138,7 +138,9 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
                  layer: int, name: str) -> VerdictRow:
     """The verdict on one metric between the trained arm's and one twin's measures (one per seed)."""
     seeds = min(len(trained), len(twin))
-    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds)
+    over_seeds = max(len(trained), len(twin)) > 1
+    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds, basis=f"{len(trained)} × {len(twin)} "
+                     "seeds" if over_seeds else f"1 seed: bootstrap over {metric.over}")
     if _measured(trained):  # shown even where not comparable
         row.trained, row.trained_low, row.trained_high = _arm_interval(trained)
     if _measured(twin):
@@ -149,10 +151,9 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
         return row
     row.delta = getattr(settings, metric.delta) * (abs(row.trained) if metric.relative else 1)
     row.difference = row.trained - row.twin_value
-    if max(len(trained), len(twin)) > 1:
+    if over_seeds:
         a, b = [m.value for m in trained], [m.value for m in twin]
         (row.low95, row.high95), (row.low90, row.high90) = welch_interval(a, b, 0.95), welch_interval(a, b, 0.90)
-        row.basis = f"{len(trained)} × {len(twin)} seeds"
     else:
         t, w = trained[0].draws, twin[0].draws
         if t is None or w is None or not len(t) or not len(w):
@@ -162,7 +163,6 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
         difference = t[:n] - w[:n]  # the same resample index: paired where both arms saw the same units
         (row.low95, row.high95), (row.low90, row.high90) = (percentile_interval(difference, level)
                                                             for level in (0.95, 0.90))
-        row.basis = f"1 seed: bootstrap over {metric.over}"
     row.outcome, row.reason = decide(row.difference, (row.low95, row.high95), (row.low90, row.high90), row.delta)
     return row
 
