@@ -48,6 +48,17 @@ def test_lm_eval_refuses_another_sae_run_and_another_commands_output(tiny_latent
                  "--out", str(other)]) == 2
     assert f"{other} holds the output of `randsae lm train`" in capsys.readouterr().err
     assert (out / "results.csv").read_bytes() == table
+    # `lm compare` records what it compared: never over an input, nor over a comparison of other directories
+    assert main(["-q", "lm", "compare", str(out), "--out", str(out)]) == 2
+    assert f"{out} holds the output of `randsae lm eval`" in capsys.readouterr().err
+    assert (out / "results.csv").read_bytes() == table
+    compared = tmp_path / "compare"
+    assert main(["-q", "lm", "compare", str(out), "--out", str(compared)]) == 0
+    record = json.loads((compared / "config.json").read_text())
+    assert record["command"] == "lm compare" and record["runs"] == [str(out.resolve())]
+    assert main(["-q", "lm", "compare", str(out), "--out", str(compared)]) == 0  # the same again: fine
+    assert main(["-q", "lm", "compare", str(out), "--latents", str(tiny_latents), "--out", str(compared)]) == 2
+    assert "holds a comparison of other directories" in capsys.readouterr().err
 
 
 def test_a_toy_run_is_not_a_glove_run(tmp_path, capsys):
@@ -60,3 +71,22 @@ def test_a_toy_run_is_not_a_glove_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["-q", "glove", "--preset", "quick", "--out", str(out)]) == 2
     assert "holds the output of `randsae toy`" in capsys.readouterr().err
+
+
+def test_lm_train_seeds_are_whole_runs_side_by_side(tiny_latents, tmp_path, capsys):
+    """`lm train --seeds 2`: seed --seed in OUT, seed --seed + 1 in OUT/seed1, each a run of its own (its record,
+    its SAEs, started from another initialisation)."""
+    from safetensors.torch import load_file
+
+    root, out = tiny_latents.parent, tmp_path / "seeds"
+    args = ["-q", "lm", "train", "--acts", str(root / "acts"), "--k", "2", "--expansion", "4", "--layers", "0",
+            "--batch-size", "256", "--device", "cpu", "--no-check", "--seed", "3", "--seeds", "2",
+            "--out", str(out)]
+    assert main(args) == 0
+    seeds = [json.loads((d / "config.json").read_text())["train"]["seed"] for d in (out, out / "seed1")]
+    assert seeds == [3, 4]
+    first, second = (load_file(d / "layer.0" / "sae_weights.safetensors") for d in (out, out / "seed1"))
+    assert not (first["W_dec"] == second["W_dec"]).all()
+    assert main(args) == 0  # a rerun resumes both: nothing to do
+    assert main([*args[:-4], "--seeds", "0", "--out", str(out)]) == 2
+    assert "--seeds must be a positive integer, not 0." in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+from pathlib import Path
 
 from randsae.cli.common import add_format_argument, figure_formats, output_directory, parse_count
 from randsae.errors import BadInput
@@ -72,6 +73,8 @@ def add_lm_parser(sub, parser_class) -> None:
                         "budget. --batch-size and --lr override either")
     p.add_argument("--no-check", action="store_true",
                    help="skip the check against PCA-k on held-out text (it runs the model on 16 contexts)")
+    p.add_argument("--seeds", type=int, default=1, help="SAEs per layer, seeded --seed, --seed + 1, …: the first "
+                   "in OUT, seed i in OUT/seed<i> (each a whole run of its own) (default 1)")
     p.add_argument("--out", required=True)
 
     p = lm_sub.add_parser("eval", help="quality metrics and CE loss score of trained SAEs, held-out text")
@@ -170,12 +173,17 @@ def run_train(args) -> None:
     schedule = {"fixed": set(given_settings), "auto": args.schedule == "budget", "check": not args.no_check}
     source = None if args.acts is not None else source_from_args(args)
     max_tokens = parse_count(args.tokens) if args.tokens and args.acts is not None else None
-    with output_directory(args.out) as out:
-        if source is None:
-            train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
-                             progress=not args.quiet, **schedule)
-        else:
-            train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet, **schedule)
+    if args.seeds < 1:
+        raise BadInput(f"--seeds must be a positive integer, not {args.seeds}.")
+    for index in range(args.seeds):  # each seed a whole run, resumable alone
+        config.seed = args.seed + index
+        with output_directory(Path(args.out) / (f"seed{index}" if index else "")) as out:
+            if source is None:
+                train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
+                                 progress=not args.quiet, **schedule)
+            else:
+                train_from_model(source, args.layers, config, out, args.device, progress=not args.quiet,
+                                 **schedule)
 
 
 def run_eval(args) -> None:

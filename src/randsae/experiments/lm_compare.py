@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from randsae import io
+from randsae import runs as runs_contract
 from randsae.errors import BadInput
 from randsae.experiments.lm_eval import read_eval_rows
 from randsae.lm.latents import LatentSummary, entropy_by_layer, open_latents
@@ -17,6 +18,8 @@ from randsae.scorer_kinds import SCORER_KINDS
 from randsae.tables import AUROC_SCORERS, CompareRow, CorrelationRow, ScorerAuroc, write_table
 
 log = logging.getLogger(__name__)
+
+COMMAND = "lm compare"
 
 SUMMARY_COLUMNS = ["explained_variance", "pca_explained_variance", "cosine_sim", "l1", "l0", "dead_fraction",
                    "ce_loss_score", "kl"]
@@ -27,11 +30,13 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
 
 
 def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), autointerp: list[str | Path] = (),
-            formats: list[str] = ("png",)) -> list[CompareRow]:
+            formats: list[str] = ("png",), replace: bool = False) -> list[CompareRow]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
-    and OUT/entropy_auroc.png (Fig. 20 across variants). A (model, variant, layer) given twice is refused."""
+    and OUT/entropy_auroc.png (Fig. 20 across variants). A (model, variant, layer) given twice is refused, and
+    so is an OUT holding another command's output or (unless `replace`: a study's comparison, remade as its
+    stages finish) a comparison of other directories."""
     rows: dict[tuple, CompareRow] = {}
     seen: dict[tuple, str | Path] = {}
     for run in runs:
@@ -62,6 +67,7 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     if not rows:
         raise BadInput("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
+    record_comparison(out, {"runs": runs, "latents": latents, "autointerp": autointerp}, replace)
     write_table(out / "results.csv", ordered, CompareRow)
     judge_notes = sorted({c.label("fuzzing") for c in calibrations})
     baseline_note = below_baseline_note(ordered)
@@ -82,6 +88,17 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
                                                 at_chance=at_chance, formats=formats))
     log.info("\n%s", summary)
     return ordered
+
+
+def record_comparison(out: Path, inputs: dict[str, list], replace: bool) -> None:
+    """OUT/config.json: the directories compared. Refused before anything is written: an OUT holding another
+    command's output (an input among them), or, unless `replace`, a comparison of other directories."""
+    record = {name: [str(Path(d).resolve()) for d in directories] for name, directories in inputs.items()}
+    previous = runs_contract.previous_record(out, COMMAND)
+    if previous is not None and not replace and runs_contract.settings_of(previous) != record:
+        raise BadInput(f"{out} holds a comparison of other directories (see {out / 'config.json'}); choose "
+                       "another --out.")
+    runs_contract.write_record(out, COMMAND, record)
 
 
 AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows (fuzzing and detection: the "

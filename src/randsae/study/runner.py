@@ -566,7 +566,8 @@ def stage_compare(study: Study, _: str) -> None:
         out.mkdir(parents=True, exist_ok=True)
         compare([study.directory(u, "eval") for u in evaluated], out,
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
-                autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)])
+                autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
+                replace=True)
     write_verdict(study)
 
 
