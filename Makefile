@@ -44,9 +44,10 @@ demo: $(STAMP)
 
 # Stage 2: `randsae baseline --preset demo`, the whole random-baseline study of the embedded SmolLM2-135M:
 # the trained model against three random twins (re-randomised, step 0, noise-embedding control), two blocks,
-# small TopK SAEs, quality and CE loss score, every latent's examples and entropy, explanations scored by the
-# embedded LLM judge (two latents per block: it judges at chance, and every table and figure says so), the
-# comparison and runs/baseline/report.html. docs/results.md "What the demo trades away" says what it leaves out.
+# small TopK SAEs, quality and CE loss score, every latent's examples and entropy, 24 latents per block scored by
+# token lookup and 2 of them explained and scored by the embedded LLM judge (it judges at chance, and every table
+# and figure says so), the comparison, the verdict and runs/baseline/report.html. docs/results.md "What the demo
+# trades away" says what it leaves out.
 demo-lm: $(STAMP)
 	$(BIN)/randsae baseline --preset demo --out runs/baseline
 

@@ -3,6 +3,7 @@ answers are known (a scripted judge behind real HTTP on loopback), faults, unrea
 judge's prefix cache, the embedding scorer on explanations swapped between latents, and the CLI end to end."""
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -146,6 +147,33 @@ def test_swapped_explanations_drive_the_embedding_scorer_toward_chance():
     wrong = pooled(swapped)[0]
     assert true > 0.7 and low > 0.5
     assert abs(wrong - 0.5) < abs(true - 0.5) - 0.15
+
+
+def test_example_embedding_separates_the_known_latents_and_falls_to_chance_with_another_latents_windows():
+    """No explanation, no judge: held-out activating windows sit closer to the latent's explainer windows than
+    silent ones do — and no closer once the explainer windows are another latent's."""
+    from randsae.autointerp.calibration import known_answer_set
+    from randsae.autointerp.clients.embedding import EmbeddingModel
+    from randsae.autointerp.pipeline import score_latent
+
+    sets, _, decode = known_answer_set(20, seed=0, explainer_examples=8)
+    embedder = EmbeddingModel()
+
+    def pooled(explainers):
+        results = []
+        for s, explainer in zip(sets, explainers, strict=True):
+            s = dataclasses.replace(s, explainer=explainer)
+            results.append(asyncio.run(score_latent(None, s, {"model": "m", "variant": "v"}, 0.0, decode,
+                                                    ["examples"], embedder=embedder)))
+        assert all(r.explanation is None and r.results[0].windows_failed == 0 for r in results)
+        return pooled_auroc([(r.results[0].probabilities, r.results[0].labels) for r in results], 200)
+
+    own = [s.explainer for s in sets]
+    true, low, _ = pooled(own)
+    assert low > 0.5 and true > 0.6
+    swapped, swapped_low, swapped_high = pooled(own[3:] + own[:3])
+    assert abs(swapped - 0.5) < abs(true - 0.5) - 0.1
+    assert swapped_low < 0.5 + (true - 0.5) / 2  # its interval reaches down toward chance
 
 
 # --- the scripted judge over HTTP ---

@@ -16,6 +16,7 @@ class ScorerKind:
     needs_explanation: bool
     compared: bool  # carried by `lm compare`, Fig. 1–2 and the verdict, each with its own judge flag
     field: str = ""  # its nested field in the comparison table (default its name; `tokens` is a column already)
+    embeds: bool = False  # needs the sentence-embedding model
 
     @property
     def column(self) -> str:
@@ -26,14 +27,18 @@ class ScorerKind:
 SCORER_KINDS: dict[str, ScorerKind] = {s.name: s for s in (
     ScorerKind("fuzzing", "fuzzing AUROC", uses_judge=True, needs_explanation=True, compared=True),
     ScorerKind("detection", "detection AUROC", uses_judge=True, needs_explanation=True, compared=True),
-    ScorerKind("embedding", "embedding AUROC", uses_judge=False, needs_explanation=True, compared=True),
+    ScorerKind("embedding", "embedding AUROC", uses_judge=False, needs_explanation=True, compared=True,
+               embeds=True),
     ScorerKind("tokens", "token-lookup AUROC", uses_judge=False, needs_explanation=False, compared=True,
                field="token_lookup"),
+    ScorerKind("examples", "example-embedding AUROC", uses_judge=False, needs_explanation=False, compared=True,
+               embeds=True),
 )}
 
 ALL = tuple(SCORER_KINDS)
 JUDGED = tuple(s.name for s in SCORER_KINDS.values() if s.uses_judge)
 COMPARED = tuple(s.name for s in SCORER_KINDS.values() if s.compared)
+EMBEDS = tuple(s.name for s in SCORER_KINDS.values() if s.embeds)
 
 
 def needs_explanation(name: str) -> bool:

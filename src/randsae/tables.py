@@ -231,6 +231,7 @@ class CompareRow(EvalRow):
     detection: ScorerAuroc | None = None
     embedding: ScorerAuroc | None = None
     token_lookup: ScorerAuroc | None = None  # the `tokens` scorer (`tokens` is EvalRow's count)
+    examples: ScorerAuroc | None = None
     auroc_latents: int | None = None
     judge: str | None = None
     judge_at_chance: bool | None = None  # at chance on any of the scorers

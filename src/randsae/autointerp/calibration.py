@@ -43,7 +43,8 @@ CONTEXTS = 400
 CONTEXT_LENGTH = 256
 
 
-def known_answer_set(windows_per_class: int = 20, seed: int = 0) -> tuple[list[ExampleSets], list[str], Callable]:
+def known_answer_set(windows_per_class: int = 20, seed: int = 0,
+                     explainer_examples: int = 1) -> tuple[list[ExampleSets], list[str], Callable]:
     """(example sets, true explanations, decode) of the known latents: `windows_per_class` activating test
     windows (drawn by activation stratum, as for a real latent) and as many non-activating ones each.
     Tokenised with the embedded SmolLM2 tokenizer; the judge only ever sees the text."""
@@ -58,7 +59,8 @@ def known_answer_set(windows_per_class: int = 20, seed: int = 0) -> tuple[list[E
     texts = dict(zip(vocabulary.tolist(), decode(vocabulary.tolist()), strict=True))
 
     quantiles = 10 if windows_per_class % 10 == 0 else 1
-    settings = ExampleSettings(explainer_examples=1, test_examples=windows_per_class, quantiles=quantiles,
+    settings = ExampleSettings(explainer_examples=explainer_examples, test_examples=windows_per_class,
+                               quantiles=quantiles,
                                non_activating=windows_per_class, seed=seed)
     windows = Windows(CONTEXT_LENGTH, settings.window, len(rows))
     sets, explanations = [], []

@@ -31,6 +31,9 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
     for scorer in scorers:
         if scorer == "tokens":
             scores, threshold = S.token_lookup(shown.shown, lookup), None
+        elif scorer == "examples":
+            scores, threshold = embedder.closeness([render(decode(w.tokens)) for w in sets.explainer],
+                                                   [render(w.tokens) for w in shown.shown]), None
         elif explanation is None:
             scores, threshold = failed, 0.5
         elif scorer == "embedding":

@@ -7,9 +7,11 @@ each non-activating window gets ceil(mean number of active tokens per test windo
 - `fuzzing`, `detection`: an LLM judge's P(1) per window (fuzzing shows the marks, detection none);
 - `embedding`: cosine similarity between the explanation and the window's text (a sentence-embedding model);
 - `tokens`: no explanation at all: the latent's top tokens over its explainer set; a window scores the share of
-  its (fuzzing-)marked tokens that are among them.
+  its (fuzzing-)marked tokens that are among them;
+- `examples`: no explanation and no judge: a window scores its embedding's cosine to the mean embedding of the
+  latent's explainer windows (held-out activating windows should sit closer than silent ones).
 Each gives, per latent, an AUROC of its scores against the labels and a balanced accuracy (P(1) > 0.5; for
-`embedding` and `tokens` the threshold is the median score, so only the AUROC compares across scorers).
+`embedding`, `tokens` and `examples` the threshold is the median score, so only the AUROC compares across scorers).
 """
 
 import math

@@ -26,7 +26,7 @@ from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
 from randsae.errors import BadInput
 from randsae.lm.activations import parse_layers
 from randsae.lm.latents import open_latents
-from randsae.scorer_kinds import SCORER_KINDS
+from randsae.scorer_kinds import EMBEDS, SCORER_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     todo = [key for key in chosen if key not in done or not done[key].complete]
     summaries = {(r.layer, r.latent): r for r in records.rows if r.sampled}
     embedder = None
-    if "embedding" in settings.scorers:
+    if set(EMBEDS) & set(settings.scorers):
         from randsae.autointerp.clients.embedding import EmbeddingModel
 
         embedder = EmbeddingModel(settings.embedding_model, device="cpu")

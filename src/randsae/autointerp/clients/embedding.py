@@ -45,3 +45,12 @@ class EmbeddingModel:
     def similarity(self, explanation: str, texts: list[str]) -> list[float]:
         vectors = self.embed([explanation, *texts])
         return (vectors[1:] @ vectors[0]).tolist()
+
+    def closeness(self, references: list[str], texts: list[str]) -> list[float]:
+        """Each text's cosine to the normalised mean embedding of `references` (the example-embedding scorer:
+        a latent's explainer windows stand for it, no explanation needed). NaN with no references."""
+        if not references:
+            return [float("nan")] * len(texts)
+        vectors = self.embed([*references, *texts])
+        centre = torch.nn.functional.normalize(vectors[:len(references)].mean(0), dim=0)
+        return (vectors[len(references):] @ centre).tolist()
