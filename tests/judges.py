@@ -165,6 +165,7 @@ def truth_map(latents_dir=None, seed: int = 0, calibration_windows: int = 20) ->
     known-answer set (with its true ones)."""
     from randsae.autointerp.calibration import known_answer_set
     from randsae.autointerp.scorers import LLM_SCORERS, scoring_set
+    from randsae.lm.examples import NEGATIVES
     from randsae.lm.latents import open_latents
     from randsae.lm.models import load_tokenizer
 
@@ -174,10 +175,11 @@ def truth_map(latents_dir=None, seed: int = 0, calibration_windows: int = 20) ->
         if explanation is None:
             windows = [(decode(w.tokens), w.activations) for w in sets.explainer]
             explanation = scripted_explanation(prompts.explainer_messages(windows, sets.max_activation))
-        shown = scoring_set(sets, decode, seed)
-        for window, label in zip(shown.shown, shown.labels, strict=True):
-            for kind in LLM_SCORERS:
-                truth[explanation, prompts.excerpt(window, kind)] = label
+        for negatives in NEGATIVES:  # random silent windows and both kinds of hard ones
+            shown = scoring_set(sets, decode, seed, negatives)
+            for window, label in zip(shown.shown, shown.labels, strict=True):
+                for kind in LLM_SCORERS:
+                    truth[explanation, prompts.excerpt(window, kind)] = label
 
     known, explanations, decode = known_answer_set(calibration_windows, seed)
     for sets, explanation in zip(known, explanations, strict=True):

@@ -192,12 +192,17 @@ def truth(tiny_latents):
 @pytest.mark.parametrize("mode, expected", [("truthful", 1.0), ("inverted", 0.0)])
 def test_scoring_logic_follows_the_judge(tiny_latents, truth, tmp_path, mode, expected):
     with ScriptedJudge(mode, truth) as judge:
-        assert run_autointerp(tiny_latents, tmp_path / mode, judge.url) == 0
+        assert run_autointerp(tiny_latents, tmp_path / mode, judge.url, "--negatives",
+                              "random,similar-tokens,neighbours") == 0
     summary = read_summary(tmp_path / mode / "summary.csv")
     for row in summary:
-        if row.scorer in ("fuzzing", "detection"):
+        if row.scorer.partition("@")[0] in ("fuzzing", "detection"):  # against random and hard negatives
             assert row.auroc == pytest.approx(expected) and row.latents == 4 and row.windows_failed == 0
             assert row.judge_at_chance is (expected < 0.5)  # an inverting judge is no judge either
+    # each kind of negatives reported apart, every scorer against each
+    kinds = ("", "@similar-tokens", "@neighbours")
+    assert {r.scorer for r in summary if r.layer == 0} == {
+        f"{s}{kind}" for s in ("fuzzing", "detection", "tokens") for kind in kinds}
     calibration = read_calibration(tmp_path / mode / "calibration.json")
     assert calibration.scorers["fuzzing"]["auroc"] == pytest.approx(expected)
     results = read_latents(tmp_path / mode)

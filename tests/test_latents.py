@@ -235,3 +235,37 @@ def test_on_the_fly_latents_come_from_contexts_the_sae_run_never_drew(tiny_runs,
     assert rec.config["on_the_fly"] is True
     assert main(["lm", "latents", "--sae", str(tiny_runs / "sae" / "trained"), "--model", str(tiny_dir),
                  "--variant", "control", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_hard_negatives_hold_the_top_tokens_or_a_neighbours_firing_and_are_silent(tiny_latents):
+    """similar-tokens: silent windows holding one of the latent's top tokens; neighbours: silent windows where
+    one of its nearest latents by decoder cosine fires. Both silent: the latent never fires in them."""
+    import numpy as np
+
+    from randsae.lm.examples import NEIGHBOURS, Windows
+    from randsae.lm.latent_cache import open_latent_cache
+    from randsae.lm.latents import nearest_latents, open_latents
+    from randsae.sae import load
+
+    records = open_latents(tiny_latents)
+    cache = open_latent_cache(tiny_latents / "cache")
+    found = {"similar-tokens": 0, "neighbours": 0}
+    for layer in records.layers:
+        index = cache.index(layer)
+        windows = Windows(cache.context_length, records.config["examples"]["window"], cache.num_contexts)
+        decoder = load(tiny_latents.parent / "sae" / f"layer.{layer}").W_dec.detach().numpy()
+        for summary in records.sampled(layer):
+            sets = records.examples(layer, summary.latent)
+            active = set(windows.of(index.latent(summary.latent)[0]).tolist())
+            neighbours = nearest_latents(decoder, summary.latent, NEIGHBOURS)
+            firing = set(np.concatenate([windows.of(index.latent(j)[0]) for j in neighbours]).tolist())
+            for w in sets.similar_tokens:
+                assert w.window not in active and not any(w.activations)
+                assert set(w.tokens) & set(summary.top_token_ids)
+            for w in sets.neighbours:
+                assert w.window not in active and not any(w.activations)
+                assert w.window in firing
+            found["similar-tokens"] += len(sets.similar_tokens)
+            found["neighbours"] += len(sets.neighbours)
+            assert {w.window for w in sets.similar_tokens}.isdisjoint(active)
+    assert found["similar-tokens"] > 10 and found["neighbours"] > 10

@@ -41,5 +41,16 @@ COMPARED = tuple(s.name for s in SCORER_KINDS.values() if s.compared)
 EMBEDS = tuple(s.name for s in SCORER_KINDS.values() if s.embeds)
 
 
+def base(name: str) -> str:
+    """The scorer of a result's name: `fuzzing` for `fuzzing` (scored against random silent windows, the
+    paper's) and for `fuzzing@similar-tokens` (against hard negatives of that kind)."""
+    return name.partition("@")[0]
+
+
+def named(scorer: str, negatives: str) -> str:
+    """A result's name: the scorer, with `@<kind>` when scored against hard negatives."""
+    return scorer if negatives == "random" else f"{scorer}@{negatives}"
+
+
 def needs_explanation(name: str) -> bool:
-    return SCORER_KINDS[name].needs_explanation
+    return SCORER_KINDS[base(name)].needs_explanation

@@ -12,20 +12,32 @@ from randsae.autointerp.prompts import render
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult
 from randsae.lm.examples import ExampleSets
 from randsae.metrics import pooled_auroc
-from randsae.scorer_kinds import needs_explanation
+from randsae.scorer_kinds import named, needs_explanation
 from randsae.seeding import derive_seed
 
 
 async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, entropy: float, decode,
                        scorers: list[str], style: str = "delphi", embedder=None, seed: int = 0,
-                       explanation: str | None = None, max_tokens: int = 96) -> LatentResult:
-    """Explain a latent (unless `explanation` is given) and score it with each of `scorers`. A scorer that
-    needs an explanation and has none counts every window as failed."""
+                       explanation: str | None = None, max_tokens: int = 96,
+                       negatives: tuple[str, ...] = ("random",)) -> LatentResult:
+    """Explain a latent (unless `explanation` is given) and score it with each of `scorers` against each kind
+    of `negatives` (random silent windows, the paper's; or hard ones: results named `scorer@kind`). A scorer
+    that needs an explanation and has none counts every window as failed."""
     started = time.perf_counter()
     if explanation is None and any(needs_explanation(s) for s in scorers):
         explanation = await explain(judge, sets, decode, max_tokens)
-    shown = S.scoring_set(sets, decode, seed)
     lookup = S.top_tokens(sets.explainer, decode)
+    results: list[ScorerResult] = []
+    for kind in negatives:
+        shown = S.scoring_set(sets, decode, seed, kind)
+        results += await score_set(judge, sets, shown, scorers, style, embedder, explanation, lookup, decode, kind)
+    return LatentResult(**identity, layer=sets.layer, latent=sets.latent, entropy=entropy, explanation=explanation,
+                        top_tokens=lookup, results=results, seconds=time.perf_counter() - started)
+
+
+async def score_set(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet", scorers: list[str], style: str,
+                    embedder, explanation: str | None, lookup: list[str], decode, kind: str) -> list[ScorerResult]:
+    """Every scorer's result on one scoring set (the test windows and one kind of silent windows)."""
     failed = [None] * len(shown.labels)
     results: list[ScorerResult] = []
     for scorer in scorers:
@@ -40,9 +52,8 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
             scores, threshold = embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
         else:
             scores, threshold = await judge.judge(scorer, explanation, shown.shown, style), 0.5
-        results.append(S.result(scorer, scores, shown.labels, shown.quantiles, threshold))
-    return LatentResult(**identity, layer=sets.layer, latent=sets.latent, entropy=entropy, explanation=explanation,
-                        top_tokens=lookup, results=results, seconds=time.perf_counter() - started)
+        results.append(S.result(named(scorer, kind), scores, shown.labels, shown.quantiles, threshold))
+    return results
 
 
 async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,

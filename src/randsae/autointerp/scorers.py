@@ -23,7 +23,7 @@ from randsae.autointerp.prompts import Shown, clean, marks
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult, SummaryRow
 from randsae.lm.examples import ExampleSets, Window
 from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, token_mass
-from randsae.scorer_kinds import ALL, JUDGED
+from randsae.scorer_kinds import ALL, JUDGED, base
 from randsae.seeding import derive_seed
 
 LLM_SCORERS = JUDGED  # the scorers that ask the judge (randsae.scorer_kinds registers them all)
@@ -37,15 +37,17 @@ class ScoringSet:
     quantiles: list[int | None]
 
 
-def scoring_set(sets: ExampleSets, decode, seed: int = 0) -> ScoringSet:
-    """The test and non-activating windows of a latent, shuffled, with their fuzzing marks."""
-    rng = np.random.default_rng(derive_seed(seed, "scoring-set", sets.layer, sets.latent))
+def scoring_set(sets: ExampleSets, decode, seed: int = 0, negatives: str = "random") -> ScoringSet:
+    """The test windows and one kind of silent windows of a latent (random: the non-activating set, the
+    paper's; or hard negatives), shuffled, with their fuzzing marks."""
+    rng = np.random.default_rng(derive_seed(seed, "scoring-set", sets.layer, sets.latent,
+                                            *([] if negatives == "random" else [negatives])))
     active = [sum(a > 0 for a in w.activations) for w in sets.test]
     fuzz = math.ceil(np.mean(active)) if active else 1
     items: list[tuple[Shown, int, int | None]] = []
     for w in sets.test:
         items.append((Shown(decode(w.tokens), marks(w.activations)), 1, w.quantile))
-    for w in sets.non_activating:
+    for w in sets.negatives(negatives):
         chosen = set(rng.choice(len(w.tokens), size=min(fuzz, len(w.tokens)), replace=False).tolist())
         items.append((Shown(decode(w.tokens), [i in chosen for i in range(len(w.tokens))]), 0, None))
     order = rng.permutation(len(items))
@@ -108,12 +110,13 @@ def summarise(results: list[LatentResult], scorers: list[str], judge: str, calib
                       np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
                      for s in found]
             point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "bootstrap", layer, scorer))
-            cal = calibration.scorers.get(scorer) if calibration and scorer in LLM_SCORERS else None
+            judged = calibration is not None and base(scorer) in LLM_SCORERS
+            cal = calibration.scorers.get(base(scorer)) if judged else None
             rows.append(SummaryRow(
                 model, variant, layer, scorer, point, low, high, len(found),
                 sum(1 for r in group if not r.complete), sum(s.windows_failed for s in found), judge,
                 cal["auroc"] if cal else None, cal["low"] if cal else None, cal["high"] if cal else None,
-                calibration.at_chance(scorer) if calibration and scorer in LLM_SCORERS else None,
+                calibration.at_chance(base(scorer)) if judged else None,
                 counts.get("llm_calls", 0), counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0),
                 counts.get("llm_seconds", 0.0)))
     return rows

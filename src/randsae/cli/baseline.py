@@ -28,6 +28,9 @@ def add_baseline_parser(sub) -> None:
     p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
     p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
                    "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
+    p.add_argument("--negatives", default=None, help="comma list of the silent windows to score against: "
+                   "random (the paper's), similar-tokens (holding the latent's top tokens), neighbours (where its "
+                   "nearest latents fire); each reported apart (default random)")
     p.add_argument("--explainer-tokens", type=int, default=None, help="the explainer's answer at most (tokens)")
     p.add_argument("--calibration-windows", type=int, default=None, help="known-answer windows per latent")
     add_flags(p, JudgeSettings, prefix="judge_", defaults={"dtype": "float32; the demo: bfloat16"})
@@ -37,7 +40,8 @@ def add_baseline_parser(sub) -> None:
 
 
 AUTOINTERP_FIELDS = {"scorers": "scorers", "prompt_format": "style", "latents_per_layer": "latents_per_layer",
-                     "judged_latents": "judged_latents", "explainer_tokens": "explainer_tokens",
+                     "judged_latents": "judged_latents", "negatives": "negatives",
+                     "explainer_tokens": "explainer_tokens",
                      "calibration_windows": "calibration_windows"}
 
 
@@ -49,8 +53,9 @@ def baseline_overrides(args) -> dict:
     values["examples"] = given(args, ExampleSettings)
     autointerp = {field: getattr(args, flag) for flag, field in AUTOINTERP_FIELDS.items()
                   if getattr(args, flag) is not None}
-    if "scorers" in autointerp:
-        autointerp["scorers"] = [s.strip() for s in autointerp["scorers"].split(",") if s.strip()]
+    for name in ("scorers", "negatives"):
+        if name in autointerp:
+            autointerp[name] = [s.strip() for s in autointerp[name].split(",") if s.strip()]
     values["autointerp"] = autointerp
     values["judge"] = given(args, JudgeSettings, prefix="judge_")
     values["verdict"] = given(args, VerdictSettings, prefix="verdict_")

@@ -117,6 +117,9 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
     p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
                    "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
+    p.add_argument("--negatives", default=None, help="comma list of the silent windows to score against: "
+                   "random (the paper's), similar-tokens (holding the latent's top tokens), neighbours (where its "
+                   "nearest latents fire); each reported apart (default random)")
     p.add_argument("--explainer-tokens", type=int, default=96, help="the explainer's answer at most (tokens)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     p.add_argument("--calibration-windows", type=int, default=20,
@@ -231,6 +234,7 @@ def run_autointerp(args) -> None:
         scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], style=args.prompt_format,
         layers=args.layers, latents_per_layer=args.latents_per_layer,
         judged_latents=args.judged_latents, seed=args.seed,
+        negatives=[s.strip() for s in (args.negatives or "random").split(",") if s.strip()],
         explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
         calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
     settings.validate()

@@ -25,8 +25,9 @@ from randsae.autointerp.prompts import FORMATS, TokenTexts
 from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
 from randsae.errors import BadInput
 from randsae.lm.activations import parse_layers
+from randsae.lm.examples import NEGATIVES
 from randsae.lm.latents import open_latents
-from randsae.scorer_kinds import EMBEDS, SCORER_KINDS
+from randsae.scorer_kinds import EMBEDS, SCORER_KINDS, named
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class AutointerpSettings:
     layers: str = "all"
     latents_per_layer: int | None = None  # default: every sampled latent
     judged_latents: int | None = None  # the first N per layer get every scorer, the rest those without the LLM
+    negatives: list[str] = field(default_factory=lambda: ["random"])  # silent windows scored against, per kind
     seed: int = 0
     explainer_tokens: int = 96  # the explainer's answer, at most
     bootstrap: int = 1000
@@ -57,8 +59,18 @@ class AutointerpSettings:
                                  f"{getattr(self, name)}.")
         if self.latents_per_layer is not None and self.latents_per_layer < 1:
             raise BadInput(f"--latents-per-layer must be a positive integer, not {self.latents_per_layer}.")
+        unknown = [n for n in self.negatives if n not in NEGATIVES]
+        if unknown or not self.negatives or len(set(self.negatives)) != len(self.negatives):
+            raise BadInput(f"--negatives takes each of {', '.join(NEGATIVES)} at most once, not "
+                           f"{','.join(self.negatives)!r}.")
+        if len(set(self.scorers)) != len(self.scorers):
+            raise BadInput(f"--scorers names a scorer twice: {','.join(self.scorers)!r}.")
         if self.judged_latents is not None and self.judged_latents < 0:
             raise BadInput(f"--judged-latents must be 0 or more, not {self.judged_latents}.")
+
+    def result_names(self) -> list[str]:
+        """Every scorer against every kind of negatives, as the results name them (`fuzzing@neighbours`)."""
+        return [named(s, kind) for kind in self.negatives for s in self.scorers]
 
     def scorers_of(self, rank: int) -> list[str]:
         """The scorers of a layer's `rank`-th chosen latent: every one among the first `judged_latents`, beyond
@@ -157,8 +169,8 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
                     + "\n" for r in sorted(results, key=lambda r: (r.layer, r.latent)))
     io.atomic_write(out / "explanations.jsonl", lambda p: p.write_text(lines))
     io.write_rows(out / "scores.csv", R.SCORE_COLUMNS, R.score_rows(results))
-    summary = summarise(results, settings.scorers, judge_name(judge), calibration, counts, settings.bootstrap,
-                        settings.seed)
+    summary = summarise(results, settings.result_names(), judge_name(judge), calibration, counts,
+                        settings.bootstrap, settings.seed)
     io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
     drawable = [r for r in results if any(s.auroc == s.auroc for s in r.results) and r.entropy == r.entropy]
     if not drawable:
@@ -193,6 +205,10 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         rank.update({(layer, latent): i for i, latent in enumerate(sampled)})
     if not chosen:
         raise BadInput(f"{latents_dir} holds no sampled latents in layers {layers}.")
+    for kind in settings.negatives:
+        if kind != "random" and not any(records.examples(*key).negatives(kind) for key in chosen):
+            raise BadInput(f"the latent records in {latents_dir} hold no {kind} negatives (made before randsae "
+                           "drew them, or none exist); run `randsae lm latents` again into a new --out.")
     judge_info = judge_description(judge_options)
     record = {"latents": str(Path(latents_dir).resolve()), "source": records.config.get("source"),
               "examples": records.config.get("examples"), "judge": judge_info, "settings": asdict(settings)}
@@ -237,7 +253,7 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
                     result = await score_latent(
                         judge, records.examples(layer, latent), identity, summary.entropy_explainer, decode,
                         settings.scorers_of(rank[layer, latent]), settings.style, embedder, settings.seed,
-                        max_tokens=settings.explainer_tokens)
+                        max_tokens=settings.explainer_tokens, negatives=tuple(settings.negatives))
                     R.write_latent(out, result)
                     done[layer, latent] = result
                     bar.update(1)

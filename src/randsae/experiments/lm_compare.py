@@ -63,7 +63,7 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
         row = rows.setdefault(key, CompareRow(*key))
         for name, value in entropy.items():
             setattr(row, name, value)
-    scored, calibrations = autointerp_rows(autointerp, rows)
+    scored, calibrations, hard = autointerp_rows(autointerp, rows)
     if not rows:
         raise BadInput("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
@@ -72,7 +72,7 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     judge_notes = sorted({c.label("fuzzing") for c in calibrations})
     baseline_note = below_baseline_note(ordered)
     summary = markdown_summary(ordered, with_entropy=bool(summaries),
-                               judge_notes=judge_notes if autointerp else None)
+                               judge_notes=judge_notes if autointerp else None) + hard_negatives_summary(hard)
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
     notes = [baseline_note, CE_NOTE, *([ENTROPY_NOTE] if summaries else []),
              *([AUROC_NOTE, *judge_notes] if autointerp else [])]
@@ -107,12 +107,13 @@ AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows 
               "(docs/paper.md §2.3); 0.5 is chance.")
 
 
-def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list]:
-    """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows`; returns every scored
-    latent (for Fig. 20) and each directory's judge calibration."""
+def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list, list]:
+    """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows` (against random silent windows,
+    the paper's); returns every scored latent (for Fig. 20), each directory's judge calibration and the summary
+    rows against hard negatives (`scorer@kind`, shown apart)."""
     from randsae.autointerp.records import read_calibration, read_latents, read_summary
 
-    scored, calibrations, seen = [], [], {}
+    scored, calibrations, hard, seen = [], [], [], {}
     for directory in directories:
         directory = Path(directory)
         path = directory / "summary.csv"
@@ -123,6 +124,8 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]
             if seen.setdefault((key, s.scorer), directory) != directory:
                 raise BadInput(f"{directory} and {seen[key, s.scorer]} both hold {s.scorer} scores of {key[0]} "
                                  f"{key[1]} layer {key[2]}.")
+            if "@" in s.scorer:
+                hard.append(s)
             if s.scorer not in AUROC_SCORERS:
                 continue
             row = rows.setdefault(key, CompareRow(*key))
@@ -134,7 +137,24 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]
         if (directory / "calibration.json").is_file():
             calibrations.append(read_calibration(directory / "calibration.json"))
         scored += read_latents(directory)
-    return scored, calibrations
+    return scored, calibrations, hard
+
+
+def hard_negatives_summary(rows: list) -> str:
+    """The AUROCs against hard negatives, beside the random ones the table above holds (nothing without)."""
+    if not rows:
+        return ""
+    lines = ["", "| model | variant | layer | scorer | negatives | latents | AUROC [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r.model, r.variant, r.layer, r.scorer)):
+        scorer, _, kind = r.scorer.partition("@")
+        chance = " (judge AT CHANCE)" if r.judge_at_chance else ""
+        lines.append(f"| {r.model} | {r.variant} | {r.layer} | {scorer} | {kind} | {r.latents} | "
+                     f"{_cell(r.auroc)} [{_cell(r.auroc_low)}, {_cell(r.auroc_high)}]{chance} |")
+    lines += ["", "Against hard negatives: silent windows that hold the latent's top tokens (similar-tokens) or "
+              "where its nearest latents by decoder cosine fire (neighbours), in place of random silent windows; "
+              "the verdict counts the random ones (the paper's)."]
+    return "\n".join(lines) + "\n"
 
 
 def correlations(results: list, scorer: str, at_chance: bool) -> list[CorrelationRow]:

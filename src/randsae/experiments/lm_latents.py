@@ -113,7 +113,9 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
             continue
         with tqdm(total=saes[layer].num_latents, unit="latent", disable=not progress,
                   desc=f"layer {layer} records") as bar:
-            summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update)
+            decoder = saes[layer].W_dec.detach().float().cpu().numpy()
+            summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update,
+                                            decoder)
         write_examples(examples_path(out, layer), sets)
         rows = [r for r in rows if r.layer != layer] + summaries
         if not path.exists():

@@ -84,6 +84,11 @@ class Window:
     quantile: int | None = None  # test windows: the activation stratum it was drawn from (0 = weakest)
 
 
+NEGATIVES = ("random", "similar-tokens", "neighbours")
+HARD_NEGATIVES = {"similar-tokens": "similar_tokens", "neighbours": "neighbours"}  # kind → ExampleSets field
+NEIGHBOURS = 5  # nearest latents by decoder cosine whose windows make the `neighbours` negatives
+
+
 @dataclass
 class ExampleSets:
     """The three example sets of one sampled latent (one JSON line of OUT/examples/layer.<i>.jsonl)."""
@@ -93,7 +98,15 @@ class ExampleSets:
     max_activation: float  # over all its activations in the cache
     explainer: list[Window] = field(default_factory=list)
     test: list[Window] = field(default_factory=list)
-    non_activating: list[Window] = field(default_factory=list)
+    non_activating: list[Window] = field(default_factory=list)  # silent windows drawn at random (the paper's)
+    # hard negatives, silent too: windows holding the latent's top tokens, and windows where its nearest
+    # neighbours (decoder cosine) fire (empty in records written before they were drawn)
+    similar_tokens: list[Window] = field(default_factory=list)
+    neighbours: list[Window] = field(default_factory=list)
+
+    def negatives(self, kind: str) -> list[Window]:
+        """The silent windows of one kind: random, similar-tokens or neighbours."""
+        return self.non_activating if kind == "random" else getattr(self, kind.replace("-", "_"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -102,7 +115,8 @@ class ExampleSets:
     def from_json(cls, line: str) -> "ExampleSets":
         data = json.loads(line)
         sets = {name: [Window(**w) for w in data.pop(name)] for name in ("explainer", "test", "non_activating")}
-        return cls(**data, **sets)
+        hard = {name: [Window(**w) for w in data.pop(name, [])] for name in HARD_NEGATIVES.values()}
+        return cls(**data, **sets, **hard)
 
 
 @dataclass
@@ -139,6 +153,7 @@ class LatentExamples:
         n = len(self.window_ids)
         keep = settings.max_examples
         self.kept = np.argpartition(-self.window_max, keep)[:keep] if n > keep else np.arange(n)
+        self.layer, self.latent = layer, latent
         self.rng = np.random.default_rng(derive_seed(settings.seed, "latent-examples", layer, latent))
         self.explainer = np.sort(self.rng.choice(self.kept, size=min(settings.explainer_examples, len(self.kept)),
                                                  replace=False))
@@ -172,6 +187,24 @@ class LatentExamples:
                     chosen.add(w)
         return sorted(chosen)
 
+    def silent_among(self, candidates: np.ndarray, kind: str) -> list[int]:
+        """Up to `non_activating` of the candidate window ids where the latent never fires, drawn under the
+        seed (each kind its own draw, so adding one changes no other)."""
+        silent = np.setdiff1d(np.unique(candidates), self.window_ids)
+        rng = np.random.default_rng(derive_seed(self.settings.seed, kind, self.layer, self.latent))
+        wanted = self.settings.non_activating
+        chosen = silent if len(silent) <= wanted else rng.choice(silent, wanted, replace=False)
+        return sorted(chosen.tolist())
+
+    def similar_token_windows(self, tokens: np.ndarray, top_ids: list[int]) -> list[int]:
+        """Silent windows that hold one of the latent's top tokens."""
+        return self.silent_among(self.windows.of(np.flatnonzero(np.isin(tokens, top_ids))), "similar-tokens")
+
+    def neighbour_windows(self, neighbour_positions: list[np.ndarray]) -> list[int]:
+        """Silent windows where one of the latent's nearest neighbours fires."""
+        found = [self.windows.of(p) for p in neighbour_positions if len(p)]
+        return self.silent_among(np.concatenate(found) if found else np.empty(0, dtype=np.int64), "neighbours")
+
     def window(self, w: int, tokens: np.ndarray, quantile: int | None = None) -> Window:
         start, stop = self.windows.span(w)
         lo, hi = np.searchsorted(self.positions, [start, stop])
@@ -180,13 +213,20 @@ class LatentExamples:
         return Window(int(w), start, tokens[start:stop].tolist(), activations.tolist(),
                       float(activations.max(initial=0.0)), quantile)
 
-    def example_sets(self, tokens: np.ndarray, layer: int, latent: int) -> ExampleSets:
-        """Call once, after the summary: the test and non-activating draws follow the explainer's."""
+    def example_sets(self, tokens: np.ndarray, layer: int, latent: int, top_ids: list[int] | None = None,
+                     neighbour_positions: list[np.ndarray] | None = None) -> ExampleSets:
+        """Call once, after the summary: the test and non-activating draws follow the explainer's. With
+        `top_ids` (its top tokens) and `neighbour_positions` (where its nearest latents fire) it also draws
+        the hard negatives."""
         return ExampleSets(
             layer, latent, float(self.values.max()),
             explainer=[self.window(self.window_ids[i], tokens) for i in self.explainer],
             test=[self.window(self.window_ids[i], tokens, q) for i, q in self.test_set()],
-            non_activating=[self.window(w, tokens) for w in self.non_activating_set()])
+            non_activating=[self.window(w, tokens) for w in self.non_activating_set()],
+            similar_tokens=[self.window(w, tokens) for w in self.similar_token_windows(tokens, top_ids)]
+            if top_ids else [],
+            neighbours=[self.window(w, tokens) for w in self.neighbour_windows(neighbour_positions)]
+            if neighbour_positions is not None else [])
 
 
 def summarise(examples: LatentExamples, tokens: np.ndarray, num_tokens: int, top: int) -> dict:

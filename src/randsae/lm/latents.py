@@ -19,6 +19,7 @@ import numpy as np
 from randsae import io
 from randsae.errors import BadInput
 from randsae.lm.examples import (
+    NEIGHBOURS,
     ExampleSets,
     ExampleSettings,
     LatentExamples,
@@ -40,10 +41,12 @@ def examples_path(out: Path, layer: int) -> Path:
 
 def layer_records(cache: LatentCache, layer: int, tokens: np.ndarray, settings: ExampleSettings,
                   identity: dict, decode: Callable[[list[int]], list[str]],
-                  progress: Callable[[int], None] | None = None) -> tuple[list[LatentSummary], list[ExampleSets]]:
+                  progress: Callable[[int], None] | None = None,
+                  decoder: np.ndarray | None = None) -> tuple[list[LatentSummary], list[ExampleSets]]:
     """Summaries of every latent of `layer` that fires, and the example sets of `settings.sample` eligible
-    latents drawn under the seed. `tokens` is the cache's token ids, flat; `identity` gives model and
-    variant. Fewer eligible latents than asked for is refused, naming how many there are."""
+    latents drawn under the seed, with their hard negatives (`decoder`, latents × inputs, finds each one's
+    nearest neighbours; without it none are drawn). `tokens` is the cache's token ids, flat; `identity` gives
+    model and variant. Fewer eligible latents than asked for is refused, naming how many there are."""
     index = cache.index(layer)
     windows = Windows(cache.context_length, settings.window, cache.num_contexts)
     def latent_examples(latent: int) -> LatentExamples:  # the same seeded draws every time it is made
@@ -69,8 +72,19 @@ def layer_records(cache: LatentCache, layer: int, tokens: np.ndarray, settings: 
     for summary in summaries:
         if summary.latent in sampled:
             summary.sampled = True
-            sets.append(latent_examples(summary.latent).example_sets(tokens, layer, summary.latent))
+            neighbours = None if decoder is None else [
+                index.latent(j)[0] for j in nearest_latents(decoder, summary.latent, NEIGHBOURS)]
+            sets.append(latent_examples(summary.latent).example_sets(
+                tokens, layer, summary.latent, summary.top_token_ids, neighbours))
     return summaries, sets
+
+
+def nearest_latents(decoder: np.ndarray, latent: int, count: int) -> list[int]:
+    """The `count` other latents whose decoder directions have the largest cosine with `latent`'s."""
+    unit = decoder / np.maximum(np.linalg.norm(decoder, axis=1, keepdims=True), 1e-12)
+    cosine = unit @ unit[latent]
+    cosine[latent] = -np.inf
+    return np.argsort(-cosine, kind="stable")[:count].tolist()
 
 
 def summary_row(summary: LatentSummary) -> dict:
