@@ -107,12 +107,29 @@ class ScriptedJudge:
         p = 0.9 if label else 0.1
         return 1 - p if self.mode == "inverted" else p
 
+    def intruder(self, excerpts: list[str]) -> int:
+        """The 0-based excerpt this judge names as the odd one out: the silent one (truthful), an activating one
+        (inverted), or a coin over all of them (random)."""
+        if self.mode == "random":
+            digest = hashlib.sha256(f"{self.seed}|{'|'.join(excerpts)}".encode()).hexdigest()
+            return int(digest[:8], 16) % len(excerpts)
+        # the latent these are of: the one active in all but one of them (a window can be another latent's)
+        active = [self.truth.get(("active", e), frozenset()) for e in excerpts]
+        counts: dict = {}
+        for found in active:
+            for latent in found:
+                counts[latent] = counts.get(latent, 0) + 1
+        latent = max(counts, key=counts.get) if counts else None
+        odd = next((i for i, found in enumerate(active) if latent not in found), 0)
+        return odd if self.mode == "truthful" else (odd + 1) % len(excerpts)
+
     def answer(self, body: dict) -> tuple[int, dict]:
         messages = body["messages"]
         is_judge = messages[0]["content"].startswith("You check explanations")
+        is_intruder = messages[0]["content"] == prompts.INTRUDER_SYSTEM
         with self.lock:
             self.requests["chat"] += 1
-            self.requests["judge" if is_judge else "explain"] += 1
+            self.requests["judge" if is_judge or is_intruder else "explain"] += 1
         if self.latency:
             time.sleep(self.latency)
         if body.get("model") != self.model:
@@ -125,6 +142,8 @@ class ScriptedJudge:
             return 500, {"error": {"message": "injected failure"}}
         if fault == "hang":
             time.sleep(self.hang_seconds)
+        if is_intruder:
+            return 200, completion(str(self.intruder(prompts.excerpts_of(messages)) + 1), None)
         if not is_judge:
             text = f"The marked tokens share a theme.\n[EXPLANATION]: {scripted_explanation(messages)}"
             return 200, completion(text, None)
@@ -164,26 +183,29 @@ def truth_map(latents_dir=None, seed: int = 0, calibration_windows: int = 20) ->
     one, over the sampled latents of `latents_dir` (with the scripted explainer's explanations) and the
     known-answer set (with its true ones)."""
     from randsae.autointerp.calibration import known_answer_set
-    from randsae.autointerp.scorers import LLM_SCORERS, scoring_set
+    from randsae.autointerp.scorers import scoring_set
     from randsae.lm.examples import NEGATIVES
     from randsae.lm.latents import open_latents
     from randsae.lm.models import load_tokenizer
 
     truth: dict[tuple[str, str], int] = {}
 
-    def add(sets, decode, explanation=None):
+    def add(sets, decode, explanation=None, latent=None):
         if explanation is None:
             windows = [(decode(w.tokens), w.activations) for w in sets.explainer]
             explanation = scripted_explanation(prompts.explainer_messages(windows, sets.max_activation))
         for negatives in NEGATIVES:  # random silent windows and both kinds of hard ones
             shown = scoring_set(sets, decode, seed, negatives)
             for window, label in zip(shown.shown, shown.labels, strict=True):
-                for kind in LLM_SCORERS:
+                for kind in prompts.KINDS:
                     truth[explanation, prompts.excerpt(window, kind)] = label
+                if label:  # the intruder's plain excerpts: the latents each is an activating window of
+                    key = ("active", prompts.render(window.tokens))
+                    truth[key] = truth.get(key, frozenset()) | {latent}
 
     known, explanations, decode = known_answer_set(calibration_windows, seed)
-    for sets, explanation in zip(known, explanations, strict=True):
-        add(sets, decode, explanation)
+    for number, (sets, explanation) in enumerate(zip(known, explanations, strict=True)):
+        add(sets, decode, explanation, ("known", number))
     if latents_dir is not None:
         records = open_latents(latents_dir)
         tokenizer = load_tokenizer(records.config["source"]["model"])
@@ -193,5 +215,5 @@ def truth_map(latents_dir=None, seed: int = 0, calibration_windows: int = 20) ->
 
         for layer in records.layers:
             for row in records.sampled(layer):
-                add(records.examples(layer, row.latent), decode_ids)
+                add(records.examples(layer, row.latent), decode_ids, latent=(layer, row.latent))
     return truth

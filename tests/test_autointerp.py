@@ -209,6 +209,36 @@ def test_scoring_logic_follows_the_judge(tiny_latents, truth, tmp_path, mode, ex
     assert all(r.explanation.startswith("scripted ") for r in results) and len(results) == 8
 
 
+def test_intruder_accuracy_is_one_for_a_truthful_judge_zero_for_an_inverted_one_chance_for_a_coin(
+        tiny_latents, truth, tmp_path):
+    """The judge names the odd one out of 4 activating windows and 1 silent one: accuracy against chance 1/5,
+    pooled over trials, with an interval over latents; its calibration on the known-answer set says whether
+    it can do that at all."""
+    from randsae.autointerp.scorers import INTRUDER_TRIALS, INTRUDER_WINDOWS
+
+    found = {}
+    for mode in ("truthful", "inverted", "random"):
+        with ScriptedJudge(mode, truth, seed=7) as judge:
+            assert run_autointerp(tiny_latents, tmp_path / mode, judge.url, "--scorers", "intruder,tokens") == 0
+        rows = [r for r in read_summary(tmp_path / mode / "summary.csv") if r.scorer == "intruder"]
+        assert len(rows) == 2 and all(math.isnan(r.auroc) and r.chance == 1 / INTRUDER_WINDOWS for r in rows)
+        assert all(r.accuracy_low <= r.accuracy <= r.accuracy_high for r in rows)
+        results = [s for r in read_latents(tmp_path / mode) for s in r.results if s.scorer == "intruder"]
+        assert all(0 < s.windows_scored <= INTRUDER_TRIALS and s.windows_failed == 0 for s in results)
+        assert sum(s.windows_scored for s in results) >= 6 * INTRUDER_TRIALS  # a trial per silent window
+        found[mode] = (rows, read_calibration(tmp_path / mode / "calibration.json"))
+    assert all(r.accuracy == 1.0 for r in found["truthful"][0])
+    assert all(r.accuracy == 0.0 for r in found["inverted"][0])
+    truthful, inverted, coin = (found[m][1] for m in ("truthful", "inverted", "random"))
+    assert truthful.scorers["intruder"]["auroc"] == 1.0 and not truthful.at_chance("intruder")
+    assert inverted.scorers["intruder"]["auroc"] == 0.0 and inverted.at_chance("intruder")
+    # a coin: near 1/5 over the known-answer set's 80 trials, and flagged
+    assert abs(coin.scorers["intruder"]["auroc"] - 0.2) < 0.1 and coin.at_chance("intruder")
+    assert "intruder accuracy" in coin.label("intruder") and "(chance 0.20)" in coin.label("intruder")
+    assert all(r.judge_at_chance for r in found["random"][0])
+    assert all(0.0 <= r.accuracy <= 0.6 for r in found["random"][0])
+
+
 def test_a_random_judge_scores_near_chance_and_is_flagged(tiny_latents, truth, tmp_path):
     with ScriptedJudge("random", truth, seed=3) as judge:
         assert run_autointerp(tiny_latents, tmp_path / "random", judge.url) == 0

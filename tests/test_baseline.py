@@ -15,6 +15,7 @@ from randsae.cli import main
 from randsae.errors import BadInput
 from randsae.io import read_rows
 from randsae.study.runner import STAGES
+from randsae.study.verdict import METRICS
 
 # the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
 TINY = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
@@ -70,9 +71,10 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     # the verdict: a sentence per layer, a row per (layer, metric, twin), the intervals a one-seed bootstrap
     assert page.count("<li><b>Layer 0</b>") == 1 and page.count("<li><b>Layer 2</b>") == 1
     verdict = read_rows(study / "compare" / "verdict.csv")
-    assert len(verdict) == 2 * 3 * 8 and {r["twin"] for r in verdict} == {"rerandomized", "step0", "control"}
+    assert len(verdict) == 2 * 3 * len(METRICS) and {r["twin"] for r in verdict} == {"rerandomized", "step0",
+                                                                                       "control"}
     assert {r["basis"] for r in verdict} == {f"1 seed: bootstrap over {x}" for x in ("held-out tokens", "latents")}
-    assert page.count("<tr><td>0</td>") == 24 and page.count("<tr><td>2</td>") == 24
+    assert page.count("<tr><td>0</td>") == 3 * len(METRICS) and page.count("<tr><td>2</td>") == 3 * len(METRICS)
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()
     assert "## Verdict" in markdown and "figures/comparison.png" in markdown
@@ -125,7 +127,7 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     assert run_cli(tiny_args(tiny_dir, out, *common)).returncode == 0
     for name in ("compare/results.csv", "compare/seed1/results.csv", "compare/verdict.csv"):
         got, want = read_rows(out / name), read_rows(reference / name)
-        assert len(got) == len(want) == (8 if name.endswith("verdict.csv") else 2)
+        assert len(got) == len(want) == (len(METRICS) if name.endswith("verdict.csv") else 2)
         for a, b in zip(got, want, strict=True):
             for column, value in b.items():
                 try:

@@ -265,6 +265,18 @@ def pooled_auroc_draws(groups: list[tuple[np.ndarray, np.ndarray]], resamples: i
     return point, values[np.isfinite(values)]
 
 
+def pooled_mean_draws(groups: list[np.ndarray], resamples: int = 1000, seed: int = 0) -> tuple[float, np.ndarray]:
+    """The mean of every value of `groups` pooled (an intruder accuracy: 1 per trial named right, 0 wrong) and
+    its bootstrap draws, whole groups (latents) resampled with replacement. NaN and no draws with none."""
+    groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    if not groups:
+        return float("nan"), np.empty(0)
+    sums, counts = np.array([g.sum() for g in groups]), np.array([len(g) for g in groups], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    return float(sums.sum() / counts.sum()), sums[picks].sum(1) / counts[picks].sum(1)
+
+
 def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """The central `level` percentile interval of bootstrap draws; NaN with none."""
     draws = np.asarray(draws, dtype=np.float64)

@@ -281,6 +281,7 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
     return _save(fig, path, formats, notes)
 
 
+SCORER_COLUMNS = {SCORER_KINDS[name].column: SCORER_KINDS[name] for name in COMPARED}
 LM_METRICS = {"explained_variance": "explained variance", "cosine_sim": "cosine similarity",
               "l1": "L1 of latents", "dead_fraction": "dead fraction", "ce_loss_score": "CE loss score",
               "entropy_mean": "token entropy (nats)\nsampled latents",
@@ -316,10 +317,11 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
                 if metric == "entropy_mean":
                     spread = [_value(r, "entropy_std") or 0.0 for _, r in points]
                     ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=c, label=variant)
-                elif metric.startswith("auroc_"):
-                    low = [v - (_value(r, metric.replace("auroc_", "auroc_low_")) or v) for v, (_, r)
+                elif metric in SCORER_COLUMNS:
+                    kind = SCORER_COLUMNS[metric]
+                    low = [v - (_value(r, kind.bound("low")) or v) for v, (_, r)
                            in zip(values, points, strict=True)]
-                    high = [(_value(r, metric.replace("auroc_", "auroc_high_")) or v) - v for v, (_, r)
+                    high = [(_value(r, kind.bound("high")) or v) - v for v, (_, r)
                             in zip(values, points, strict=True)]
                     ax.errorbar(layers, values, yerr=[low, high], fmt="o-", ms=3, capsize=2, color=c,
                                 label=variant)
@@ -335,8 +337,10 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
                             color=c, alpha=0.6, label=f"{variant}: PCA, k components")
             if metric == "ce_loss_score":
                 ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
-            if metric.startswith("auroc_"):
-                ax.axhline(0.5, color="#444444", lw=0.8, ls=":")
+            if metric in SCORER_COLUMNS:  # chance: 0.5 for an AUROC, 1/windows for the intruder's accuracy
+                chance = next((_value(r, f"chance_{metric.split('_', 1)[1]}") for r in rows
+                               if _value(r, f"chance_{metric.split('_', 1)[1]}") is not None), 0.5)
+                ax.axhline(chance, color="#444444", lw=0.8, ls=":")
                 if any(judge_at_chance(r, metric) for r in rows if r.model == model):
                     ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
                             color="#b00020", alpha=0.6, fontsize=11, fontweight="bold")

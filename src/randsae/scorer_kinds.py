@@ -17,11 +17,20 @@ class ScorerKind:
     compared: bool  # carried by `lm compare`, Fig. 1–2 and the verdict, each with its own judge flag
     field: str = ""  # its nested field in the comparison table (default its name; `tokens` is a column already)
     embeds: bool = False  # needs the sentence-embedding model
+    measure: str = "auroc"  # what it reports: an AUROC (chance 0.5) or an accuracy (chance 1/windows per trial)
+
+    @property
+    def label_measure(self) -> str:
+        return "AUROC" if self.measure == "auroc" else "accuracy"
 
     @property
     def column(self) -> str:
         """Its AUROC's column in the comparison table: auroc_<field>."""
-        return f"auroc_{self.field or self.name}"
+        return f"{self.measure}_{self.field or self.name}"
+
+    def bound(self, end: str) -> str:
+        """The column of its interval's `end` (low, high) in the comparison table."""
+        return f"{self.measure}_{end}_{self.field or self.name}"
 
 
 SCORER_KINDS: dict[str, ScorerKind] = {s.name: s for s in (
@@ -33,10 +42,13 @@ SCORER_KINDS: dict[str, ScorerKind] = {s.name: s for s in (
                field="token_lookup"),
     ScorerKind("examples", "example-embedding AUROC", uses_judge=False, needs_explanation=False, compared=True,
                embeds=True),
+    ScorerKind("intruder", "intruder accuracy", uses_judge=True, needs_explanation=False, compared=True,
+               measure="accuracy"),
 )}
 
 ALL = tuple(SCORER_KINDS)
 JUDGED = tuple(s.name for s in SCORER_KINDS.values() if s.uses_judge)
+PER_WINDOW = tuple(s for s in JUDGED if SCORER_KINDS[s].measure == "auroc")  # the judge's P(1) per window
 COMPARED = tuple(s.name for s in SCORER_KINDS.values() if s.compared)
 EMBEDS = tuple(s.name for s in SCORER_KINDS.values() if s.embeds)
 

@@ -216,6 +216,17 @@ class ScorerAuroc(Table):
     judge_at_chance: bool | None = None  # None: no judge (a scorer that needs none) or not calibrated
 
 
+@dataclass
+class ScorerAccuracy(Table):
+    """The intruder scorer's pooled accuracy over a layer's sampled latents, what guessing gives, and its
+    judge's calibration on that scorer."""
+    accuracy: float | None = None
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    chance: float | None = None
+    judge_at_chance: bool | None = None
+
+
 AUROC_SCORERS = COMPARED  # the scorers the comparison carries, each a nested ScorerAuroc field of CompareRow
 
 
@@ -232,14 +243,15 @@ class CompareRow(EvalRow):
     embedding: ScorerAuroc | None = None
     token_lookup: ScorerAuroc | None = None  # the `tokens` scorer (`tokens` is EvalRow's count)
     examples: ScorerAuroc | None = None
+    intruder: ScorerAccuracy | None = None
     auroc_latents: int | None = None
     judge: str | None = None
     judge_at_chance: bool | None = None  # at chance on any of the scorers
 
-    def scorer(self, name: str) -> ScorerAuroc | None:
+    def scorer(self, name: str) -> ScorerAuroc | ScorerAccuracy | None:
         return getattr(self, SCORER_KINDS[name].field or name) if name in AUROC_SCORERS else None
 
-    def set_scorer(self, name: str, value: ScorerAuroc) -> None:
+    def set_scorer(self, name: str, value: ScorerAuroc | ScorerAccuracy) -> None:
         setattr(self, SCORER_KINDS[name].field or name, value)
 
 

@@ -4,6 +4,7 @@ works on many latents at once (its client bounds the requests in flight)."""
 import asyncio
 import time
 
+from randsae.autointerp import prompts
 from randsae.autointerp import scorers as S
 from randsae.autointerp.calibration import known_answer_set
 from randsae.autointerp.clients.base import Judge
@@ -11,8 +12,8 @@ from randsae.autointerp.explainer import explain
 from randsae.autointerp.prompts import render
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult
 from randsae.lm.examples import ExampleSets
-from randsae.metrics import pooled_auroc
-from randsae.scorer_kinds import named, needs_explanation
+from randsae.metrics import percentile_interval, pooled_auroc, pooled_mean_draws
+from randsae.scorer_kinds import SCORER_KINDS, named, needs_explanation
 from randsae.seeding import derive_seed
 
 
@@ -30,17 +31,24 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
     results: list[ScorerResult] = []
     for kind in negatives:
         shown = S.scoring_set(sets, decode, seed, kind)
-        results += await score_set(judge, sets, shown, scorers, style, embedder, explanation, lookup, decode, kind)
+        results += await score_set(judge, sets, shown, scorers, style, embedder, explanation, lookup, decode, kind,
+                                   seed)
     return LatentResult(**identity, layer=sets.layer, latent=sets.latent, entropy=entropy, explanation=explanation,
                         top_tokens=lookup, results=results, seconds=time.perf_counter() - started)
 
 
 async def score_set(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet", scorers: list[str], style: str,
-                    embedder, explanation: str | None, lookup: list[str], decode, kind: str) -> list[ScorerResult]:
+                    embedder, explanation: str | None, lookup: list[str], decode, kind: str,
+                    seed: int = 0) -> list[ScorerResult]:
     """Every scorer's result on one scoring set (the test windows and one kind of silent windows)."""
     failed = [None] * len(shown.labels)
     results: list[ScorerResult] = []
     for scorer in scorers:
+        if scorer == "intruder":
+            trials = S.intruder_trials(shown, seed, sets.layer, sets.latent, kind)
+            named_index = await asyncio.gather(*(ask_intruder(judge, excerpts) for excerpts, _ in trials))
+            results.append(S.intruder_result(named(scorer, kind), list(named_index), [at for _, at in trials]))
+            continue
         if scorer == "tokens":
             scores, threshold = S.token_lookup(shown.shown, lookup), None
         elif scorer == "examples":
@@ -56,6 +64,13 @@ async def score_set(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet
     return results
 
 
+async def ask_intruder(judge: Judge, excerpts: list[str]) -> int | None:
+    """The index of the excerpt the judge names as the odd one out (None: no call, or no number in range)."""
+    completion = await judge.generate(prompts.intruder_messages(excerpts), max_tokens=6,
+                                      answer_start=prompts.INTRUDER_START)
+    return prompts.parse_intruder(completion.text if completion else None, len(excerpts))
+
+
 async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,
                     resamples: int = 1000) -> Calibration:
     """The judge's fuzzing and detection AUROC on the known-answer set, given the true explanations."""
@@ -69,9 +84,17 @@ async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int 
         found = [s for r in results for s in r.results if s.scorer == scorer]
         pairs = [([p for p in s.probabilities if p is not None],
                   [y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]) for s in found]
-        point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "calibration-bootstrap", scorer))
-        out[scorer] = {"auroc": point, "low": low, "high": high, "latents": len(found),
+        extra = {}
+        if SCORER_KINDS[scorer].measure == "accuracy":  # "auroc" holds the accuracy, "measure" says so
+            point, draws = pooled_mean_draws([p for p, _ in pairs], resamples,
+                                             derive_seed(seed, "calibration-bootstrap", scorer))
+            low, high = percentile_interval(draws)
+            extra = {"measure": "accuracy", "chance": 1 / S.INTRUDER_WINDOWS}
+        else:
+            point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "calibration-bootstrap", scorer))
+        out[scorer] = {"auroc": point, "low": low, "high": high, **extra, "latents": len(found),
                        "windows": sum(s.windows_scored for s in found),
                        "windows_failed": sum(s.windows_failed for s in found),
-                       "per_latent": {e: s.auroc for e, s in zip(explanations, found, strict=True)}}
+                       "per_latent": {e: s.accuracy if extra else s.auroc
+                                      for e, s in zip(explanations, found, strict=True)}}
     return Calibration(judge.describe(), style, out)

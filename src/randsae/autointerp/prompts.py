@@ -13,11 +13,11 @@ for small judges, never the default.
 import re
 from dataclasses import dataclass
 
-from randsae.scorer_kinds import JUDGED
+from randsae.scorer_kinds import PER_WINDOW
 
 MARK_FRACTION = 0.3
 FORMATS = ("delphi", "simple")
-KINDS = JUDGED  # a judge prompt per scorer that asks the judge (randsae.scorer_kinds)
+KINDS = PER_WINDOW  # a judge prompt per scorer that asks the judge for P(1) per window (randsae.scorer_kinds)
 NEWLINE = "↵"  # a newline inside a window, shown so that every excerpt stays on one line
 
 
@@ -149,6 +149,27 @@ def judge_chat(kind: str, explanation: str, excerpts: list[str], style: str = "d
         body = "\n".join(f"Excerpt {i}: {text}" for i, text in enumerate(excerpts, start=1))
     return [{"role": "system", "content": judge_system(kind, len(excerpts), style)},
             {"role": "user", "content": f"Explanation: {explanation}\n\n{body}"}]
+
+
+INTRUDER_SYSTEM = ("You find the odd one out among excerpts of text. In all but one of them a certain feature "
+                   "inside a language model is active; in one it is not. Answer with the number of the excerpt "
+                   "that does not belong, and nothing else.")
+INTRUDER_START = "Intruder: excerpt"
+
+
+def intruder_messages(excerpts: list[str]) -> list[dict]:
+    """The intruder question: numbered plain excerpts (no marks), one of them silent."""
+    body = "\n".join(f"Excerpt {i}: {text}" for i, text in enumerate(excerpts, start=1))
+    return [{"role": "system", "content": INTRUDER_SYSTEM},
+            {"role": "user", "content": f"{body}\n\nWhich excerpt is the odd one out?"}]
+
+
+def parse_intruder(text: str | None, count: int) -> int | None:
+    """The 0-based index the answer names (its first number from 1 to `count`), or None."""
+    for found in re.findall(r"\d+", (text or "").removeprefix(INTRUDER_START)):
+        if 1 <= int(found) <= count:
+            return int(found) - 1
+    return None
 
 
 EXCERPT_LINE = re.compile(r"^Excerpt(?: \d+)?:[ \n](.*)$", re.MULTILINE)

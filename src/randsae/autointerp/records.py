@@ -11,7 +11,7 @@ OUT/llm_calls.jsonl       every LLM call (`clients.base.Call`)
 """
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from randsae import io
@@ -29,6 +29,8 @@ class ScorerResult:
     probabilities: list[float | None] = field(default_factory=list)  # P(1) (or a score) per window, shown order
     labels: list[int] = field(default_factory=list)  # 1: an activating test window, 0: a non-activating one
     quantiles: list[int | None] = field(default_factory=list)  # activating windows: stratum (0 = weakest)
+    accuracy: float | None = None  # the intruder scorer: share of trials whose silent window the judge named
+    chance: float | None = None  # …and what guessing gives (1 / windows per trial)
 
 
 @dataclass
@@ -101,18 +103,23 @@ class Calibration:
     scorers: dict[str, dict]  # scorer -> {auroc, low, high, latents, windows, windows_failed}
 
     def at_chance(self, scorer: str) -> bool:
-        """True unless the whole interval lies above 0.5: a judge that cannot be told from chance (or scores
-        below it, or could not be measured) gives AUROCs that say nothing about the latents."""
+        """True unless the whole interval lies above chance (0.5 for an AUROC, 1/windows for the intruder's
+        accuracy): a judge that cannot be told from chance (or scores below it, or could not be measured) gives
+        scores that say nothing about the latents."""
         s = self.scorers.get(scorer)
-        return s is None or not s["low"] > 0.5
+        return s is None or not s["low"] > s.get("chance", 0.5)
 
     def label(self, scorer: str = "fuzzing") -> str:
         s = self.scorers.get(scorer)
         if s is None:
             return f"judge calibration: {scorer} not measured"
-        verdict = " — AT CHANCE: these AUROCs say nothing about the latents" if self.at_chance(scorer) else ""
+        measure = "accuracy" if s.get("measure") == "accuracy" else "AUROC"
+        chance = f" (chance {s['chance']:.2f})" if s.get("chance") is not None else ""
+        plural = "accuracies" if measure == "accuracy" else "AUROCs"
+        verdict = f" — AT CHANCE: these {plural} say nothing about the latents" if self.at_chance(scorer) else ""
         return (f"judge {self.judge.get('model')} ({self.judge.get('backend')}, {self.style} format): {scorer} "
-                f"AUROC {s['auroc']:.2f} [{s['low']:.2f}, {s['high']:.2f}] on the known-answer set{verdict}")
+                f"{measure} {s['auroc']:.2f} [{s['low']:.2f}, {s['high']:.2f}]{chance} on the known-answer "
+                f"set{verdict}")
 
 
 def read_calibration(path: Path) -> Calibration:
@@ -141,6 +148,10 @@ class SummaryRow:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    accuracy: float | None = None  # the intruder scorer (its AUROC columns are NaN): pooled over trials
+    accuracy_low: float | None = None  # bootstrap interval over latents
+    accuracy_high: float | None = None
+    chance: float | None = None  # 1 / windows per trial
 
 
 SUMMARY_COLUMNS = [f.name for f in fields(SummaryRow)]
@@ -152,6 +163,8 @@ def read_summary(path: Path) -> list[SummaryRow]:
         try:
             values = {}
             for f in fields(SummaryRow):
+                if f.name not in row and f.default is not MISSING:  # a summary from before the column
+                    continue
                 cell = row[f.name]
                 if f.name in ("model", "variant", "scorer", "judge"):
                     values[f.name] = cell

@@ -8,6 +8,8 @@ each non-activating window gets ceil(mean number of active tokens per test windo
 - `embedding`: cosine similarity between the explanation and the window's text (a sentence-embedding model);
 - `tokens`: no explanation at all: the latent's top tokens over its explainer set; a window scores the share of
   its (fuzzing-)marked tokens that are among them;
+- `intruder`: no explanation: the judge sees 4 activating windows and 1 silent one (plain text) and names the
+  odd one out; its accuracy over such trials, against chance 1/5;
 - `examples`: no explanation and no judge: a window scores its embedding's cosine to the mean embedding of the
   latent's explainer windows (held-out activating windows should sit closer than silent ones).
 Each gives, per latent, an AUROC of its scores against the labels and a balanced accuracy (P(1) > 0.5; for
@@ -19,11 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from randsae.autointerp.prompts import Shown, clean, marks
+from randsae.autointerp.prompts import Shown, clean, marks, render
 from randsae.autointerp.records import Calibration, LatentResult, ScorerResult, SummaryRow
 from randsae.lm.examples import ExampleSets, Window
-from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, token_mass
-from randsae.scorer_kinds import ALL, JUDGED, base
+from randsae.metrics import (
+    auroc,
+    balanced_accuracy,
+    percentile_interval,
+    pooled_auroc,
+    pooled_mean_draws,
+    token_mass,
+)
+from randsae.scorer_kinds import ALL, JUDGED, SCORER_KINDS, base
 from randsae.seeding import derive_seed
 
 LLM_SCORERS = JUDGED  # the scorers that ask the judge (randsae.scorer_kinds registers them all)
@@ -52,6 +61,37 @@ def scoring_set(sets: ExampleSets, decode, seed: int = 0, negatives: str = "rand
         items.append((Shown(decode(w.tokens), [i in chosen for i in range(len(w.tokens))]), 0, None))
     order = rng.permutation(len(items))
     return ScoringSet([items[i][0] for i in order], [items[i][1] for i in order], [items[i][2] for i in order])
+
+
+INTRUDER_WINDOWS = 5  # per trial: 4 activating windows and 1 silent one (chance 1/5)
+INTRUDER_TRIALS = 10  # per latent, at most (one silent window each)
+
+
+def intruder_trials(shown: ScoringSet, seed: int, layer: int, latent: int,
+                    negatives: str = "random") -> list[tuple[list[str], int]]:
+    """(plain excerpts, index of the silent one) per trial: INTRUDER_WINDOWS − 1 activating windows of the test
+    set (drawn afresh each trial) and one of the silent windows (each used once), the intruder's place drawn
+    under the seed. No trial with fewer activating windows than that."""
+    active = [render(s.tokens) for s, y in zip(shown.shown, shown.labels, strict=True) if y == 1]
+    silent = [render(s.tokens) for s, y in zip(shown.shown, shown.labels, strict=True) if y == 0]
+    rng = np.random.default_rng(derive_seed(seed, "intruder", layer, latent, negatives))
+    count = min(INTRUDER_TRIALS, len(silent)) if len(active) >= INTRUDER_WINDOWS - 1 else 0
+    trials = []
+    for t in range(count):
+        excerpts = [active[i] for i in rng.choice(len(active), INTRUDER_WINDOWS - 1, replace=False)]
+        at = int(rng.integers(0, INTRUDER_WINDOWS))
+        trials.append((excerpts[:at] + [silent[t]] + excerpts[at:], at))
+    return trials
+
+
+def intruder_result(name: str, named_index: list[int | None], truth: list[int]) -> ScorerResult:
+    """The intruder's numbers for one latent: per trial 1.0 when the judge named the silent window, 0.0 when
+    another, None when its answer named none (a failed trial)."""
+    correct = [None if got is None else float(got == want) for got, want in zip(named_index, truth, strict=True)]
+    kept = [c for c in correct if c is not None]
+    return ScorerResult(name, float("nan"), float("nan"), len(kept), len(correct) - len(kept), correct,
+                        [1] * len(correct), [None] * len(correct),
+                        accuracy=float(np.mean(kept)) if kept else float("nan"), chance=1 / INTRUDER_WINDOWS)
 
 
 def top_tokens(windows: list[Window], decode, count: int = 10) -> list[str]:
@@ -109,7 +149,16 @@ def summarise(results: list[LatentResult], scorers: list[str], judge: str, calib
             pairs = [(np.array([p for p in s.probabilities if p is not None]),
                       np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
                      for s in found]
-            point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "bootstrap", layer, scorer))
+            accuracy = {}
+            if SCORER_KINDS[base(scorer)].measure == "accuracy":  # the intruder: no AUROC, an accuracy
+                value, draws = pooled_mean_draws([p for p, _ in pairs], resamples,
+                                                 derive_seed(seed, "bootstrap", layer, scorer))
+                low, high = percentile_interval(draws)
+                accuracy = {"accuracy": value, "accuracy_low": low, "accuracy_high": high,
+                            "chance": 1 / INTRUDER_WINDOWS}
+                point = low = high = float("nan")
+            else:
+                point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "bootstrap", layer, scorer))
             judged = calibration is not None and base(scorer) in LLM_SCORERS
             cal = calibration.scorers.get(base(scorer)) if judged else None
             rows.append(SummaryRow(
@@ -118,5 +167,5 @@ def summarise(results: list[LatentResult], scorers: list[str], judge: str, calib
                 cal["auroc"] if cal else None, cal["low"] if cal else None, cal["high"] if cal else None,
                 calibration.at_chance(base(scorer)) if judged else None,
                 counts.get("llm_calls", 0), counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0),
-                counts.get("llm_seconds", 0.0)))
+                counts.get("llm_seconds", 0.0), **accuracy))
     return rows

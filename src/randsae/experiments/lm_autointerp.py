@@ -272,6 +272,8 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
                     "score only those (calls that succeeded are reused).", incomplete, len(results))
     for row in summary:
-        log.info("layer %d %-9s AUROC %.3f [%.3f, %.3f] over %d latents", row.layer, row.scorer, row.auroc,
-                 row.auroc_low, row.auroc_high, row.latents)
+        measure, value, low, high = ("accuracy", row.accuracy, row.accuracy_low, row.accuracy_high) \
+            if row.accuracy is not None else ("AUROC", row.auroc, row.auroc_low, row.auroc_high)
+        log.info("layer %d %-9s %s %.3f [%.3f, %.3f] over %d latents", row.layer, row.scorer, measure, value, low,
+                 high, row.latents)
     return summary

@@ -15,7 +15,7 @@ from randsae.experiments.lm_eval import read_eval_rows
 from randsae.lm.latents import LatentSummary, entropy_by_layer, open_latents
 from randsae.plots import plot_entropy_auroc, plot_entropy_histograms, plot_lm_comparison
 from randsae.scorer_kinds import SCORER_KINDS
-from randsae.tables import AUROC_SCORERS, CompareRow, CorrelationRow, ScorerAuroc, write_table
+from randsae.tables import AUROC_SCORERS, CompareRow, CorrelationRow, ScorerAccuracy, ScorerAuroc, write_table
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,11 @@ def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]
             if s.scorer not in AUROC_SCORERS:
                 continue
             row = rows.setdefault(key, CompareRow(*key))
-            row.set_scorer(s.scorer, ScorerAuroc(s.auroc, s.auroc_low, s.auroc_high, s.judge_at_chance))
+            if SCORER_KINDS[s.scorer].measure == "accuracy":
+                row.set_scorer(s.scorer, ScorerAccuracy(s.accuracy, s.accuracy_low, s.accuracy_high, s.chance,
+                                                        s.judge_at_chance))
+            else:
+                row.set_scorer(s.scorer, ScorerAuroc(s.auroc, s.auroc_low, s.auroc_high, s.judge_at_chance))
             row.auroc_latents, row.judge = s.latents, s.judge
             # each scorer keeps its own flag; the row's own flag says "at chance on any of them"
             row.judge_at_chance = any(x is not None and bool(x.judge_at_chance)
@@ -144,13 +148,15 @@ def hard_negatives_summary(rows: list) -> str:
     """The AUROCs against hard negatives, beside the random ones the table above holds (nothing without)."""
     if not rows:
         return ""
-    lines = ["", "| model | variant | layer | scorer | negatives | latents | AUROC [95% CI] |",
+    lines = ["", "| model | variant | layer | scorer | negatives | latents | AUROC or accuracy [95% CI] |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.model, r.variant, r.layer, r.scorer)):
         scorer, _, kind = r.scorer.partition("@")
         chance = " (judge AT CHANCE)" if r.judge_at_chance else ""
+        value, low, high = (r.accuracy, r.accuracy_low, r.accuracy_high) if r.accuracy is not None else (
+            r.auroc, r.auroc_low, r.auroc_high)
         lines.append(f"| {r.model} | {r.variant} | {r.layer} | {scorer} | {kind} | {r.latents} | "
-                     f"{_cell(r.auroc)} [{_cell(r.auroc_low)}, {_cell(r.auroc_high)}]{chance} |")
+                     f"{_cell(value)} [{_cell(low)}, {_cell(high)}]{chance} |")
     lines += ["", "Against hard negatives: silent windows that hold the latent's top tokens (similar-tokens) or "
               "where its nearest latents by decoder cosine fire (neighbours), in place of random silent windows; "
               "the verdict counts the random ones (the paper's)."]
@@ -225,7 +231,7 @@ def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
                          f"| {mean} | {_cell(row.entropy_all_mean, 2)} |")
         lines += ["", ENTROPY_NOTE]
     if judge_notes is not None:
-        labels = [f"{SCORER_KINDS[name].label} [95% CI]" for name in AUROC_SCORERS]
+        labels = [f"{SCORER_KINDS[name].label} [95% CI]" for name in AUROC_SCORERS]  # AUROCs, intruder accuracy
         lines += ["", "| model | variant | layer | latents | " + " | ".join(labels) + " | judge |",
                   "|---|---|---|---|" + "---|" * len(labels) + "---|"]
         for row in rows:
@@ -233,11 +239,15 @@ def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
                 continue
             cells = []
             for scorer in map(row.scorer, AUROC_SCORERS):
-                if scorer is None or scorer.auroc is None:
+                measure = "auroc" if isinstance(scorer, ScorerAuroc) else "accuracy"
+                value, low, high = (None, None, None) if scorer is None else (
+                    scorer.get(c) for c in (measure, f"{measure}_low", f"{measure}_high"))
+                if value is None:
                     cells.append("")
                     continue
+                guess = f", chance {scorer.chance:.2f}" if isinstance(scorer, ScorerAccuracy) else ""
                 chance = " (judge AT CHANCE)" if scorer.judge_at_chance else ""
-                cells.append(f"{scorer.auroc:.3f} [{_cell(scorer.auroc_low)}, {_cell(scorer.auroc_high)}]{chance}")
+                cells.append(f"{value:.3f} [{_cell(low)}, {_cell(high)}]{guess}{chance}")
             lines.append(f"| {row.model} | {row.variant} | {row.layer} | {row.auroc_latents} | "
                          + " | ".join(cells) + f" | {row.judge} |")
         lines += ["", AUROC_NOTE, *(f"- {note}" for note in judge_notes)]

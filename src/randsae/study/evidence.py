@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from randsae import io
-from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_auroc_draws
+from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_auroc_draws, pooled_mean_draws
+from randsae.scorer_kinds import SCORER_KINDS
 from randsae.seeding import derive_seed
 from randsae.study.verdict import METRICS, Measure, VerdictRow, VerdictSettings, by_layer, verdict_rows
 from randsae.tables import write_table
@@ -64,8 +65,11 @@ def latent_measures(variant: str, seed: int, layer: int, latents_dir: Path | Non
         pairs = [(np.array([p for p in s.probabilities if p is not None]),
                   np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
                  for r in scored for s in r.results if s.scorer == metric.scorer]
-        point, sampled = pooled_auroc_draws(pairs, RESAMPLES if draws else 0,
-                                            derive_seed(seed, "verdict", variant, layer, metric.scorer))
+        resamples, where = RESAMPLES if draws else 0, derive_seed(seed, "verdict", variant, layer, metric.scorer)
+        if SCORER_KINDS[metric.scorer].measure == "accuracy":  # the intruder: trials named right, pooled
+            point, sampled = pooled_mean_draws([p for p, _ in pairs], resamples, where)
+        else:
+            point, sampled = pooled_auroc_draws(pairs, resamples, where)
         out.append(Measure(variant, seed, layer, metric.name, point if math.isfinite(point) else None,
                            sampled if draws else None, len(pairs), flag, flags[metric.scorer]))
     return out

@@ -31,6 +31,7 @@ OUTCOMES = (DIFFERS, SAME, CANNOT_TELL, NOT_COMPARABLE)
 class VerdictSettings:
     """The smallest differences that count (δ), per metric, and the fewest latents an arm needs."""
     delta_auroc: float = setting(0.05, help="δ for every AUROC: a difference within ±δ is 'the same'")
+    delta_accuracy: float = setting(0.05, help="δ for the intruder's accuracy")
     delta_explained_variance: float = setting(0.02, help="δ for explained variance")
     delta_cosine: float = setting(0.02, help="δ for the cosine similarity of input and reconstruction")
     delta_l1: float = setting(0.10, help="δ for the latents' L1, as a fraction of the trained arm's mean")
@@ -60,8 +61,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("cosine_sim", "cosine similarity", "delta_cosine", "held-out tokens"),
     Metric("l1", "L1 of latents", "delta_l1", "held-out tokens", relative=True),
     Metric("entropy_mean", "token entropy", "delta_entropy", "latents"),
-    *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, "delta_auroc", "latents", scorer=name)
-      for name in COMPARED),
+    *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, f"delta_{SCORER_KINDS[name].measure}",
+             "latents", scorer=name) for name in COMPARED),
 )}
 
 
