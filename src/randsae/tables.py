@@ -343,9 +343,16 @@ register(COMPARE, "randsae.metrics.pooled_auroc", [
                                        "the layer's sampled latents"),
     ("auroc_low_<scorer>, auroc_high_<scorer>", "95% interval", "bootstrap over latents (1,000 resamples)"),
 ])
+register(COMPARE, "randsae.metrics.pooled_mean_draws", [
+    ("accuracy_intruder", "intruder accuracy", "share of intruder trials (4 activating windows, 1 silent) whose "
+                                               "silent window the judge named, pooled over the sampled latents"),
+    ("accuracy_low_intruder, accuracy_high_intruder", "95% interval", "bootstrap over latents"),
+    ("chance_intruder", "chance", "1 / windows per trial (0.2)"),
+])
 register(COMPARE, "randsae.autointerp.records.Calibration.at_chance", [
     ("judge_at_chance_<scorer>", "judge at chance", "the lower end of the judge's interval on the known-answer "
-                                                    "set for that scorer is not above 0.5: not counted"),
+                                                    "set for that scorer is not above chance (0.5; the "
+                                                    "intruder's 0.2): not counted"),
 ])
 register(CORRELATIONS, "randsae.metrics.spearman_interval", [
     ("spearman", "Fig. 20's Spearman ρ", "rank correlation of the sampled latents' token entropy with their "
