@@ -40,28 +40,39 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
 async def score_set(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet", scorers: list[str], style: str,
                     embedder, explanation: str | None, lookup: list[str], decode, kind: str,
                     seed: int = 0) -> list[ScorerResult]:
-    """Every scorer's result on one scoring set (the test windows and one kind of silent windows)."""
-    failed = [None] * len(shown.labels)
+    """Every scorer's result on one scoring set (the test windows and one kind of silent windows), each with the
+    seconds it took (its throughput, in windows per second, is then comparable across scorers)."""
     results: list[ScorerResult] = []
     for scorer in scorers:
+        started = time.perf_counter()
         if scorer == "intruder":
             trials = S.intruder_trials(shown, seed, sets.layer, sets.latent, kind)
             named_index = await asyncio.gather(*(ask_intruder(judge, excerpts) for excerpts, _ in trials))
-            results.append(S.intruder_result(named(scorer, kind), list(named_index), [at for _, at in trials]))
-            continue
-        if scorer == "tokens":
-            scores, threshold = S.token_lookup(shown.shown, lookup), None
-        elif scorer == "examples":
-            scores, threshold = embedder.closeness([render(decode(w.tokens)) for w in sets.explainer],
-                                                   [render(w.tokens) for w in shown.shown]), None
-        elif explanation is None:
-            scores, threshold = failed, 0.5
-        elif scorer == "embedding":
-            scores, threshold = embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
+            result = S.intruder_result(named(scorer, kind), list(named_index), [at for _, at in trials])
         else:
-            scores, threshold = await judge.judge(scorer, explanation, shown.shown, style), 0.5
-        results.append(S.result(named(scorer, kind), scores, shown.labels, shown.quantiles, threshold))
+            scores, threshold = await window_scores(judge, sets, shown, scorer, style, embedder, explanation,
+                                                    lookup, decode)
+            result = S.result(named(scorer, kind), scores, shown.labels, shown.quantiles, threshold)
+        result.seconds = time.perf_counter() - started
+        results.append(result)
     return results
+
+
+async def window_scores(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet", scorer: str, style: str,
+                        embedder, explanation: str | None, lookup: list[str],
+                        decode) -> tuple[list[float | None], float | None]:
+    """One scorer's score per shown window, and the threshold its balanced accuracy reads them at (None: the
+    median)."""
+    if scorer == "tokens":
+        return S.token_lookup(shown.shown, lookup), None
+    if scorer == "examples":
+        return embedder.closeness([render(decode(w.tokens)) for w in sets.explainer],
+                                  [render(w.tokens) for w in shown.shown]), None
+    if explanation is None:
+        return [None] * len(shown.labels), 0.5
+    if scorer == "embedding":
+        return embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
+    return await judge.judge(scorer, explanation, shown.shown, style), 0.5
 
 
 async def ask_intruder(judge: Judge, excerpts: list[str]) -> int | None:

@@ -31,6 +31,7 @@ class ScorerResult:
     quantiles: list[int | None] = field(default_factory=list)  # activating windows: stratum (0 = weakest)
     accuracy: float | None = None  # the intruder scorer: share of trials whose silent window the judge named
     chance: float | None = None  # …and what guessing gives (1 / windows per trial)
+    seconds: float = 0.0  # the time this scorer took on this latent (answers from the call log take none)
 
 
 @dataclass
