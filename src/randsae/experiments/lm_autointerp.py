@@ -136,7 +136,8 @@ def shared_calibration_path(judge: dict, settings: AutointerpSettings) -> Path |
     if judge.get("backend") != "local" or (model != "smollm2" and is_hub_name(model)):
         return None
     weights = model if model == "smollm2" else io.file_key(Path(model))
-    text = prompts.EXPLAINER_SYSTEM + "".join(prompts.judge_system(k, 1, settings.style) for k in prompts.KINDS)
+    text = prompts.EXPLAINER_SYSTEM + "".join(prompts.judge_system(k, 1, settings.style) for k in prompts.KINDS) \
+        + prompts.INTRUDER_SYSTEM
     key = json.dumps([weights, judge.get("dtype"), text, settings.style, settings.calibration_windows,
                       settings.seed, settings.bootstrap])
     return io.cache_dir("calibration") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
