@@ -44,6 +44,9 @@ class TopKTrainConfig:
     max_norm_ratio: float | None = setting(None, shown="none, the paper's",
                                            help="leave out tokens whose norm is above this × their batch's median")
 
+    def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        self.validate()
+
     def validate(self) -> None:
         for name in ("k", "expansion", "batch_size", "dead_tokens"):
             if getattr(self, name) < 1:

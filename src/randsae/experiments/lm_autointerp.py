@@ -46,6 +46,9 @@ class AutointerpSettings:
     calibration_windows: int = 20  # per class and known latent
     embedding_model: str = "minilm"
 
+    def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        self.validate()
+
     def validate(self) -> None:
         unknown = [s for s in self.scorers if s not in SCORERS]
         if unknown or not self.scorers:

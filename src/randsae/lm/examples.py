@@ -37,6 +37,9 @@ class ExampleSettings:
     top_tokens: int = 5
     seed: int = 0
 
+    def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        self.validate()
+
     def validate(self) -> None:
         for name, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):

@@ -97,6 +97,9 @@ class BaselineSettings:
     device: str = setting("auto", help="auto, cpu or cuda")
     preset: str = "paper"
 
+    def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        self.validate()
+
     def validate(self) -> None:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:

@@ -38,6 +38,9 @@ class VerdictSettings:
     delta_entropy: float = setting(0.25, help="δ for the latents' token entropy (nats)")
     min_latents: int = setting(20, help="an arm with fewer scored latents gives no verdict on entropy or AUROC")
 
+    def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        self.validate()
+
     def validate(self) -> None:
         from randsae.errors import BadInput
 
