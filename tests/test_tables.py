@@ -69,11 +69,12 @@ def test_a_cell_of_the_wrong_type_is_one_sentence_naming_file_row_and_column(tmp
 def test_every_compared_scorer_has_its_nested_auroc_in_the_comparison_table():
     from randsae.scorer_kinds import COMPARED, SCORER_KINDS
     from randsae.study.verdict import METRICS
-    from randsae.tables import ScorerAuroc
+    from randsae.tables import ScorerAccuracy, ScorerAuroc
 
     for name in COMPARED:
         kind = SCORER_KINDS[name]
-        assert CompareRow._fields()[kind.field or name] == (ScorerAuroc, True)
+        nested = ScorerAuroc if kind.measure == "auroc" else ScorerAccuracy
+        assert CompareRow._fields()[kind.field or name] == (nested, True)
         columns = CompareRow.columns()
         assert kind.column in columns and f"judge_at_chance_{kind.field or name}" in columns
         assert METRICS[kind.column].label == kind.label
