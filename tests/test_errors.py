@@ -37,3 +37,25 @@ def test_the_command_line_exits_1_with_the_traceback_on_a_fault(tmp_path):
                             timeout=120)
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr and "in bug" in result.stderr
+
+
+def test_a_sigterm_inside_the_import_machinery_is_kept_for_the_next_loop_not_lost():
+    """Python ignores an exception raised in the import machinery's callbacks: a SIGTERM that lands there is
+    noted, and the next long loop's check raises it (a toy run once went on training after such a SIGTERM)."""
+    import sys
+    import types
+
+    import pytest
+
+    from randsae import errors
+
+    importing = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename="<frozen importlib._bootstrap>"))
+    try:
+        errors.check_terminated()  # nothing asked yet
+        errors.request_termination(importing)  # noted, not raised
+        with pytest.raises(errors.Terminated):
+            errors.check_terminated()
+        with pytest.raises(errors.Terminated):  # anywhere else: raised where it lands
+            errors.request_termination(sys._getframe())
+    finally:
+        errors._termination["requested"] = False

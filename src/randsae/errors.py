@@ -9,3 +9,26 @@ is a fault of randsae's (or of a library under it): it keeps its traceback, and 
 class BadInput(ValueError):
     """Bad input, in one sentence: the CLI prints it and exits 2. A `ValueError`, so that library callers
     catching those keep working."""
+
+
+class Terminated(BaseException):  # not an Exception: no "except Exception" swallows it
+    """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
+
+
+_termination = {"requested": False}
+
+
+def request_termination(frame=None) -> None:
+    """SIGTERM's handler: raise `Terminated` where the program is. Where an exception raised there would be
+    ignored — inside the import machinery's callbacks, which Python runs as "unraisable" — only note it;
+    the next `check_terminated` in a long loop raises it."""
+    _termination["requested"] = True
+    code = getattr(frame, "f_code", None)
+    if code is None or not code.co_filename.startswith("<frozen importlib"):
+        raise Terminated
+
+
+def check_terminated() -> None:
+    """Raise `Terminated` when a SIGTERM arrived at a place that could not raise it (long loops call this)."""
+    if _termination["requested"]:
+        raise Terminated

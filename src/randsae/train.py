@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from randsae import cpu
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_terminated
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import generator
 
@@ -187,6 +187,7 @@ def train_relu_saes(
     order_gen = generator(seed, "minibatch-order", device=device)
     epoch_loss = torch.zeros(sae.num_saes, device=device)
     for _ in range(epochs):
+        check_terminated()
         epoch_loss.zero_()
         order = rows[torch.randperm(len(rows), generator=order_gen, device=device)]
         for start in range(0, len(order), batch_size):

@@ -14,7 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from randsae.config import parse_count
 from randsae.distributed import World
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_terminated
 from randsae.sae.topk import TopKSAE
 from randsae.settings import setting
 
@@ -174,6 +174,7 @@ class TopKTrainer:
             scale = min(num_dead / (self.sae.num_inputs // 2), 1.0)
             aux_error = (out.aux_reconstruction.float() + error.detach()).square().sum()
             loss = loss + self.config.auxk_alpha * scale * aux_error / total_variance * self.world.size
+        check_terminated()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.sae.remove_parallel_gradient()

@@ -13,7 +13,7 @@ from pathlib import Path
 from randsae import runs
 from randsae.cli import baseline, lm, toy
 from randsae.cli.common import Parser, UsageError
-from randsae.errors import BadInput
+from randsae.errors import BadInput, Terminated, request_termination
 
 log = logging.getLogger("randsae")
 
@@ -52,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminated(signum, frame) -> None:
-    raise Terminated
-
-
-class Terminated(BaseException):  # not an Exception: no "except Exception" swallows it
-    """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
+    request_termination(frame)
 
 
 def main(argv: list[str] | None = None) -> int:
