@@ -22,7 +22,6 @@ from randsae.autointerp.clients import JudgeSettings
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.runner import StageRecord, read_stages, stage_grid
 from randsae.study.verdict import by_layer
-from randsae.tables import CompareRow, read_table
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,6 @@ class Study:
     out: Path
     config: dict
     stages: list[StageRecord]
-    rows: list[CompareRow]
     calibrations: dict  # variant → its judge's Calibration
     cards: list[LatentCard]
 
@@ -64,7 +62,6 @@ def read_study(out: Path) -> Study:
     config = io.read_json(out / "config.json")
     settings = config["settings"]
     stages = list(read_stages(out).values())
-    rows = read_table(out / "compare" / "results.csv", CompareRow)
     decode = TokenTexts(load_tokenizer(settings["model"], settings.get("revision")))
     calibrations, cards = {}, []
     for variant in settings["variants"]:
@@ -87,7 +84,7 @@ def read_study(out: Path) -> Study:
                 cards.append(LatentCard(variant, layer, summary.latent, summary.entropy_explainer,
                                         result.explanation if result else None, scores,
                                         result.top_tokens if result else [], windows))
-    return Study(out, config, stages, rows, calibrations, cards)
+    return Study(out, config, stages, calibrations, cards)
 
 
 # --- writing it ------------------------------------------------------------------------------------------------

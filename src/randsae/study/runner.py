@@ -27,6 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from randsae import io, runs
+from randsae.config import parse_count
 from randsae.errors import BadInput
 from randsae.lm.variants import VARIANTS
 from randsae.settings import setting
@@ -42,14 +43,8 @@ def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _count(text: str) -> int:
-    from randsae.config import parse_count
-
-    return parse_count(text)
-
-
 def _latent_tokens(text: str) -> int | str:
-    return "cache" if text.strip() == "cache" else _count(text)
+    return "cache" if text.strip() == "cache" else parse_count(text)
 
 
 @dataclass
@@ -64,10 +59,10 @@ class BaselineSettings:
                                       "above) or a comma list", shown="all; the paper preset: paper")
     dataset: str = setting("shakespeare", help="shakespeare (embedded), a .txt/.jsonl file or a Hugging Face "
                                                "data set")
-    dataset_config: str | None = setting(None, help="the data set's configuration")
+    dataset_config: str | None = setting(None, help="the data set's configuration", shown="none")
     text_column: str = setting("text", help="the data set's column of text")
     context_length: int = setting(256, help="tokens per context")
-    tokens: int = setting(100_000_000, parse=_count, help="training tokens per variant",
+    tokens: int = setting(100_000_000, parse=parse_count, help="training tokens per variant",
                           shown="100M; the demo: 32k")
     cache: bool = setting(True, help="train on the fly instead of caching activations")
     cache_dtype: str = setting("float16", help="the activation cache's float type")
@@ -78,7 +73,7 @@ class BaselineSettings:
     lr: float | None = setting(None, help="learning rate", shown="the budget rule")
     skip_positions: int = setting(0, help="as `lm train --skip-positions`")
     max_norm_ratio: float | None = setting(None, help="as `lm train --max-norm-ratio`", shown="none")
-    eval_tokens: int = setting(64_000, parse=_count, help="held-out tokens for the quality eval",
+    eval_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens for the quality eval",
                                shown="64k; the demo: 2k")
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
         "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
@@ -123,7 +118,8 @@ PRESETS = {
              "tokens": 32_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
              "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
-             # the judge (at chance here) explains and scores 2 latents a layer; token lookup scores all 24
+             # the judge (at chance here) explains and scores 2 latents a layer; token lookup and example
+             # embedding score all 24
              "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200,
                             "judged_latents": 2},
              "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
