@@ -38,7 +38,7 @@ class AutointerpSettings:
     style: str = "delphi"  # the judge's prompt format: delphi (the paper's) or simple
     layers: str = "all"
     latents_per_layer: int | None = None  # default: every sampled latent
-    judged_latents: int | None = None  # the first N per layer get every scorer, the rest those without the LLM
+    judged_latents: int | None = None  # the first N per layer get every scorer, the rest those without an LLM
     negatives: list[str] = field(default_factory=lambda: ["random"])  # silent windows scored against, per kind
     seed: int = 0
     explainer_tokens: int = 96  # the explainer's answer, at most
@@ -77,7 +77,7 @@ class AutointerpSettings:
 
     def scorers_of(self, rank: int) -> list[str]:
         """The scorers of a layer's `rank`-th chosen latent: every one among the first `judged_latents`, beyond
-        them only those that need neither the judge nor an explanation (token lookup)."""
+        them only those that need neither the judge nor an explanation (token lookup, example embedding)."""
         if self.judged_latents is None or rank < self.judged_latents:
             return self.scorers
         kinds = [SCORER_KINDS[s] for s in self.scorers]
