@@ -147,8 +147,9 @@ def test_rows_per_layer_metric_and_twin_and_the_sentence():
     assert outcome["cosine_sim", "rerandomized"] == SAME
     assert outcome["explained_variance", "step0"] == NOT_COMPARABLE
     sentence = LayerVerdict(3, rows).sentence()
-    assert sentence.startswith("a random network gives the same result on cosine similarity (rerandomized); "
-                               "a different one on explained variance (rerandomized); not comparable on ")
+    # rerandomized is the one twin that counts: no list of twins after the metrics
+    assert sentence.startswith("a random network gives the same result on cosine similarity; "
+                               "a different one on explained variance; not comparable on ")
     assert "step0's SAE is below its baselines (EV<PCA-4)" in sentence
     assert "not measured for every seed of both arms" in sentence
 
@@ -180,3 +181,15 @@ def test_the_chunk_bootstrap_gives_the_metrics_of_the_whole_when_every_chunk_is_
     weights = chunk_weights(7, 500, seed=1)
     assert weights.shape == (500, 7) and (weights.sum(1) == 7).all()
     assert (chunk_weights(7, 500, seed=1) == weights).all()  # the same units, the same draws: paired
+
+
+def test_the_sentence_says_a_twin_that_is_not_comparable_anywhere_once():
+    measures = []
+    for metric in METRICS:
+        measures += seeds("trained", metric, [0.80, 0.81, 0.80], latents=30)
+        measures += seeds("rerandomized", metric, [0.50, 0.51, 0.50], latents=30)
+        measures += seeds("step0", metric, [0.2, 0.2, 0.2], latents=30, below_baseline="EV<PCA-4")
+    sentence = LayerVerdict(3, verdict_rows(measures, SETTINGS)).sentence()
+    assert sentence.startswith("a random network gives a different result on explained variance, ")
+    assert sentence.endswith("; not comparable on any metric of step0: step0's SAE is below its baselines "
+                             "(EV<PCA-4).")

@@ -103,17 +103,21 @@ def write_verdict(study) -> list[VerdictRow]:
     return rows
 
 
-def _number(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _number(value: float | None, signed: bool = False, scale: float | None = None) -> str:
+    """Three decimals for values of order 1, one for larger ones (an L1 of 228); `scale` picks for a group."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    digits = 3 if abs(scale if scale is not None else value) < 10 else 1
+    return f"{value:{'+' if signed else ''}.{digits}f}"
 
 
 def interval(value: float | None, low: float | None, high: float | None, signed: bool = False) -> str:
     if value is None:
         return "–"
-    shown = f"{value:+.3f}" if signed else _number(value)
+    shown = _number(value, signed, value)
     if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
         return shown
-    return f"{shown} [{low:+.3f}, {high:+.3f}]" if signed else f"{shown} [{low:.3f}, {high:.3f}]"
+    return f"{shown} [{_number(low, signed, value)}, {_number(high, signed, value)}]"
 
 
 VERDICT_COLUMNS = ("layer", "metric", "twin", "trained [95% CI]", "twin [95% CI]", "trained − twin [95% CI]",
@@ -122,7 +126,8 @@ VERDICT_COLUMNS = ("layer", "metric", "twin", "trained [95% CI]", "twin [95% CI]
 
 def verdict_cells(r: VerdictRow) -> list[str]:
     """One verdict row as the report's table shows it."""
-    ci90 = "–" if r.low90 is None else f"[{r.low90:+.3f}, {r.high90:+.3f}]"
+    ci90 = "–" if r.low90 is None else (f"[{_number(r.low90, True, r.difference)}, "
+                                        f"{_number(r.high90, True, r.difference)}]")
     outcome = r.outcome if r.outcome != "not comparable" else f"not comparable: {r.reason}"
     if r.outcome == "same":
         outcome = f"the same within ±{_number(r.delta)}"

@@ -207,24 +207,38 @@ class LayerVerdict:
 
     def sentence(self) -> str:
         """"a random network gives the same result on …; a different one on …; cannot tell on …; not
-        comparable: …" — each metric with the twins it holds for (every twin: no list), each reason once."""
+        comparable: …" — each metric with the twins it holds for (every twin: no list), each reason once, and a
+        twin not comparable on every metric for one reason said as such."""
         twins = list(dict.fromkeys(r.twin for r in self.rows))
+        metrics = list(dict.fromkeys(r.metric for r in self.rows))
+        counted = [t for t in twins if any(r.twin == t and r.outcome != NOT_COMPARABLE for r in self.rows)]
 
-        def listed(rows: list[VerdictRow]) -> str:
+        def listed(rows: list[VerdictRow]) -> str:  # no twins named where it holds for all that count
             by_metric: dict[str, list[str]] = {}
             for r in rows:
                 by_metric.setdefault(METRICS[r.metric].label, []).append(r.twin)
-            return ", ".join(label + ("" if held == twins else f" ({', '.join(held)})")
+            return ", ".join(label + ("" if held in (twins, counted) else f" ({', '.join(held)})")
                              for label, held in by_metric.items())
 
-        parts = [head + listed([r for r in self.rows if r.outcome == outcome]) for head, outcome in (
-            ("a random network gives the same result on ", SAME), ("a different one on ", DIFFERS),
-            ("cannot tell on ", CANNOT_TELL)) if any(r.outcome == outcome for r in self.rows)]
-        reasons = dict.fromkeys(r.reason for r in self.rows if r.outcome == NOT_COMPARABLE)
-        for reason in reasons:
+        parts = []
+        heads = ((SAME, "a random network gives the same result on ", None),
+                 (DIFFERS, "a random network gives a different result on ", "a different one on "),
+                 (CANNOT_TELL, "cannot tell on ", None))
+        for outcome, first, then in heads:
+            rows = [r for r in self.rows if r.outcome == outcome]
+            if rows:
+                parts.append((then if parts and then else first) + listed(rows))
+        for reason in dict.fromkeys(r.reason for r in self.rows if r.outcome == NOT_COMPARABLE):
             rows = [r for r in self.rows if r.outcome == NOT_COMPARABLE and r.reason == reason]
-            every = len(rows) == len(self.rows)
-            parts.append(f"not comparable{' at all' if every else ' on ' + listed(rows)}: {reason}")
+            whole = [t for t in twins if sum(r.twin == t for r in rows) == len(metrics)]  # every metric of a twin
+            if len(whole) == len(twins):
+                parts.append(f"not comparable at all: {reason}")
+                continue
+            if whole:
+                parts.append(f"not comparable on any metric of {', '.join(whole)}: {reason}")
+            rest = [r for r in rows if r.twin not in whole]
+            if rest:
+                parts.append(f"not comparable on {listed(rest)}: {reason}")
         return "; ".join(parts) + "."
 
 
