@@ -98,3 +98,15 @@ def test_old_tables_with_one_flag_per_row_still_gate_every_scorer(tmp_path):
     assert trained.fuzzing == ScorerAuroc(0.9, 0.85, 0.95, None)
     assert judge_at_chance(trained, "auroc_fuzzing") and judge_at_chance(trained, "auroc_detection")
     assert not judge_at_chance(twin, "auroc_fuzzing")
+
+
+def test_a_scorer_that_asks_no_judge_is_never_marked_at_chance():
+    """The row's flag (at chance on any scorer) stands in only for scorers that ask the judge."""
+    from randsae.tables import ScorerAccuracy, ScorerAuroc, judge_at_chance
+
+    row = CompareRow("m", "trained", 3, fuzzing=ScorerAuroc(0.5, 0.4, 0.6, True),
+                     token_lookup=ScorerAuroc(0.7, 0.6, 0.8, None), examples=ScorerAuroc(0.6, 0.5, 0.7, None),
+                     intruder=ScorerAccuracy(0.2, 0.1, 0.3, 0.2, True), judge_at_chance=True)
+    assert judge_at_chance(row, "auroc_fuzzing") and judge_at_chance(row, "accuracy_intruder")
+    assert not judge_at_chance(row, "auroc_token_lookup") and not judge_at_chance(row, "auroc_examples")
+    assert not judge_at_chance(row, "auroc_embedding")

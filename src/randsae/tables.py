@@ -271,11 +271,15 @@ class CorrelationRow(Table):
 
 
 def judge_at_chance(row, metric: str) -> bool:
-    """Is the judge at chance on the scorer of `metric` (auroc_<scorer>) in this comparison row (a `CompareRow`
-    or a dict of its cells)? Each scorer has its own flag; a table written before those existed has only the
-    row's, which then stands for every scorer."""
-    scorer = metric.removeprefix("auroc_")
-    flag = row.get(f"judge_at_chance_{scorer}")
+    """Is the judge at chance on the scorer of `metric` (its column, auroc_<field> or accuracy_intruder) in this
+    comparison row (a `CompareRow` or a dict of its cells)? Never for a scorer that asks no judge. Each scorer
+    has its own flag; a table written before those existed has only the row's, which then stands for every
+    scorer that asks the judge."""
+    kind = next((k for k in SCORER_KINDS.values() if k.column == metric), None)
+    if kind is not None and not kind.uses_judge:
+        return False
+    field = metric.split("_", 1)[1] if kind is not None else metric.removeprefix("auroc_")
+    flag = row.get(f"judge_at_chance_{field}")
     if flag in (None, ""):
         flag = row.get("judge_at_chance")
     return str(flag) == "True"

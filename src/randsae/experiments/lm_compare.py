@@ -103,8 +103,10 @@ def record_comparison(out: Path, inputs: dict[str, list], replace: bool) -> None
 
 AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows (fuzzing and detection: the "
               "judge's P(1) given the explanation; embedding: similarity to the explanation; token lookup: the "
-              "latent's top tokens, no LLM), pooled over latents, with a 95% bootstrap interval over latents "
-              "(docs/paper.md §2.3); 0.5 is chance.")
+              "latent's top tokens; example embedding: closeness to its explainer windows — these three ask no "
+              "judge), pooled over latents, with a 95% bootstrap interval over latents (docs/paper.md §2.3); 0.5 "
+              "is chance. Intruder accuracy: the share of trials (4 activating windows, 1 silent) whose silent "
+              "window the judge named; 0.2 is chance.")
 
 
 def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list, list]:
