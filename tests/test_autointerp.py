@@ -19,6 +19,7 @@ from judges import ScriptedJudge, truth_map
 
 from randsae.autointerp import prompts
 from randsae.autointerp.records import read_calibration, read_latents, read_summary
+from randsae.autointerp.scorers import SCORERS
 from randsae.cli import main
 from randsae.metrics import auroc, balanced_accuracy, pooled_auroc, spearman, spearman_interval
 
@@ -342,7 +343,7 @@ def test_local_judge_end_to_end_and_compare(tiny_latents, tiny_dir, tmp_path):
     assert main(["lm", "autointerp", "--latents", str(tiny_latents), "--llm", str(tiny_dir), "--latents-per-layer",
                  "2", "--explainer-tokens", "8", "--device", "cpu", *FAST, "--out", str(out)]) == 0
     summary = read_summary(out / "summary.csv")
-    assert {r.scorer for r in summary} == {"fuzzing", "detection", "embedding", "tokens"}
+    assert {r.scorer for r in summary} == set(SCORERS)  # every scorer by default
     assert all(r.latents == 2 for r in summary)
     assert read_calibration(out / "calibration.json").judge["backend"] == "local"
     kept = list((Path(os.environ["RANDSAE_CACHE"]) / "calibration").glob("*.json"))
@@ -396,3 +397,14 @@ def test_a_latent_is_complete_without_an_explanation_only_when_no_scorer_needs_o
 
     assert latent("tokens").complete and not latent("fuzzing").complete
     assert latent("fuzzing", "the word love").complete and not latent("fuzzing", "x", failed=1).complete
+
+
+def test_an_intruder_answer_that_names_no_excerpt_is_wrong_and_a_failed_call_is_failed():
+    from randsae.autointerp.prompts import parse_intruder
+    from randsae.autointerp.scorers import intruder_result
+
+    assert parse_intruder("Intruder: excerpt 3", 5) == 2 and parse_intruder(" 5.", 5) == 4
+    assert parse_intruder("Intruder: excerpt 9 or maybe 2", 5) == 1 and parse_intruder("none of them", 5) is None
+    result = intruder_result("intruder", [2, -1, None, 0], [2, 2, 2, 2])
+    assert result.probabilities == [1.0, 0.0, None, 0.0]
+    assert (result.windows_scored, result.windows_failed, result.accuracy) == (3, 1, pytest.approx(1 / 3))

@@ -76,10 +76,14 @@ async def window_scores(judge: Judge | None, sets: ExampleSets, shown: "S.Scorin
 
 
 async def ask_intruder(judge: Judge, excerpts: list[str]) -> int | None:
-    """The index of the excerpt the judge names as the odd one out (None: no call, or no number in range)."""
+    """The index of the excerpt the judge names as the odd one out; −1 when its answer names none (a wrong
+    answer: asking again gets the same); None when the call failed (asked again on a rerun)."""
     completion = await judge.generate(prompts.intruder_messages(excerpts), max_tokens=6,
                                       answer_start=prompts.INTRUDER_START)
-    return prompts.parse_intruder(completion.text if completion else None, len(excerpts))
+    if completion is None:
+        return None
+    named = prompts.parse_intruder(completion.text, len(excerpts))
+    return -1 if named is None else named
 
 
 async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,

@@ -86,7 +86,7 @@ def intruder_trials(shown: ScoringSet, seed: int, layer: int, latent: int,
 
 def intruder_result(name: str, named_index: list[int | None], truth: list[int]) -> ScorerResult:
     """The intruder's numbers for one latent: per trial 1.0 when the judge named the silent window, 0.0 when
-    another, None when its answer named none (a failed trial)."""
+    another or none (−1), None when the call failed (a failed trial, asked again on a rerun)."""
     correct = [None if got is None else float(got == want) for got, want in zip(named_index, truth, strict=True)]
     kept = [c for c in correct if c is not None]
     return ScorerResult(name, float("nan"), float("nan"), len(kept), len(correct) - len(kept), correct,
