@@ -87,15 +87,16 @@ async def ask_intruder(judge: Judge, excerpts: list[str]) -> int | None:
 
 
 async def calibrate(judge: Judge, style: str = "delphi", windows_per_class: int = 20, seed: int = 0,
-                    resamples: int = 1000) -> Calibration:
-    """The judge's fuzzing and detection AUROC on the known-answer set, given the true explanations."""
+                    resamples: int = 1000, scorers: tuple[str, ...] = S.LLM_SCORERS) -> Calibration:
+    """The judge on the known-answer set, given the true explanations: each of `scorers` (those that ask it)
+    — fuzzing and detection AUROC, the intruder's accuracy."""
     sets, explanations, decode = known_answer_set(windows_per_class, seed)
     identity = {"model": "known-answer set", "variant": "calibration"}
     results = await asyncio.gather(*(
-        score_latent(judge, s, identity, float("nan"), decode, list(S.LLM_SCORERS), style, seed=seed,
+        score_latent(judge, s, identity, float("nan"), decode, list(scorers), style, seed=seed,
                      explanation=e) for s, e in zip(sets, explanations, strict=True)))
     out = {}
-    for scorer in S.LLM_SCORERS:
+    for scorer in scorers:
         found = [s for r in results for s in r.results if s.scorer == scorer]
         pairs = [([p for p in s.probabilities if p is not None],
                   [y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]) for s in found]

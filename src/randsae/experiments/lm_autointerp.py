@@ -27,7 +27,7 @@ from randsae.errors import BadInput
 from randsae.lm.activations import parse_layers
 from randsae.lm.examples import NEGATIVES
 from randsae.lm.latents import open_latents
-from randsae.scorer_kinds import EMBEDS, SCORER_KINDS, named
+from randsae.scorer_kinds import EMBEDS, PER_WINDOW, SCORER_KINDS, named
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,13 @@ def judge_name(description: dict) -> str:
 
 
 async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Calibration:
+    """The judge's calibration on the scorers of this run that ask it (fuzzing and detection when it runs none:
+    the judge check alone), from OUT, this machine's kept ones, or measured."""
+    asked = calibrated(settings)
     path = out / "calibration.json"
     if path.is_file():
         found = R.read_calibration(path)
-        complete = all(s.get("windows_failed") == 0 for s in found.scorers.values())
+        complete = all(s in found.scorers and found.scorers[s].get("windows_failed") == 0 for s in asked)
         if complete and same_judge(found.judge, judge.describe()) and found.style == settings.style:
             return found
     shared = shared_calibration_path(judge.describe(), settings)
@@ -116,7 +119,7 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
         log.info("scoring the judge on the known-answer set (%d latents, %d windows each)", len(KNOWN),
                  2 * settings.calibration_windows)
         calibration = await calibrate(judge, settings.style, settings.calibration_windows, settings.seed,
-                                      settings.bootstrap)
+                                      settings.bootstrap, asked)
         if shared is not None and all(s["windows_failed"] == 0 for s in calibration.scorers.values()):
             try:  # a convenience: a cache that cannot be written costs only the next run's minute
                 shared.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +128,11 @@ async def _calibration(judge, out: Path, settings: AutointerpSettings) -> R.Cali
                 log.warning("could not keep the judge's calibration in %s (%s)", shared.parent, e)
     io.write_json(path, asdict(calibration))
     return calibration
+
+
+def calibrated(settings: AutointerpSettings) -> tuple[str, ...]:
+    """The scorers the judge is checked on: those of the run that ask it, or fuzzing and detection."""
+    return tuple(s for s in LLM_SCORERS if s in settings.scorers) or PER_WINDOW
 
 
 def shared_calibration_path(judge: dict, settings: AutointerpSettings) -> Path | None:
@@ -141,8 +149,9 @@ def shared_calibration_path(judge: dict, settings: AutointerpSettings) -> Path |
     weights = model if model == "smollm2" else io.file_key(Path(model))
     text = prompts.EXPLAINER_SYSTEM + "".join(prompts.judge_system(k, 1, settings.style) for k in prompts.KINDS) \
         + prompts.INTRUDER_SYSTEM
+    asked = sorted(calibrated(settings))
     key = json.dumps([weights, judge.get("dtype"), text, settings.style, settings.calibration_windows,
-                      settings.seed, settings.bootstrap])
+                      settings.seed, settings.bootstrap, asked])
     return io.cache_dir("calibration") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
