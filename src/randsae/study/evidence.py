@@ -24,9 +24,15 @@ RECONSTRUCTION = ("explained_variance", "cosine_sim", "l1")
 
 def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,
                   autointerp_dir: Path | None, draws: bool) -> list[Measure]:
-    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws."""
+    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws. The
+    unit's latent records and scores are read once, not once per layer."""
+    from randsae.autointerp.records import read_latents, read_summary
     from randsae.experiments.lm_eval import read_chunks, read_eval_rows
+    from randsae.lm.latents import open_latents
 
+    records = open_latents(latents_dir) if latents_dir is not None else None
+    scores = None if autointerp_dir is None else (read_summary(autointerp_dir / "summary.csv"),
+                                                  read_latents(autointerp_dir))
     measures = []
     for row in read_eval_rows(eval_dir / "results.csv"):
         flag = row.below_baseline or ""
@@ -37,28 +43,26 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
         for name in RECONSTRUCTION:
             measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
                                     None if sampled is None else sampled[name], below_baseline=flag))
-        measures += latent_measures(variant, seed, row.layer, latents_dir, autointerp_dir, flag, draws)
+        measures += latent_measures(variant, seed, row.layer, records, scores, flag, draws)
     return measures
 
 
-def latent_measures(variant: str, seed: int, layer: int, latents_dir: Path | None, autointerp_dir: Path | None,
+def latent_measures(variant: str, seed: int, layer: int, records, scores: tuple[list, list] | None,
                     flag: str, draws: bool) -> list[Measure]:
-    """Entropy (from the sampled latents) and each compared scorer's pooled AUROC (from the scored ones)."""
-    from randsae.autointerp.records import read_latents, read_summary
-    from randsae.lm.latents import open_latents
-
+    """Entropy (from the sampled latents of `records`) and each compared scorer's pooled AUROC or accuracy (from
+    `scores`: an autointerp run's summary rows and scored latents)."""
     out = []
-    if latents_dir is not None:
-        entropy = np.array([r.entropy_explainer for r in open_latents(latents_dir).sampled(layer)], dtype=float)
+    if records is not None:
+        entropy = np.array([r.entropy_explainer for r in records.sampled(layer)], dtype=float)
         entropy = entropy[np.isfinite(entropy)]
         out.append(Measure(variant, seed, layer, "entropy_mean", float(entropy.mean()) if len(entropy) else None,
                            mean_draws(entropy, RESAMPLES, derive_seed(seed, "verdict", variant, layer))
                            if draws else None, len(entropy), flag))
-    if autointerp_dir is None:
+    if scores is None:
         return out
-    flags = {s.scorer: bool(s.judge_at_chance) for s in read_summary(autointerp_dir / "summary.csv")
-             if s.layer == layer}
-    scored = [r for r in read_latents(autointerp_dir) if r.layer == layer]
+    summary, latents = scores
+    flags = {s.scorer: bool(s.judge_at_chance) for s in summary if s.layer == layer}
+    scored = [r for r in latents if r.layer == layer]
     for metric in METRICS.values():
         if metric.scorer is None or metric.scorer not in flags:
             continue
