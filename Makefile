@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --durations=15
 
 # A real OpenAI-compatible server for the `openai` judge backend: llama.cpp's, built from source (5–11 minutes
 # on 2 cores the first time; pip keeps the wheel), in a venv of its own so that `make test` stays lean.
@@ -35,7 +35,7 @@ test-http: $(STAMP) $(JUDGE_VENV)/.installed
 	RANDSAE_LLAMA_PYTHON=$(JUDGE_VENV)/bin/python $(BIN)/python -m pytest -q -m llama_server
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not llama_server"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not llama_server"
 
 demo: $(STAMP)
 	$(BIN)/randsae toy --preset quick --out runs/quick
@@ -63,8 +63,10 @@ bench: $(STAMP)
 bench-gpu: $(STAMP)
 	$(BIN)/python benchmarks/gpu.py
 
+# ruff, and pyright's basic type checks (run by basedpyright, which ships pyright without fetching it from npm)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/basedpyright
 
 clean:
 	rm -rf $(VENV) $(JUDGE_VENV) runs

@@ -1,4 +1,5 @@
 import os
+import socket
 
 import pytest
 import torch
@@ -14,6 +15,14 @@ def _session_cache(tmp_path_factory):
         os.environ.pop("RANDSAE_CACHE", None)
     else:
         os.environ["RANDSAE_CACHE"] = previous
+
+
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on loopback (torchrun's rendezvous: tests run side by side under pytest-xdist)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """Every figure, checked for what a reader needs without a human: written in each format, axes labelled,
 legends clear of the data, the Goldilocks band where it belongs, ticks at the values that exist, footnotes."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from randsae import plots
 from randsae.lm.latents import LatentSummary
 from randsae.metrics import hoyer, hoyer_batch_mean, l1_over_sqrt_l2, l1_over_sqrt_l2_batch_mean
-from randsae.tables import CompareRow
+from randsae.tables import CompareRow, SweepRow
 
 MAGIC = {"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xml"}
 
@@ -69,10 +70,9 @@ def toy_rows(seeds=(0, 1)):
                 mmcs = peak * math.exp(-((i - 5) / 2.5) ** 2) + 0.01 * seed
                 for data, transform in (("sharkey", "none"), ("sharkey", "mlp"), ("gaussian", "none")):
                     truth = (data, transform) == ("sharkey", "none")
-                    rows.append({"data": data, "transform": transform, "latents": size, "l1_coef": repr(float(c)),
-                                 "seed": seed, "epochs": 10, "mmcs": mmcs if truth else "",
-                                 "explained_variance": 1 - i / 12, "l0": max(0.0, 40 - 4 * i) * (i < 9),
-                                 "hoyer": i / 11, "status": "ok"})
+                    rows.append(SweepRow(data, transform, 16, size, float(c), seed, 10,
+                                         mmcs=mmcs if truth else None, explained_variance=1 - i / 12,
+                                         l0=max(0.0, 40 - 4 * i) * (i < 9), hoyer=i / 11))
     return rows
 
 
@@ -113,7 +113,7 @@ def test_one_seed_says_so(drawn, tmp_path):
 
 
 def test_no_band_is_said_when_no_size_reaches_it(drawn, tmp_path):
-    rows = [dict(r, mmcs=0.5) if r["mmcs"] != "" else r for r in toy_rows()]
+    rows = [dataclasses.replace(r, mmcs=0.5) if r.mmcs is not None else r for r in toy_rows()]
     plots.plot_mmcs(rows, tmp_path / "mmcs.png")
     fig, notes = drawn[-1]
     assert not fig.axes[0].patches and any("no size reaches 0.9" in n for n in notes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from randsae.cli import main
-from randsae.experiments.sweep import read_all_results, read_results, row_key
+from randsae.experiments.sweep import read_all_results, read_results
 
 GRID = ["toy", "--data", "sharkey,gaussian", "--transform", "none,mlp", "--latents", "16,32", "--l1", "0.01,0.1",
         "--seeds", "1", "--epochs", "2", "--num-samples", "400", "--num-inputs", "8", "--num-features", "16",
@@ -18,7 +18,7 @@ GRID = ["toy", "--data", "sharkey,gaussian", "--transform", "none,mlp", "--laten
 
 
 def by_key(rows):
-    return {row_key(r): r for r in rows}
+    return {r.key: r for r in rows}
 
 
 def torchrun(args, out, port):
@@ -28,18 +28,18 @@ def torchrun(args, out, port):
                           env=env, timeout=300)
 
 
-def test_two_ranks_give_the_single_process_table(tmp_path):
+def test_two_ranks_give_the_single_process_table(tmp_path, port):
     torch.set_num_threads(1)  # the ranks run one thread each: the same arithmetic
     assert main([*GRID, "--out", str(tmp_path / "one")]) == 0
-    result = torchrun(GRID, tmp_path / "two", 29533)
+    result = torchrun(GRID, tmp_path / "two", port)
     assert result.returncode == 0, result.stderr[-2000:]
     one, two = by_key(read_results(tmp_path / "one" / "results.csv")), by_key(read_results(tmp_path / "two" /
                                                                                             "results.csv"))
     assert len(one) == 2 * 2 * 2 * 2 == len(two) and one.keys() == two.keys()
     for key, row in one.items():
         for column in ("fvu", "l0", "mmcs", "hoyer"):
-            if row.get(column) not in (None, ""):
-                assert float(row[column]) == float(two[key][column]), (key, column)
+            if row.get(column) is not None:
+                assert row.get(column) == two[key].get(column), (key, column)
     assert not list((tmp_path / "two").glob("results.rank*.csv"))
 
 
@@ -51,24 +51,21 @@ def test_rank_tables_left_by_a_killed_run_are_kept(tmp_path):
     assert main([*GRID, "--out", str(out)]) == 0
     rows = read_results(out / "results.csv")
     # as if rank 1 had finished two stacks and rank 0 one, then both were killed
-    from randsae import io
-    from randsae.experiments.sweep import COLUMNS
+    from randsae.tables import SweepRow, write_table
 
-    keys = sorted({(r["data"], r["transform"], r["latents"]) for r in rows})
-    io.write_rows(out / "results.rank1.csv", COLUMNS, [r for r in rows if (r["data"], r["transform"],
-                                                                           r["latents"]) in keys[:2]])
-    io.write_rows(out / "results.rank0.csv", COLUMNS, [r for r in rows if (r["data"], r["transform"],
-                                                                           r["latents"]) == keys[2]])
+    keys = sorted({r.key[:4] for r in rows})
+    write_table(out / "results.rank1.csv", [r for r in rows if r.key[:4] in keys[:2]], SweepRow)
+    write_table(out / "results.rank0.csv", [r for r in rows if r.key[:4] == keys[2]], SweepRow)
     (out / "results.csv").unlink()
     assert len(read_all_results(out)) == 3 * 2
     assert main([*GRID, "--out", str(out)]) == 0
     again = by_key(read_results(out / "results.csv"))
     assert again.keys() == by_key(rows).keys()
     for key, row in by_key(rows).items():
-        assert float(again[key]["fvu"]) == float(row["fvu"])
+        assert again[key].fvu == row.fvu
 
 
-def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
+def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path, port):
     """SIGKILL to every rank once a rank table holds a stack: the rerun (one process) trains only the stacks
     that were not finished and gives the uninterrupted table."""
     import signal
@@ -81,7 +78,7 @@ def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                            "--master-port", "29541", "-m", "randsae", *grid, "--out", str(out)],
+                            "--master-port", str(port), "-m", "randsae", *grid, "--out", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     deadline = time.time() + 240
     while time.time() < deadline and not any(p.stat().st_size > 0 for p in out.glob("results.rank*.csv")):
@@ -130,4 +127,4 @@ def test_a_killed_torchrun_grid_keeps_its_finished_stacks(tmp_path):
     one, again = by_key(read_results(tmp_path / "one" / "results.csv")), by_key(read_results(out / "results.csv"))
     assert one.keys() == again.keys()
     for key, row in one.items():
-        assert float(again[key]["fvu"]) == float(row["fvu"]), key
+        assert again[key].fvu == row.fvu, key

@@ -138,7 +138,7 @@ def test_ce_loss_score_on_the_embedded_model(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["cache", "model"])
-def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_caches, tmp_path):
+def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_caches, tmp_path, port):
     if source == "cache":
         inputs = ["--acts", str(tiny_caches / "trained"), "--tokens", "2048"]
     else:  # on the fly: each rank runs the model on its share of every step's contexts
@@ -148,7 +148,7 @@ def test_two_ranks_under_torchrun_equal_one_process(source, tiny_dir, tiny_cache
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                             "--master-port", "29517", "-m", "randsae", *args, "--out", str(tmp_path / "two")],
+                             "--master-port", str(port), "-m", "randsae", *args, "--out", str(tmp_path / "two")],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     one = load_file(str(tmp_path / "one" / "layer.2" / "sae_weights.safetensors"))

@@ -74,21 +74,61 @@ def test_a_judge_that_cannot_be_is_refused_on_construction():
 
 
 def test_a_settings_file_is_read_field_by_field_and_flags_override_it(tmp_path, capsys):
-    from randsae.cli import main
+    from randsae.cli import main, parse
 
     path = tmp_path / "train.toml"
-    path.write_text('k = 8\nexpansion = 2\nwarmup_steps = 3\n')
-    from randsae.settings import from_file
-
-    assert from_file(str(path), TopKTrainConfig) == {"k": 8, "expansion": 2, "warmup_steps": 3}
+    path.write_text('k = 8\nexpansion = 2\nwarmup-steps = 3\nno_check = true\n')
+    args = parse(["lm", "train", "--acts", "A", "--config", str(path), "--k", "16", "--out", "O"])
+    assert (args.k, args.expansion, args.warmup_steps, args.no_check) == (16, 2, 3, True)  # the flag wins
     path.write_text('k = "eight"\n')
-    with pytest.raises(BadInput, match="setting k must be an int"):
-        from_file(str(path), TopKTrainConfig)
+    with pytest.raises(BadInput, match="train.toml: setting k must be an int"):
+        parse(["lm", "train", "--acts", "A", "--config", str(path), "--out", "O"])
     path.write_text('kk = 8\n')
     assert main(["-q", "lm", "train", "--acts", str(tmp_path / "none"), "--config", str(path), "--out",
                  str(tmp_path / "out")]) == 2
-    assert "unknown setting 'kk'; known settings are autocast, auxk_alpha" in capsys.readouterr().err
+    assert "unknown setting 'kk'; known settings are acts, autocast, auxk_alpha" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command,key,value", [
+    (["lm", "activations"], "batch_size", 3), (["lm", "eval", "--sae", "S"], "tokens", "8k"),
+    (["lm", "compare", "R"], "format", "pdf"), (["lm", "latents", "--sae", "S"], "window", 9),
+    (["lm", "autointerp"], "seed", 5), (["toy2d"], "num_samples", 77), (["plot", "R"], "format", "svg")])
+def test_every_command_reads_a_settings_file_and_its_flags_win(tmp_path, command, key, value):
+    from randsae.cli import parse
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"{key} = {value!r}\n".replace("'", '"'))
+    assert getattr(parse([*command, "--out", "O", "--config", str(path)]), key) == value
+    flag = "--" + key.replace("_", "-")
+    assert getattr(parse([*command, "--out", "O", "--config", str(path), flag, "1"]), key) in (1, "1")
+    path.write_text("colour = 1\n")
+    with pytest.raises(BadInput, match=f"c.toml: unknown setting 'colour'; known settings are .*{key}"):
+        parse([*command, "--out", "O", "--config", str(path)])
+
+
+def test_export_reads_no_setting_that_is_its_input_or_output(tmp_path):
+    from randsae.cli import parse
+
+    path = tmp_path / "c.toml"
+    path.write_text('out = "elsewhere"\n')
+    with pytest.raises(BadInput, match=r"unknown setting 'out'; known settings are none \(its inputs"):
+        parse(["export", "R", "--format", "sparsify", "--out", "O", "--config", str(path)])
+
+
+def test_a_judge_table_or_bare_judge_keys_set_the_judge_flags(tmp_path):
+    from randsae.cli import parse
+
+    path = tmp_path / "judge.toml"
+    path.write_text('scorers = ["fuzzing", "detection"]\nllm = "gemma"\n[judge]\ntimeout = 30\n')
+    args = parse(["lm", "autointerp", "--latents", "L", "--config", str(path), "--out", "O"])
+    assert (args.scorers, args.judge_llm, args.judge_timeout) == ("fuzzing,detection", "gemma", 30.0)
+    path.write_text('[judge]\ntimeout = "long"\n')
+    with pytest.raises(BadInput, match="setting judge_timeout must be a float"):
+        parse(["lm", "autointerp", "--latents", "L", "--config", str(path), "--out", "O"])
+    path.write_text('calibrate = "yes"\n')
+    with pytest.raises(BadInput, match=r"setting calibrate \(--calibrate\) must be true or false"):
+        parse(["lm", "autointerp", "--config", str(path), "--out", "O"])
 
 
 def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):

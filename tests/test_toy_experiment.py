@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from randsae.experiments.sweep import COLUMNS, row_key
+from randsae.experiments.sweep import COLUMNS, read_results
 from randsae.experiments.toy import ToyConfig, run_toy
 from randsae.io import read_rows
 
@@ -20,12 +20,12 @@ def test_grid_rows_columns_and_mmcs_only_on_raw_toy_data(tmp_path):
     assert len(rows) == 2 * 2 * 2 * 2 * 2
     with open(tmp_path / "results.csv") as f:
         assert next(csv.reader(f)) == COLUMNS
-    table = read_rows(tmp_path / "results.csv")
-    assert len({row_key(r) for r in table}) == len(table) == 32
+    table = read_results(tmp_path / "results.csv")
+    assert len({r.key for r in table}) == len(table) == 32 and table == sorted(rows, key=lambda r: r.key) or \
+        {r.key: r for r in table} == {r.key: r for r in rows}  # read back as written, field for field
     for r in table:
-        has_mmcs = r["mmcs"] != ""
-        assert has_mmcs == (r["data"] == "sharkey" and r["transform"] == "none")
-        assert 0 <= float(r["dead_fraction"]) <= 1
+        assert (r.mmcs is not None) == (r.data == "sharkey" and r.transform == "none")
+        assert 0 <= r.dead_fraction <= 1 and r.status == "ok"
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["epochs"] == 2 and config["l1"] == [0.01, 1.0]
 
@@ -34,7 +34,7 @@ def test_same_seed_same_numbers(tmp_path):
     config = ToyConfig(**{**SMALL, "seeds": 1, "data": ["sharkey"], "transform": ["mlp"]})
     a = run_toy(config, tmp_path / "a", progress=False)
     b = run_toy(config, tmp_path / "b", progress=False)
-    assert [r["fvu"] for r in a] == [r["fvu"] for r in b]
+    assert [r.fvu for r in a] == [r.fvu for r in b]
 
 
 def test_rerun_skips_finished_rows_and_extends_the_grid(tmp_path):
@@ -46,11 +46,11 @@ def test_rerun_skips_finished_rows_and_extends_the_grid(tmp_path):
     wider = ToyConfig(**{**SMALL, "seeds": 1, "data": ["sharkey"], "transform": ["none"],
                          "l1": [0.01, 0.1, 1.0]})
     rows = run_toy(wider, tmp_path, progress=False)
-    assert len(rows) == 6 and len({row_key(r) for r in rows}) == 6
+    assert len(rows) == 6 and len({r.key for r in rows}) == 6
     # the resumed SAE of a finished coefficient kept its numbers
-    old = {row_key(r): r["fvu"] for r in first}
-    new = {row_key(r): str(r["fvu"]) for r in read_rows(tmp_path / "results.csv")}
-    assert all(new[k] == str(v) for k, v in old.items())
+    old = {r.key: r.fvu for r in first}
+    new = {r.key: r.fvu for r in read_results(tmp_path / "results.csv")}
+    assert all(new[k] == v for k, v in old.items())
 
 
 def test_refuses_to_mix_settings_in_one_table(tmp_path):
@@ -82,10 +82,12 @@ def test_killed_run_loses_only_the_stack_in_flight(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = read_rows(table)
+    table_before = tmp_path / "partial.csv"
+    table_before.write_bytes(table.read_bytes())
     assert 4 <= len(partial) < 24, "the run should have been killed part-way"
     finished = subprocess.run(args, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
-    rows = read_rows(table)
-    assert len(rows) == 24 and len({row_key(r) for r in rows}) == 24
-    kept = {row_key(r): r for r in partial}
-    assert all(kept[k] == r for r in rows if (k := row_key(r)) in kept)
+    rows = read_results(table)
+    assert len(rows) == 24 and len({r.key for r in rows}) == 24
+    kept = {r.key: r for r in read_results(table_before)}
+    assert all(kept[k] == r for r in rows if (k := r.key) in kept)

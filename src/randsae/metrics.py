@@ -5,9 +5,12 @@ averaged over samples.
 """
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -175,7 +178,7 @@ class TokenQuality:
             raise ValueError("no tokens were evaluated.")
         return {name: torch.cat([c[name] for c in self.chunks]) for name in self.chunks[0]}
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
         if not self.tokens:
             raise ValueError("no tokens were evaluated.")
         mean = self.total / self.tokens
@@ -239,7 +242,7 @@ def balanced_accuracy(scores: np.ndarray, labels: np.ndarray, threshold: float =
     return float((predicted[labels].mean() + (~predicted[~labels]).mean()) / 2)
 
 
-def pooled_auroc(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1000, seed: int = 0,
+def pooled_auroc(groups: Sequence[tuple[ArrayLike, ArrayLike]], resamples: int = 1000, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float, float]:
     """AUROC of every (scores, labels) group pooled together, with a percentile bootstrap interval that
     resamples whole groups (the latents, the units that were sampled) with replacement. NaN with no groups."""
@@ -247,11 +250,12 @@ def pooled_auroc(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1
     return (point, *percentile_interval(draws, level))
 
 
-def pooled_auroc_draws(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int = 1000,
+def pooled_auroc_draws(groups: Sequence[tuple[ArrayLike, ArrayLike]], resamples: int = 1000,
                        seed: int = 0) -> tuple[float, np.ndarray]:
     """The pooled AUROC of `groups` and its bootstrap draws (whole groups resampled with replacement; draws
     where one class is missing are left out). NaN and no draws with no groups."""
-    groups = [(np.asarray(s, dtype=np.float64), np.asarray(y).astype(bool)) for s, y in groups if len(s)]
+    arrays = [(np.asarray(s, dtype=np.float64), np.asarray(y).astype(bool)) for s, y in groups]
+    groups = [(s, y) for s, y in arrays if len(s)]
     if not groups:
         return float("nan"), np.empty(0)
     point = auroc(np.concatenate([s for s, _ in groups]), np.concatenate([y for _, y in groups]))
@@ -265,10 +269,11 @@ def pooled_auroc_draws(groups: list[tuple[np.ndarray, np.ndarray]], resamples: i
     return point, values[np.isfinite(values)]
 
 
-def pooled_mean_draws(groups: list[np.ndarray], resamples: int = 1000, seed: int = 0) -> tuple[float, np.ndarray]:
+def pooled_mean_draws(groups: Sequence[ArrayLike], resamples: int = 1000,
+                      seed: int = 0) -> tuple[float, np.ndarray]:
     """The mean of every value of `groups` pooled (an intruder accuracy: 1 per trial named right, 0 wrong) and
     its bootstrap draws, whole groups (latents) resampled with replacement. NaN and no draws with none."""
-    groups = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
+    groups = [a for a in (np.asarray(g, dtype=np.float64) for g in groups) if len(a)]
     if not groups:
         return float("nan"), np.empty(0)
     sums, counts = np.array([g.sum() for g in groups]), np.array([len(g) for g in groups], dtype=np.float64)

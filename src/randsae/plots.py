@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,13 +20,12 @@ from randsae.errors import BadInput
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
 from randsae.scorer_kinds import COMPARED, SCORER_KINDS  # noqa: E402
-from randsae.tables import CompareRow, judge_at_chance  # noqa: E402
-
-Row = dict[str, str | float | int | None]
+from randsae.tables import CompareRow, SweepRow, judge_at_chance  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg")
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
@@ -37,7 +37,7 @@ VARIANT_COLOURS = {"trained": "#1f77b4", "rerandomized": "#d62728", "rerandomize
 DATA_COLOURS = {"sharkey": "#1f77b4", "glove": "#2ca02c", "gaussian": "#7f7f7f"}
 DATA_NAMES = {"sharkey": "Sharkey toy data", "gaussian": "matched Gaussian control", "glove": "GloVe word vectors"}
 TRANSFORM_NAMES = {"none": "raw inputs", "mlp": "inputs through a random MLP"}
-EXTRA_COLOURS = plt.cm.tab10.colors
+EXTRA_COLOURS = plt.get_cmap("tab10").colors  # pyright: ignore[reportAttributeAccessIssue] (a ListedColormap)
 
 
 def colour(name: str, palette: dict[str, str], others: list[str]) -> str:
@@ -65,12 +65,13 @@ def styled(draw: Callable) -> Callable:
     """Draw inside the project's style."""
     @wraps(draw)
     def wrapper(*args, **kwargs):
-        with plt.rc_context(STYLE):
+        with plt.rc_context(STYLE):  # pyright: ignore[reportArgumentType] (its keys are rc names)
             return draw(*args, **kwargs)
     return wrapper
 
 
-def _value(row: Row, column: str) -> float | None:
+def _value(row, column: str) -> float | None:
+    """A row's number in `column` (a typed table's row), None when it has none."""
     value = row.get(column)
     if value is None or value == "":
         return None
@@ -117,7 +118,7 @@ def pareto_frontier(sparsity: Sequence[float], quality: Sequence[float],
     return s[keep], q[keep]
 
 
-def goldilocks_range(coefs: Sequence[float], values: Sequence[float],
+def goldilocks_range(coefs: Sequence[float], values: Sequence[float] | np.ndarray,
                      threshold: float = 0.9) -> tuple[float, float] | None:
     """The coefficient range where `values` (MMCS at ascending `coefs`) stays ≥ `threshold`: the longest
     run of swept coefficients at or above it, widened to where the curve crosses the threshold,
@@ -155,7 +156,7 @@ def coefficient_ticks(ax, coefs: Sequence[float]) -> None:
 
 
 @styled
-def plot_mmcs(rows: Sequence[Row], path: str | Path, goldilocks: float = 0.9,
+def plot_mmcs(rows: Sequence[SweepRow], path: str | Path, goldilocks: float = 0.9,
               formats: Sequence[str] = ("png",)) -> Path | None:
     """MMCS against the L1 coefficient, a line per dictionary size (mean ± SEM over seeds), a panel per
     data set with ground truth. Each size's Goldilocks band — the coefficients where its MMCS stays ≥
@@ -165,9 +166,8 @@ def plot_mmcs(rows: Sequence[Row], path: str | Path, goldilocks: float = 0.9,
     for row in rows:
         value = _value(row, "mmcs")
         if value is not None:
-            key = (row["data"], row["transform"], int(row["latents"]))
-            groups[key][float(row["l1_coef"])].append(value)
-            seeds.add(row["seed"])
+            groups[row.data, row.transform, row.latents][row.l1_coef].append(value)
+            seeds.add(row.seed)
     if not groups:
         return None
     panels = sorted({key[:2] for key in groups})
@@ -208,7 +208,7 @@ SPARSITY_AXES = {"l0": ("L0, active latents per sample\n(symlog: linear below 1,
 
 
 @styled
-def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0",
+def plot_frontiers(rows: Sequence[SweepRow], path: str | Path, sparsity: str = "l0",
                    formats: Sequence[str] = ("png",)) -> Path | None:
     """Explained variance against sparsity: every SAE as a dot, each data source's Pareto frontier as a
     line, a panel per transform on shared axes. Returns None when the table is empty."""
@@ -217,7 +217,7 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0",
     for row in rows:
         s, ev = _value(row, sparsity), _value(row, "explained_variance")
         if s is not None and ev is not None and math.isfinite(s) and math.isfinite(ev):
-            points[str(row["transform"]), str(row["data"])].append((s, ev))
+            points[row.transform, row.data].append((s, ev))
     if not points:
         return None
     transforms = sorted({t for t, _ in points}, key=lambda t: (t != "none", t))
@@ -252,10 +252,10 @@ def plot_frontiers(rows: Sequence[Row], path: str | Path, sparsity: str = "l0",
     return _save(fig, path, formats, notes)
 
 
-def plot_results(rows: Sequence[Row], out: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+def plot_results(rows: Sequence[SweepRow], out: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Every figure a results table supports, written into `out` (diverged SAEs left out)."""
     out = Path(out)
-    rows = [row for row in rows if row.get("status") != "diverged"]
+    rows = [row for row in rows if not row.diverged]
     drawn = [plot_mmcs(rows, out / "mmcs.png", formats=formats),
              plot_frontiers(rows, out / "frontier_l0.png", "l0", formats=formats),
              plot_frontiers(rows, out / "frontier_hoyer.png", "hoyer", formats=formats)]
@@ -313,7 +313,7 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
                     continue
                 c = colour(variant, VARIANT_COLOURS, others)
                 layers = [layer for layer, _ in points]
-                values = [_value(r, metric) for _, r in points]
+                values = [float(_value(r, metric) or 0.0) for _, r in points]  # the points hold a value
                 if metric == "entropy_mean":
                     spread = [_value(r, "entropy_std") or 0.0 for _, r in points]
                     ax.errorbar(layers, values, yerr=spread, fmt="o-", ms=3, capsize=2, color=c, label=variant)
@@ -333,13 +333,13 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
                 if bad:  # below the simplest baseline: a red cross over the point (the note names them)
                     ax.plot(*zip(*bad, strict=True), "x", ms=9, mew=2, color="#b00020", zorder=5)
                 if metric == "explained_variance":
-                    ax.plot(layers, [_value(r, "pca_explained_variance") for _, r in points], "--",
+                    ax.plot(layers, [_value(r, "pca_explained_variance") or np.nan for _, r in points], "--",
                             color=c, alpha=0.6, label=f"{variant}: PCA, k components")
             if metric == "ce_loss_score":
                 ax.axhline(1.0, color="#444444", lw=0.8, ls=":")
             if metric in SCORER_COLUMNS:  # chance: 0.5 for an AUROC, 1/windows for the intruder's accuracy
-                chance = next((_value(r, f"chance_{metric.split('_', 1)[1]}") for r in rows
-                               if _value(r, f"chance_{metric.split('_', 1)[1]}") is not None), 0.5)
+                chances = (_value(r, f"chance_{metric.split('_', 1)[1]}") for r in rows)
+                chance = next((c for c in chances if c is not None), 0.5)
                 ax.axhline(chance, color="#444444", lw=0.8, ls=":")
                 if any(judge_at_chance(r, metric) for r in rows if r.model == model):
                     ax.text(0.5, 0.5, "judge at chance", transform=ax.transAxes, ha="center", va="center",
@@ -360,7 +360,7 @@ def plot_lm_comparison(rows: Sequence[CompareRow], path: str | Path, notes: Sequ
 GRID_COLUMNS = 4  # panels a row when one model fills the page
 
 
-def comparison_panels(metrics: int, models: int):
+def comparison_panels(metrics: int, models: int) -> tuple[Any, Callable[[int, int], Axes]]:
     """The figure and `panel(metric, model) -> axes`: one model's metrics in a grid across the width, several
     models' in a column each."""
     if models > 1:
@@ -443,7 +443,7 @@ def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzi
             if column == 0:
                 ax.set_ylabel(f"{scorer} AUROC")
     if at_chance:  # above everything drawn (the panel titles reach above the axes)
-        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        box = fig.get_tightbbox(fig.canvas.get_renderer())  # pyright: ignore[reportAttributeAccessIssue] (Agg)
         fig.text(box.x0 / fig.get_figwidth(), box.y1 / fig.get_figheight() + 0.02,
                  "JUDGE AT CHANCE on the known-answer set: these AUROCs do not measure the latents",
                  color="#b00020", fontsize=10, fontweight="bold", ha="left", va="bottom")

@@ -74,23 +74,6 @@ def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
                             metavar=f.name.upper(), help=f"{f.metadata['help']} (default {shown})")
 
 
-def from_file(path: str | None, cls) -> dict[str, Any]:
-    """The settings of `cls` in a TOML or JSON file (None: no file), checked: a key that is not one of its
-    flags' fields, or a value of the wrong type, is one sentence naming it."""
-    from randsae.config import coerce, read_config_file
-    from randsae.errors import BadInput
-
-    if path is None:
-        return {}
-    values = read_config_file(path)
-    known = sorted(f.name for f in documented(cls))
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise BadInput(f"config file {path}: unknown setting {unknown[0]!r}; known settings are "
-                       f"{', '.join(known)}.")
-    return coerce(cls, values)
-
-
 def given(args: argparse.Namespace, cls, exclude: Iterable[str] = (), prefix: str = "") -> dict[str, Any]:
     """{field: value} of the flags of `cls` that were given."""
     values = {f.name: getattr(args, prefix + f.name, None) for f in documented(cls) if f.name not in exclude}

@@ -177,6 +177,45 @@ def finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+# --- the sweep tables (toy data, word vectors) ---------------------------------------------------------------
+
+@dataclass
+class SweepRow(Table):
+    """One row of `randsae toy` / `glove`'s results.csv: one ReLU SAE of the grid on its validation split.
+    `status` is "ok", or "diverged" when a metric is not finite (kept as a record, retried by a rerun, never
+    plotted)."""
+    data: str
+    transform: str
+    input_dim: int
+    latents: int
+    l1_coef: float
+    seed: int
+    epochs: int
+    mse: float | None = None
+    fvu: float | None = None
+    explained_variance: float | None = None
+    l0: float | None = None
+    l1: float | None = None
+    l2: float | None = None
+    l1_over_sqrt_l2: float | None = None
+    hoyer: float | None = None
+    dead_fraction: float | None = None
+    mmcs: float | None = None
+    status: str = "ok"
+
+    KEY = ("data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs")
+
+    @property
+    def key(self) -> tuple:
+        """The identity of a row; coefficients compare by value to 10 significant digits."""
+        return (self.data, self.transform, self.input_dim, self.latents, float(f"{self.l1_coef:.10g}"), self.seed,
+                self.epochs)
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == "diverged"
+
+
 # --- the language-model tables --------------------------------------------------------------------------------
 
 @dataclass

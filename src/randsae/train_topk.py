@@ -7,6 +7,7 @@ gradient and the weights follow a single-process run on the same global batches.
 """
 
 import math
+from collections.abc import Set
 from dataclasses import dataclass, replace
 
 import torch
@@ -99,7 +100,7 @@ def effective_warmup(warmup_steps: int, total_steps: int | None) -> int:
     return warmup_steps
 
 
-def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed: set[str] = frozenset(),
+def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed: Set[str] = frozenset(),
                   auto: bool = True) -> Schedule:
     """The schedule for `tokens` tokens: the rule above for what the user did not fix (`fixed` holds the
     config fields given as flags); `auto=False` keeps the config's values (the paper's unless given)."""
@@ -170,6 +171,7 @@ class TopKTrainer:
         squared_error = error.square().sum()
         loss = squared_error / total_variance * self.world.size
         if out.aux_reconstruction is not None:
+            assert dead is not None  # the auxiliary loss is computed only with dead latents tracked
             num_dead = int(dead.sum())
             scale = min(num_dead / (self.sae.num_inputs // 2), 1.0)
             aux_error = (out.aux_reconstruction.float() + error.detach()).square().sum()

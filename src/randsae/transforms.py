@@ -19,11 +19,13 @@ def random_mlp(dim: int, seed: int = 0, hidden_multiple: int = 4, hidden: int | 
 
 
 @torch.no_grad()
-def apply(mlp: nn.Module, data: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+def apply(mlp: nn.Sequential, data: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
     """`mlp` applied to the rows of `data`, a chunk at a time into one output matrix, so a large data set
     needs its own size again for the output and nothing more."""
     mlp = mlp.to(data.device)
-    out = torch.empty(len(data), mlp[-1].out_features, dtype=data.dtype, device=data.device)
+    last = mlp[-1]
+    assert isinstance(last, nn.Linear)
+    out = torch.empty(len(data), last.out_features, dtype=data.dtype, device=data.device)
     for start in range(0, len(data), chunk):
         out[start:start + chunk] = mlp(data[start:start + chunk])
     return out

@@ -26,6 +26,7 @@ async def score_latent(judge: Judge | None, sets: ExampleSets, identity: dict, e
     that needs an explanation and has none counts every window as failed."""
     started = time.perf_counter()
     if explanation is None and any(needs_explanation(s) for s in scorers):
+        assert judge is not None, "a scorer that needs an explanation needs a judge"
         explanation = await explain(judge, sets, decode, max_tokens)
     lookup = S.top_tokens(sets.explainer, decode)
     results: list[ScorerResult] = []
@@ -46,6 +47,7 @@ async def score_set(judge: Judge | None, sets: ExampleSets, shown: "S.ScoringSet
     for scorer in scorers:
         started = time.perf_counter()
         if scorer == "intruder":
+            assert judge is not None, "the intruder scorer needs a judge"
             trials = S.intruder_trials(shown, seed, sets.layer, sets.latent, kind)
             named_index = await asyncio.gather(*(ask_intruder(judge, excerpts) for excerpts, _ in trials))
             result = S.intruder_result(named(scorer, kind), list(named_index), [at for _, at in trials])
@@ -64,7 +66,7 @@ async def window_scores(judge: Judge | None, sets: ExampleSets, shown: "S.Scorin
     """One scorer's score per shown window, and the threshold its balanced accuracy reads them at (None: the
     median)."""
     if scorer == "tokens":
-        return S.token_lookup(shown.shown, lookup), None
+        return list[float | None](S.token_lookup(shown.shown, lookup)), None
     if scorer == "examples":
         return embedder.closeness([render(decode(w.tokens)) for w in sets.explainer],
                                   [render(w.tokens) for w in shown.shown]), None
@@ -72,6 +74,7 @@ async def window_scores(judge: Judge | None, sets: ExampleSets, shown: "S.Scorin
         return [None] * len(shown.labels), 0.5
     if scorer == "embedding":
         return embedder.similarity(explanation, [render(w.tokens) for w in shown.shown]), None
+    assert judge is not None, f"the {scorer} scorer needs a judge"
     return await judge.judge(scorer, explanation, shown.shown, style), 0.5
 
 

@@ -160,12 +160,12 @@ def summarise(results: list[LatentResult], scorers: list[str], judge: str, calib
             else:
                 point, low, high = pooled_auroc(pairs, resamples, derive_seed(seed, "bootstrap", layer, scorer))
             judged = calibration is not None and base(scorer) in LLM_SCORERS
-            cal = calibration.scorers.get(base(scorer)) if judged else None
+            cal = calibration.scorers.get(base(scorer)) if calibration is not None and judged else None
             rows.append(SummaryRow(
                 model, variant, layer, scorer, point, low, high, len(found),
                 sum(1 for r in group if not r.complete), sum(s.windows_failed for s in found), judge,
                 cal["auroc"] if cal else None, cal["low"] if cal else None, cal["high"] if cal else None,
-                calibration.at_chance(base(scorer)) if judged else None,
+                calibration.at_chance(base(scorer)) if calibration is not None and judged else None,
                 counts.get("llm_calls", 0), counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0),
                 counts.get("llm_seconds", 0.0), **accuracy))
     return rows

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from randsae import runs
 from randsae.cli import baseline, lm, toy
-from randsae.cli.common import Parser, UsageError
+from randsae.cli.common import Parser, UsageError, flag_file_defaults
 from randsae.errors import BadInput, Terminated, request_termination
 
 log = logging.getLogger("randsae")
@@ -51,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, over a `--config` file's settings where the command reads its flags from one."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = getattr(args, "_flag_file_parser", None)
+    if command is not None and args.config is not None:
+        command.set_defaults(**flag_file_defaults(command, args.config, args._flag_file_sections))
+        args = parser.parse_args(argv)
+    return args
+
+
 def _terminated(signum, frame) -> None:
     request_termination(frame)
 
@@ -58,7 +69,7 @@ def _terminated(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         runs.set_command_line(sys.argv[1:] if argv is None else argv)
         args.quiet = args.quiet or int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 reports
         # randsae's own progress notes at INFO; other libraries only warn

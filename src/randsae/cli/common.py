@@ -111,3 +111,87 @@ def figure_formats(args) -> list[str]:
     from randsae.plots import parse_formats
 
     return parse_formats(args.format)
+
+
+def add_config_argument(p: argparse.ArgumentParser, sections: tuple[str, ...] = ()) -> None:
+    """`--config FILE` on a command whose settings are its flags: the file's keys are the flags' names
+    (`batch_size` or `batch-size`; a table such as `[judge]` holds the flags named `--judge-…`), its values
+    stand in for the defaults, and a flag given on the command line wins. A key of one of `sections` may also
+    stand alone (`url` for `--judge-url`). Inputs and outputs (positional arguments, required flags, `--out`)
+    stay on the command line."""
+    p.add_argument("--config", help="TOML or JSON file of this command's settings, keyed by flag name "
+                                    "(flags given on the command line override it)")
+    p.set_defaults(_flag_file_parser=p, _flag_file_sections=sections)
+
+
+def _settings_actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in p._actions
+            if a.option_strings and not a.required and a.dest not in ("help", "config", "out", "quiet")
+            and not isinstance(a, argparse._HelpAction)}
+
+
+def _flattened(values: dict) -> dict:
+    """`[judge] url = …` → `judge_url`; keys with dashes read as the flag spells them."""
+    flat = {}
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if isinstance(value, dict):
+            flat.update({f"{key}_{k}": v for k, v in _flattened(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _resolve_key(key: str, actions: dict[str, argparse.Action], sections: tuple[str, ...]) -> str | None:
+    """The dest a file's key names: itself, or a section's (`llm` → `judge_llm`)."""
+    if key in actions:
+        return key
+    return next((f"{s}_{key}" for s in sections if f"{s}_{key}" in actions), None)
+
+
+def _flag_value(key: str, value, action: argparse.Action, path: str):
+    """A file's value as the flag's own parsing would give it; a value of the wrong kind is one sentence."""
+    from randsae.config import strict_scalar
+
+    flag = action.option_strings[-1]
+    if action.nargs == 0:  # a switch: the file gives the value it stores, true or false
+        if not isinstance(value, bool):
+            raise BadInput(f"config file {path}: setting {key} ({flag}) must be true or false, not {value!r}.")
+        return value
+    kind = action.type
+    if kind in (int, float):
+        try:
+            value = strict_scalar(key, value, kind)
+        except BadInput as e:
+            raise BadInput(f"config file {path}: {e}") from None
+    else:
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BadInput(f"config file {path}: setting {key} ({flag}) must be text, not {value!r}.")
+        value = str(value)
+        if callable(kind):
+            try:
+                value = kind(value)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as e:
+                raise BadInput(f"config file {path}: cannot read setting {key} ({flag}) {value!r}: {e}") from None
+    if action.choices is not None and value not in action.choices:
+        raise BadInput(f"config file {path}: setting {key} ({flag}) must be one of "
+                       f"{', '.join(map(str, action.choices))}, not {value!r}.")
+    return value
+
+
+def flag_file_defaults(p: argparse.ArgumentParser, path: str, sections: tuple[str, ...] = ()) -> dict:
+    """{dest: value} from a `--config` file of a command whose settings are its flags (see
+    `add_config_argument`): an unknown key or a value of the wrong kind is one sentence naming it."""
+    from randsae.config import read_config_file
+
+    actions = _settings_actions(p)
+    defaults = {}
+    for key, value in _flattened(read_config_file(path)).items():
+        dest = _resolve_key(key, actions, sections)
+        if dest is None:
+            known = ", ".join(sorted(actions)) or "none (its inputs and --out go on the command line)"
+            raise BadInput(f"config file {path}: unknown setting {key!r}; known settings are {known}.")
+        defaults[dest] = _flag_value(key, value, actions[dest], path)
+    return defaults

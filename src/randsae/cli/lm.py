@@ -4,10 +4,16 @@ import argparse
 import logging
 from pathlib import Path
 
-from randsae.cli.common import add_format_argument, figure_formats, output_directory, parse_count
+from randsae.cli.common import (
+    add_config_argument,
+    add_format_argument,
+    figure_formats,
+    output_directory,
+    parse_count,
+)
 from randsae.errors import BadInput
 from randsae.scorer_kinds import ALL
-from randsae.settings import add_flags, from_file, given
+from randsae.settings import add_flags, given
 
 log = logging.getLogger("randsae")
 
@@ -66,7 +72,6 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--acts", help="an activation cache (from `randsae lm activations`)")
     add_source_arguments(p, model_default=None)
     add_flags(p, TopKTrainConfig)
-    p.add_argument("--config", help="TOML or JSON file of training settings (the fields above; flags override it)")
     p.add_argument("--schedule", default="budget", choices=("budget", "paper"),
                    help="budget (default): a smaller batch and a higher learning rate when the tokens give too "
                         "few steps for the paper's; paper: the paper's batch and learning rate whatever the "
@@ -96,7 +101,6 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--tokens", default=None, help="tokens to encode at most (default: all of a cache; 1M on the "
                                                   "fly, taken after every context the SAEs' run drew)")
     add_flags(p, ExampleSettings)
-    p.add_argument("--config", help="TOML or JSON file of example-set settings (flags override it)")
     p.add_argument("--seed", type=int, default=0, help="seeds the latent sample and every example draw")
     p.add_argument("--batch-size", type=int, default=4096, help="tokens per SAE encoding batch")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -107,8 +111,6 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="only score the judge on the known-answer set (OUT/calibration.json)")
     add_flags(p, JudgeSettings, prefix="judge_")
-    p.add_argument("--config", help="TOML or JSON file of judge settings: llm, url, model, concurrency, timeout, "
-                                    "… (flags override it)")
     p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
                    help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default: all)")
     p.add_argument("--prompt-format", default="delphi",
@@ -138,7 +140,8 @@ def add_lm_parser(sub, parser_class) -> None:
     add_format_argument(p)
     p.add_argument("--out", required=True)
 
-    for command in lm_sub.choices.values():
+    for name, command in lm_sub.choices.items():
+        add_config_argument(command, sections=("judge",) if name == "autointerp" else ())
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress bars or info logs")
 
@@ -170,7 +173,7 @@ def run_train(args) -> None:
             flag = "--" + described[0].replace("_", "-")
             raise BadInput(f"{flag} describes a model to train on the fly; a cache given with --acts "
                              "already records its model, variant and text.")
-    given_settings = {**from_file(args.config, TopKTrainConfig), **given(args, TopKTrainConfig)}
+    given_settings = given(args, TopKTrainConfig)
     config = TopKTrainConfig(seed=args.seed, **given_settings)
     config.validate()
     schedule = {"fixed": set(given_settings), "auto": args.schedule == "budget", "check": not args.no_check}
@@ -182,6 +185,7 @@ def run_train(args) -> None:
         config.seed = args.seed + index
         with output_directory(Path(args.out) / (f"seed{index}" if index else "")) as out:
             if source is None:
+                assert args.acts is not None
                 train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
                                  progress=not args.quiet, **schedule)
             else:
@@ -206,8 +210,7 @@ def run_latents(args) -> None:
 
     if args.batch_size < 1:
         raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
-    settings = ExampleSettings(seed=args.seed, **{**from_file(args.config, ExampleSettings),
-                                                  **given(args, ExampleSettings)})
+    settings = ExampleSettings(seed=args.seed, **given(args, ExampleSettings))
     settings.validate()
     max_tokens = parse_count(args.tokens) if args.tokens else None
     if args.variant is not None and args.model is None:
@@ -238,8 +241,7 @@ def run_autointerp(args) -> None:
         explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
         calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
     settings.validate()
-    chosen = {**from_file(args.config, JudgeSettings), **given(args, JudgeSettings, prefix="judge_")}
-    judge = JudgeSettings(**chosen, device=args.device).options()
+    judge = JudgeSettings(**given(args, JudgeSettings, prefix="judge_"), device=args.device).options()
     if "url" in judge:
         from randsae.autointerp.clients.openai import OpenAIJudge
 

@@ -5,7 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from randsae.cli.common import add_format_argument, figure_formats, output_directory
+from randsae.cli.common import add_config_argument, add_format_argument, figure_formats, output_directory
 from randsae.errors import BadInput
 from randsae.settings import add_flags, given
 
@@ -65,6 +65,7 @@ def add_plot_parser(sub) -> None:
     p.add_argument("run", help="a run directory holding results.csv")
     p.add_argument("--out", help="where to write the figures (default: the run directory)")
     add_format_argument(p)
+    add_config_argument(p)
 
 
 def run_plot_command(args) -> None:
@@ -90,6 +91,7 @@ def add_toy2d_parser(sub) -> None:
     p.add_argument("--num-samples", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     add_format_argument(p)
+    add_config_argument(p)
 
 
 def run_toy2d_command(args) -> None:
@@ -112,6 +114,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("run", help="an `lm train` run (its layer.<i> SAEs) or one SAE directory")
     p.add_argument("--format", required=True, help="sparsify or saelens")
     p.add_argument("--out", required=True)
+    add_config_argument(p)
 
 
 def run_export_command(args) -> None:

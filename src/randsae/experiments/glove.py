@@ -13,6 +13,7 @@ from randsae.errors import BadInput
 from randsae.experiments.sweep import Dataset, SweepConfig, run_sweep, split_rows
 from randsae.lm import embeddings
 from randsae.settings import setting
+from randsae.tables import SweepRow
 from randsae.transforms import apply, random_mlp
 
 
@@ -56,10 +57,10 @@ def glove_datasets(config: GloveConfig, vectors: torch.Tensor):
     return make_dataset
 
 
-def run_glove(config: GloveConfig, out: str | Path, progress: bool = True) -> list[dict]:
+def run_glove(config: GloveConfig, out: str | Path, progress: bool = True) -> list[SweepRow]:
     """The GloVe grid into OUT (resumable); returns the whole results table."""
     load = embeddings.load if embeddings.is_embeddings(config.vectors) else glove_data.load
-    words = load(config.vectors)
+    words = load(config.vectors)  # pyright: ignore[reportArgumentType] (None: the embedded vectors)
     vectors = torch.from_numpy(words.vectors)
     if not torch.isfinite(vectors).all():
         raise BadInput(f"the vectors from {words.source} contain NaN or infinite values.")

@@ -4,6 +4,7 @@ entropy of several `lm latents` runs) as one table, one summary and one figure."
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
            "already near chance and splicing can even lower it (scores above 1).")
 
 
-def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), autointerp: list[str | Path] = (),
-            formats: list[str] = ("png",), replace: bool = False) -> list[CompareRow]:
+def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path] = (),
+            autointerp: Sequence[str | Path] = (), formats: Sequence[str] = ("png",),
+            replace: bool = False) -> list[CompareRow]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
@@ -67,7 +69,8 @@ def compare(runs: list[str | Path], out: Path, latents: list[str | Path] = (), a
     if not rows:
         raise BadInput("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
-    record_comparison(out, {"runs": runs, "latents": latents, "autointerp": autointerp}, replace)
+    record_comparison(out, {"runs": list(runs), "latents": list(latents), "autointerp": list(autointerp)},
+                      replace)
     write_table(out / "results.csv", ordered, CompareRow)
     judge_notes = sorted({c.label("fuzzing") for c in calibrations})
     baseline_note = below_baseline_note(ordered)
@@ -109,7 +112,7 @@ AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows 
               "window the judge named; 0.2 is chance.")
 
 
-def autointerp_rows(directories: list[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list, list]:
+def autointerp_rows(directories: Sequence[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list, list]:
     """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows` (against random silent windows,
     the paper's); returns every scored latent (for Fig. 20), each directory's judge calibration and the summary
     rows against hard negatives (`scorer@kind`, shown apart)."""
@@ -180,8 +183,8 @@ def correlations(results: list, scorer: str, at_chance: bool) -> list[Correlatio
     for (model, variant, layer), points in sorted(pairs.items()):
         x, y = (np.array(v) for v in zip(*points, strict=True))
         rho, low, high = spearman_interval(x, y, seed=derive_seed(0, "spearman", variant, layer))
-        rows.append(CorrelationRow(model, variant, layer, scorer, len(points), *(
-            None if not math.isfinite(v) else v for v in (rho, low, high)), at_chance))
+        rho, low, high = (None if not math.isfinite(v) else v for v in (rho, low, high))
+        rows.append(CorrelationRow(model, variant, layer, scorer, len(points), rho, low, high, at_chance))
     return rows
 
 
@@ -247,6 +250,7 @@ def markdown_summary(rows: list[CompareRow], with_entropy: bool = False,
                 if value is None:
                     cells.append("")
                     continue
+                assert scorer is not None
                 guess = f", chance {scorer.chance:.2f}" if isinstance(scorer, ScorerAccuracy) else ""
                 chance = " (judge AT CHANCE)" if scorer.judge_at_chance else ""
                 cells.append(f"{value:.3f} [{_cell(low)}, {_cell(high)}]{guess}{chance}")

@@ -9,6 +9,7 @@ variant's noise is the same in all three. OUT/results.csv has one row per (model
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -87,7 +88,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
         bar.update(ids.numel())
     bar.close()
     for layer, sae in saes.items():
-        ce = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
+        ce: dict[str, Any] = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
               "ce_zero": losses[layer]["ce_zero"] / predicted}
         row = EvalRow(model_name, variant, layer, sae.k, sae.num_latents, quality[layer].tokens,
                       **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),

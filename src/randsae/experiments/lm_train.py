@@ -9,6 +9,7 @@ A rerun into the same directory skips the layers already saved; other settings a
 
 import logging
 import math
+from collections.abc import Set
 from dataclasses import asdict
 from pathlib import Path
 
@@ -150,7 +151,7 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
     return TopKSAE(d_model, config.expansion * d_model, config.k, seed=derive_seed(config.seed, "layer", layer))
 
 
-def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: set[str], auto: bool,
+def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: Set[str], auto: bool,
                     world: World, count: int) -> tuple[TopKTrainConfig, Schedule]:
     """The schedule for this budget, checked to fit in memory, then said in one line when the rule changed
     the paper's."""
@@ -220,7 +221,7 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
 
 
 def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
-                     max_tokens: int | None = None, progress: bool = True, fixed: set[str] = frozenset(),
+                     max_tokens: int | None = None, progress: bool = True, fixed: Set[str] = frozenset(),
                      auto: bool = True, check: bool = True) -> list[int]:
     """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle, with
     the schedule chosen from the budget (`plan_schedule`: `fixed` are the settings given, `auto=False`
@@ -259,7 +260,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
 
 
 def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
-                     progress: bool = True, fixed: set[str] = frozenset(), auto: bool = True,
+                     progress: bool = True, fixed: Set[str] = frozenset(), auto: bool = True,
                      check: bool = True) -> list[int]:
     """One SAE per layer, all trained from the same forward passes over the source's contexts (each
     step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained."""

@@ -12,29 +12,30 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from randsae import io, runs
+from randsae import runs
 from randsae.config import coerce, resolve_device, to_dict
 from randsae.distributed import joined_world
 from randsae.errors import BadInput
 from randsae.lm.embeddings import is_embeddings
-from randsae.metrics import METRIC_NAMES, SPARSITY_STATS, sae_metrics
+from randsae.metrics import SPARSITY_STATS, sae_metrics
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.relu import ReluSAE
 from randsae.seeding import derive_seed, generator
 from randsae.settings import setting
+from randsae.tables import SweepRow, read_table, write_table
 from randsae.train import train_relu_saes
 
 log = logging.getLogger(__name__)
 
 TRANSFORMS = ("none", "mlp")
-KEY_COLUMNS = ["data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs"]
-# status: "ok", or "diverged" when a metric is not finite (kept as a record, retried by a rerun, never plotted)
-COLUMNS = [*KEY_COLUMNS, *METRIC_NAMES, "status"]
+KEY_COLUMNS = list(SweepRow.KEY)
+COLUMNS = SweepRow.columns()  # the key, the metrics (randsae.metrics.METRIC_NAMES), the status
 # Settings that change every number in a table: a rerun into the same directory must share them.
 TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction", "sparsity_stats")
 
@@ -46,6 +47,9 @@ def paper_coefficients() -> list[float]:
 @dataclass
 class SweepConfig:
     """Settings every superposition sweep shares; subclasses add their data source."""
+
+    if TYPE_CHECKING:
+        data: list[str]  # each subclass declares its data sources
 
     transform: list[str] = setting(default_factory=lambda: list(TRANSFORMS), help="comma list of: none, mlp")
     l1: list[float] = setting(default_factory=paper_coefficients, shown="21 log-spaced values 0.001:100:21",
@@ -126,38 +130,30 @@ def split_rows(num_rows: int, val_fraction: float, seed: int) -> tuple[torch.Ten
     return order[num_val:], order[:num_val]
 
 
-def read_results(path: str | Path) -> list[dict]:
-    """The rows of a sweep's results.csv, each checked: the key columns present and readable, the metrics
-    numbers (or empty). A bad row is one sentence naming the file, the row and the column."""
-    rows = io.read_rows(path)
-    io.check_columns(path, rows, KEY_COLUMNS, numeric=[*KEY_COLUMNS[2:], *METRIC_NAMES])
-    for number, row in enumerate(rows, start=2):
-        try:
-            row_key(row)
-        except ValueError:
-            raise BadInput(f"{path} row {number}: input_dim, latents, seed and epochs must be "
-                             "integers.") from None
-    return rows
+def read_results(path: str | Path) -> list[SweepRow]:
+    """The rows of a sweep's results.csv, each checked: the key columns present and of their types, the
+    metrics numbers (or empty). A bad row is one sentence naming the file, the row and the column."""
+    return read_table(path, SweepRow)
 
 
 def rank_tables(out: Path) -> list[Path]:
     return sorted(out.glob("results.rank*.csv"))
 
 
-def read_all_results(out: Path) -> list[dict]:
+def read_all_results(out: Path) -> list[SweepRow]:
     """results.csv and the rows of any rank's table left beside it, one row per SAE (a later table's row
     wins)."""
-    merged: dict[tuple, dict] = {}
+    merged: dict[tuple, SweepRow] = {}
     for path in [out / "results.csv", *rank_tables(out)]:
         for row in read_results(path) if path.is_file() else []:
-            merged[row_key(row)] = row
+            merged[row.key] = row
     return list(merged.values())
 
 
-def merge_tables(out: Path) -> list[dict]:
+def merge_tables(out: Path) -> list[SweepRow]:
     """Every rank's rows into results.csv (sorted by key), the rank tables removed."""
-    rows = sorted(read_all_results(out), key=row_key)
-    io.write_rows(out / "results.csv", COLUMNS, rows)
+    rows = sorted(read_all_results(out), key=lambda row: row.key)
+    write_table(out / "results.csv", rows, SweepRow)
     for path in rank_tables(out):
         path.unlink()
     return rows
@@ -165,12 +161,6 @@ def merge_tables(out: Path) -> list[dict]:
 
 def is_diverged(metrics: dict) -> bool:
     return any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values())
-
-
-def row_key(row: dict) -> tuple:
-    """The identity of a table row; coefficients compare by value to 10 significant digits."""
-    return (str(row["data"]), str(row["transform"]), int(row["input_dim"]), int(row["latents"]),
-            float(f"{float(row['l1_coef']):.10g}"), int(row["seed"]), int(row["epochs"]))
 
 
 @torch.no_grad()
@@ -204,7 +194,7 @@ def run_sweep(
     make_dataset: Callable[[int, str, str], Dataset],
     progress: bool = True,
     extra_settings: dict | None = None,
-) -> list[dict]:
+) -> list[SweepRow]:
     """Train and evaluate every SAE of the grid not yet in OUT/results.csv; return the whole table.
 
     `input_dims` gives each data source's dimension. `make_dataset(seed, data, transform)` is called once
@@ -220,20 +210,19 @@ def run_sweep(
 
     table = out / "results.csv"
     rows = read_all_results(out)
-    retried = [row for row in rows if row.get("status") == "diverged"]
+    retried = [row for row in rows if row.diverged]
     if retried:
         log.warning("%d SAEs in %s diverged in an earlier run; training them again", len(retried), table)
-    done = {row_key(row) for row in rows if row.get("status") != "diverged"}
-    rows = [row for row in rows if row.get("status") != "diverged"]
+    rows = [row for row in rows if not row.diverged]
+    done = {row.key for row in rows}
     coefs = sorted(set(config.l1))
     todo: dict[tuple, list[float]] = {}
     for seed in range(config.seeds):
         for data in config.data:
             for transform in config.transform:
                 for size in latents:
-                    key = {"data": data, "transform": transform, "input_dim": input_dims[data],
-                           "latents": size, "seed": seed, "epochs": config.epochs}
-                    missing = [c for c in coefs if row_key({**key, "l1_coef": c}) not in done]
+                    missing = [c for c in coefs if SweepRow(data, transform, input_dims[data], size, c, seed,
+                                                            config.epochs).key not in done]
                     if missing:
                         todo[seed, data, transform, size] = missing
     remaining = sum(len(c) for c in todo.values())
@@ -250,17 +239,18 @@ def run_sweep(
 
 
 def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]], input_dims: dict[str, int],
-                 make_dataset: Callable[[int, str, str], Dataset], rows: list[dict], record: dict, world,
-                 progress: bool) -> list[dict]:
+                 make_dataset: Callable[[int, str, str], Dataset], rows: list[SweepRow], record: dict, world,
+                 progress: bool) -> list[SweepRow]:
     """This rank's share of the stacks in `todo`, its rows written after each stack; under torchrun the ranks'
     tables are merged by rank 0 at the end. Returns the whole table (on every rank)."""
     device = world.device
     mine = {key: coefs for i, (key, coefs) in enumerate(todo.items()) if i % world.size == world.rank}
     table = out / (f"results.rank{world.rank}.csv" if world.distributed else "results.csv")
-    own: list[dict] = []
+    own: list[SweepRow] = []
     bar = tqdm(total=sum(len(c) for c in mine.values()) * config.epochs, unit="SAE-epoch",
                disable=not progress or not mine or not world.is_main, smoothing=0.05)
-    dataset, dataset_key = None, None
+    dataset: Dataset | None = None
+    dataset_key = None
     diverged: list[str] = []
     wrote_config = False
     for (seed, data, transform, size), stack_coefs in mine.items():
@@ -268,29 +258,29 @@ def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]],
             dataset = None  # let the previous data set go before making the next
             dataset, dataset_key = make_dataset(seed, data, transform), (seed, data, transform)
             dataset.data = dataset.data.to(device)
+        assert dataset is not None
         bar.set_description(f"seed {seed} {data}/{transform} {size} latents")
         input_dim = input_dims[data]
         sae = ReluSAE(input_dim, size, num_saes=len(stack_coefs), standardize=config.standardize,
                       seed=derive_seed(seed, "sae", size)).to(device)
         train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,
-                        lr=config.lr, seed=seed, l1_reduction=config.l1_reduction, progress=bar,
-                        rows=dataset.train_rows)
+                        lr=config.lr, seed=seed, progress=bar, rows=dataset.train_rows,
+                        l1_reduction=config.l1_reduction)  # pyright: ignore[reportArgumentType] (checked)
         results = evaluate(sae, dataset, config.sparsity_stats)
         for i, (coef, metrics) in enumerate(zip(stack_coefs, results, strict=True)):
             status = "diverged" if is_diverged(metrics) else "ok"
-            row = {"data": data, "transform": transform, "input_dim": input_dim, "latents": size,
-                   "l1_coef": repr(coef), "seed": seed, "epochs": config.epochs, **metrics, "status": status}
+            row = SweepRow(data, transform, input_dim, size, coef, seed, config.epochs, **metrics, status=status)
             own.append(row)
             if status == "diverged":
                 diverged.append(f"{data}/{transform} {size} latents, coefficient {coef:.4g}, seed {seed}")
                 continue
             if config.save_weights:
                 name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
-                sae.save(out / "weights" / name, i, extra={k: row[k] for k in KEY_COLUMNS})
+                sae.save(out / "weights" / name, i, extra={k: getattr(row, k) for k in KEY_COLUMNS})
         if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
             runs.write_record(out, config.COMMAND, record)
             wrote_config = True
-        io.write_rows(table, COLUMNS, own if world.distributed else rows + own)
+        write_table(table, own if world.distributed else rows + own, SweepRow)
     bar.close()
     if diverged:
         log.warning("%d SAEs diverged (a metric is not finite; try a lower learning rate): %s. They are recorded "

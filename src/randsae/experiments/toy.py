@@ -16,6 +16,7 @@ from randsae.experiments.sweep import Dataset, SweepConfig, check_positive_int, 
 from randsae.lm import embeddings
 from randsae.resources import check_memory
 from randsae.settings import setting
+from randsae.tables import SweepRow
 from randsae.transforms import apply, random_mlp
 
 
@@ -73,7 +74,7 @@ def toy_datasets(config: ToyConfig):
     def draw(seed: int) -> sharkey.SharkeyData:
         return sharkey.generate(config.num_samples, config.num_inputs, config.num_features,
                                 config.avg_active_features, config.lambda_decay, seed=seed,
-                                decay=config.decay)
+                                decay=config.decay)  # pyright: ignore[reportArgumentType] (checked on construction)
 
     def make_dataset(seed: int, data: str, transform: str) -> Dataset:
         if embeddings.is_embeddings(data):
@@ -85,7 +86,7 @@ def toy_datasets(config: ToyConfig):
             x = apply(random_mlp(x.shape[1], seed=seed), x)
         train_rows, val_rows = split_rows(len(x), config.val_fraction, seed)
         # ground-truth features live in the inputs only (docs/paper.md §1.2)
-        features = toy.features if (data, transform) == ("sharkey", "none") else None
+        features = toy.features if toy is not None and (data, transform) == ("sharkey", "none") else None
         return Dataset(x, train_rows, val_rows, features)
 
     return make_dataset
@@ -96,7 +97,7 @@ def embedding_matrix(spec: str) -> torch.Tensor:
     return torch.from_numpy(embeddings.load(spec).vectors)
 
 
-def run_toy(config: ToyConfig, out: str | Path, progress: bool = True) -> list[dict]:
+def run_toy(config: ToyConfig, out: str | Path, progress: bool = True) -> list[SweepRow]:
     """The toy grid into OUT (resumable); returns the whole results table."""
     if any(not embeddings.is_embeddings(data) for data in config.data):
         check_memory(sharkey.bytes_needed(config.num_samples, config.num_inputs, config.num_features),

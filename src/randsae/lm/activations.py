@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,6 +19,10 @@ from randsae.errors import BadInput
 from randsae.io import atomic_write, check_safetensors, write_json
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.seeding import generator
+
+# A transformers causal LM (a PreTrainedModel): its `.config`, `.get_input_embeddings()` and blocks are not typed
+# through nn.Module, whose attribute access is Tensor | Module to a type checker.
+LanguageModel = Any
 
 CACHE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 SHARD_BYTES = 256 * 2**20
@@ -32,12 +37,14 @@ def check_cache_dtype(dtype: str) -> None:
         raise BadInput(f"dtype must be one of {', '.join(CACHE_DTYPES)}, not {dtype!r}.")
 
 
-def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+def transformer_blocks(model: LanguageModel) -> nn.ModuleList:
     """The model's list of transformer blocks (the ModuleList as long as its layer count)."""
-    return getattr_path(model, blocks_module(model))
+    blocks = getattr_path(model, blocks_module(model))
+    assert isinstance(blocks, nn.ModuleList)  # blocks_module found a ModuleList
+    return blocks
 
 
-def blocks_module(model: nn.Module) -> str:
+def blocks_module(model: LanguageModel) -> str:
     """The dotted module path of the model's transformer blocks (`model.layers` in Llama, `gpt_neox.layers`
     in Pythia): block i's output is the hook `<path>.<i>`."""
     count = model.config.num_hidden_layers
@@ -67,7 +74,7 @@ def parse_layers(text: str, num_layers: int) -> list[int]:
 
 
 @contextmanager
-def block_outputs(model: nn.Module, layers: list[int],
+def block_outputs(model: LanguageModel, layers: list[int],
                   on_output: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
     """Inside the block, `on_output(layer, output)` receives each output of the blocks in `layers`
     (batch × context × d_model) as the model makes it."""
@@ -87,7 +94,7 @@ def block_outputs(model: nn.Module, layers: list[int],
 
 
 @torch.no_grad()
-def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int],
+def residual_stream(model: LanguageModel, input_ids: torch.Tensor, layers: list[int],
                     on_output: Callable[[int, torch.Tensor], None] | None = None) -> dict[int, torch.Tensor]:
     """The output of each block in `layers` (batch × context × d_model), from one forward pass that stops
     after the last of them. With `on_output(layer, output)`, each output is handed over as it is made
@@ -111,7 +118,7 @@ def residual_stream(model: nn.Module, input_ids: torch.Tensor, layers: list[int]
     return captured
 
 
-def cache_activations(model: nn.Module, contexts: torch.Tensor, layers: list[int], out: str | Path,
+def cache_activations(model: LanguageModel, contexts: torch.Tensor, layers: list[int], out: str | Path,
                       batch_size: int = 8, dtype: str = "float16", manifest: dict | None = None,
                       shard_contexts: int | None = None, progress: bool = True) -> Path:
     """Write the residual stream of `layers` on `contexts` (N × context length) into OUT as shards.

@@ -18,7 +18,7 @@ def load(spec: str) -> WordVectors:
     name = spec.removeprefix(PREFIX)
     if not name:
         raise BadInput("give a model after 'embeddings:', e.g. embeddings:smollm2.")
-    model, tokenizer = load_model(name)
+    model, tokenizer = load_model(name)  # a transformers model: typed Any
     matrix = model.get_input_embeddings().weight.detach().float().cpu().numpy()
     words = tokenizer.convert_ids_to_tokens(list(range(len(matrix))))
     return WordVectors([str(w) for w in words], matrix, f"input embeddings of {name}")

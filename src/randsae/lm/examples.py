@@ -119,7 +119,7 @@ class ExampleSets:
         data = json.loads(line)
         sets = {name: [Window(**w) for w in data.pop(name)] for name in ("explainer", "test", "non_activating")}
         hard = {name: [Window(**w) for w in data.pop(name, [])] for name in HARD_NEGATIVES.values()}
-        return cls(**data, **sets, **hard)
+        return cls(**data, **sets, **hard)  # pyright: ignore[reportArgumentType] (data: the scalar fields)
 
 
 @dataclass
@@ -223,8 +223,8 @@ class LatentExamples:
         the hard negatives."""
         return ExampleSets(
             layer, latent, float(self.values.max()),
-            explainer=[self.window(self.window_ids[i], tokens) for i in self.explainer],
-            test=[self.window(self.window_ids[i], tokens, q) for i, q in self.test_set()],
+            explainer=[self.window(int(self.window_ids[i]), tokens) for i in self.explainer],
+            test=[self.window(int(self.window_ids[i]), tokens, q) for i, q in self.test_set()],
             non_activating=[self.window(w, tokens) for w in self.non_activating_set()],
             similar_tokens=[self.window(w, tokens) for w in self.similar_token_windows(tokens, top_ids)]
             if top_ids else [],

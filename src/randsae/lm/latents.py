@@ -41,7 +41,7 @@ def examples_path(out: Path, layer: int) -> Path:
 
 def layer_records(cache: LatentCache, layer: int, tokens: np.ndarray, settings: ExampleSettings,
                   identity: dict, decode: Callable[[list[int]], list[str]],
-                  progress: Callable[[int], None] | None = None,
+                  progress: Callable[[int], object] | None = None,
                   decoder: np.ndarray | None = None) -> tuple[list[LatentSummary], list[ExampleSets]]:
     """Summaries of every latent of `layer` that fires, and the example sets of `settings.sample` eligible
     latents drawn under the seed, with their hard negatives (`decoder`, latents × inputs, finds each one's

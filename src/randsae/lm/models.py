@@ -9,6 +9,7 @@ import logging
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,13 +74,13 @@ def _gguf_bar_follows_transformers():
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    original = gguf_utils.tqdm
+    original = gguf_utils.tqdm  # pyright: ignore[reportPrivateImportUsage]
     if not hf_logging.is_progress_bar_enabled():
-        gguf_utils.tqdm = functools.partial(original, disable=True)
+        setattr(gguf_utils, "tqdm", functools.partial(original, disable=True))  # noqa: B010
     try:
         yield
     finally:
-        gguf_utils.tqdm = original
+        setattr(gguf_utils, "tqdm", original)  # noqa: B010
 
 
 def resolve(name_or_path: str) -> tuple[str, bool]:
@@ -99,7 +100,7 @@ def resolve(name_or_path: str) -> tuple[str, bool]:
 
 
 def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype: str = "float32",
-               device: str = "cpu"):
+               device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """`(model, tokenizer)` for a causal LM: `smollm2` (embedded), a .gguf file, a local directory or a
     Hugging Face hub name (at `revision`). The model is in eval mode on `device`."""
     if dtype not in DTYPES:
@@ -108,7 +109,7 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=DTYPES[dtype])
+        model: Any = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=DTYPES[dtype])
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     model.name_or_path = name_or_path  # the name the user gave, for manifests
     # where the weights came from, for step 0: only a hub model is ever looked up at another revision

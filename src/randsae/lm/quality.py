@@ -93,9 +93,10 @@ def held_out_checks(model, saes: dict[int, TopKSAE], contexts: torch.Tensor, tok
     return checks
 
 
-def below_baselines(row: dict) -> str:
+def below_baselines(row) -> str:
     """What an `lm eval` row fails of the simplest baselines: "EV<PCA-k" when its explained variance is below
-    PCA's with k components on the same tokens, "CE<0" when splicing it in is worse than zeroing the block."""
+    PCA's with k components on the same tokens, "CE<0" when splicing it in is worse than zeroing the block.
+    `row`: an `EvalRow` or its CSV cells (anything with `.get(column)`)."""
     def number(column: str) -> float:
         value = row.get(column)
         return float(value) if value not in (None, "") else float("nan")

@@ -5,13 +5,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from torch import nn
 
-from randsae.lm.activations import block_outputs, transformer_blocks
+from randsae.lm.activations import LanguageModel, block_outputs, transformer_blocks
 
 
 @contextmanager
-def replaced_block_output(model: nn.Module, layer: int,
+def replaced_block_output(model: LanguageModel, layer: int,
                           replace: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Inside the block, block `layer` outputs `replace(its output)` (batch × context × d_model)."""
     def hook(module, args, output):
@@ -27,11 +26,11 @@ def replaced_block_output(model: nn.Module, layer: int,
 
 
 @torch.no_grad()
-def log_probs(model: nn.Module, inputs_embeds: torch.Tensor) -> torch.Tensor:
+def log_probs(model: LanguageModel, inputs_embeds: torch.Tensor) -> torch.Tensor:
     return model(inputs_embeds=inputs_embeds, use_cache=False).logits.float().log_softmax(-1)
 
 
-def logits_and_outputs(model: nn.Module, inputs_embeds: torch.Tensor,
+def logits_and_outputs(model: LanguageModel, inputs_embeds: torch.Tensor,
                        layers: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The model's log-probabilities on `inputs_embeds` and the outputs of blocks `layers`."""
     captured: dict[int, torch.Tensor] = {}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from randsae.errors import BadInput
+from randsae.lm.activations import LanguageModel
 from randsae.seeding import generator
 
 log = logging.getLogger(__name__)
@@ -15,8 +16,8 @@ log = logging.getLogger(__name__)
 VARIANTS = ("trained", "rerandomized", "rerandomized-no-embed", "step0", "control")
 
 
-def make_variant(model: nn.Module, variant: str, seed: int = 0, rerandomize_norms: bool = False,
-                 control_std: float = 1.0, revision: str | None = None) -> nn.Module:
+def make_variant(model: LanguageModel, variant: str, seed: int = 0, rerandomize_norms: bool = False,
+                 control_std: float = 1.0, revision: str | None = None) -> LanguageModel:
     """A new model for `variant`; `model` is left untouched. Deterministic under `seed`.
 
     The result carries `randsae_variant`, a dict saying what was done (for step 0: where the weights came
@@ -41,14 +42,14 @@ def make_variant(model: nn.Module, variant: str, seed: int = 0, rerandomize_norm
     return out.eval()
 
 
-def norm_parameters(model: nn.Module) -> set[int]:
+def norm_parameters(model: LanguageModel) -> set[int]:
     """ids of the parameters of normalisation layers (LayerNorm, RMSNorm and the like)."""
     return {id(p) for module in model.modules() if "norm" in type(module).__name__.lower()
             for p in module.parameters(recurse=False)}
 
 
 @torch.no_grad()
-def rerandomize(model: nn.Module, seed: int, keep_embeddings: bool = False, keep_norms: bool = True) -> None:
+def rerandomize(model: LanguageModel, seed: int, keep_embeddings: bool = False, keep_norms: bool = True) -> None:
     """Overwrite every parameter tensor with i.i.d. N(its own mean, its own std), in place.
 
     Tied tensors (an unembedding that is the embedding) are one tensor and are drawn once.
@@ -69,7 +70,7 @@ def rerandomize(model: nn.Module, seed: int, keep_embeddings: bool = False, keep
         p.copy_(noise * std + values.mean().item())
 
 
-def step0_model(model: nn.Module, seed: int) -> tuple[nn.Module, str]:
+def step0_model(model: LanguageModel, seed: int) -> tuple[LanguageModel, str]:
     """The model at initialisation: the hub's `step0` revision where the model came from the hub and has
     one (Pythia), otherwise a fresh model from the trained one's config under `seed`. Returns it and
     where it came from. A local model (a directory, a .gguf file, the embedded one) is never looked up on

@@ -207,6 +207,12 @@ class Study:
         self.out, self.settings, self.progress, self.preflight = out, settings, progress, preflight
         self.stages = read_stages(out)
 
+    @property
+    def checked(self) -> "Preflight":
+        """What the preflight found: every stage runs after it."""
+        assert self.preflight is not None, "a study's stages run after its preflight"
+        return self.preflight
+
     def directory(self, unit: str, stage: str) -> Path:
         return self.out / unit / stage
 
@@ -394,6 +400,7 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
     from randsae.experiments.lm_train import foreign_layers, trained_layers
     from randsae.sae.files import read_sae_files
 
+    assert settings.sae is not None
     sae_dir = Path(settings.sae)
     if not sae_dir.exists():
         raise FileNotFoundError(f"--sae {sae_dir} does not exist.")
@@ -427,7 +434,7 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
 # --- the stages ---------------------------------------------------------------------------------------------
 
 def layer_list(study: Study) -> str:
-    return ",".join(str(layer) for layer in study.preflight.layers)
+    return ",".join(str(layer) for layer in study.checked.layers)
 
 
 def seed_of(study: Study, unit: str) -> int:
@@ -457,7 +464,7 @@ def stage_activations(study: Study, variant: str) -> None:
 def train_config(study: Study, unit: str):
     from randsae.train_topk import TopKTrainConfig
 
-    s, check = study.settings, study.preflight
+    s, check = study.settings, study.checked
     given = {"batch_size": s.batch_size, "lr": s.lr}
     config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
                              seed=seed_of(study, unit),
@@ -491,14 +498,15 @@ def import_saes(study: Study, out: Path) -> None:
     from randsae.experiments.lm_train import layer_directory
     from randsae.lm.activations import open_cache
     from randsae.lm.source import read_held_out, write_held_out
-    from randsae.sae import load
+    from randsae.sae import TopKSAE, load
 
     config, _ = train_config(study, "trained")
     acts = study.directory("trained", "acts")
     manifest = open_cache(acts).manifest
     source = {**{k: v for k, v in manifest.items() if k != "shards"}, "acts": str(acts.resolve())}
-    for layer, path in study.preflight.sae_layers.items():
+    for layer, path in study.checked.sae_layers.items():
         sae = load(path)
+        assert isinstance(sae, TopKSAE), f"{path}: the preflight admits TopK SAEs only"
         sae.save(layer_directory(out, layer), {"model_name": source["model"]},
                  {"layer": layer, "model": source["model"], "variant": "trained", "imported_from": path})
     write_held_out(out, read_held_out(acts))

@@ -153,10 +153,11 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
     if why:
         row.reason = why
         return row
-    row.delta = getattr(settings, metric.delta) * (abs(row.trained) if metric.relative else 1)
+    assert row.trained is not None and row.twin_value is not None  # both measured: _why_not said nothing
+    row.delta = delta = getattr(settings, metric.delta) * (abs(row.trained) if metric.relative else 1)
     row.difference = row.trained - row.twin_value
     if over_seeds:
-        a, b = [m.value for m in trained], [m.value for m in twin]
+        a, b = (np.array([m.value for m in arm], dtype=float) for arm in (trained, twin))
         (row.low95, row.high95), (row.low90, row.high90) = welch_interval(a, b, 0.95), welch_interval(a, b, 0.90)
     else:
         t, w = trained[0].draws, twin[0].draws
@@ -167,7 +168,7 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
         difference = t[:n] - w[:n]  # the same resample index: paired where both arms saw the same units
         (row.low95, row.high95), (row.low90, row.high90) = (percentile_interval(difference, level)
                                                             for level in (0.95, 0.90))
-    row.outcome, row.reason = decide(row.difference, (row.low95, row.high95), (row.low90, row.high90), row.delta)
+    row.outcome, row.reason = decide(row.difference, (row.low95, row.high95), (row.low90, row.high90), delta)
     return row
 
 

@@ -92,7 +92,7 @@ class CallLog:
             self.asked += 1
             self.failed += completion is None
             self.seconds += seconds
-            if completion is not None:
+            if completion is not None and response is not None:
                 self.answers[key] = response
                 self.prompt_tokens += completion.prompt_tokens
                 self.completion_tokens += completion.completion_tokens

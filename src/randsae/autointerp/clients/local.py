@@ -142,4 +142,4 @@ class LocalJudge(Judge):
         completion = Completion(json.dumps(probabilities), None, tokens, 0, seconds)
         self.log.put("judge", request, completion, seconds=seconds)
         await asyncio.sleep(0)
-        return probabilities
+        return list(probabilities)

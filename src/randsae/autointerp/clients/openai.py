@@ -4,6 +4,7 @@ with exponential backoff on 429, 5xx, timeouts and connection errors. The API ke
 variable `api_key_env` and goes only into the request header: never into the call log, the config or a log."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -94,7 +95,7 @@ class OpenAIJudge(Judge):
                 await asyncio.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0) * (1 + random.random() / 2))
             started = time.perf_counter()
             try:
-                async with self._semaphore:
+                async with self._semaphore or contextlib.nullcontext():
                     response = await client.post(f"{self.url}/chat/completions", json=body)
             except httpx.HTTPError as e:
                 last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
@@ -157,7 +158,9 @@ class OpenAIJudge(Judge):
         async def one(group: list) -> list[float | None]:
             body = self._body(prompts.judge_messages(kind, explanation, group, style), 4 * len(group) + 8, True)
             completion, _ = await self._call("judge", body, len(group))
-            return prompts.probabilities(completion.logprobs, len(group)) if completion else [None] * len(group)
+            if completion is None:
+                return [None] * len(group)
+            return prompts.probabilities(completion.logprobs or [], len(group))
 
         results = await asyncio.gather(*(one(g) for g in groups))
         return [p for group in results for p in group]
