@@ -150,3 +150,12 @@ def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):
     path.write_text('preset = "demo"\n')
     with pytest.raises(BadInput, match="give it as --preset"):
         with_file(flags, str(path))
+
+
+def test_a_settings_file_may_name_a_setting_by_its_flag(tmp_path):
+    from randsae.cli import parse
+
+    path = tmp_path / "a.toml"
+    path.write_text('prompt-format = "simple"\njudged_latents = 3\n')
+    args = parse(["lm", "autointerp", "--latents", "L", "--config", str(path), "--out", "O"])
+    assert (args.style, args.judged_latents) == ("simple", 3)

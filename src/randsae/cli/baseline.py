@@ -5,8 +5,9 @@ from pathlib import Path
 
 from randsae.autointerp.clients import JudgeSettings
 from randsae.cli.common import output_directory
-from randsae.cli.lm import AUTOINTERP_SCORERS
+from randsae.config import coerce
 from randsae.errors import BadInput
+from randsae.experiments.lm_autointerp import AutointerpSettings
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
 from randsae.study.runner import BaselineSettings
@@ -23,26 +24,12 @@ def add_baseline_parser(sub) -> None:
     add_flags(p, BaselineSettings)
     add_flags(p, VerdictSettings, prefix="verdict_")
     add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 24"})
-    p.add_argument("--scorers", default=None, help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default all)")
-    p.add_argument("--prompt-format", default=None, help="delphi (default) or simple")
-    p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
-    p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
-                   "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
-    p.add_argument("--negatives", default=None, help="comma list of the silent windows to score against: "
-                   "random (the paper's), similar-tokens (holding the latent's top tokens), neighbours (where its "
-                   "nearest latents fire); each reported apart (default random)")
-    p.add_argument("--explainer-tokens", type=int, default=None, help="the explainer's answer at most (tokens)")
-    p.add_argument("--calibration-windows", type=int, default=None, help="known-answer windows per latent")
+    add_flags(p, AutointerpSettings, exclude=("layers", "seed"), prefix="autointerp_",
+              defaults={"judged_latents": "all get every scorer; the demo: 2"})
     add_flags(p, JudgeSettings, prefix="judge_", defaults={"dtype": "float32; the demo: bfloat16"})
     p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
                                     "[examples], [autointerp], [judge] and [verdict] tables (flags override it)")
     p.add_argument("--out", required=True)
-
-
-AUTOINTERP_FIELDS = {"scorers": "scorers", "prompt_format": "style", "latents_per_layer": "latents_per_layer",
-                     "judged_latents": "judged_latents", "negatives": "negatives",
-                     "explainer_tokens": "explainer_tokens",
-                     "calibration_windows": "calibration_windows"}
 
 
 def baseline_overrides(args) -> dict:
@@ -51,12 +38,8 @@ def baseline_overrides(args) -> dict:
     if args.sae is not None and args.layers is None:
         values["layers"] = "all"  # every layer the given SAEs read, not the preset's
     values["examples"] = given(args, ExampleSettings)
-    autointerp = {field: getattr(args, flag) for flag, field in AUTOINTERP_FIELDS.items()
-                  if getattr(args, flag) is not None}
-    for name in ("scorers", "negatives"):
-        if name in autointerp:
-            autointerp[name] = [s.strip() for s in autointerp[name].split(",") if s.strip()]
-    values["autointerp"] = autointerp
+    values["autointerp"] = coerce(AutointerpSettings, given(args, AutointerpSettings, exclude=("layers", "seed"),
+                                                           prefix="autointerp_"))
     values["judge"] = given(args, JudgeSettings, prefix="judge_")
     values["verdict"] = given(args, VerdictSettings, prefix="verdict_")
     JudgeSettings(**values["judge"])  # one sentence for a judge that cannot be, before the preset is read
@@ -70,7 +53,6 @@ def with_file(overrides: dict, path: str | None) -> dict:
     """The flags' overrides over a settings file's (checked field by field: an unknown key or a value of the
     wrong type is one sentence naming it)."""
     from randsae.config import coerce, read_config_file
-    from randsae.experiments.lm_autointerp import AutointerpSettings
     if path is None:
         return overrides
     values = read_config_file(path)
@@ -90,7 +72,6 @@ def with_file(overrides: dict, path: str | None) -> dict:
 
 
 def run_baseline(args) -> int:
-    from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
     from randsae.study.runner import baseline, check_out, preflight, settings_for, stage_table
 

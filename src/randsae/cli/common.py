@@ -125,9 +125,12 @@ def add_config_argument(p: argparse.ArgumentParser, sections: tuple[str, ...] = 
 
 
 def _settings_actions(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in p._actions
-            if a.option_strings and not a.required and a.dest not in ("help", "config", "out", "quiet")
-            and not isinstance(a, argparse._HelpAction)}
+    """Each setting's action by its name: its dest's, and its flag's where that differs (`prompt_format` for
+    --prompt-format; not a switch's, whose `--no-…` flag stores the opposite of its name)."""
+    actions = [a for a in p._actions if a.option_strings and not a.required
+               and a.dest not in ("help", "config", "out", "quiet") and not isinstance(a, argparse._HelpAction)]
+    names = {a.option_strings[-1].removeprefix("--").replace("-", "_"): a for a in actions if a.nargs != 0}
+    return {**names, **{a.dest: a for a in actions}}
 
 
 def _flattened(values: dict) -> dict:
@@ -189,9 +192,9 @@ def flag_file_defaults(p: argparse.ArgumentParser, path: str, sections: tuple[st
     actions = _settings_actions(p)
     defaults = {}
     for key, value in _flattened(read_config_file(path)).items():
-        dest = _resolve_key(key, actions, sections)
-        if dest is None:
+        name = _resolve_key(key, actions, sections)
+        if name is None:
             known = ", ".join(sorted(actions)) or "none (its inputs and --out go on the command line)"
             raise BadInput(f"config file {path}: unknown setting {key!r}; known settings are {known}.")
-        defaults[dest] = _flag_value(key, value, actions[dest], path)
+        defaults[actions[name].dest] = _flag_value(key, value, actions[name], path)
     return defaults

@@ -11,14 +11,11 @@ from randsae.cli.common import (
     output_directory,
     parse_count,
 )
+from randsae.config import coerce
 from randsae.errors import BadInput
-from randsae.scorer_kinds import ALL
 from randsae.settings import add_flags, given
 
 log = logging.getLogger("randsae")
-
-AUTOINTERP_SCORERS = ALL  # every registered scorer (randsae.scorer_kinds)
-
 
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
     """The flags that say which model, variant and text the activations come from."""
@@ -56,6 +53,7 @@ def source_from_args(args):
 
 def add_lm_parser(sub, parser_class) -> None:
     from randsae.autointerp.clients import JudgeSettings
+    from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
     from randsae.train_topk import TopKTrainConfig
 
@@ -111,24 +109,7 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="only score the judge on the known-answer set (OUT/calibration.json)")
     add_flags(p, JudgeSettings, prefix="judge_")
-    p.add_argument("--scorers", default=",".join(AUTOINTERP_SCORERS),
-                   help=f"comma list of {', '.join(AUTOINTERP_SCORERS)} (default: all)")
-    p.add_argument("--prompt-format", default="delphi",
-                   help="delphi (the paper's, default) or simple (fuzzing shows only the marked tokens)")
-    p.add_argument("--layers", default="all", help="'all' or a comma list")
-    p.add_argument("--latents-per-layer", type=int, default=None, help="score the first N sampled latents only")
-    p.add_argument("--judged-latents", type=int, default=None, help="the first N latents per layer get every "
-                   "scorer, the rest only those that need no LLM (token lookup) (default: all get every scorer)")
-    p.add_argument("--negatives", default=None, help="comma list of the silent windows to score against: "
-                   "random (the paper's), similar-tokens (holding the latent's top tokens), neighbours (where its "
-                   "nearest latents fire); each reported apart (default random)")
-    p.add_argument("--explainer-tokens", type=int, default=96, help="the explainer's answer at most (tokens)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    p.add_argument("--calibration-windows", type=int, default=20,
-                   help="known-answer set: activating (and as many silent) windows per known latent")
-    p.add_argument("--embedding-model", default="minilm",
-                   help="embedding scorer: minilm (embedded all-MiniLM-L6-v2), a directory or a hub name")
-    p.add_argument("--seed", type=int, default=0, help="seeds the window order and the fuzzing marks")
+    add_flags(p, AutointerpSettings)
     p.add_argument("--device", default="auto", help="local judge: auto, cpu or cuda")
     add_format_argument(p)
     p.add_argument("--out", required=True)
@@ -233,14 +214,7 @@ def run_autointerp(args) -> None:
     from randsae.autointerp.clients import JudgeSettings
     from randsae.experiments.lm_autointerp import AutointerpSettings, autointerp, run_calibration
 
-    settings = AutointerpSettings(
-        scorers=[s.strip() for s in args.scorers.split(",") if s.strip()], style=args.prompt_format,
-        layers=args.layers, latents_per_layer=args.latents_per_layer,
-        judged_latents=args.judged_latents, seed=args.seed,
-        negatives=[s.strip() for s in (args.negatives or "random").split(",") if s.strip()],
-        explainer_tokens=args.explainer_tokens, bootstrap=args.bootstrap,
-        calibration_windows=args.calibration_windows, embedding_model=args.embedding_model)
-    settings.validate()
+    settings = AutointerpSettings(**coerce(AutointerpSettings, given(args, AutointerpSettings)))
     judge = JudgeSettings(**given(args, JudgeSettings, prefix="judge_"), device=args.device).options()
     if "url" in judge:
         from randsae.autointerp.clients.openai import OpenAIJudge

@@ -11,7 +11,7 @@ scores again those with a failed window, and answers every call made before from
 import asyncio
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -28,23 +28,35 @@ from randsae.lm.activations import parse_layers
 from randsae.lm.examples import NEGATIVES
 from randsae.lm.latents import open_latents
 from randsae.scorer_kinds import EMBEDS, PER_WINDOW, SCORER_KINDS, named
+from randsae.settings import setting
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class AutointerpSettings:
-    scorers: list[str] = field(default_factory=lambda: list(SCORERS))
-    style: str = "delphi"  # the judge's prompt format: delphi (the paper's) or simple
-    layers: str = "all"
-    latents_per_layer: int | None = None  # default: every sampled latent
-    judged_latents: int | None = None  # the first N per layer get every scorer, the rest those without an LLM
-    negatives: list[str] = field(default_factory=lambda: ["random"])  # silent windows scored against, per kind
-    seed: int = 0
-    explainer_tokens: int = 96  # the explainer's answer, at most
-    bootstrap: int = 1000
-    calibration_windows: int = 20  # per class and known latent
-    embedding_model: str = "minilm"
+    """What `lm autointerp` (and a study's autointerp stage) scores, and how; the flags come from here."""
+
+    scorers: list[str] = setting(default_factory=lambda: list(SCORERS), shown="all",
+                                 help=f"comma list of {', '.join(SCORERS)}")
+    style: str = setting("delphi", flag="--prompt-format",
+                         help="delphi (the paper's) or simple (fuzzing shows only the marked tokens)")
+    layers: str = setting("all", help="'all' or a comma list")
+    latents_per_layer: int | None = setting(None, shown="every sampled latent",
+                                            help="score the first N sampled latents only")
+    judged_latents: int | None = setting(None, shown="all get every scorer", help=(
+        "the first N latents per layer get every scorer, the rest only those that need no LLM (token lookup, "
+        "example embedding)"))
+    negatives: list[str] = setting(default_factory=lambda: ["random"], help=(
+        "comma list of the silent windows to score against: random (the paper's), similar-tokens (holding the "
+        "latent's top tokens), neighbours (where its nearest latents fire); each reported apart"))
+    seed: int = setting(0, help="seeds the window order and the fuzzing marks")
+    explainer_tokens: int = setting(96, help="the explainer's answer at most (tokens)")
+    bootstrap: int = setting(1000, help="bootstrap resamples for the intervals")
+    calibration_windows: int = setting(20, help="known-answer set: activating (and as many silent) windows per "
+                                                "known latent")
+    embedding_model: str = setting("minilm", help="embedding scorers: minilm (embedded all-MiniLM-L6-v2), a "
+                                                  "directory or a hub name")
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
         self.validate()
