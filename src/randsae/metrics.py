@@ -79,13 +79,25 @@ def mmcs(features: torch.Tensor, directions: torch.Tensor) -> float:
     `features` is d × n_s (a feature per column, as the generator returns them); `directions` is
     n × d (a latent's decoder direction per row).
     """
+    return best_cosines(features, directions).mean().item()
+
+
+def best_cosines(features: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Each ground-truth feature's largest cosine with a decoder direction (`mmcs`'s shapes)."""
     if features.shape[0] != directions.shape[1]:
         raise ValueError(
             f"features ({tuple(features.shape)}) and decoder directions ({tuple(directions.shape)}) "
             "live in different dimensions.")
     f = torch.nn.functional.normalize(features, dim=0)
     d = torch.nn.functional.normalize(directions, dim=1)
-    return (d @ f).max(dim=0).values.mean().item()
+    return (d @ f).max(dim=0).values
+
+
+def recovery(features: torch.Tensor, directions: torch.Tensor, threshold: float = 0.8) -> tuple[int, float]:
+    """How many ground-truth features some decoder direction recovers (best cosine above `threshold`), and
+    their share of all features."""
+    recovered = int((best_cosines(features, directions) > threshold).sum())
+    return recovered, recovered / features.shape[1]
 
 
 def l1_over_sqrt_l2_batch_mean(z: torch.Tensor) -> float:
@@ -112,17 +124,20 @@ SPARSITY_STATS = {"per-sample": {"hoyer": hoyer, "l1_over_sqrt_l2": l1_over_sqrt
 SPARSITY_METRICS = {"l0": l0, "l1": l1, "l2": l2, "l1_over_sqrt_l2": l1_over_sqrt_l2,
                     "hoyer": hoyer, "dead_fraction": dead_fraction}
 RECONSTRUCTION_METRICS = {"mse": mse, "fvu": fvu, "explained_variance": explained_variance}
-METRIC_NAMES = [*RECONSTRUCTION_METRICS, *SPARSITY_METRICS, "mmcs"]
+METRIC_NAMES = [*RECONSTRUCTION_METRICS, *SPARSITY_METRICS, "mmcs", "recovered", "recovered_fraction"]
 
 
 def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, features: torch.Tensor | None = None,
                 directions: torch.Tensor | None = None,
-                sparsity_stats: str = "per-sample") -> dict[str, float | None]:
-    """All metrics of one SAE on one split; mmcs is None where there are no ground-truth features.
-    `sparsity_stats` picks how Hoyer and L1/√L2 are taken over the split (`SPARSITY_STATS`)."""
+                sparsity_stats: str = "per-sample", recovery_threshold: float = 0.8) -> dict[str, float | None]:
+    """All metrics of one SAE on one split; mmcs and recovery are None where there are no ground-truth
+    features. `sparsity_stats` picks how Hoyer and L1/√L2 are taken over the split (`SPARSITY_STATS`)."""
     out: dict[str, float | None] = {name: f(x, x_hat) for name, f in RECONSTRUCTION_METRICS.items()}
     out.update({name: f(z) for name, f in {**SPARSITY_METRICS, **SPARSITY_STATS[sparsity_stats]}.items()})
-    out["mmcs"] = None if features is None or directions is None else mmcs(features, directions)
+    truth = features is not None and directions is not None
+    out["mmcs"] = mmcs(features, directions) if truth else None
+    out["recovered"], out["recovered_fraction"] = (recovery(features, directions, recovery_threshold) if truth
+                                                   else (None, None))
     return out
 
 

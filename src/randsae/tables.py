@@ -202,14 +202,19 @@ class SweepRow(Table):
     dead_fraction: float | None = None
     mmcs: float | None = None
     status: str = "ok"
+    # after the columns of the first tables (which still read, as trained ReLU SAEs)
+    dictionary: str = "trained"
+    k: int | None = None  # a TopK SAE's k (its l1_coef is 0); None: ReLU + L1
+    recovered: int | None = None
+    recovered_fraction: float | None = None
 
-    KEY = ("data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs")
+    KEY = ("data", "transform", "input_dim", "latents", "l1_coef", "seed", "epochs", "dictionary", "k")
 
     @property
     def key(self) -> tuple:
         """The identity of a row; coefficients compare by value to 10 significant digits."""
         return (self.data, self.transform, self.input_dim, self.latents, float(f"{self.l1_coef:.10g}"), self.seed,
-                self.epochs)
+                self.epochs, self.dictionary, self.k)
 
     @property
     def diverged(self) -> bool:
@@ -347,6 +352,15 @@ register(SWEEP, "randsae.metrics.sae_metrics", [
 register(SWEEP, "randsae.metrics.mmcs", [
     ("mmcs", "mean max cosine similarity", "mean over ground-truth features of the largest cosine with a decoder "
                                            "column (raw toy data only)"),
+])
+register(SWEEP, "randsae.metrics.recovery", [
+    ("recovered", "recovered features", "ground-truth features whose largest cosine with a decoder direction is "
+                                        "above --recovery-threshold (0.8)"),
+    ("recovered_fraction", "share recovered", "recovered / ground-truth features"),
+])
+register(SWEEP, "randsae.experiments.sweep.train_stacks", [
+    ("dictionary", "dictionary", "trained, or the random dictionary the SAE kept (randsae.sae.dictionaries)"),
+    ("k", "TopK's k", "latents kept per sample of a TopK SAE; empty for ReLU + L1"),
 ])
 register(EVAL, "randsae.metrics.TokenQuality.result", [
     ("explained_variance", "explained variance", "1 − fvu"),

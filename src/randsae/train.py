@@ -14,8 +14,9 @@ from torch.nn import functional as F
 
 from randsae import cpu
 from randsae.errors import BadInput, check_terminated
+from randsae.sae import dictionaries as D
 from randsae.sae.relu import ReluSAE
-from randsae.seeding import generator
+from randsae.seeding import derive_seed, generator
 
 L1Reduction = Literal["mean", "sum"]
 
@@ -158,6 +159,8 @@ def train_relu_saes(
     progress=None,
     sparse_l0: float | None = None,
     rows: torch.Tensor | None = None,
+    dictionary: str = "trained",
+    cone: float = D.DEFAULT_CONE,
 ) -> torch.Tensor:
     """Train SAE i of the stack with sparsity coefficient `l1_coefs[i]` on the rows of `data`
     (only those indexed by `rows`, if given: minibatches are gathered from `data` without a copy of it).
@@ -165,7 +168,9 @@ def train_relu_saes(
     Adam's update is elementwise, so one Adam over the stacked parameters is exactly one Adam per SAE.
     `sparse_l0`: mean L0 at or below which an SAE takes the sparse path; by default num_latents / 64 on
     the CPU and 0 (never) on a GPU, where the dense products are cheap. Returns each SAE's loss averaged
-    over the last epoch. `progress` (a tqdm bar) advances by one per SAE-epoch.
+    over the last epoch. `progress` (a tqdm bar) advances by one per SAE-epoch. `dictionary`: trained, or a
+    random dictionary kept frozen (or within a cone of `cone`) while the rest trains (`randsae.sae.dictionaries`;
+    drawn from `seed`, the same for every SAE of the stack).
     """
     if len(l1_coefs) != sae.num_saes:
         raise ValueError(f"got {len(l1_coefs)} L1 coefficients for a stack of {sae.num_saes} SAEs.")
@@ -182,6 +187,9 @@ def train_relu_saes(
     if sparse_l0 is None:
         sparse_l0 = sae.num_latents / 64 if device.type == "cpu" else 0.0
     data = data.to(device)
+    D.check_dictionary(dictionary, cone)
+    initial = relu_dictionary(sae, dictionary, seed, data[rows]) if dictionary != "trained" else None
+    unit = dictionary in ("trained", "soft-frozen-decoder")  # decoder rows kept at unit norm
     coefs = torch.tensor(list(l1_coefs), dtype=data.dtype, device=device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     order_gen = generator(seed, "minibatch-order", device=device)
@@ -192,14 +200,43 @@ def train_relu_saes(
         order = rows[torch.randperm(len(rows), generator=order_gen, device=device)]
         for start in range(0, len(order), batch_size):
             x = data[order[start:start + batch_size]]
-            sae.normalize_decoder()
+            if unit:
+                sae.normalize_decoder()
             scale = l1_scale(l1_reduction, sae.num_latents, len(x))
             mse, l1 = relu_sae_step_gradients(sae, x, coefs, scale, sparse_l0)
+            if D.decoder_frozen(dictionary):
+                sae.W_dec.grad = None  # Adam leaves a parameter without a gradient as it is
+            if D.encoder_frozen(dictionary):
+                sae.W_enc.grad = None
             optimizer.step()
+            if initial is not None:
+                sae.normalize_decoder()
+                D.project_to_cone(sae.W_dec.data, initial, cone)
             epoch_loss += (mse + coefs * l1) * len(x)
         epoch_loss /= len(rows)
         zero_vanishing_moments(optimizer)
         if progress is not None:
             progress.update(sae.num_saes)
-    sae.normalize_decoder()
+    if unit:
+        sae.normalize_decoder()
     return epoch_loss.cpu()
+
+
+@torch.no_grad()
+def relu_dictionary(sae: ReluSAE, dictionary: str, seed: int, data: torch.Tensor) -> torch.Tensor | None:
+    """Draw the random directions of a stack's frozen (or cone-held) part, the same for each SAE: decoder rows,
+    or encoder columns (unit, uniform on the sphere; the decoder's with the covariance of the SAE's inputs, as
+    it sees them after standardisation, for `frozen-decoder-cov`). Returns a soft-frozen decoder's initial
+    directions (S × n × d), else None."""
+    covariance = None
+    if D.needs_data(dictionary):
+        mean, std = sae.standardization(data)
+        xs = ((data - mean) / std).double()
+        covariance = D.covariance(xs.sum(0), xs.T @ xs, len(xs))
+    directions = D.random_directions(sae.num_latents, sae.num_inputs, derive_seed(seed, "dictionary", dictionary),
+                                     covariance).to(sae.W_dec.device)
+    if D.encoder_frozen(dictionary):
+        sae.W_enc.copy_(directions.T.expand_as(sae.W_enc))
+        return None
+    sae.W_dec.copy_(directions.expand_as(sae.W_dec))
+    return sae.W_dec.detach().clone() if dictionary == "soft-frozen-decoder" else None

@@ -16,7 +16,10 @@ from torch.nn.parallel import DistributedDataParallel
 from randsae.config import parse_count
 from randsae.distributed import World
 from randsae.errors import BadInput, check_terminated
+from randsae.sae import dictionaries as D
+from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
 from randsae.sae.topk import TopKSAE
+from randsae.seeding import derive_seed
 from randsae.settings import setting
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
@@ -44,6 +47,11 @@ class TopKTrainConfig:
                                           "every metric (0: none, the paper's)")
     max_norm_ratio: float | None = setting(None, shown="none, the paper's",
                                            help="leave out tokens whose norm is above this × their batch's median")
+    dictionary: str = setting("trained", help="trained (the paper's), or a random dictionary: frozen-decoder, "
+                                              "frozen-decoder-cov, soft-frozen-decoder, frozen-encoder "
+                                              "(docs/choices.md \"Random dictionaries\")")
+    dictionary_cone: float = setting(DEFAULT_CONE, help="soft-frozen-decoder: the smallest cosine a decoder "
+                                                        "direction keeps to its initial one")
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
         self.validate()
@@ -65,6 +73,7 @@ class TopKTrainConfig:
             raise BadInput(f"max_norm_ratio must be positive and finite, not {self.max_norm_ratio}.")
         if self.autocast not in AUTOCAST:
             raise BadInput(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
+        check_dictionary(self.dictionary, self.dictionary_cone)
 
 
 # The schedule chosen from the budget. The paper's batch and learning rate are made for 100M tokens
@@ -143,7 +152,13 @@ class TopKTrainer:
         lr = config.lr or default_lr(sae.num_latents)
         self.warmup = effective_warmup(config.warmup_steps, total_steps)
         fused = world.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(sae.parameters(), lr=lr, fused=fused)
+        self.initial: torch.Tensor | None = None  # a soft-frozen decoder's initial directions
+        sae.W_dec.requires_grad_(not D.decoder_frozen(config.dictionary))
+        sae.W_enc.requires_grad_(not D.encoder_frozen(config.dictionary))
+        if config.dictionary != "trained" and not D.needs_data(config.dictionary):
+            self.draw_dictionary(None)
+        trained = [p for p in sae.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=lr, fused=fused)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup)))
         self.tokens_since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=world.device)
@@ -163,6 +178,9 @@ class TopKTrainer:
             total_variance = (stats[d:2 * d] - stats[:d] * mean).sum().clamp_min(1e-12)
             if self.steps == 0:
                 self.sae.b_dec.copy_(mean)  # the decoder bias starts at the first batch's mean
+                if D.needs_data(self.config.dictionary):  # the global first batch's covariance
+                    squares = self.world.all_sum(x.T.double() @ x.double())
+                    self.draw_dictionary(D.covariance(stats[:d].double(), squares, float(stats[-1])))
         dead = self.tokens_since_fired >= self.config.dead_tokens if self.config.auxk_alpha > 0 else None
         dtype = AUTOCAST[self.config.autocast]
         with torch.autocast(self.world.device.type, dtype=dtype, enabled=dtype is not None):
@@ -179,10 +197,15 @@ class TopKTrainer:
         check_terminated()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.sae.remove_parallel_gradient()
+        unit = self.config.dictionary in ("trained", "soft-frozen-decoder")  # decoder rows kept at unit norm
+        if unit:
+            self.sae.remove_parallel_gradient()
         self.optimizer.step()
         self.schedule.step()
-        self.sae.normalize_decoder()
+        if unit:
+            self.sae.normalize_decoder()
+        if self.initial is not None:
+            D.project_to_cone(self.sae.W_dec.data, self.initial, self.config.dictionary_cone)
         with torch.no_grad():
             fired = torch.zeros_like(self.tokens_since_fired)
             fired.index_fill_(0, out.indices[out.values > 0], 1)
@@ -195,3 +218,16 @@ class TopKTrainer:
         self.steps += 1
         self.tokens += total_tokens
         return fvu
+
+    @torch.no_grad()
+    def draw_dictionary(self, covariance: torch.Tensor | None) -> None:
+        """The random directions of the frozen (or cone-held) part, seeded by the SAE's own seed: the decoder's
+        (the encoder starting tied to them at the usual scale), or the encoder's (the decoder starting as
+        them)."""
+        sae, name = self.sae, self.config.dictionary
+        seed = derive_seed(sae.seed, "dictionary", name)
+        directions = D.random_directions(sae.num_latents, sae.num_inputs, seed, covariance).to(sae.W_dec.device)
+        sae.W_dec.copy_(directions)
+        sae.W_enc.copy_(directions if D.encoder_frozen(name) else directions / math.sqrt(3))
+        if name == "soft-frozen-decoder":
+            self.initial = directions.clone()

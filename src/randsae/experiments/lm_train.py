@@ -102,6 +102,8 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
     previous = runs.previous_record(out, COMMAND)
     if previous is not None:
         check_fields(previous, {"train": dict, "source": dict}, out / "config.json")
+        # a setting an older run did not record had its default then (the dictionary: trained)
+        previous = {**previous, "train": {**json_round_trip(asdict(TopKTrainConfig())), **previous["train"]}}
         for part in ("train", "source"):
             if previous.get(part) != settings[part]:
                 raise BadInput(f"{out} holds SAEs trained with other {part} settings; choose another --out.")

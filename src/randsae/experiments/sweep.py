@@ -21,15 +21,18 @@ from tqdm.auto import tqdm
 from randsae import runs
 from randsae.config import coerce, resolve_device, to_dict
 from randsae.distributed import joined_world
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_terminated
 from randsae.lm.embeddings import is_embeddings
 from randsae.metrics import SPARSITY_STATS, sae_metrics
 from randsae.resources import FLOAT_BYTES, check_memory
+from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
 from randsae.sae.relu import ReluSAE
+from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed, generator
 from randsae.settings import setting
 from randsae.tables import SweepRow, read_table, write_table
 from randsae.train import train_relu_saes
+from randsae.train_topk import TopKTrainConfig, TopKTrainer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,8 @@ TRANSFORMS = ("none", "mlp")
 KEY_COLUMNS = list(SweepRow.KEY)
 COLUMNS = SweepRow.columns()  # the key, the metrics (randsae.metrics.METRIC_NAMES), the status
 # Settings that change every number in a table: a rerun into the same directory must share them.
-TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction", "sparsity_stats")
+TRAINING_SETTINGS = ("batch_size", "lr", "val_fraction", "standardize", "l1_reduction", "sparsity_stats",
+                     "dictionary_cone", "recovery_threshold")
 
 
 def paper_coefficients() -> list[float]:
@@ -65,6 +69,16 @@ class SweepConfig:
                                                      "batch-mean: from batch-mean norms, as the authors' code")
     save_weights: bool = setting(False, help="keep every SAE as safetensors")
     device: str = setting("auto", help="auto, cpu or cuda")
+    dictionaries: list[str] = setting(default_factory=lambda: ["trained"], help=(
+        "comma list of trained and random dictionaries: frozen-decoder, frozen-decoder-cov, soft-frozen-decoder, "
+        "frozen-encoder (docs/choices.md \"Random dictionaries\")"))
+    dictionary_cone: float = setting(DEFAULT_CONE, help="soft-frozen-decoder: the smallest cosine a decoder "
+                                                        "direction keeps to its initial one")
+    k: int | None = setting(None, shown="none: ReLU + L1 over the coefficients",
+                            help="train TopK SAEs keeping k latents per sample instead (one per size and "
+                                 "dictionary; --l1 is then unused)")
+    recovery_threshold: float = setting(0.8, help="a ground-truth feature counts as recovered when a decoder "
+                                                  "direction's cosine to it is above this")
 
     DATA_SOURCES = ()  # the data names a subclass accepts
     DATA_SETTINGS = ()  # its settings that, like TRAINING_SETTINGS, fix the numbers of a table
@@ -94,6 +108,14 @@ class SweepConfig:
             raise BadInput(f"l1_reduction must be 'mean' or 'sum', not {self.l1_reduction!r}.")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise BadInput(f"device must be auto, cpu or cuda, not {self.device!r}.")
+        if not self.dictionaries or len(set(self.dictionaries)) != len(self.dictionaries):
+            raise BadInput(f"dictionaries takes each dictionary at most once, not {self.dictionaries!r}.")
+        for name in self.dictionaries:
+            check_dictionary(name, self.dictionary_cone)
+        if self.k is not None:
+            check_positive_int("k", self.k)
+        if not 0 < self.recovery_threshold < 1:
+            raise BadInput(f"recovery_threshold must lie in (0, 1), not {self.recovery_threshold!r}.")
 
     @classmethod
     def from_dict(cls, values: dict):
@@ -164,14 +186,51 @@ def is_diverged(metrics: dict) -> bool:
 
 
 @torch.no_grad()
-def evaluate(sae: ReluSAE, dataset: Dataset, sparsity_stats: str = "per-sample") -> list[dict]:
-    """Validation metrics of every SAE in the stack."""
+def evaluate(sae: ReluSAE | TopKSAE, dataset: Dataset, sparsity_stats: str = "per-sample",
+             recovery_threshold: float = 0.8) -> list[dict]:
+    """Validation metrics of every SAE in the stack (a TopK SAE: one)."""
     val = dataset.data[dataset.val_rows.to(dataset.data.device)]
+    if isinstance(sae, TopKSAE):
+        values, indices = sae.encode(val)
+        return [sae_metrics(val, sae.decode(values, indices), sae.dense_latents(values, indices), dataset.features,
+                            sae.W_dec, sparsity_stats, recovery_threshold)]
     results = []
     for i in range(sae.num_saes):
         x_hat, z = sae(val, index=i)
-        results.append(sae_metrics(val, x_hat[0], z[0], dataset.features, sae.W_dec[i], sparsity_stats))
+        results.append(sae_metrics(val, x_hat[0], z[0], dataset.features, sae.W_dec[i], sparsity_stats,
+                                   recovery_threshold))
     return results
+
+
+def train_topk(sae: TopKSAE, dataset: Dataset, config: "SweepConfig", seed: int, dictionary: str,
+               progress) -> None:
+    """One TopK SAE on the training rows, `config.epochs` passes in a seeded order (the ReLU stacks' order),
+    with `dictionary` kept as `randsae.sae.dictionaries` says."""
+    assert config.k is not None
+    rows = dataset.train_rows.to(dataset.data.device)
+    steps = config.epochs * math.ceil(len(rows) / config.batch_size)
+    trainer = TopKTrainer(sae, TopKTrainConfig(k=config.k, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                                               warmup_steps=min(1000, steps // 10), dictionary=dictionary,
+                                               dictionary_cone=config.dictionary_cone), total_steps=steps)
+    order_gen = generator(seed, "minibatch-order", device=dataset.data.device)
+    for _ in range(config.epochs):
+        check_terminated()
+        order = rows[torch.randperm(len(rows), generator=order_gen, device=rows.device)]
+        for start in range(0, len(order), config.batch_size):
+            trainer.step(dataset.data[order[start:start + config.batch_size]])
+        progress.update(1)
+
+
+def save_weights(sae: ReluSAE | TopKSAE, index: int, row: SweepRow, out: Path) -> None:
+    """OUT/weights/<the row's key>: SAE `index` of a ReLU stack, or the TopK SAE."""
+    name = f"{row.data}-{row.transform}-L{row.latents}-c{row.l1_coef:.4g}-s{row.seed}-e{row.epochs}"
+    name += f"-k{row.k}" if row.k is not None else ""
+    name += "" if row.dictionary == "trained" else f"-{row.dictionary}"
+    extra = {k: getattr(row, k) for k in KEY_COLUMNS}
+    if isinstance(sae, TopKSAE):
+        sae.save(out / "weights" / name, extra=extra)
+    else:
+        sae.save(out / "weights" / name, index, extra=extra)
 
 
 def check_compatible(out: Path, config: SweepConfig, extra: dict) -> None:
@@ -215,18 +274,21 @@ def run_sweep(
         log.warning("%d SAEs in %s diverged in an earlier run; training them again", len(retried), table)
     rows = [row for row in rows if not row.diverged]
     done = {row.key for row in rows}
-    coefs = sorted(set(config.l1))
+    coefs = [0.0] if config.k is not None else sorted(set(config.l1))  # a TopK SAE has no coefficient
     todo: dict[tuple, list[float]] = {}
     for seed in range(config.seeds):
         for data in config.data:
             for transform in config.transform:
                 for size in latents:
-                    missing = [c for c in coefs if SweepRow(data, transform, input_dims[data], size, c, seed,
-                                                            config.epochs).key not in done]
-                    if missing:
-                        todo[seed, data, transform, size] = missing
+                    for dictionary in config.dictionaries:
+                        missing = [c for c in coefs if SweepRow(data, transform, input_dims[data], size, c, seed,
+                                                                config.epochs, dictionary=dictionary,
+                                                                k=config.k).key not in done]
+                        if missing:
+                            todo[seed, data, transform, size, dictionary] = missing
     remaining = sum(len(c) for c in todo.values())
-    planned = config.seeds * len(config.data) * len(config.transform) * len(latents) * len(coefs)
+    planned = (config.seeds * len(config.data) * len(config.transform) * len(latents) * len(coefs)
+               * len(config.dictionaries))
     if remaining < planned:
         log.info("%d of %d SAEs already in %s; training the rest", planned - remaining, planned, table)
 
@@ -253,30 +315,37 @@ def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]],
     dataset_key = None
     diverged: list[str] = []
     wrote_config = False
-    for (seed, data, transform, size), stack_coefs in mine.items():
+    for (seed, data, transform, size, dictionary), stack_coefs in mine.items():
         if dataset_key != (seed, data, transform):
             dataset = None  # let the previous data set go before making the next
             dataset, dataset_key = make_dataset(seed, data, transform), (seed, data, transform)
             dataset.data = dataset.data.to(device)
         assert dataset is not None
-        bar.set_description(f"seed {seed} {data}/{transform} {size} latents")
+        arm = "" if dictionary == "trained" else f" {dictionary}"
+        bar.set_description(f"seed {seed} {data}/{transform} {size} latents{arm}")
         input_dim = input_dims[data]
-        sae = ReluSAE(input_dim, size, num_saes=len(stack_coefs), standardize=config.standardize,
-                      seed=derive_seed(seed, "sae", size)).to(device)
-        train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,
-                        lr=config.lr, seed=seed, progress=bar, rows=dataset.train_rows,
-                        l1_reduction=config.l1_reduction)  # pyright: ignore[reportArgumentType] (checked)
-        results = evaluate(sae, dataset, config.sparsity_stats)
+        sae: ReluSAE | TopKSAE
+        if config.k is None:
+            sae = ReluSAE(input_dim, size, num_saes=len(stack_coefs), standardize=config.standardize,
+                          seed=derive_seed(seed, "sae", size)).to(device)
+            train_relu_saes(sae, dataset.data, stack_coefs, epochs=config.epochs, batch_size=config.batch_size,
+                            lr=config.lr, seed=seed, progress=bar, rows=dataset.train_rows,
+                            l1_reduction=config.l1_reduction,  # pyright: ignore[reportArgumentType] (checked)
+                            dictionary=dictionary, cone=config.dictionary_cone)
+        else:
+            sae = TopKSAE(input_dim, size, config.k, seed=derive_seed(seed, "sae", size)).to(device)
+            train_topk(sae, dataset, config, seed, dictionary, bar)
+        results = evaluate(sae, dataset, config.sparsity_stats, config.recovery_threshold)
         for i, (coef, metrics) in enumerate(zip(stack_coefs, results, strict=True)):
             status = "diverged" if is_diverged(metrics) else "ok"
-            row = SweepRow(data, transform, input_dim, size, coef, seed, config.epochs, **metrics, status=status)
+            row = SweepRow(data, transform, input_dim, size, coef, seed, config.epochs, **metrics, status=status,
+                           dictionary=dictionary, k=config.k)
             own.append(row)
             if status == "diverged":
-                diverged.append(f"{data}/{transform} {size} latents, coefficient {coef:.4g}, seed {seed}")
+                diverged.append(f"{data}/{transform} {size} latents, coefficient {coef:.4g}, seed {seed}{arm}")
                 continue
             if config.save_weights:
-                name = f"{data}-{transform}-L{size}-c{coef:.4g}-s{seed}-e{config.epochs}"
-                sae.save(out / "weights" / name, i, extra={k: getattr(row, k) for k in KEY_COLUMNS})
+                save_weights(sae, i, row, out)
         if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
             runs.write_record(out, config.COMMAND, record)
             wrote_config = True

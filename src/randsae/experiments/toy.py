@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from randsae.config import resolve_device
-from randsae.data import gaussian, sharkey
+from randsae.data import gaussian, independent, sharkey
 from randsae.errors import BadInput
 from randsae.experiments.sweep import Dataset, SweepConfig, check_positive_int, run_sweep, split_rows
 from randsae.lm import embeddings
@@ -23,7 +23,8 @@ from randsae.transforms import apply, random_mlp
 @dataclass
 class ToyConfig(SweepConfig):
     data: list[str] = setting(default_factory=lambda: ["sharkey", "gaussian"],
-                              help="comma list of: sharkey, gaussian, embeddings:MODEL")
+                              help="comma list of: sharkey, gaussian, independent (features uniform on the "
+                                   "sphere, each on independently), embeddings:MODEL")
     latents: list[int] = setting(default_factory=lambda: [512, 1024, 2048, 4096],
                                  help="comma list of dictionary sizes")
     num_samples: int = setting(10_000, help="data points per data set")
@@ -32,12 +33,16 @@ class ToyConfig(SweepConfig):
     avg_active_features: float = setting(5.0, flag="--avg-active", help="mean active features m")
     lambda_decay: float = setting(0.99, help="feature-frequency decay λ")
     decay: str = setting("power", help="power (p ** (λ·i), the paper's figure) or product (p·λ^i)")
+    probability_spread: float = setting(1.0, help="independent data: 1 gives every feature the probability "
+                                                  "m / n_s; above 1, log-uniform probabilities that far apart "
+                                                  "(their ratio), mean m / n_s")
+    magnitude_sigma: float = setting(0.5, help="independent data: σ of the features' log-normal magnitudes")
 
-    DATA_SOURCES = ("sharkey", "gaussian")
+    DATA_SOURCES = ("sharkey", "gaussian", "independent")
     EMBEDDINGS_AS_DATA = True
     COMMAND = "toy"
     DATA_SETTINGS = ("num_samples", "num_inputs", "num_features", "avg_active_features", "lambda_decay",
-                     "decay")
+                     "decay", "probability_spread", "magnitude_sigma")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,6 +55,10 @@ class ToyConfig(SweepConfig):
         if not (0 < self.avg_active_features <= self.num_features and math.isfinite(self.avg_active_features)):
             raise BadInput(f"avg_active_features must lie in (0, num_features = {self.num_features}], not "
                              f"{self.avg_active_features!r}.")
+        if not (self.probability_spread >= 1 and math.isfinite(self.probability_spread)):
+            raise BadInput(f"probability_spread must be at least 1, not {self.probability_spread!r}.")
+        if not (self.magnitude_sigma >= 0 and math.isfinite(self.magnitude_sigma)):
+            raise BadInput(f"magnitude_sigma must be finite and not negative, not {self.magnitude_sigma!r}.")
         if not 0 < self.lambda_decay <= 1:
             raise BadInput(f"lambda_decay must lie in (0, 1], not {self.lambda_decay!r}.")
         if round(self.num_samples * self.val_fraction) < 2:
@@ -76,9 +85,18 @@ def toy_datasets(config: ToyConfig):
                                 config.avg_active_features, config.lambda_decay, seed=seed,
                                 decay=config.decay)  # pyright: ignore[reportArgumentType] (checked on construction)
 
+    @lru_cache(maxsize=1)
+    def independent_draw(seed: int) -> sharkey.SharkeyData:
+        return independent.generate(config.num_samples, config.num_inputs, config.num_features,
+                                    config.avg_active_features, config.probability_spread, config.magnitude_sigma,
+                                    seed=seed)
+
     def make_dataset(seed: int, data: str, transform: str) -> Dataset:
         if embeddings.is_embeddings(data):
             x, toy = embedding_matrix(data), None
+        elif data == "independent":
+            toy = independent_draw(seed)
+            x = toy.samples
         else:
             toy = draw(seed)
             x = toy.samples if data == "sharkey" else gaussian.matched(toy.samples, seed=seed)
@@ -86,7 +104,8 @@ def toy_datasets(config: ToyConfig):
             x = apply(random_mlp(x.shape[1], seed=seed), x)
         train_rows, val_rows = split_rows(len(x), config.val_fraction, seed)
         # ground-truth features live in the inputs only (docs/paper.md §1.2)
-        features = toy.features if toy is not None and (data, transform) == ("sharkey", "none") else None
+        truth = data in ("sharkey", "independent") and transform == "none"
+        features = toy.features if toy is not None and truth else None
         return Dataset(x, train_rows, val_rows, features)
 
     return make_dataset

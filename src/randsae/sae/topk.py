@@ -41,6 +41,7 @@ class TopKSAE(nn.Module):
         if not 0 < k <= num_latents:
             raise BadInput(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
         self.num_inputs, self.num_latents, self.k = num_inputs, num_latents, k
+        self.seed = seed  # a random dictionary is drawn from it (`randsae.sae.dictionaries`)
         bound = 1 / math.sqrt(num_inputs)  # nn.Linear's default initialisation
         w_enc = (torch.rand(num_latents, num_inputs, generator=generator(seed, "topk-sae-init")) * 2 - 1) * bound
         self.W_enc = nn.Parameter(w_enc)
