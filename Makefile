@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast test-http demo demo-lm bench bench-gpu lint clean
+.PHONY: install test test-slow test-fast test-http demo demo-lm bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The suite on two workers, one thread each (torch's own threads would only contend); the slow end-to-end tests
+# (marked `slow`, minutes each) run in `make test-slow`, which CI runs too.
+TEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(TEST) -m "not slow and not llama_server" --durations=15
+
+test-slow: $(STAMP)
+	$(TEST) -m "slow and not llama_server" --durations=15
 
 # A real OpenAI-compatible server for the `openai` judge backend: llama.cpp's, built from source (5–11 minutes
 # on 2 cores the first time; pip keeps the wheel), in a venv of its own so that `make test` stays lean.
@@ -34,8 +41,9 @@ $(JUDGE_VENV)/.installed: Makefile
 test-http: $(STAMP) $(JUDGE_VENV)/.installed
 	RANDSAE_LLAMA_PYTHON=$(JUDGE_VENV)/bin/python $(BIN)/python -m pytest -q -m llama_server
 
+# the inner loop: what you changed, e.g. `make test-fast T=tests/test_topk.py`
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not slow and not llama_server"
+	$(TEST) -x -m "not slow and not llama_server" $(T)
 
 demo: $(STAMP)
 	$(BIN)/randsae toy --preset quick --out runs/quick

@@ -102,13 +102,13 @@ def test_a_full_disk_is_one_sentence_naming_the_directory(tmp_path, monkeypatch,
     at the operating system's edge), after the run's SAEs were trained for real."""
     import errno
 
+    from randsae import io
     from randsae.cli import main
-    from randsae.experiments import sweep
 
     def full(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(sweep.io, "write_rows", full)
+    monkeypatch.setattr(io, "write_rows", full)  # every results table is written through it
     assert main(["-q", "toy", *TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"randsae: error: no space left on the device writing {tmp_path / 'run'}; finished files are "

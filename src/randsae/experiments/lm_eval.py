@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from randsae import io, runs
 from randsae.config import resolve_device
 from randsae.errors import BadInput
-from randsae.experiments.lm_train import read_source, read_train_settings, trained_layers
+from randsae.experiments.lm_train import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
 from randsae.lm.quality import below_baselines, evaluate_batch
 from randsae.lm.source import check_same_source, load_variant, read_held_out
@@ -57,7 +57,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     layers = trained_layers(sae_dir)
     if not layers:
         raise BadInput(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
-    model_name, variant = source["model"], source["variant"]["variant"]
+    model_name, variant = source["model"], arm_of(sae_dir, source)
     token_filter = TokenFilter.of(read_train_settings(sae_dir))
     table = out / "results.csv"
     rows = read_eval_rows(table)

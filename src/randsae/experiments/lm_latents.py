@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from randsae import io, runs
 from randsae.config import resolve_device
 from randsae.errors import BadInput
-from randsae.experiments.lm_train import foreign_layers, read_source, trained_layers
+from randsae.experiments.lm_train import arm_of, foreign_layers, read_source, trained_layers
 from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
 from randsae.lm.latent_cache import cache_chunks, encode_cache, model_chunks, open_latent_cache
@@ -105,7 +105,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     def decode(ids: list[int]) -> list[str]:
         return [tokenizer.decode([i]) for i in ids]
 
-    identity = {"model": source["model"], "variant": source["variant"]["variant"]}
+    identity = {"model": source["model"], "variant": arm_of(sae_dir, source)}
     table = out / "latents.csv"
     rows = read_summaries(table) if table.exists() else []
     for layer in chosen:

@@ -34,6 +34,7 @@ from randsae.lm.source import (
 )
 from randsae.lm.token_filter import TokenFilter
 from randsae.resources import FLOAT_BYTES, check_memory
+from randsae.sae.dictionaries import arm_name
 from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
 from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
@@ -87,6 +88,11 @@ def read_source(sae_dir: Path) -> dict:
     check_fields(source, {"model": str, "variant": dict}, f"{path} (source)")
     check_fields(source["variant"], {"variant": str, "seed": int}, f"{path} (source.variant)")
     return source
+
+
+def arm_of(sae_dir: Path, source: dict) -> str:
+    """The name the tables give a run's SAEs: the variant, and a random dictionary after a `+`."""
+    return arm_name(source["variant"]["variant"], read_train_settings(sae_dir).get("dictionary", "trained"))
 
 
 def read_train_settings(sae_dir: Path) -> dict:

@@ -86,3 +86,15 @@ def min_cosine(directions: torch.Tensor, initial: torch.Tensor) -> float:
     """The smallest cosine of a row of `directions` to its row of `initial`."""
     cosine = torch.nn.functional.cosine_similarity(directions.double(), initial.double(), dim=-1)
     return float(cosine.min())
+
+
+def arm_name(variant: str, dictionary: str) -> str:
+    """How the tables name an SAE arm: its model's variant, and the random dictionary after a `+`
+    (`trained+frozen-decoder`); the trained dictionary is the variant alone."""
+    return variant if dictionary == "trained" else f"{variant}+{dictionary}"
+
+
+def split_arm(name: str) -> tuple[str, str]:
+    """(variant, dictionary) of an arm's name."""
+    variant, _, dictionary = name.partition("+")
+    return variant, dictionary or "trained"

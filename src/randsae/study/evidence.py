@@ -11,6 +11,7 @@ import numpy as np
 
 from randsae import io
 from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_auroc_draws, pooled_mean_draws
+from randsae.sae.dictionaries import split_arm
 from randsae.scorer_kinds import SCORER_KINDS
 from randsae.seeding import derive_seed
 from randsae.study.verdict import METRICS, Measure, VerdictRow, VerdictSettings, by_layer, verdict_rows
@@ -158,7 +159,50 @@ def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:
     lines += ["", "| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
     lines += ["| " + " | ".join(verdict_cells(r)) + " |" for r in rows]
     lines += ["", verdict_note(settings)]
+    shares = dictionary_shares(rows)
+    if shares:
+        lines += ["", "## Random dictionaries", "", *[f"- {share_sentence(s)}" for s in shares], "",
+                  "| " + " | ".join(SHARE_COLUMNS) + " |", "|" + "---|" * len(SHARE_COLUMNS),
+                  *["| " + " | ".join(share_cells(s)) + " |" for s in shares], "", SHARE_NOTE]
     return "\n".join(lines) + "\n"
+
+
+# How much of its model's trained-dictionary SAE a random dictionary reaches, on the metrics the question is about
+SHARE_METRICS = ("explained_variance", "cosine_sim", "entropy_mean", SCORER_KINDS["tokens"].column)
+SHARE_COLUMNS = ("layer", "model", "dictionary", "metric", "random dictionary", "trained dictionary", "share")
+SHARE_NOTE = ("A random-dictionary arm is an SAE on the same activations, trained with the same data order, seed "
+              "and schedule as the model's own SAE, whose decoder or encoder stayed at (or near) a random draw "
+              "(docs/choices.md \"Random dictionaries\"). Share: its value over the trained dictionary's, mean "
+              "over seeds; the verdict table above gives both arms' intervals and says whether they differ.")
+
+
+def dictionary_shares(rows: list[VerdictRow]) -> list[tuple[int, str, str, str, float, float]]:
+    """(layer, model variant, dictionary, metric, the random dictionary's value, the trained dictionary's) for
+    every random-dictionary arm in the verdict's rows, on `SHARE_METRICS`."""
+    values: dict[tuple[int, str, str], float | None] = {}
+    for r in rows:
+        values[r.layer, r.metric, "trained"] = r.trained
+        values[r.layer, r.metric, r.twin] = r.twin_value
+    shares = []
+    for (layer, metric, arm), value in sorted(values.items()):
+        variant, dictionary = split_arm(arm)
+        reference = values.get((layer, metric, variant))
+        if dictionary != "trained" and metric in SHARE_METRICS and value is not None and reference:
+            shares.append((layer, variant, dictionary, metric, value, reference))
+    return shares
+
+
+def share_sentence(share: tuple[int, str, str, str, float, float]) -> str:
+    layer, variant, dictionary, metric, value, reference = share
+    model = "the trained model" if variant == "trained" else f"the {variant} twin"
+    return (f"Layer {layer}, {model}: {dictionary} reaches {value / reference:.2f} of the trained dictionary's "
+            f"{METRICS[metric].label} ({_number(value)} against {_number(reference)}).")
+
+
+def share_cells(share: tuple[int, str, str, str, float, float]) -> list[str]:
+    layer, variant, dictionary, metric, value, reference = share
+    return [str(layer), variant, dictionary, METRICS[metric].label, _number(value), _number(reference),
+            f"{value / reference:.2f}"]
 
 
 def verdict_note(settings: VerdictSettings) -> str:

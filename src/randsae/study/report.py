@@ -325,8 +325,24 @@ def verdict_html(study: Study) -> str:
     body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome]}'>{e(c)}</td>" if i == outcome else
                                     f"<td>{e(c)}</td>" for i, c in enumerate(verdict_cells(r))) + "</tr>"
                    for r in rows)
+    note = e(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))
     return (f"<section id='verdict'><h2>Verdict</h2><ul>{sentences}</ul><table><tr>{head}</tr>{body}</table>"
-            f"<p>{e(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))}</p></section>")
+            f"<p>{note}</p>{dictionaries_html(rows)}</section>")
+
+
+def dictionaries_html(rows: list) -> str:
+    """How much of the trained dictionary's result each random dictionary reaches (none: nothing)."""
+    from randsae.study.evidence import SHARE_COLUMNS, SHARE_NOTE, dictionary_shares, share_cells, share_sentence
+
+    e = html.escape
+    shares = dictionary_shares(rows)
+    if not shares:
+        return ""
+    sentences = "".join(f"<li>{e(share_sentence(s))}</li>" for s in shares)
+    head = "".join(f"<th>{e(c)}</th>" for c in SHARE_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in share_cells(s)) + "</tr>" for s in shares)
+    return (f"<h3 id='dictionaries'>Random dictionaries</h3><ul>{sentences}</ul><table><tr>{head}</tr>{body}"
+            f"</table><p>{e(SHARE_NOTE)}</p>")
 
 
 def write_report(out: Path) -> tuple[Path, Path]:

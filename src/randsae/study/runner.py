@@ -30,6 +30,7 @@ from randsae import io, runs
 from randsae.config import parse_count
 from randsae.errors import BadInput
 from randsae.lm.variants import VARIANTS
+from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
 from randsae.settings import setting
 from randsae.study.verdict import VerdictSettings
 
@@ -88,6 +89,12 @@ class BaselineSettings:
         "seeds per arm: seed s (counted from --seed) trains each arm's SAEs anew and draws each random twin "
         "anew (re-randomises, re-initialises, redraws the control's noise); with 1 a bootstrap over held-out "
         "tokens and latents stands in for the spread over seeds"))
+    dictionaries: list[str] = setting(default_factory=lambda: ["trained"], parse=_names, help=(
+        "comma list of the SAEs' dictionaries: trained, and random ones, each an arm of its own on the trained "
+        "model: frozen-decoder, frozen-decoder-cov, soft-frozen-decoder, frozen-encoder (docs/choices.md "
+        "\"Random dictionaries\")"), shown="trained")
+    dictionaries_on_twins: bool = setting(False, help="give every random twin the random-dictionary arms too")
+    dictionary_cone: float = setting(DEFAULT_CONE, help="as `lm train --dictionary-cone`")
     verdict: VerdictSettings = field(default_factory=VerdictSettings)
     device: str = setting("auto", help="auto, cpu or cuda")
     preset: str = "paper"
@@ -109,7 +116,15 @@ class BaselineSettings:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
+        if len(set(self.dictionaries)) != len(self.dictionaries):
+            raise BadInput(f"--dictionaries must name each dictionary once, not {','.join(self.dictionaries)!r}.")
+        for name in self.dictionaries:
+            check_dictionary(name, self.dictionary_cone)
         self.verdict.validate()
+
+    @property
+    def random_dictionaries(self) -> list[str]:
+        return [d for d in self.dictionaries if d != "trained"]
 
 
 PRESETS = {
@@ -182,10 +197,15 @@ def paper_layers(num_layers: int, parameters: float) -> list[int]:
     return list(range(0, num_layers, step))
 
 
+NEW_SETTINGS = {"dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE}
+
+
 def check_out(out: Path, settings: BaselineSettings) -> None:
     """Refuse an OUT that holds another study, or anything else (nothing in it is touched)."""
     previous = runs.previous_record(out, "baseline")
     if previous is not None:
+        if isinstance(previous.get("settings"), dict):  # what an older study did not record had its default
+            previous = {**previous, "settings": {**NEW_SETTINGS, **previous["settings"]}}
         if previous.get("study") != STUDY:
             raise BadInput(f"{out} holds the output of another command ({out / 'config.json'}); choose another "
                            "--out.")
@@ -217,12 +237,20 @@ class Study:
         return self.out / unit / stage
 
     def units(self, index: int | None = None) -> list[str]:
-        """The study's units in order — each variant at seed 0, then each at seed 1, … (`unit_name`); the
-        user's own SAEs (--sae) are one trained arm, so the trained variant has seed 0 only. `index`: one
-        seed's."""
-        indices = range(self.settings.seeds) if index is None else [index]
-        return [unit_name(v, i) for i in indices for v in self.settings.variants
-                if not (i and v == "trained" and self.settings.sae is not None)]
+        """The study's units in order — each variant at seed 0, each followed by its random-dictionary arms
+        (`trained+frozen-decoder`; the twins' with --dictionaries-on-twins), then the same at seed 1, …
+        (`unit_name`); the user's own SAEs (--sae) are one trained arm, so the trained variant has seed 0
+        only. `index`: one seed's."""
+        s = self.settings
+        units = []
+        for i in range(s.seeds) if index is None else [index]:
+            for v in s.variants:
+                if i and v == "trained" and s.sae is not None:
+                    continue
+                units.append(unit_name(v, i))
+                if v == "trained" or s.dictionaries_on_twins:
+                    units += [unit_name(arm_name(v, d), i) for d in s.random_dictionaries]
+        return units
 
     def plan(self) -> list[tuple[str, str]]:
         return [(u, s) for u in self.units() for s in STAGES] + [("", "compare"), ("", "report")]
@@ -298,8 +326,15 @@ def unit_name(variant: str, index: int) -> str:
 
 
 def parse_unit(unit: str) -> tuple[str, int]:
+    """(arm, seed index) of a unit; the arm is a variant, or a variant and a random dictionary (`split_arm`)."""
     variant, _, seed = unit.partition("/seed")
     return variant, int(seed or 0)
+
+
+def base_unit(unit: str) -> str:
+    """The unit whose activations a random-dictionary arm reads: its variant's at its seed."""
+    arm, index = parse_unit(unit)
+    return unit_name(split_arm(arm)[0], index)
 
 
 class KillForTest:
@@ -446,7 +481,7 @@ def source_of(study: Study, unit: str):
     from randsae.lm.source import Source
 
     s = study.settings
-    variant = parse_unit(unit)[0]
+    variant = split_arm(parse_unit(unit)[0])[0]
     return Source(model=s.model, revision=s.revision, variant=variant, seed=seed_of(study, unit),
                   dataset=s.dataset,
                   dataset_config=s.dataset_config, text_column=s.text_column, context_length=s.context_length,
@@ -456,7 +491,7 @@ def source_of(study: Study, unit: str):
 def stage_activations(study: Study, variant: str) -> None:
     from randsae.experiments.lm_activations import cache_source
 
-    if study.settings.cache:
+    if study.settings.cache and base_unit(variant) == variant:  # a random dictionary reads its variant's
         cache_source(source_of(study, variant), layer_list(study), study.directory(variant, "acts"),
                      dtype=study.settings.cache_dtype, device=study.settings.device, progress=False)
 
@@ -467,7 +502,8 @@ def train_config(study: Study, unit: str):
     s, check = study.settings, study.checked
     given = {"batch_size": s.batch_size, "lr": s.lr}
     config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
-                             seed=seed_of(study, unit),
+                             seed=seed_of(study, unit), dictionary=split_arm(parse_unit(unit)[0])[1],
+                             dictionary_cone=s.dictionary_cone,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
                              **{k: v for k, v in given.items() if v is not None})
     config.validate()
@@ -485,7 +521,7 @@ def stage_train(study: Study, variant: str) -> None:
     config, fixed = train_config(study, variant)
     auto = study.settings.schedule == "budget"
     if study.settings.cache:
-        train_from_cache(study.directory(variant, "acts"), "all", config, out, study.settings.device,
+        train_from_cache(study.directory(base_unit(variant), "acts"), "all", config, out, study.settings.device,
                          progress=False, fixed=fixed, auto=auto)
     else:
         train_from_model(source_of(study, variant), layer_list(study), config, out, study.settings.device,
@@ -534,7 +570,7 @@ def stage_latents(study: Study, variant: str) -> None:
     on_the_fly = s.latent_tokens is not None or not s.cache
     build_latents(study.directory(variant, "sae"), out, settings=settings, device=s.device, progress=False,
                   max_tokens=s.latent_tokens if on_the_fly else None,
-                  model=(s.model, parse_unit(variant)[0]) if on_the_fly else None)
+                  model=(s.model, split_arm(parse_unit(variant)[0])[0]) if on_the_fly else None)
 
 
 def judge_options(settings: BaselineSettings) -> dict:
