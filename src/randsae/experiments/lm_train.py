@@ -98,7 +98,10 @@ def arm_of(sae_dir: Path, source: dict) -> str:
 def read_train_settings(sae_dir: Path) -> dict:
     """The training settings a run recorded (OUT/config.json "train"); {} for SAEs randsae did not train."""
     path = Path(sae_dir) / "config.json"
-    return read_json(path, {"train": dict})["train"] if path.is_file() else {}
+    recorded = read_json(path) if path.is_file() else {}
+    if "train" in recorded:  # a sparsify export records the source and not how its SAEs were trained
+        check_fields(recorded, {"train": dict}, path)
+    return recorded.get("train", {})
 
 
 def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: list[int]) -> list[int]:
