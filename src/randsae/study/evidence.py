@@ -161,7 +161,7 @@ def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:
     lines += ["", verdict_note(settings)]
     shares = dictionary_shares(rows)
     if shares:
-        lines += ["", "## Random dictionaries", "", *[f"- {share_sentence(s)}" for s in shares], "",
+        lines += ["", "## Random dictionaries", "", *[f"- {s}" for s in share_sentences(shares)], "",
                   "| " + " | ".join(SHARE_COLUMNS) + " |", "|" + "---|" * len(SHARE_COLUMNS),
                   *["| " + " | ".join(share_cells(s)) + " |" for s in shares], "", SHARE_NOTE]
     return "\n".join(lines) + "\n"
@@ -184,7 +184,9 @@ def dictionary_shares(rows: list[VerdictRow]) -> list[tuple[int, str, str, str, 
         values[r.layer, r.metric, "trained"] = r.trained
         values[r.layer, r.metric, r.twin] = r.twin_value
     shares = []
-    for (layer, metric, arm), value in sorted(values.items()):
+    order = {metric: i for i, metric in enumerate(SHARE_METRICS)}
+    for (layer, metric, arm), value in sorted(values.items(), key=lambda kv: (kv[0][0], kv[0][2],
+                                                                              order.get(kv[0][1], 9))):
         variant, dictionary = split_arm(arm)
         reference = values.get((layer, metric, variant))
         if dictionary != "trained" and metric in SHARE_METRICS and value is not None and reference:
@@ -192,17 +194,35 @@ def dictionary_shares(rows: list[VerdictRow]) -> list[tuple[int, str, str, str, 
     return shares
 
 
-def share_sentence(share: tuple[int, str, str, str, float, float]) -> str:
-    layer, variant, dictionary, metric, value, reference = share
-    model = "the trained model" if variant == "trained" else f"the {variant} twin"
-    return (f"Layer {layer}, {model}: {dictionary} reaches {value / reference:.2f} of the trained dictionary's "
-            f"{METRICS[metric].label} ({_number(value)} against {_number(reference)}).")
+def share_text(value: float, reference: float) -> str | None:
+    """value / reference where both are above zero (a share of a negative explained variance means nothing)."""
+    return f"{value / reference:.2f}" if value > 0 and reference > 0 else None
+
+
+def share_sentences(shares: list[tuple[int, str, str, str, float, float]]) -> list[str]:
+    """One sentence per layer, model and random dictionary, its metrics in `SHARE_METRICS` order."""
+    groups: dict[tuple[int, str, str], dict[str, tuple[float, float]]] = {}
+    for layer, variant, dictionary, metric, value, reference in shares:
+        groups.setdefault((layer, variant, dictionary), {})[metric] = (value, reference)
+    sentences = []
+    for (layer, variant, dictionary), metrics in groups.items():
+        parts = []
+        for metric in (m for m in SHARE_METRICS if m in metrics):
+            value, reference = metrics[metric]
+            share = share_text(value, reference)
+            label = METRICS[metric].label
+            parts.append(f"{share} of its {label}" if share is not None else
+                         f"{label} {_number(value)} against {_number(reference)} (no share below zero)")
+        model = "the trained model" if variant == "trained" else f"the {variant} twin"
+        sentences.append(f"Layer {layer}, {model}: {dictionary} reaches " + ", ".join(parts[:-1]) +
+                         (" and " if len(parts) > 1 else "") + parts[-1] + " (against its trained dictionary).")
+    return sentences
 
 
 def share_cells(share: tuple[int, str, str, str, float, float]) -> list[str]:
     layer, variant, dictionary, metric, value, reference = share
     return [str(layer), variant, dictionary, METRICS[metric].label, _number(value), _number(reference),
-            f"{value / reference:.2f}"]
+            share_text(value, reference) or "–"]
 
 
 def verdict_note(settings: VerdictSettings) -> str:

@@ -332,13 +332,13 @@ def verdict_html(study: Study) -> str:
 
 def dictionaries_html(rows: list) -> str:
     """How much of the trained dictionary's result each random dictionary reaches (none: nothing)."""
-    from randsae.study.evidence import SHARE_COLUMNS, SHARE_NOTE, dictionary_shares, share_cells, share_sentence
+    from randsae.study.evidence import SHARE_COLUMNS, SHARE_NOTE, dictionary_shares, share_cells, share_sentences
 
     e = html.escape
     shares = dictionary_shares(rows)
     if not shares:
         return ""
-    sentences = "".join(f"<li>{e(share_sentence(s))}</li>" for s in shares)
+    sentences = "".join(f"<li>{e(s)}</li>" for s in share_sentences(shares))
     head = "".join(f"<th>{e(c)}</th>" for c in SHARE_COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in share_cells(s)) + "</tr>" for s in shares)
     return (f"<h3 id='dictionaries'>Random dictionaries</h3><ul>{sentences}</ul><table><tr>{head}</tr>{body}"
