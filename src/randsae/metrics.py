@@ -134,10 +134,10 @@ def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, features:
     features. `sparsity_stats` picks how Hoyer and L1/√L2 are taken over the split (`SPARSITY_STATS`)."""
     out: dict[str, float | None] = {name: f(x, x_hat) for name, f in RECONSTRUCTION_METRICS.items()}
     out.update({name: f(z) for name, f in {**SPARSITY_METRICS, **SPARSITY_STATS[sparsity_stats]}.items()})
-    truth = features is not None and directions is not None
-    out["mmcs"] = mmcs(features, directions) if truth else None
-    out["recovered"], out["recovered_fraction"] = (recovery(features, directions, recovery_threshold) if truth
-                                                   else (None, None))
+    out["mmcs"] = out["recovered"] = out["recovered_fraction"] = None
+    if features is not None and directions is not None:
+        out["mmcs"] = mmcs(features, directions)
+        out["recovered"], out["recovered_fraction"] = recovery(features, directions, recovery_threshold)
     return out
 
 
