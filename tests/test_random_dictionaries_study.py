@@ -65,5 +65,14 @@ def test_a_study_with_a_frozen_decoder_arm(tiny_dir, tmp_path):
     assert "## Random dictionaries" in verdict
     assert "Layer 0, the trained model: frozen-decoder reaches " in verdict
     assert "of its explained variance" in verdict or "(no share below zero)" in verdict
+    from randsae.study.evidence import ShareRow
+    from randsae.tables import read_table
+
+    shares = read_table(out / "compare" / "dictionaries.csv", ShareRow)
+    assert {(r.layer, r.dictionary) for r in shares} == {(0, "frozen-decoder"), (2, "frozen-decoder")}
+    for r in shares:  # the share is the ratio where both values are above zero, and says why it is not counted
+        positive = r.value > 0 and r.trained_value > 0
+        assert r.share == (pytest.approx(r.value / r.trained_value) if positive else None)
+        assert r.qualifier == "" or "below its baselines" in r.qualifier or "latents" in r.qualifier
     page = (out / "report.html").read_text()
     assert "id='dictionaries'" in page and "frozen-decoder reaches" in page

@@ -337,6 +337,7 @@ COMPARE = "lm compare results.csv"
 SCORES = "lm autointerp scores.csv"
 CORRELATIONS = "lm compare correlations.csv"
 VERDICT = "baseline compare/verdict.csv"
+DICTIONARY_SHARES = "baseline compare/dictionaries.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -429,6 +430,13 @@ register(VERDICT, "randsae.study.verdict.compare_arms", [
     ("delta", "δ", "the smallest difference that counts (--delta-*; L1's relative to the trained mean)"),
     ("outcome", "the verdict", "differs: 95% excludes 0 and |difference| > δ; same: 90% inside ±δ; cannot tell: "
                                "neither; not comparable: the reason column says why"),
+])
+register(DICTIONARY_SHARES, "randsae.study.evidence.dictionary_shares", [
+    ("value, trained_value", "the random and the trained dictionary's value", "the verdict's arm values (mean "
+                                                                              "over seeds) of the same model"),
+    ("share", "share of the trained dictionary's", "value / trained_value where both are above zero"),
+    ("qualifier", "qualified by", "the verdict's reason when it does not count the comparison (an SAE below its "
+                                  "baselines, too few latents)"),
 ])
 register(SCORES, "randsae.metrics.auroc", [
     ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),

@@ -16,7 +16,7 @@ from randsae import cpu
 from randsae.errors import BadInput, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.relu import ReluSAE
-from randsae.seeding import derive_seed, generator
+from randsae.seeding import generator
 
 L1Reduction = Literal["mean", "sum"]
 
@@ -189,7 +189,7 @@ def train_relu_saes(
     data = data.to(device)
     D.check_dictionary(dictionary, cone)
     initial = relu_dictionary(sae, dictionary, seed, data[rows]) if dictionary != "trained" else None
-    unit = dictionary in ("trained", "soft-frozen-decoder")  # decoder rows kept at unit norm
+    unit = D.unit_decoder(dictionary)
     coefs = torch.tensor(list(l1_coefs), dtype=data.dtype, device=device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     order_gen = generator(seed, "minibatch-order", device=device)
@@ -233,8 +233,7 @@ def relu_dictionary(sae: ReluSAE, dictionary: str, seed: int, data: torch.Tensor
         mean, std = sae.standardization(data)
         xs = ((data - mean) / std).double()
         covariance = D.covariance(xs.sum(0), xs.T @ xs, len(xs))
-    directions = D.random_directions(sae.num_latents, sae.num_inputs, derive_seed(seed, "dictionary", dictionary),
-                                     covariance).to(sae.W_dec.device)
+    directions = D.draw(dictionary, sae.num_latents, sae.num_inputs, seed, covariance).to(sae.W_dec.device)
     if D.encoder_frozen(dictionary):
         sae.W_enc.copy_(directions.T.expand_as(sae.W_enc))
         return None

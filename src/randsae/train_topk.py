@@ -19,7 +19,6 @@ from randsae.errors import BadInput, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
 from randsae.sae.topk import TopKSAE
-from randsae.seeding import derive_seed
 from randsae.settings import setting
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
@@ -197,7 +196,7 @@ class TopKTrainer:
         check_terminated()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        unit = self.config.dictionary in ("trained", "soft-frozen-decoder")  # decoder rows kept at unit norm
+        unit = D.unit_decoder(self.config.dictionary)
         if unit:
             self.sae.remove_parallel_gradient()
         self.optimizer.step()
@@ -225,8 +224,7 @@ class TopKTrainer:
         (the encoder starting tied to them at the usual scale), or the encoder's (the decoder starting as
         them)."""
         sae, name = self.sae, self.config.dictionary
-        seed = derive_seed(sae.seed, "dictionary", name)
-        directions = D.random_directions(sae.num_latents, sae.num_inputs, seed, covariance).to(sae.W_dec.device)
+        directions = D.draw(name, sae.num_latents, sae.num_inputs, sae.seed, covariance).to(sae.W_dec.device)
         sae.W_dec.copy_(directions)
         sae.W_enc.copy_(directions if D.encoder_frozen(name) else directions / math.sqrt(3))
         if name == "soft-frozen-decoder":

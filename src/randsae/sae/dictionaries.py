@@ -21,7 +21,7 @@ columns, which `encoder_rows` handles.
 import torch
 
 from randsae.errors import BadInput
-from randsae.seeding import generator
+from randsae.seeding import derive_seed, generator
 
 DICTIONARIES = {
     "trained": "every parameter trained",
@@ -48,6 +48,12 @@ def encoder_frozen(name: str) -> bool:
     return name == "frozen-encoder"
 
 
+def unit_decoder(name: str) -> bool:
+    """Whether the decoder's rows are kept at unit norm (the paper's constraint): trained and soft-frozen. A
+    frozen decoder is never touched; behind a frozen encoder the decoder's norms set the latents' scale."""
+    return name in ("trained", "soft-frozen-decoder")
+
+
 def needs_data(name: str) -> bool:
     """Whether the dictionary is drawn from the training activations (at the first batch)."""
     return name == "frozen-decoder-cov"
@@ -61,6 +67,12 @@ def random_directions(count: int, dim: int, seed: int, covariance: torch.Tensor 
         values, vectors = torch.linalg.eigh(covariance.double())
         draws = draws @ (vectors * values.clamp_min(0).sqrt()).T
     return torch.nn.functional.normalize(draws, dim=-1).float()
+
+
+def draw(name: str, count: int, dim: int, seed: int, covariance: torch.Tensor | None = None) -> torch.Tensor:
+    """The directions of dictionary `name` for an SAE seeded `seed` (`random_directions` under a seed of its
+    own, so each dictionary draws apart)."""
+    return random_directions(count, dim, derive_seed(seed, "dictionary", name), covariance)
 
 
 def covariance(sums: torch.Tensor, squares: torch.Tensor, count: float) -> torch.Tensor:

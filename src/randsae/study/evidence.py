@@ -5,6 +5,7 @@ metrics (`lm eval`'s OUT/chunks), over sampled latents for entropy (`lm latents`
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,16 @@ from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_a
 from randsae.sae.dictionaries import split_arm
 from randsae.scorer_kinds import SCORER_KINDS
 from randsae.seeding import derive_seed
-from randsae.study.verdict import METRICS, Measure, VerdictRow, VerdictSettings, by_layer, verdict_rows
-from randsae.tables import write_table
+from randsae.study.verdict import (
+    METRICS,
+    NOT_COMPARABLE,
+    Measure,
+    VerdictRow,
+    VerdictSettings,
+    by_layer,
+    verdict_rows,
+)
+from randsae.tables import Table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +112,9 @@ def write_verdict(study) -> list[VerdictRow]:
     rows = verdict_rows(study_measures(study), settings)
     out = study.out / "compare"
     write_table(out / "verdict.csv", rows, VerdictRow)
+    shares = dictionary_shares(rows)
+    if shares:
+        write_table(out / "dictionaries.csv", shares, ShareRow)
     io.atomic_write(out / "verdict.md", lambda p: p.write_text(verdict_markdown(rows, settings)))
     log.info("wrote %s", out / "verdict.csv")
     return rows
@@ -169,60 +181,74 @@ def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:
 
 # How much of its model's trained-dictionary SAE a random dictionary reaches, on the metrics the question is about
 SHARE_METRICS = ("explained_variance", "cosine_sim", "entropy_mean", SCORER_KINDS["tokens"].column)
-SHARE_COLUMNS = ("layer", "model", "dictionary", "metric", "random dictionary", "trained dictionary", "share")
+SHARE_COLUMNS = ("layer", "model", "dictionary", "metric", "random dictionary", "trained dictionary", "share",
+                 "qualified by")
 SHARE_NOTE = ("A random-dictionary arm is an SAE on the same activations, trained with the same data order, seed "
               "and schedule as the model's own SAE, whose decoder or encoder stayed at (or near) a random draw "
               "(docs/choices.md \"Random dictionaries\"). Share: its value over the trained dictionary's, mean "
-              "over seeds; the verdict table above gives both arms' intervals and says whether they differ.")
+              "over seeds (none where either is not above zero); \"qualified by\": why the verdict does not count "
+              "that comparison (an SAE below its baselines). The verdict table above gives both arms' intervals.")
 
 
-def dictionary_shares(rows: list[VerdictRow]) -> list[tuple[int, str, str, str, float, float]]:
-    """(layer, model variant, dictionary, metric, the random dictionary's value, the trained dictionary's) for
-    every random-dictionary arm in the verdict's rows, on `SHARE_METRICS`."""
+@dataclass
+class ShareRow(Table):
+    """How much of its model's trained-dictionary result one random dictionary reaches, on one layer and metric
+    (compare/dictionaries.csv)."""
+    layer: int
+    model: str  # the variant whose activations both arms read
+    dictionary: str
+    metric: str
+    value: float
+    trained_value: float
+    share: float | None = None  # value / trained_value where both are above zero
+    qualifier: str = ""  # the verdict's reason when it does not count the comparison
+
+
+def dictionary_shares(rows: list[VerdictRow]) -> list[ShareRow]:
+    """A `ShareRow` for every random-dictionary arm in the verdict's rows, on `SHARE_METRICS`, in layer, arm and
+    metric order."""
     values: dict[tuple[int, str, str], float | None] = {}
+    qualifiers: dict[tuple[int, str, str], str] = {}
     for r in rows:
         values[r.layer, r.metric, "trained"] = r.trained
         values[r.layer, r.metric, r.twin] = r.twin_value
+        qualifiers[r.layer, r.metric, r.twin] = r.reason if r.outcome == NOT_COMPARABLE else ""
     shares = []
-    order = {metric: i for i, metric in enumerate(SHARE_METRICS)}
-    for (layer, metric, arm), value in sorted(values.items(), key=lambda kv: (kv[0][0], kv[0][2],
-                                                                              order.get(kv[0][1], 9))):
+    for (layer, metric, arm), value in values.items():
         variant, dictionary = split_arm(arm)
         reference = values.get((layer, metric, variant))
-        if dictionary != "trained" and metric in SHARE_METRICS and value is not None and reference:
-            shares.append((layer, variant, dictionary, metric, value, reference))
-    return shares
+        if dictionary == "trained" or metric not in SHARE_METRICS or value is None or reference is None:
+            continue
+        share = value / reference if value > 0 and reference > 0 else None
+        shares.append(ShareRow(layer, variant, dictionary, metric, value, reference, share,
+                               qualifiers[layer, metric, arm]))
+    return sorted(shares, key=lambda s: (s.layer, s.model, s.dictionary, SHARE_METRICS.index(s.metric)))
 
 
-def share_text(value: float, reference: float) -> str | None:
-    """value / reference where both are above zero (a share of a negative explained variance means nothing)."""
-    return f"{value / reference:.2f}" if value > 0 and reference > 0 else None
-
-
-def share_sentences(shares: list[tuple[int, str, str, str, float, float]]) -> list[str]:
+def share_sentences(shares: list[ShareRow]) -> list[str]:
     """One sentence per layer, model and random dictionary, its metrics in `SHARE_METRICS` order."""
-    groups: dict[tuple[int, str, str], dict[str, tuple[float, float]]] = {}
-    for layer, variant, dictionary, metric, value, reference in shares:
-        groups.setdefault((layer, variant, dictionary), {})[metric] = (value, reference)
+    groups: dict[tuple[int, str, str], list[ShareRow]] = {}
+    for s in shares:
+        groups.setdefault((s.layer, s.model, s.dictionary), []).append(s)
     sentences = []
-    for (layer, variant, dictionary), metrics in groups.items():
+    for (layer, variant, dictionary), group in groups.items():
         parts = []
-        for metric in (m for m in SHARE_METRICS if m in metrics):
-            value, reference = metrics[metric]
-            share = share_text(value, reference)
-            label = METRICS[metric].label
-            parts.append(f"{share} of its {label}" if share is not None else
-                         f"{label} {_number(value)} against {_number(reference)} (no share below zero)")
+        for s in group:
+            label = METRICS[s.metric].label
+            part = (f"{s.share:.2f} of its {label}" if s.share is not None else
+                    f"{label} {_number(s.value)} against {_number(s.trained_value)} (no share below zero)")
+            parts.append(part)
         model = "the trained model" if variant == "trained" else f"the {variant} twin"
+        qualifiers = "; ".join(dict.fromkeys(s.qualifier for s in group if s.qualifier))
         sentences.append(f"Layer {layer}, {model}: {dictionary} reaches " + ", ".join(parts[:-1]) +
-                         (" and " if len(parts) > 1 else "") + parts[-1] + " (against its trained dictionary).")
+                         (" and " if len(parts) > 1 else "") + parts[-1] + " (against its trained dictionary)" +
+                         (f" — not counted by the verdict: {qualifiers}." if qualifiers else "."))
     return sentences
 
 
-def share_cells(share: tuple[int, str, str, str, float, float]) -> list[str]:
-    layer, variant, dictionary, metric, value, reference = share
-    return [str(layer), variant, dictionary, METRICS[metric].label, _number(value), _number(reference),
-            share_text(value, reference) or "–"]
+def share_cells(s: ShareRow) -> list[str]:
+    return [str(s.layer), s.model, s.dictionary, METRICS[s.metric].label, _number(s.value),
+            _number(s.trained_value), f"{s.share:.2f}" if s.share is not None else "–", s.qualifier or "–"]
 
 
 def verdict_note(settings: VerdictSettings) -> str:
