@@ -30,9 +30,20 @@ def parse_coefficients(text: str) -> list[float]:
         raise BadInput(
             f"cannot read coefficients {text!r}: give a comma list like 0.001,0.01 or start:stop:num "
             "with positive start and stop, like 0.001:100:21.") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise BadInput(f"coefficients must be finite and non-negative, not {text!r}.")
+    check_coefficients(values, text)
     return values
+
+
+# above this an L1 coefficient's gradient, squared by Adam, overflows float32 (3.4e38) and training stops moving
+MAX_COEFFICIENT = 1e15
+
+
+def check_coefficients(values: list[float], given: object) -> None:
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise BadInput(f"coefficients must be finite and non-negative, not {given!r}.")
+    if max(values) > MAX_COEFFICIENT:
+        raise BadInput(f"coefficient {max(values):g} is above {MAX_COEFFICIENT:g}: its gradient, squared by the "
+                       "optimiser, overflows float32 and the SAE would not train; give smaller coefficients.")
 
 
 def parse_list(text: str, item_type: type) -> list:

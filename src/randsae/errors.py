@@ -11,6 +11,11 @@ class BadInput(ValueError):
     catching those keep working."""
 
 
+class RunFailed(Exception):
+    """The command did what it was asked but nothing came of it, for a reason outside randsae and the input
+    (a judge that answered no call usably): one sentence, what was kept, and exit code 1 — never a success."""
+
+
 class Terminated(BaseException):  # not an Exception: no "except Exception" swallows it
     """SIGTERM, turned into an exception so that open files are closed and locks released on the way out."""
 
@@ -32,3 +37,9 @@ def check_terminated() -> None:
     """Raise `Terminated` when a SIGTERM arrived at a place that could not raise it (long loops call this)."""
     if _termination["requested"]:
         raise Terminated
+
+
+def check_seed(seed: object, flag: str = "--seed") -> None:
+    """Seeds are whole numbers from 0, the same in every command."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise BadInput(f"{flag} must be a whole number from 0, not {seed!r}.")

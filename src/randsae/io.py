@@ -1,6 +1,7 @@
 """Atomic file writes and the results table: nothing half-written is ever left under its real name."""
 
 import csv
+import errno
 import hashlib
 import json
 import math
@@ -15,12 +16,41 @@ from randsae.errors import BadInput
 AFTER_WRITE: list[Callable[[Path], None]] = []
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() gives a new file here; some writers (safetensors) give 0600
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """A write that failed for want of space (a full disk, a quota, a file-size limit), however the library
+    that wrote says it: an OSError, or safetensors' own error carrying the OS's text."""
+    if isinstance(error, OSError):
+        return error.errno in NO_SPACE
+    text = str(error)
+    return type(error).__name__ == "SafetensorError" and any(
+        f"os error {code}" in text for code in NO_SPACE)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(tmp)` for a temporary file beside `path`, then rename it over `path`."""
+    """Call `write(tmp)` for a temporary file beside `path`, then rename it over `path` (readable as any new
+    file here is). A write that runs out of space is an OSError(ENOSPC) naming `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as e:
+            if out_of_space(e) and not (isinstance(e, OSError) and e.filename):
+                code = e.errno if isinstance(e, OSError) else errno.ENOSPC
+                raise OSError(code, os.strerror(code), str(path)) from None
+            raise
+        if tmp.is_file() and (tmp.stat().st_mode & 0o777) != FILE_MODE:
+            tmp.chmod(FILE_MODE)
         tmp.replace(path)
         for hook in AFTER_WRITE:
             hook(path)

@@ -20,7 +20,8 @@ def mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Fraction of variance unexplained: MSE over the variance of all entries of `x` (the authors' choice)."""
-    return mse(x, x_hat) / x.var().item()
+    variance = x.var().item() if x.numel() > 1 else 0.0
+    return mse(x, x_hat) / variance if variance > 0 else float("nan")  # nothing varies: nothing to explain
 
 
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:

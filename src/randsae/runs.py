@@ -89,3 +89,49 @@ def previous_record(out: Path, command: str) -> dict | None:
 
 def write_record(out: Path, command: str, record: dict) -> Path:
     return io.write_json(Path(out) / "config.json", stamped(command, record))
+
+
+SAE_CONFIG = "cfg.json"  # one SAE's folder (SAELens's and sparsify's layout)
+
+
+def held_by(directory: Path) -> tuple[str | None, str] | None:
+    """(the command that wrote it, what it is for the user) of what `directory` holds, by the files each
+    command leaves; None when it holds nothing a command wrote. A lone SAE has no command."""
+    config = directory / "config.json"
+    if config.is_file():
+        try:
+            record = io.read_json(config)
+        except BadInput:
+            record = {}
+        if "hookpoints" in record:
+            return "export", "SAEs exported for sparsify (`randsae export`)"
+        command = command_of(record)
+        if command is not None:
+            return command, f"the output of `randsae {command}`"
+    if (directory / "manifest.json").is_file():
+        return "lm activations", "an activation cache (`randsae lm activations`)"
+    if (directory / SAE_CONFIG).is_file():
+        return None, "an SAE (cfg.json)"
+    if any((d / SAE_CONFIG).is_file() for d in directory.glob("layer.*")):
+        return "export", "SAEs in layer.<i>/ folders"
+    return None
+
+
+def check_out(out: Path, command: str, inputs: dict[str, object]) -> None:
+    """--out is never one of the command's inputs (nor inside one), and never another command's output:
+    one sentence naming what it holds. `inputs` maps each input flag to what it was given (a path, a list of
+    them, or None); `command`'s own output is what a rerun resumes."""
+    out = Path(out)
+    target = out.resolve()
+    for flag, given in inputs.items():
+        for path in given if isinstance(given, list | tuple) else [given]:
+            if path is None or not Path(path).exists():
+                continue
+            source = Path(path).resolve()
+            if target == source or source in target.parents:
+                where = "is" if target == source else "lies inside"
+                raise BadInput(f"--out {out} {where} the input {flag} {path}; choose another --out (a command "
+                               "never writes into its inputs).")
+    holds = held_by(out) if out.is_dir() else None
+    if holds is not None and holds[0] != command:
+        raise BadInput(f"{out} holds {holds[1]}; choose another --out.")

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from randsae.config import parse_count
 from randsae.distributed import World
-from randsae.errors import BadInput, check_terminated
+from randsae.errors import BadInput, check_seed, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
 from randsae.sae.topk import TopKSAE
@@ -56,6 +56,7 @@ class TopKTrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_seed(self.seed)
         for name in ("k", "expansion", "batch_size", "dead_tokens"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be a positive integer, not {getattr(self, name)}.")

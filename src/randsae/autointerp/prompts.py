@@ -191,20 +191,36 @@ def digit(token: str) -> str | None:
     return stripped if stripped in ("0", "1") else None
 
 
+def _token(entry) -> str:
+    """An answer token's text; anything a broken server sends in its place (null, a number) is no text."""
+    text = entry.get("token") if isinstance(entry, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def _logprob(entry) -> float | None:
+    """A log-probability a server sent, or None when it is not one (not a number, positive, not finite)."""
+    value = entry.get("logprob") if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value <= 0:
+        return None
+    return float(value)
+
+
 def probabilities(logprobs: list[dict], count: int) -> list[float | None]:
     """P(1) = p("1") / (p("0") + p("1")) of the first `count` elements of the answer's `[…]` list, from
     OpenAI-style token logprobs (`[{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]`). Digits
     outside the brackets (a numbered list, prose) are not elements; for one window a bare digit is the
-    answer. An element whose top log-probabilities
-    hold neither digit is None; fewer elements than `count` leaves the rest None."""
+    answer. An element whose top log-probabilities hold neither digit is None; fewer elements than `count`
+    leaves the rest None. Entries that are not what the format says (a null or numeric token, a logprob that
+    is no log-probability) count as neither digit."""
     import math
 
     out: list[float | None] = []
-    inside = count == 1 and not any("[" in e.get("token", "") for e in logprobs)  # one window: a bare digit
+    logprobs = logprobs if isinstance(logprobs, list) else []
+    inside = count == 1 and not any("[" in _token(e) for e in logprobs)  # one window: a bare digit
     for entry in logprobs:
         if len(out) == count:
             break
-        text = entry.get("token", "")
+        text = _token(entry)
         opened = inside or "[" in text
         is_element = digit(text) is not None and opened and (inside or text.index("[") < text.index(digit(text)))
         if "[" in text:
@@ -214,10 +230,13 @@ def probabilities(logprobs: list[dict], count: int) -> list[float | None]:
         if not is_element:
             continue
         p = {"0": 0.0, "1": 0.0}
-        for alternative in entry.get("top_logprobs") or [{"token": text, "logprob": entry.get("logprob")}]:
-            d = digit(alternative.get("token", ""))
-            if d is not None and alternative.get("logprob") is not None:
-                p[d] += math.exp(alternative["logprob"])
+        alternatives = entry.get("top_logprobs")
+        if not isinstance(alternatives, list) or not alternatives:
+            alternatives = [entry]
+        for alternative in alternatives:
+            d, logprob = digit(_token(alternative)), _logprob(alternative)
+            if d is not None and logprob is not None:
+                p[d] += math.exp(logprob)
         total = p["0"] + p["1"]
         out.append(p["1"] / total if total > 0 else None)
     return out + [None] * (count - len(out))

@@ -110,10 +110,18 @@ class Calibration:
         s = self.scorers.get(scorer)
         return s is None or not s["low"] > s.get("chance", 0.5)
 
+    def failed(self, scorer: str) -> bool:
+        """Not one known-answer window of `scorer` was scored (the judge answered none of them usably)."""
+        s = self.scorers.get(scorer)
+        return s is not None and s.get("windows", 0) == 0
+
     def label(self, scorer: str = "fuzzing") -> str:
         s = self.scorers.get(scorer)
         if s is None:
             return f"judge calibration: {scorer} not measured"
+        if self.failed(scorer):
+            return (f"judge {self.judge.get('model')} ({self.judge.get('backend')}): {scorer} not measured — "
+                    f"none of its known-answer windows was scored ({s.get('windows_failed', 0)} failed)")
         measure = "accuracy" if s.get("measure") == "accuracy" else "AUROC"
         chance = f" (chance {s['chance']:.2f})" if s.get("chance") is not None else ""
         plural = "accuracies" if measure == "accuracy" else "AUROCs"

@@ -13,7 +13,7 @@ from pathlib import Path
 from randsae import runs
 from randsae.cli import baseline, lm, toy
 from randsae.cli.common import Parser, UsageError, flag_file_defaults
-from randsae.errors import BadInput, Terminated, request_termination
+from randsae.errors import BadInput, RunFailed, Terminated, request_termination
 
 log = logging.getLogger("randsae")
 
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as e:  # only what the user got wrong; any other ValueError is a fault and keeps its traceback
         print(f"randsae: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"randsae: failed: {e}", file=sys.stderr)
+        return 1
     except MemoryError:
         print("randsae: error: out of memory; choose smaller sizes (samples, latents, batch).", file=sys.stderr)
         return 2
@@ -94,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"randsae: error: out of memory ({first}); choose smaller sizes.", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             where = f" writing {Path(e.filename).parent}" if e.filename else ""
-            print(f"randsae: error: no space left on the device{where}; finished files are kept, free space "
-                  "and rerun to resume.", file=sys.stderr)
+            why = "the file-size limit was reached" if e.errno == errno.EFBIG else "no space left on the device"
+            print(f"randsae: error: {why}{where}; finished files are kept, free space and rerun to resume.",
+                  file=sys.stderr)
             return 2
         if e.errno is None:  # raised by randsae with its own sentence (a path the user gave that is not there)
             print(f"randsae: error: {e}", file=sys.stderr)

@@ -85,7 +85,8 @@ def run_baseline(args) -> int:
         OpenAIJudge(**judge_options(settings))  # checks the numbers before anything is written
     check = preflight(settings)
     check_out(Path(args.out), settings)
-    with output_directory(args.out) as out:
+    inputs = {"--sae": settings.sae, "--model": settings.model}
+    with output_directory(args.out, command="baseline", inputs=inputs) as out:
         study = baseline(out, settings, check, progress=not args.quiet)
     log.info("\n%s", stage_table(study.stages))
     failed = [r for r in study.stages.values() if r.status == "failed"]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from randsae import runs
 from randsae.config import parse_count  # noqa: F401 (the commands read counts through here)
 from randsae.errors import BadInput
 
@@ -72,13 +73,18 @@ def _remove_if_empty(created: list[Path]) -> None:
 
 
 @contextmanager
-def output_directory(path: str | Path, lock: bool = True) -> Iterator[Path]:
+def output_directory(path: str | Path, lock: bool = True, command: str | None = None,
+                     inputs: dict[str, object] | None = None) -> Iterator[Path]:
     """OUT for one run: created if needed, proved writable, and locked so that a second run into it is
-    refused in one sentence. Under torchrun only rank 0 takes the lock (the others write nothing). On the
-    way out, directories this call created are removed again if the run left them empty."""
+    refused in one sentence. With `command`, refused too when OUT is one of its `inputs` (flag → paths) or
+    holds another command's output (`runs.check_out`). Under torchrun only rank 0 takes the lock (the others
+    write nothing). On the way out, directories this call created are removed again if the run left them
+    empty."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory.")
+    if command is not None:
+        runs.check_out(out, command, inputs or {})
     created, parent = [], out
     while not parent.exists() and parent != parent.parent:
         created.append(parent)

@@ -12,7 +12,7 @@ from randsae.cli.common import (
     parse_count,
 )
 from randsae.config import coerce
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_seed
 from randsae.settings import add_flags, given
 
 log = logging.getLogger("randsae")
@@ -45,6 +45,7 @@ def source_from_args(args):
         raise BadInput(f"unknown variant {args.variant!r}; choose from {', '.join(VARIANTS)}.")
     if args.context_length < 2:
         raise BadInput(f"--context-length must be at least 2, not {args.context_length}.")
+    check_seed(args.seed)
     return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
                   dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
                   text_column=args.text_column, context_length=args.context_length,
@@ -135,7 +136,7 @@ def run_activations(args) -> None:
         raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
     check_cache_dtype(args.dtype)
     source = source_from_args(args)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command="lm activations", inputs={"--model": args.model}) as out:
         cache_source(source, args.layers, out, dtype=args.dtype, batch_size=args.batch_size, device=args.device,
                      progress=not args.quiet)
 
@@ -164,7 +165,8 @@ def run_train(args) -> None:
         raise BadInput(f"--seeds must be a positive integer, not {args.seeds}.")
     for index in range(args.seeds):  # each seed a whole run, resumable alone
         config.seed = args.seed + index
-        with output_directory(Path(args.out) / (f"seed{index}" if index else "")) as out:
+        with output_directory(Path(args.out) / (f"seed{index}" if index else ""), command="lm train",
+                              inputs={"--acts": args.acts, "--model": args.model}) as out:
             if source is None:
                 assert args.acts is not None
                 train_from_cache(args.acts, args.layers, config, out, args.device, max_tokens=max_tokens,
@@ -180,7 +182,7 @@ def run_eval(args) -> None:
     if args.batch_size < 1:
         raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
     max_tokens = parse_count(args.tokens)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command="lm eval", inputs={"--sae": args.sae, "--acts": args.acts}) as out:
         evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
                  device=args.device, progress=not args.quiet)
 
@@ -197,7 +199,8 @@ def run_latents(args) -> None:
     if args.variant is not None and args.model is None:
         raise BadInput("--variant goes with --model (running the model on the fly).")
     model = (args.model, args.variant or "trained") if args.model is not None else None
-    with output_directory(args.out) as out:
+    inputs = {"--sae": args.sae, "--acts": args.acts, "--model": args.model}
+    with output_directory(args.out, command="lm latents", inputs=inputs) as out:
         build_latents(args.sae, out, acts=args.acts, layers=args.layers, max_tokens=max_tokens, settings=settings,
                       batch_size=args.batch_size, device=args.device, progress=not args.quiet, model=model)
 
@@ -206,7 +209,8 @@ def run_compare(args) -> None:
     from randsae.experiments.lm_compare import compare
 
     formats = figure_formats(args)
-    with output_directory(args.out) as out:
+    inputs = {"RUNS": args.runs, "--latents": args.latents, "--autointerp": args.autointerp}
+    with output_directory(args.out, command="lm compare", inputs=inputs) as out:
         compare(args.runs, out, latents=args.latents, autointerp=args.autointerp, formats=formats)
 
 
@@ -223,13 +227,13 @@ def run_autointerp(args) -> None:
     if args.calibrate:
         if args.latents is not None:
             raise BadInput("--calibrate scores only the known-answer set; leave out --latents.")
-        with output_directory(args.out) as out:
+        with output_directory(args.out, command="lm autointerp") as out:
             run_calibration(out, judge, settings)
         return
     if args.latents is None:
         raise BadInput("give --latents (a directory written by `randsae lm latents`) or --calibrate.")
     formats = figure_formats(args)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command="lm autointerp", inputs={"--latents": args.latents}) as out:
         autointerp(args.latents, out, judge, settings, progress=not args.quiet, formats=formats)
 
 

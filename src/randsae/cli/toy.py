@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from randsae.cli.common import add_config_argument, add_format_argument, figure_formats, output_directory
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_seed
 from randsae.settings import add_flags, given
 
 log = logging.getLogger("randsae")
@@ -101,6 +101,7 @@ def run_toy2d_command(args) -> None:
 
     if args.num_samples < 1:
         raise BadInput(f"--num-samples must be a positive integer, not {args.num_samples}.")
+    check_seed(args.seed)
     formats = figure_formats(args)
     check_memory(lomax.bytes_needed(args.num_samples), f"the 2-D demo with {args.num_samples:,} samples")
     with output_directory(args.out) as out:
@@ -124,5 +125,5 @@ def run_export_command(args) -> None:
         raise BadInput(f"unknown export format {args.format!r}; choose from {', '.join(EXPORT_FORMATS)}.")
     if not Path(args.run).is_dir():
         raise FileNotFoundError(f"{args.run} is not a directory of SAEs.")
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command="export", inputs={"RUN": args.run}) as out:
         export(args.run, out, args.format)

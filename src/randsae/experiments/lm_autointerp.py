@@ -23,7 +23,7 @@ from randsae.autointerp.clients import CallLog, make_judge
 from randsae.autointerp.pipeline import calibrate, score_latent
 from randsae.autointerp.prompts import FORMATS, TokenTexts
 from randsae.autointerp.scorers import LLM_SCORERS, SCORERS, summarise
-from randsae.errors import BadInput
+from randsae.errors import BadInput, RunFailed, check_seed
 from randsae.lm.activations import parse_layers
 from randsae.lm.examples import NEGATIVES
 from randsae.lm.latents import open_latents
@@ -62,6 +62,7 @@ class AutointerpSettings:
         self.validate()
 
     def validate(self) -> None:
+        check_seed(self.seed)
         unknown = [s for s in self.scorers if s not in SCORERS]
         if unknown or not self.scorers:
             raise BadInput(f"unknown scorer {unknown[0] if unknown else '(none)'!r}; choose from "
@@ -263,6 +264,11 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
             await judge.check()
             runs.write_record(out, "lm autointerp", record)
             calibration = await _calibration(judge, out, settings)
+            failed = [s for s in settings.scorers if s in LLM_SCORERS and calibration.failed(s)]
+            if failed:
+                raise RunFailed(f"the judge {judge_name(judge_info)} answered none of the known-answer windows "
+                                f"of {', '.join(failed)} usably (see {calls.path} for its errors); nothing was "
+                                "scored.")
             for scorer in LLM_SCORERS:
                 if scorer in settings.scorers:
                     level = logging.WARNING if calibration.at_chance(scorer) else logging.INFO
@@ -292,6 +298,10 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     calibration = asyncio.run(main())
     results = [done[key] for key in chosen if key in done]
     summary = write_tables(out, results, settings, judge_info, calibration, calls.counts(), formats)
+    asked = [s for s in settings.scorers if s in LLM_SCORERS]
+    if asked and not any(row.latents > 0 and row.scorer in asked for row in summary):
+        raise RunFailed(f"the judge {judge_name(judge_info)} scored no latent with {', '.join(asked)} (see "
+                        f"{calls.path} and {out / 'scores.csv'}); the tables record what failed.")
     incomplete = sum(not r.complete for r in results)
     if incomplete:
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "

@@ -32,13 +32,15 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
 
 def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path] = (),
             autointerp: Sequence[str | Path] = (), formats: Sequence[str] = ("png",),
-            replace: bool = False) -> list[CompareRow]:
+            replace: bool = False, strict: bool = True) -> list[CompareRow]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
     and OUT/entropy_auroc.png (Fig. 20 across variants). A (model, variant, layer) given twice is refused, and
     so is an OUT holding another command's output or (unless `replace`: a study's comparison, remade as its
-    stages finish) a comparison of other directories."""
+    stages finish) a comparison of other directories. `strict`: latent records and scores of a (model,
+    variant, layer) no evaluation holds are refused (a study, whose eval of a variant may have failed, shows
+    them alone)."""
     rows: dict[tuple, CompareRow] = {}
     seen: dict[tuple, str | Path] = {}
     for run in runs:
@@ -61,11 +63,15 @@ def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path]
                                  f"layer {key[2]}.")
             seen_latents[key] = run
         summaries += records.rows
+    if strict:
+        unmatched(seen, seen_latents, "latents")
     for key, entropy in entropy_by_layer(summaries).items():
         row = rows.setdefault(key, CompareRow(*key))
         for name, value in entropy.items():
             setattr(row, name, value)
-    scored, calibrations, hard = autointerp_rows(autointerp, rows)
+    scored, calibrations, hard, scored_keys = autointerp_rows(autointerp, rows)
+    if strict:
+        unmatched(seen, scored_keys, "scores")
     if not rows:
         raise BadInput("the given runs hold no rows to compare.")
     ordered = [rows[key] for key in sorted(rows)]
@@ -93,6 +99,17 @@ def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path]
     return ordered
 
 
+def unmatched(evaluated: dict[tuple, str | Path], found: dict[tuple, str | Path], what: str) -> None:
+    """One sentence when `found` (latent records or scores) holds a (model, variant, layer) that no evaluation
+    given holds: a comparison never mixes one variant's evaluation with another's records."""
+    for key, directory in sorted(found.items(), key=lambda item: str(item[0])):
+        if key not in evaluated:
+            held = ", ".join(sorted({f"{k[0]} {k[1]}" for k in evaluated}))
+            raise BadInput(f"{directory} holds {what} of {key[0]} {key[1]} layer {key[2]}, which none of the "
+                           f"evaluations given holds (they hold {held}); give the `lm eval` directory of the "
+                           "same SAEs.")
+
+
 def record_comparison(out: Path, inputs: dict[str, list], replace: bool) -> None:
     """OUT/config.json: the directories compared. Refused before anything is written: an OUT holding another
     command's output (an input among them), or, unless `replace`, a comparison of other directories."""
@@ -112,13 +129,15 @@ AUROC_NOTE = ("AUROC: each scorer's scores of the sampled latents' test windows 
               "window the judge named; 0.2 is chance.")
 
 
-def autointerp_rows(directories: Sequence[str | Path], rows: dict[tuple, CompareRow]) -> tuple[list, list, list]:
+def autointerp_rows(directories: Sequence[str | Path],
+                    rows: dict[tuple, CompareRow]) -> tuple[list, list, list, dict[tuple, Path]]:
     """Adds the pooled AUROC of each `randsae lm autointerp` directory to `rows` (against random silent windows,
-    the paper's); returns every scored latent (for Fig. 20), each directory's judge calibration and the summary
-    rows against hard negatives (`scorer@kind`, shown apart)."""
+    the paper's); returns every scored latent (for Fig. 20), each directory's judge calibration, the summary
+    rows against hard negatives (`scorer@kind`, shown apart) and where each (model, variant, layer) was read."""
     from randsae.autointerp.records import read_calibration, read_latents, read_summary
 
     scored, calibrations, hard, seen = [], [], [], {}
+    keys: dict[tuple, Path] = {}
     for directory in directories:
         directory = Path(directory)
         path = directory / "summary.csv"
@@ -126,6 +145,7 @@ def autointerp_rows(directories: Sequence[str | Path], rows: dict[tuple, Compare
             raise FileNotFoundError(f"{path} does not exist; give directories written by `randsae lm autointerp`.")
         for s in read_summary(path):
             key = (s.model, s.variant, s.layer)
+            keys.setdefault(key, directory)
             if seen.setdefault((key, s.scorer), directory) != directory:
                 raise BadInput(f"{directory} and {seen[key, s.scorer]} both hold {s.scorer} scores of {key[0]} "
                                  f"{key[1]} layer {key[2]}.")
@@ -146,7 +166,7 @@ def autointerp_rows(directories: Sequence[str | Path], rows: dict[tuple, Compare
         if (directory / "calibration.json").is_file():
             calibrations.append(read_calibration(directory / "calibration.json"))
         scored += read_latents(directory)
-    return scored, calibrations, hard
+    return scored, calibrations, hard, keys
 
 
 def hard_negatives_summary(rows: list) -> str:

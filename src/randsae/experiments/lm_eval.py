@@ -21,7 +21,7 @@ from randsae.errors import BadInput
 from randsae.experiments.lm_train import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
 from randsae.lm.quality import below_baselines, evaluate_batch
-from randsae.lm.source import check_same_source, load_variant, read_held_out
+from randsae.lm.source import HELD_OUT_FILE, check_same_source, check_token_ids, load_variant, read_held_out
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
 from randsae.sae import TopKSAE, load
@@ -75,6 +75,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
             raise BadInput(f"{layers[layer]} is not a TopK SAE.")
         saes[layer] = sae.to(torch_device).eval()
     contexts = held_out[:max(1, math.ceil(max_tokens / held_out.shape[1]))]
+    check_token_ids(contexts, model, Path(acts or sae_dir) / HELD_OUT_FILE)
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
     losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in todo}
     ce_clean = 0.0

@@ -70,6 +70,10 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
             if layer not in cache.layers:
                 raise BadInput(f"the cache {acts} does not hold layer {layer} (it holds {cache.layers}).")
         origin = {"acts": str(Path(acts).resolve()), "max_tokens": max_tokens}
+    length = cache.context_length if cache is not None else source.get("context_length")
+    if isinstance(length, int) and settings.window > length:
+        raise BadInput(f"--window {settings.window} is longer than the {length}-token contexts the latents are "
+                       f"read from; give at most {length}.")
     record = {"sae": str(sae_dir.resolve()), **origin, "examples": asdict(settings),
               "source": {key: value for key, value in (cache.manifest if cache else source).items()
                          if key != "shards"}}

@@ -21,11 +21,12 @@ from randsae.config import resolve_device
 from randsae.distributed import World, joined_world
 from randsae.errors import BadInput
 from randsae.io import check_fields, json_round_trip, read_json
-from randsae.lm.activations import open_cache, parse_layers, residual_stream
+from randsae.lm.activations import check_activations, open_cache, parse_layers, residual_stream
 from randsae.lm.quality import held_out_checks
 from randsae.lm.source import (
     HELD_OUT_FILE,
     Source,
+    check_token_ids,
     load_variant,
     open_source,
     read_held_out,
@@ -39,6 +40,7 @@ from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
 from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
 
+FAR_WORSE = 10.0  # a held-out FVU above this is no undertrained SAE but activations unlike the model's
 # held-out contexts the SAE is checked on against PCA-k when it is saved
 COMMAND = "lm train"
 CHECK_CONTEXTS = 16
@@ -186,12 +188,16 @@ def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, t
         if check.below_pca:
             log.warning("layer %d: held-out FVU %.4f is above PCA-%d's %.4f on the same %d tokens — this SAE is "
                         "worse than its simplest baseline. %s", check.layer, check.fvu, check.components,
-                        check.pca_fvu, check.tokens, why_below(schedule, check.pca_fvu))
+                        check.pca_fvu, check.tokens, why_below(schedule, check.pca_fvu, check.fvu))
     return records
 
 
-def why_below(schedule: Schedule, pca_fvu: float) -> str:
+def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0) -> str:
     """What to change, in one or two sentences."""
+    if fvu > FAR_WORSE:
+        return ("Its FVU is far above 1 (worse than always predicting the mean): the cache it trained on does not "
+                "look like this model's activations on the held-out text — is the cache corrupt or of another "
+                "model?")
     if schedule.steps < 1000:
         advice = (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
                   "--batch-size.")
@@ -246,10 +252,15 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(Path(acts).resolve())}
         held_out = read_held_out(acts)
         todo = prepare_output(out, config, source, chosen)
+        for layer in todo:  # a look at each layer's first shard, before the schedule is chosen and said
+            check_activations(cache.read_shard(0, f"layer.{layer}").float(),
+                              f"{Path(acts) / cache.manifest['shards'][0]['file']} (layer {layer})")
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
         run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
         model = checking_model(source, world.device) if check and todo and world.is_main else None
+        if model is not None:
+            check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
             trainer = TopKTrainer(new_sae(cache.d_model, run, layer), run, world, total_steps=schedule.steps)

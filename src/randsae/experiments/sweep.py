@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from randsae import runs
-from randsae.config import coerce, resolve_device, to_dict
+from randsae.config import check_coefficients, coerce, resolve_device, to_dict
 from randsae.distributed import joined_world
 from randsae.errors import BadInput, check_terminated
 from randsae.lm.embeddings import is_embeddings
@@ -95,8 +95,7 @@ class SweepConfig:
                 raise BadInput(f"unknown transform {value!r}; choose from {', '.join(TRANSFORMS)}.")
         for name in ("seeds", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
-        if not self.l1 or any(not math.isfinite(c) or c < 0 for c in self.l1):
-            raise BadInput(f"l1 coefficients must be finite and non-negative, not {self.l1!r}.")
+        check_coefficients(self.l1, self.l1)
         if not 0 < self.val_fraction < 1:
             raise BadInput(f"val_fraction must be between 0 and 1, not {self.val_fraction!r}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -226,6 +226,7 @@ class ActivationCache(ShardedCache):
         carry = torch.empty(0, self.d_model)
         for i in order:
             rows = self.read_shard(i, f"layer.{layer}").float()
+            check_activations(rows, f"{self.directory / shards[i]['file']} (layer {layer})")
             if token_filter is not None and token_filter.active:
                 rows = token_filter.apply(rows.view(-1, self.context_length, self.d_model))
             if shuffle:
@@ -263,4 +264,18 @@ def open_cache(directory: str | Path) -> ActivationCache:
             if name not in header or header[name]["shape"] != shape:
                 found = header[name]["shape"] if name in header else "nothing"
                 raise BadInput(f"{path} holds {found} as {name!r}, where the manifest implies {shape}.")
+            kind = header[name]["dtype"]
+            wanted = "I64" if name == "tokens" else SAFETENSORS_DTYPES[CACHE_DTYPES[manifest["dtype"]]]
+            if kind != wanted:
+                raise BadInput(f"{path} holds {name!r} as {kind}, where the manifest implies {wanted}.")
     return ActivationCache(directory, manifest)
+
+
+def check_activations(rows: torch.Tensor, where: str) -> None:
+    """Activations an SAE can be trained on: finite, and not all equal. One sentence naming `where`."""
+    if not torch.isfinite(rows).all():
+        raise BadInput(f"{where} holds activations that are not finite (inf or nan); the cache is corrupt, or the "
+                       "model overflowed its float type (cache it with --dtype float32).")
+    if len(rows) and not float(rows.var(dim=0).max()) > 0:
+        raise BadInput(f"{where} holds activations that are all equal (variance 0): there is nothing for an SAE "
+                       "to reconstruct.")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_seed
 from randsae.io import atomic_write
 from randsae.metrics import token_entropy, token_mass
 from randsae.seeding import derive_seed
@@ -42,7 +42,9 @@ class ExampleSettings:
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
+            if name == "seed":
+                check_seed(value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name} must be a positive integer, not {value!r}.")
         if self.test_examples % self.quantiles:
             raise BadInput(f"test_examples ({self.test_examples}) must be a multiple of quantiles "

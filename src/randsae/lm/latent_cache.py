@@ -14,7 +14,9 @@ finished shard. A layer's index is built from the shards by a counting sort into
 two passes over the shards, one shard in memory at a time, never the layer's whole cache twice.
 """
 
+import errno
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -199,10 +201,37 @@ def build_index(cache: LatentCache, layer: int, directory: Path) -> None:
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        _fill_index(cache, layer, staging, offsets, num_latents)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)  # nothing half-built is left behind
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(staging / "index")) from None
+        raise
+    shutil.rmtree(directory, ignore_errors=True)
+    staging.rename(directory)
+
+
+def reserved_memmap(path: Path, dtype, total: int) -> np.memmap:
+    """A new .npy memory map whose blocks are reserved on disk first: a full disk is an OSError here, not a
+    SIGBUS when a page is first written."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(total,))
+    reserve = getattr(os, "posix_fallocate", None)  # Linux; elsewhere the pages are written as they come
+    if reserve is not None:
+        with path.open("r+b") as f:
+            try:
+                reserve(f.fileno(), 0, path.stat().st_size)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise
+    return array
+
+
+def _fill_index(cache: LatentCache, layer: int, staging: Path, offsets: np.ndarray, num_latents: int) -> None:
     np.save(staging / "offsets.npy", offsets)
     total = int(offsets[-1])
-    positions = np.lib.format.open_memmap(staging / "positions.npy", mode="w+", dtype=np.int64, shape=(total,))
-    values_out = np.lib.format.open_memmap(staging / "values.npy", mode="w+", dtype=np.float32, shape=(total,))
+    positions = reserved_memmap(staging / "positions.npy", np.int64, total)
+    values_out = reserved_memmap(staging / "values.npy", np.float32, total)
     cursor = offsets[:-1].copy()
     k = cache.manifest["k"][str(layer)]
     for first, values, indices in cache.entries(layer):
@@ -222,5 +251,3 @@ def build_index(cache: LatentCache, layer: int, directory: Path) -> None:
     positions.flush()
     values_out.flush()
     del positions, values_out
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)

@@ -61,6 +61,10 @@ def open_source(source: Source, device: torch.device):
     rows = contexts(tokenizer, docs, source.context_length, max_contexts=contexts_drawn(wanted))
     train, held_out = split_contexts(rows, eval_fraction=EVAL_FRACTION, seed=source.seed)
     train = train[:wanted]
+    if not len(held_out) or not len(train):
+        raise BadInput(f"the text gives {len(rows)} context{'s' if len(rows) != 1 else ''} of "
+                       f"{source.context_length} tokens: too few to train on some and hold others out; give more "
+                       "--tokens or a shorter --context-length.")
     if len(train) < wanted:
         log.warning("the text gives %d contexts: %d tokens, not %d", len(train),
                     len(train) * source.context_length, source.tokens)
@@ -115,7 +119,22 @@ def read_held_out(directory: str | Path) -> torch.Tensor:
     if tokens.dim() != 2 or tokens.dtype != torch.int64:
         raise BadInput(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
                          "int64 token ids.")
+    if tokens.shape[0] == 0 or tokens.shape[1] == 0:
+        raise BadInput(f"{path} holds no held-out context to check or evaluate on; make the cache again with more "
+                       "--tokens.")
     return tokens
+
+
+def check_token_ids(tokens: torch.Tensor, model, where: str | Path) -> None:
+    """Every token id in `tokens` indexes `model`'s embedding: one sentence naming `where` otherwise."""
+    vocabulary = model.get_input_embeddings().num_embeddings
+    if tokens.numel() == 0:
+        return
+    low, high = int(tokens.min()), int(tokens.max())
+    if low < 0 or high >= vocabulary:
+        bad = low if low < 0 else high
+        raise BadInput(f"{where} holds token id {bad}, outside the model's vocabulary of {vocabulary:,}; it is "
+                       "corrupt or was made with another model.")
 
 
 def check_same_source(source: dict, manifest: dict, sae_dir: str | Path, acts: str | Path) -> None:

@@ -112,4 +112,6 @@ def split_contexts(rows: torch.Tensor, eval_fraction: float = 0.1,
         raise BadInput(f"eval_fraction must be in [0, 1), not {eval_fraction}.")
     order = torch.randperm(len(rows), generator=generator(seed, "contexts"))
     num_eval = round(len(rows) * eval_fraction)
+    if eval_fraction > 0 and num_eval == 0 and len(rows) > 1:  # a few contexts: still hold one out
+        num_eval = 1
     return rows[order[num_eval:]], rows[order[:num_eval]]

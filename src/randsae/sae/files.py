@@ -75,6 +75,9 @@ def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]
         if tuple(tensors[name].shape) != shape:
             raise BadInput(f"{directory}: {name} has shape {tuple(tensors[name].shape)}, but its cfg.json "
                              f"(d_in {d_in}, d_sae {d_sae}) implies {shape}.")
+        if not tensors[name].is_floating_point() or not torch.isfinite(tensors[name]).all():
+            raise BadInput(f"{directory}: {name} holds values that are not finite numbers (nan or inf); the SAE "
+                           "is corrupt or its training diverged.")
     return cfg, {name: tensors[name] for name in WEIGHTS}
 
 

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from randsae import io, runs
 from randsae.config import parse_count
-from randsae.errors import BadInput
+from randsae.errors import BadInput, check_seed
 from randsae.lm.variants import VARIANTS
 from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
 from randsae.settings import setting
@@ -116,6 +116,7 @@ class BaselineSettings:
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
+        check_seed(self.seed)
         if len(set(self.dictionaries)) != len(self.dictionaries):
             raise BadInput(f"--dictionaries must name each dictionary once, not {','.join(self.dictionaries)!r}.")
         for name in self.dictionaries:
@@ -161,6 +162,9 @@ def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     return settings
 
 
+STATUSES = ("running", "done", "failed")
+
+
 @dataclass
 class StageRecord:
     variant: str  # "" for the stages across variants (compare, report)
@@ -180,6 +184,10 @@ def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:
         if not isinstance(records, list):
             raise TypeError
         stages = [StageRecord(**{k: v for k, v in r.items() if k in names}) for r in records]
+        for r in stages:
+            if not (isinstance(r.variant, str) and isinstance(r.stage, str) and r.status in STATUSES
+                    and isinstance(r.seconds, int | float) and isinstance(r.error, str | None)):
+                raise TypeError
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError):
         raise BadInput(f"{path} is not a study's list of stage records; move it away to start the study "
                        "again.") from None
@@ -610,7 +618,7 @@ def stage_compare(study: Study, _: str) -> None:
         compare([study.directory(u, "eval") for u in evaluated], out,
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
-                replace=True)
+                replace=True, strict=False)
     write_verdict(study)
 
 

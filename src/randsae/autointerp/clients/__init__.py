@@ -44,6 +44,9 @@ class JudgeSettings:
         if self.url is None and self.model is not None:
             raise BadInput("--llm-model names the model of a server; give --llm-url too (or --llm for a local "
                            "one).")
+        if self.url is not None and self.llm != JudgeSettings.llm:
+            raise BadInput(f"--llm {self.llm} names a local judge and --llm-url {self.url} a server; give one of "
+                           "them.")
         if self.windows_per_prompt < 1:
             raise BadInput(f"--windows-per-prompt must be a positive integer, not {self.windows_per_prompt}.")
         if self.dtype not in LOCAL_DTYPES:

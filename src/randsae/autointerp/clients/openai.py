@@ -114,10 +114,12 @@ class OpenAIJudge(Judge):
                 text = choice["message"]["content"] or ""
                 logprobs = (choice.get("logprobs") or {}).get("content")
                 usage = data.get("usage") or {}
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                tokens = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+                if not isinstance(text, str) or not isinstance(logprobs, list | None):
+                    raise TypeError
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError):
                 raise RequestFailed(f"not a chat completion: {response.text[:200]}") from None
-            return Completion(text, logprobs, int(usage.get("prompt_tokens") or 0),
-                              int(usage.get("completion_tokens") or 0), time.perf_counter() - started)
+            return Completion(text, logprobs, *tokens, time.perf_counter() - started)
         raise RequestFailed(f"gave up after {self.retries + 1} attempts ({last})")
 
     async def _call(self, kind: str, body: dict, count: int = 0) -> tuple[Completion | None, str | None]:
