@@ -26,13 +26,15 @@ class ScriptedJudge:
     as an explainer it answers `[EXPLANATION]: scripted <id>`, the id a hash of the explainer's prompt (so the
     truth, keyed by (explanation, excerpt), is per latent). Faults, each a share of requests drawn under `seed`:
     `fail` (HTTP 500), `hang` (answers after `hang_seconds`), `malformed` (a numbered list, no brackets),
-    `no_logprobs`. `latency` delays every answer. Counts requests by path."""
+    `no_logprobs`, `nonsense` (logprobs whose tokens are null or numbers). `latency` delays every answer. Counts
+    requests by path."""
 
     def __init__(self, mode: str = "truthful", truth: dict[str, int] | None = None, model: str = "scripted",
                  latency: float = 0.0, fail: float = 0.0, hang: float = 0.0, malformed: float = 0.0,
-                 no_logprobs: float = 0.0, hang_seconds: float = 3.0, seed: int = 0):
+                 no_logprobs: float = 0.0, nonsense: float = 0.0, hang_seconds: float = 3.0, seed: int = 0):
         self.mode, self.truth, self.model, self.latency = mode, truth or {}, model, latency
-        self.faults = {"fail": fail, "hang": hang, "malformed": malformed, "no_logprobs": no_logprobs}
+        self.faults = {"fail": fail, "hang": hang, "malformed": malformed, "no_logprobs": no_logprobs,
+                       "nonsense": nonsense}
         self.hang_seconds = hang_seconds
         self.rng, self.seed = random.Random(seed), seed
         self.lock = threading.Lock()
@@ -155,6 +157,10 @@ class ScriptedJudge:
             tokens = [{"token": ch, "logprob": 0.0, "top_logprobs": [{"token": ch, "logprob": 0.0}]}
                       for ch in text]
             return 200, completion(text, tokens)
+        if fault == "nonsense":
+            tokens = [{"token": None, "logprob": "high", "top_logprobs": [{"token": 1, "logprob": None}]},
+                      {"token": 0, "logprob": 5.0}, "not an object"]
+            return 200, completion("[1]", tokens)
         tokens = [{"token": "[", "logprob": 0.0, "top_logprobs": []}]
         for i, p in enumerate(ps):
             chosen = "1" if p >= 0.5 else "0"

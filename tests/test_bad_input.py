@@ -171,7 +171,7 @@ def sae_arch(c, architecture):
 def eval_short_row(c):
     ev = c.copy("eval")
     edit_csv_line(ev / "results.csv", 2, lambda line: line.rsplit(",", 5)[0])
-    return ["lm", "compare", str(ev), "--out", str(c.copy("toy"))]
+    return ["lm", "compare", str(ev), "--out", str(c.tmp / "cmp")]
 
 
 CASES = {
@@ -324,7 +324,7 @@ CASES = {
     "eval: not an SAE run": (lambda c: ["lm", "eval", "--sae", str(c.copy("toy")), "--out", str(c.copy("eval"))],
                              "config.json lacks the key 'source'"),
     "compare: short row": (eval_short_row, "has 14 cells where its header has 19"),
-    "compare: no results": (lambda c: ["lm", "compare", str(c.copy("sae")), "--out", str(c.copy("eval"))],
+    "compare: no results": (lambda c: ["lm", "compare", str(c.copy("sae")), "--out", str(c.tmp / "cmp")],
                             "does not exist"),
     "compare: the same run twice": (lambda c: ["lm", "compare", str(c.copy("eval")), str(c.runs / "eval"), "--out",
                                                str(c.tmp / "cmp")], "both hold"),

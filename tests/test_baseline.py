@@ -183,7 +183,7 @@ def test_bad_input_is_one_sentence_and_writes_nothing(tiny_dir, tiny_latents, tm
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     assert "unknown variant 'rerandomised'" in bad(tiny_args(tiny_dir, out, "--variants", "trained,rerandomised"),
                                                   out, capsys)
-    assert "cannot load model 'no-such-org/no-such-model'" in bad(
+    assert "model 'no-such-org/no-such-model' is not in the local Hugging Face cache" in bad(
         ["baseline", "--model", "no-such-org/no-such-model", "--preset", "demo", "--out", str(out)], out, capsys)
     assert not out.exists()
     theirs = str(tiny_latents.parent / "sae")

@@ -50,7 +50,7 @@ def test_lm_eval_refuses_another_sae_run_and_another_commands_output(tiny_latent
     assert (out / "results.csv").read_bytes() == table
     # `lm compare` records what it compared: never over an input, nor over a comparison of other directories
     assert main(["-q", "lm", "compare", str(out), "--out", str(out)]) == 2
-    assert f"{out} holds the output of `randsae lm eval`" in capsys.readouterr().err
+    assert f"--out {out} is the input RUNS" in capsys.readouterr().err
     assert (out / "results.csv").read_bytes() == table
     compared = tmp_path / "compare"
     assert main(["-q", "lm", "compare", str(out), "--out", str(compared)]) == 0

@@ -56,7 +56,7 @@ def test_other_commands_share_the_lock(tmp_path):
     first = start_long_toy(out)
     try:
         for args in (["toy2d", "--num-samples", "100", "--out", str(out)],
-                     ["lm", "compare", str(tmp_path), "--out", str(out)]):
+                     ["lm", "compare", str(tmp_path / "elsewhere"), "--out", str(out)]):
             result = randsae(*args)
             assert result.returncode == 2 and "is in use by another randsae run" in result.stderr
     finally:

@@ -119,6 +119,8 @@ def resolve_device(name: str) -> torch.device:
     """'auto' (CUDA when PyTorch sees a GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N'."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise BadInput(f"device must be auto, cpu, cuda, cuda:N or mps, not {name!r}.")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput("device cuda was asked for but PyTorch sees no CUDA GPU.")
     return torch.device(name)

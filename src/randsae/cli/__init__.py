@@ -120,11 +120,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_libraries() -> None:
-    """-q: no progress bars from the libraries randsae drives (transformers' "Loading weights", the hub's
-    downloads). They read this variable when they are first imported, which happens after this."""
+    """-q: no progress bars and no warnings from the libraries randsae drives (transformers' "Loading
+    weights", the hub's downloads, torch's and matplotlib's UserWarnings): only randsae's own warnings and
+    errors. The libraries read these variables when they are first imported, which happens after this."""
+    import warnings
+
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["HF_HUB_VERBOSITY"] = "error"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    for name in ("transformers", "huggingface_hub", "torch", "matplotlib", "PIL", "httpx", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

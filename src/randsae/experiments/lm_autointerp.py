@@ -183,6 +183,10 @@ def run_calibration(out: Path, judge_options: dict, settings: AutointerpSettings
     calibration = asyncio.run(main())
     for scorer in LLM_SCORERS:
         log.info("%s", calibration.label(scorer))
+    measured = [s for s in calibrated(settings) if not calibration.failed(s)]
+    if not measured:
+        raise RunFailed(f"the judge {judge_name(judge_description(judge_options))} answered none of the "
+                        f"known-answer windows usably (see {out / 'llm_calls.jsonl'} for its errors).")
     return calibration
 
 

@@ -255,12 +255,12 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         for layer in todo:  # a look at each layer's first shard, before the schedule is chosen and said
             check_activations(cache.read_shard(0, f"layer.{layer}").float(),
                               f"{Path(acts) / cache.manifest['shards'][0]['file']} (layer {layer})")
-        tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
-        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
-        token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
         model = checking_model(source, world.device) if check and todo and world.is_main else None
         if model is not None:
             check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
+        tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
+        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
+        token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
         bar = Progress(tokens * len(todo), progress and world.is_main)
         for layer in todo:
             trainer = TopKTrainer(new_sae(cache.d_model, run, layer), run, world, total_steps=schedule.steps)

@@ -109,8 +109,11 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        model: Any = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=DTYPES[dtype])
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        offline = hub_offline(local, lambda **kw: AutoModelForCausalLM.from_pretrained(
+            source, revision=revision, dtype=DTYPES[dtype], **kw), name_or_path)
+        model: Any = offline or AutoModelForCausalLM.from_pretrained(source, revision=revision,
+                                                                     dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=offline is not None)
     model.name_or_path = name_or_path  # the name the user gave, for manifests
     # where the weights came from, for step 0: only a hub model is ever looked up at another revision
     model.randsae_origin = {"name": name_or_path, "hub": not local, "revision": revision,
@@ -124,7 +127,49 @@ def load_tokenizer(name_or_path: str = "smollm2", revision: str | None = None):
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        return AutoTokenizer.from_pretrained(source, revision=revision)
+        offline = hub_offline(local, lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
+                              name_or_path)
+        return offline or AutoTokenizer.from_pretrained(source, revision=revision)
+
+
+HUB_CHECK_SECONDS = 5.0
+
+
+def hub_offline(local: bool, load, name: str):
+    """A hub model from the local Hugging Face cache when it is there (no network touched); None when it
+    must be downloaded and the hub answers. When it is not cached and the hub cannot be reached, one sentence
+    at once — not the hub client's minute of retries."""
+    if local:
+        return None
+    try:
+        return load(local_files_only=True)
+    except OSError:
+        pass
+    import httpx
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise BadInput(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                       "download it first or give a local directory.")
+    try:
+        httpx.head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
+    except httpx.HTTPError:
+        raise BadInput(f"model {name!r} is not in the local Hugging Face cache and the hub "
+                       f"({constants.ENDPOINT}) cannot be reached; download it where there is a network, or give "
+                       "a local directory or a .gguf file.") from None
+    return None
+
+
+def load_config(name_or_path: str, revision: str | None = None):
+    """The model's transformers config alone (its shapes, its vocabulary, its positions), from wherever
+    `load_model` would take the model: what every check before a run needs, with no weights loaded."""
+    from transformers import AutoConfig
+
+    source, local = resolve(name_or_path)
+    with _load_errors(name_or_path, local):
+        offline = hub_offline(local, lambda **kw: AutoConfig.from_pretrained(source, revision=revision, **kw),
+                              name_or_path)
+        return offline or AutoConfig.from_pretrained(source, revision=revision)
 
 
 @contextmanager

@@ -127,8 +127,8 @@ def read_held_out(directory: str | Path) -> torch.Tensor:
 
 def check_token_ids(tokens: torch.Tensor, model, where: str | Path) -> None:
     """Every token id in `tokens` indexes `model`'s embedding: one sentence naming `where` otherwise."""
-    vocabulary = model.get_input_embeddings().num_embeddings
-    if tokens.numel() == 0:
+    vocabulary = getattr(model.config, "vocab_size", None)
+    if tokens.numel() == 0 or not isinstance(vocabulary, int):
         return
     low, high = int(tokens.min()), int(tokens.max())
     if low < 0 or high >= vocabulary:

@@ -15,6 +15,7 @@ OUT/compare/       `lm compare` across the variants
 OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.study.report)
 """
 
+import itertools
 import json
 import logging
 import os
@@ -417,17 +418,32 @@ class Preflight:
 
 
 def preflight(settings: BaselineSettings) -> Preflight:
-    """Every check that needs no work: the model exists (its config loads), the layers lie in it, the
-    user's SAEs read its width. One sentence (ValueError) otherwise."""
-    from transformers import AutoConfig
-
+    """Every check that needs no work, before anything is written: the device, the model (its config loads),
+    the layers and the context length lie in it, the training settings, the text, the judge, the user's SAEs
+    read its width. One sentence (BadInput) otherwise: a study never finds its own settings wrong minutes in."""
+    from randsae.config import resolve_device
     from randsae.lm.activations import parse_layers
-    from randsae.lm.models import _load_errors, resolve
+    from randsae.lm.models import load_config
+    from randsae.train_topk import TopKTrainConfig
 
-    source, local = resolve(settings.model)
-    with _load_errors(settings.model, local):
-        config = AutoConfig.from_pretrained(source, revision=settings.revision)
+    resolve_device(settings.device)
+    config = load_config(settings.model, settings.revision)
     num_layers, d_model = config.num_hidden_layers, config.hidden_size
+    limit = getattr(config, "max_position_embeddings", None)
+    if settings.context_length < 2:
+        raise BadInput(f"--context-length must be at least 2, not {settings.context_length}.")
+    if limit is not None and settings.context_length > limit:
+        raise BadInput(f"--context-length {settings.context_length} is beyond {settings.model}'s maximum of "
+                       f"{limit} positions.")
+    if settings.skip_positions >= settings.context_length:
+        raise BadInput(f"--skip-positions {settings.skip_positions} leaves no token of the "
+                       f"{settings.context_length}-token contexts to train on.")
+    TopKTrainConfig(k=settings.k, expansion=settings.expansion, skip_positions=settings.skip_positions,
+                    max_norm_ratio=settings.max_norm_ratio, dictionary_cone=settings.dictionary_cone,
+                    **{k: v for k, v in {"batch_size": settings.batch_size, "lr": settings.lr}.items()
+                       if v is not None}).validate()
+    check_text(settings)
+    check_judge(settings)
     if settings.layers == "paper":
         vocab = getattr(config, "vocab_size", 0)
         layers = paper_layers(num_layers, 12 * num_layers * d_model ** 2 + 2 * vocab * d_model)
@@ -437,6 +453,42 @@ def preflight(settings: BaselineSettings) -> Preflight:
     if settings.sae is not None:
         check_user_saes(settings, check)
     return check
+
+
+def check_text(settings: BaselineSettings) -> None:
+    """A text file given as --dataset exists and holds a document (a hub data set is streamed later)."""
+    from randsae.lm.text import EMBEDDED_CORPUS, documents
+
+    path = Path(settings.dataset).expanduser()
+    if settings.dataset == EMBEDDED_CORPUS or not (path.suffix in (".txt", ".jsonl") or path.exists()):
+        return
+    if not path.is_file():
+        raise BadInput(f"--dataset {path} does not exist.")
+    first = itertools.islice(documents(settings.dataset, settings.text_column), 1000)
+    if not any(str(doc).strip() for doc in first):
+        raise BadInput(f"--dataset {path} holds no text.")
+
+
+def check_judge(settings: BaselineSettings) -> None:
+    """The judge the autointerp stage will ask can be: its settings, its server answering with the model, or
+    its local model found — checked now, not after every variant has trained."""
+    import asyncio
+
+    from randsae.autointerp.clients import make_judge
+    from randsae.lm.models import load_config
+
+    options = judge_options(settings)
+    if "url" in options:
+        async def ask() -> None:
+            judge = make_judge(**options)
+            try:
+                await judge.check()
+            finally:
+                await judge.close()
+
+        asyncio.run(ask())
+    elif options["llm"] != "smollm2":
+        load_config(options["llm"])
 
 
 def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:

@@ -1,0 +1,317 @@
+"""Hostile inputs, round three (issue 27): outputs aimed at inputs, faults that used to surface as tracebacks,
+nonsense that used to be accepted, a study that checked its settings too late, full disks and broken judges.
+Every case is a real subprocess of `python -m randsae`: exit 2 and one line for the user's mistakes, exit 1 and
+one line for a judge that scored nothing, every input byte-identical, no traceback."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from judges import ScriptedJudge
+from safetensors.torch import load_file, save_file
+from test_bad_input import LATENTS, TRAIN, Case, checksums, edit_csv_line, runs, shard  # noqa: F401 (fixture)
+
+
+def edit_tensors(path: Path, change) -> None:
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+
+def held_out(directory: Path) -> Path:
+    return directory / "held_out.safetensors"
+
+
+def nan_weights(c: Case) -> Path:
+    sae = c.copy("sae")
+    weights = sae / "layer.2" / "sae_weights.safetensors"
+    edit_tensors(weights, lambda t: t["W_enc"].view(-1)[:3].fill_(float("nan")))
+    return sae
+
+
+def other_run(c: Case, name: str) -> Path:
+    """A second copy of finished run `name`, watched like the first."""
+    import shutil
+
+    target = c.tmp / f"other-{name}"
+    shutil.copytree(c.runs / name, target)
+    c.watched.append(target)
+    return target
+
+
+def acts_with_layer_2(c: Case, change) -> Path:
+    acts = c.copy("acts")
+    edit_tensors(shard(acts), lambda t: t.__setitem__("layer.2", change(t["layer.2"])))
+    return acts
+
+
+def train_on(acts: Path, c: Case) -> list[str]:
+    return ["lm", "train", "--acts", str(acts), *TRAIN, "--layers", "2", "--out", str(c.tmp / "new-sae")]
+
+
+def eval_as_control(c: Case) -> Path:
+    ev = c.copy("eval")
+    edit_csv_line(ev / "results.csv", 2, lambda line: line.replace(",trained,", ",control,", 1))
+    edit_csv_line(ev / "results.csv", 3, lambda line: line.replace(",trained,", ",control,", 1))
+    return ev
+
+
+def study_with_stages(c: Case, stages: str) -> list[str]:
+    """A demo study's OUT whose config.json matches the command below and whose stages.json is `stages`."""
+    from randsae import runs as contract
+    from randsae.study.runner import STUDY, settings_for
+
+    out = c.tmp / "study"
+    out.mkdir()
+    settings = settings_for("demo", {"model": c.model, "layers": "0"})
+    (out / "config.json").write_text(json.dumps(contract.stamped("baseline", {"study": STUDY,
+                                                                             "settings": asdict(settings)})))
+    c.watched.append(out)
+    (out / "stages.json").write_text(stages)
+    return ["baseline", "--preset", "demo", "--model", c.model, "--layers", "0", "--out", str(out)]
+
+
+def baseline(c: Case, *args: str) -> list[str]:
+    return ["baseline", "--preset", "demo", "--model", c.model, "--layers", "0", *args, "--out",
+            str(c.tmp / "study")]
+
+
+CASES = {
+    # outputs never go into inputs, nor into another command's output
+    "export: --out the run it exports": (lambda c: ["export", str(c.copy("sae")), "--format", "sparsify", "--out",
+                                                    str(c.tmp / "sae")], "is the input RUN"),
+    "export: --out inside the run": (lambda c: ["export", str(c.copy("sae")), "--format", "saelens", "--out",
+                                                str(c.tmp / "sae" / "exported")], "lies inside the input RUN"),
+    "export: --out another lm train run": (
+        lambda c: ["export", str(c.runs / "sae"), "--format", "sparsify", "--out", str(other_run(c, "sae"))],
+        "holds the output of `randsae lm train`"),
+    "export: --out an lm eval directory": (
+        lambda c: ["export", str(c.runs / "sae"), "--format", "sparsify", "--out", str(c.copy("eval"))],
+        "holds the output of `randsae lm eval`"),
+    "export: --out an activation cache": (lambda c: ["export", str(c.runs / "sae"), "--format", "saelens", "--out",
+                                                     str(c.copy("acts"))], "holds an activation cache"),
+    "compare: --out one of the runs": (
+        lambda c: ["lm", "compare", str(c.copy("eval")), "--out", str(c.tmp / "eval")], "is the input RUNS"),
+    "latents: --out an lm eval directory": (
+        lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--out", str(c.copy("eval"))],
+        "holds the output of `randsae lm eval`"),
+    "latents: --out the activation cache": (
+        lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--acts", str(c.runs / "acts"),
+                   "--out", str(c.copy("acts"))], "holds an activation cache"),
+    "latents: --out the SAE run": (lambda c: ["lm", "latents", "--sae", str(c.copy("sae")), *LATENTS, "--out",
+                                              str(c.tmp / "sae")], "is the input --sae"),
+    "autointerp: --out an lm eval directory": (
+        lambda c: ["lm", "autointerp", "--latents", str(c.runs / "latents"), "--scorers", "tokens", "--out",
+                   str(c.copy("eval"))], "holds the output of `randsae lm eval`"),
+    "autointerp: --out the latent records": (
+        lambda c: ["lm", "autointerp", "--latents", str(c.copy("latents")), "--scorers", "tokens", "--out",
+                   str(c.tmp / "latents")], "is the input --latents"),
+    "train: --out the activation cache": (lambda c: ["lm", "train", "--acts", str(c.copy("acts")), *TRAIN, "--out",
+                                                     str(c.tmp / "acts")], "is the input --acts"),
+    "train: --out another cache": (lambda c: ["lm", "train", "--acts", str(c.runs / "acts"), *TRAIN, "--out",
+                                              str(c.copy("control-acts"))], "holds an activation cache"),
+    "eval: --out the SAE run": (lambda c: ["lm", "eval", "--sae", str(c.copy("sae")), "--tokens", "256", "--out",
+                                           str(c.tmp / "sae" / "eval")], "lies inside the input --sae"),
+    "eval: --out latent records": (
+        lambda c: ["lm", "eval", "--sae", str(c.runs / "sae"), "--tokens", "256", "--out", str(c.copy("latents"))],
+        "holds the output of `randsae lm latents`"),
+    "activations: --out an SAE run": (
+        lambda c: ["lm", "activations", "--model", c.model, "--tokens", "2k", "--out", str(c.copy("sae"))],
+        "holds the output of `randsae lm train`"),
+    # what used to be a traceback
+    "baseline: stages.json an object": (lambda c: study_with_stages(c, '{"stage": "acts"}'),
+                                        "is not a study's list of stage records"),
+    "baseline: stages.json without keys": (lambda c: study_with_stages(c, '[{"variant": "trained"}]'),
+                                           "is not a study's list of stage records"),
+    "baseline: stages.json of the wrong types": (
+        lambda c: study_with_stages(c, '[{"variant": 3, "stage": "acts", "status": "done", "seconds": "x"}]'),
+        "is not a study's list of stage records"),
+    "baseline: stages.json garbage": (lambda c: study_with_stages(c, "{[oops"), "stages.json is not a study's"),
+    "train: token ids beyond the vocabulary": (
+        lambda c: train_on(_edited_held_out(c, "acts", lambda t: t.fill_(10 ** 7)), c), "outside the model's"),
+    "eval: token ids below zero": (
+        lambda c: ["lm", "eval", "--sae", str(_edited_held_out(c, "sae", lambda t: t.fill_(-3))), "--tokens",
+                   "256", "--out", str(c.tmp / "new-eval")], "holds token id -3"),
+    "train: a cache with no held-out context": (
+        lambda c: train_on(_edited_held_out(c, "acts", None), c), "holds no held-out context"),
+    "glove: every vector zero": (lambda c: ["glove", "--vectors", str(c.file("z.txt", "a 0 0\nb 0 0\nc 0 0\n")),
+                                            "--l1", "0.1", "--seeds", "1", "--epochs", "1", "--out",
+                                            str(c.tmp / "g")], "variance 0"),
+    "glove: every vector the same": (lambda c: ["glove", "--vectors", str(c.file("z.txt", "a 1 2\nb 1 2\n")),
+                                                "--l1", "0.1", "--seeds", "1", "--epochs", "1", "--out",
+                                                str(c.tmp / "g")], "variance 0"),
+    # weights and activations that are no numbers to train or evaluate on
+    "eval: SAE weights holding NaN": (lambda c: ["lm", "eval", "--sae", str(nan_weights(c)), "--tokens", "256",
+                                                 "--out", str(c.tmp / "new-eval")], "not finite numbers"),
+    "export: SAE weights holding NaN": (lambda c: ["export", str(nan_weights(c)), "--format", "sparsify", "--out",
+                                                   str(c.tmp / "exp")], "not finite numbers"),
+    "latents: SAE weights holding NaN": (lambda c: ["lm", "latents", "--sae", str(nan_weights(c)), *LATENTS,
+                                                    "--out", str(c.tmp / "lat")], "not finite numbers"),
+    "train: activations all zero": (lambda c: train_on(acts_with_layer_2(c, torch.zeros_like), c),
+                                    "all equal (variance 0)"),
+    "train: activations all the same": (
+        lambda c: train_on(acts_with_layer_2(c, lambda t: torch.full_like(t, 3.0)), c), "all equal (variance 0)"),
+    "train: activations holding inf": (
+        lambda c: train_on(acts_with_layer_2(c, lambda t: t.index_fill(0, torch.tensor([0]), float("inf"))), c),
+        "not finite"),
+    "train: integer activations": (lambda c: train_on(acts_with_layer_2(c, lambda t: t.to(torch.int32)), c),
+                                   "as I32, where the manifest implies F16"),
+    # nonsense that used to be accepted
+    "autointerp: --llm beside --llm-url": (
+        lambda c: ["lm", "autointerp", "--latents", str(c.runs / "latents"), "--llm", "smollm2-big", "--llm-url",
+                   "http://127.0.0.1:9/v1", "--llm-model", "m", "--out", str(c.tmp / "ai")], "give one of them"),
+    "compare: latents of a variant no eval holds": (
+        lambda c: ["lm", "compare", str(eval_as_control(c)), "--latents", str(c.copy("latents")), "--out",
+                   str(c.tmp / "cmp")], "which none of the evaluations given holds"),
+    "latents: --window beyond the context": (
+        lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--window", "100000", "--out",
+                   str(c.tmp / "lat")], "longer than the 64-token contexts"),
+    "latents: --seed -1": (lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--seed", "-1",
+                                      "--out", str(c.tmp / "lat")], "--seed must be a whole number from 0"),
+    "train: --seed -1": (lambda c: ["lm", "train", "--acts", str(c.runs / "acts"), *TRAIN, "--seed", "-1", "--out",
+                                    str(c.tmp / "s")], "--seed must be a whole number from 0"),
+    "activations: --seed -1": (lambda c: ["lm", "activations", "--model", c.model, "--seed", "-1", "--out",
+                                          str(c.tmp / "a")], "--seed must be a whole number from 0"),
+    "toy2d: --seed -1": (lambda c: ["toy2d", "--seed", "-1", "--out", str(c.tmp / "t")],
+                         "--seed must be a whole number from 0"),
+    "baseline: --seed -1": (lambda c: baseline(c, "--seed", "-1"), "--seed must be a whole number from 0"),
+    "toy: --l1 1e30": (lambda c: ["toy", "--l1", "1e30", "--out", str(c.tmp / "t")], "above 1e+15"),
+    "activations: a hub model that is not cached, offline": (
+        lambda c: ["lm", "activations", "--model", "EleutherAI/pythia-70m", "--out", str(c.tmp / "a")],
+        "is not in the local Hugging Face cache and the hub"),
+    # the study checks every setting before it writes anything
+    "baseline: --context-length 1": (lambda c: baseline(c, "--context-length", "1"), "at least 2"),
+    "baseline: --context-length beyond the model": (lambda c: baseline(c, "--context-length", "100000"),
+                                                    "beyond"),
+    "baseline: --device tpu": (lambda c: baseline(c, "--device", "tpu"), "device must be auto, cpu"),
+    "baseline: --max-norm-ratio -1": (lambda c: baseline(c, "--max-norm-ratio", "-1"), "max_norm_ratio must be"),
+    "baseline: --skip-positions the whole context": (lambda c: baseline(c, "--skip-positions", "256"),
+                                                     "leaves no token"),
+    "baseline: --batch-size 0": (lambda c: baseline(c, "--batch-size", "0"), "batch_size must be a positive"),
+    "baseline: --lr nan": (lambda c: baseline(c, "--lr", "nan"), "lr must be positive and finite"),
+    "baseline: a missing dataset": (lambda c: baseline(c, "--dataset", str(c.tmp / "none.txt")), "does not exist"),
+    "baseline: an empty dataset": (lambda c: baseline(c, "--dataset", str(c.file("empty.txt", "\n\n"))),
+                                   "holds no text"),
+    "baseline: --judge-dtype int8": (lambda c: baseline(c, "--judge-dtype", "int8"), "--judge-dtype must be"),
+    "baseline: a judge nobody serves": (lambda c: baseline(c, "--llm-url", "http://127.0.0.1:9/v1", "--llm-model",
+                                                           "m"), "cannot reach the judge"),
+    "baseline: a local judge that is not there": (lambda c: baseline(c, "--llm", str(c.tmp / "no-model")),
+                                                  "is not a model directory"),
+}
+
+
+def _edited_held_out(c: Case, name: str, change) -> Path:
+    """A copy of run `name` whose held-out token ids are changed (`None`: no held-out context left)."""
+    directory = c.copy(name)
+    path = held_out(directory)
+    if change is None:
+        save_file({"tokens": torch.zeros(0, 64, dtype=torch.int64)}, str(path))
+    else:
+        edit_tensors(path, lambda t: change(t["tokens"]))
+    return directory
+
+
+def run_case(args: list[str], cwd: Path, env: dict | None = None, file_limit: int | None = None):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is then EFBIG, not a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+    environment = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "randsae", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300, env=environment, preexec_fn=limit if file_limit else None)
+
+
+def assert_one_line(result, code: int, words: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_input_is_one_sentence_exit_2_and_damages_nothing(name, runs, tmp_path):  # noqa: F811
+    build, words = CASES[name]
+    case = Case(runs, tmp_path)
+    args = build(case)
+    before = checksums(case.watched)
+    result = run_case(["-q", *args], tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
+    assert_one_line(result, 2, words)
+    assert checksums(case.watched) == before
+    assert not (tmp_path / "study").exists() or name.startswith("baseline: stages.json"), \
+        "the study wrote before its settings were checked"
+
+
+FULL_DISK = {
+    "train": lambda c: ["lm", "train", "--acts", str(c.runs / "acts"), *TRAIN, "--out", str(c.tmp / "out")],
+    "toy --save-weights": lambda c: ["toy", "--latents", "64", "--l1", "0.1", "--seeds", "1", "--epochs", "1",
+                                     "--num-samples", "300", "--num-inputs", "32", "--num-features", "32",
+                                     "--save-weights", "--out", str(c.tmp / "out")],
+    "latents": lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS, "--out", str(c.tmp / "out")],
+    "activations": lambda c: ["lm", "activations", "--model", c.model, "--tokens", "4k", "--context-length", "64",
+                              "--layers", "0,2", "--out", str(c.tmp / "out")],
+}
+
+
+@pytest.mark.parametrize("name", list(FULL_DISK))
+def test_a_full_disk_is_one_sentence_and_leaves_nothing_half_written(name, runs, tmp_path):  # noqa: F811
+    """Writes past a file-size limit fail as a full disk does (EFBIG for ENOSPC): one sentence naming where, exit
+    2, no temporary or .partial file left, and the inputs untouched."""
+    case = Case(runs, tmp_path)
+    args = FULL_DISK[name](case)
+    before = checksums([runs / "acts", runs / "sae"])
+    result = run_case(["-q", *args], tmp_path, file_limit=12_000)
+    lines = result.stderr.strip().splitlines()  # warnings the run gave before the disk filled may come first
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[-1].startswith("randsae: error: the file-size limit was reached writing"), lines
+    assert checksums([runs / "acts", runs / "sae"]) == before
+    left = [p.name for p in (tmp_path / "out").rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert not left, left
+
+
+@pytest.mark.parametrize("fault", ["fail", "no_logprobs", "malformed", "nonsense"])
+def test_a_judge_that_scores_nothing_fails_the_run(fault, runs, tmp_path):  # noqa: F811
+    """A judge that answers no call usably: exit 1 and one sentence naming the call log — never a success with
+    AUROC nan in every row."""
+    with ScriptedJudge(**{fault: 1.0}) as judge:
+        result = run_case(["-q", "lm", "autointerp", "--latents", str(runs / "latents"), "--llm-url", judge.url,
+                           "--llm-model", "scripted", "--retries", "0", "--scorers", "fuzzing",
+                           "--calibration-windows", "2", "--out", str(tmp_path / "ai")], tmp_path)
+    assert_one_line(result, 1, "answered none of the known-answer windows of fuzzing usably")
+    assert "llm_calls.jsonl" in result.stderr
+
+
+def test_nonsense_logprobs_are_no_digits():
+    """A null or numeric token, a logprob that is text or positive: neither digit, no TypeError."""
+    from randsae.autointerp.prompts import probabilities
+
+    nonsense = [{"token": None, "logprob": "high"}, {"token": 1, "logprob": 0.0}, "text",
+                {"token": "[1", "logprob": 3.0, "top_logprobs": [{"token": "1", "logprob": None}]}]
+    assert probabilities(nonsense, 2) == [None, None]
+    assert probabilities([{"token": "[1", "logprob": -0.1, "top_logprobs": "x"}], 1)[0] == pytest.approx(1.0)
+
+
+def test_every_file_a_run_writes_is_readable_like_any_new_file(runs, tmp_path):  # noqa: F811
+    """SAE weights (written by safetensors) get the mode every other file gets, not 0600."""
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    mode = probe.stat().st_mode & 0o777
+    for run in ("sae", "acts", "latents", "eval"):
+        files = [p for p in (runs / run).rglob("*") if p.is_file()]
+        modes = {p.relative_to(runs): oct(p.stat().st_mode & 0o777) for p in files}
+        assert set(modes.values()) == {oct(mode)}, modes
+
+
+def test_quiet_means_nothing_on_stderr_when_all_is_well(runs, tmp_path):  # noqa: F811
+    """-q: no library warnings (matplotlib, torch, transformers) on a run that succeeds."""
+    result = run_case(["-q", "lm", "eval", "--sae", str(runs / "sae"), "--tokens", "256", "--out",
+                       str(tmp_path / "ev")], tmp_path, env={"PYTHONWARNINGS": "default"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr == ""
