@@ -304,8 +304,8 @@ CASES = {
     # export
     "export: a folder that is no SAE": (lambda c: ["export", str(c.copy("acts")), "--format", "sparsify", "--out",
                                                    str(c.tmp / "exp")], "holds no SAE"),
-    "export: an unknown architecture": (lambda c: ["export", str(sae_arch(c, "jumprelu")), "--format", "saelens",
-                                                   "--out", str(c.tmp / "exp")], "not jumprelu"),
+    "export: an unknown architecture": (lambda c: ["export", str(sae_arch(c, "matching_pursuit")), "--format",
+                                                   "saelens", "--out", str(c.tmp / "exp")], "randsae reads topk"),
     "export: a cfg without d_in": (lambda c: ["export", str(sae_arch(c, None)), "--format", "sparsify", "--out",
                                               str(c.tmp / "exp")], "lacks the key 'd_in'"),
     "export: an unknown format": (lambda c: ["export", str(c.copy("sae")), "--format", "onnx", "--out",

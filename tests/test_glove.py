@@ -46,7 +46,7 @@ def test_text_file_parsed_then_cached(tmp_path, monkeypatch):
 def test_a_changed_file_is_parsed_again(tmp_path):
     path = write_glove(tmp_path / "v.txt", ["a", "b"], np.eye(2))
     glove.load(path)
-    write_glove(path, ["a", "b", "c"], np.ones((3, 2)))
+    write_glove(path, ["a", "b", "c"], np.arange(6.0).reshape(3, 2))
     assert glove.load(path).words == ["a", "b", "c"]
 
 

@@ -170,8 +170,8 @@ def test_bad_names_are_one_sentence(tmp_path):
 def test_hub_names_go_through_transformers_and_fail_in_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the real loading path, answered offline
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # (read when the hub client is imported)
-    with pytest.raises(ValueError, match="model 'EleutherAI/pythia-70m' is not in the local Hugging Face cache and "
-                                         "HF_HUB_OFFLINE is set"):
+    with pytest.raises(ValueError, match="model 'EleutherAI/pythia-70m' is not in the local Hugging Face "
+                                         "cache and HF_HUB_OFFLINE is set"):
         load_model("EleutherAI/pythia-70m", revision="step0")
 
 

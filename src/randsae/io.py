@@ -46,8 +46,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
             write(tmp)
         except Exception as e:
             if out_of_space(e) and not (isinstance(e, OSError) and e.filename):
-                code = e.errno if isinstance(e, OSError) else next(
-                    c for c in NO_SPACE if f"os error {c}" in str(e))
+                code = (e.errno if isinstance(e, OSError) else None) or next(
+                    (c for c in NO_SPACE if f"os error {c}" in str(e)), errno.ENOSPC)
                 raise OSError(code, os.strerror(code), str(path)) from None
             raise
         if tmp.is_file() and (tmp.stat().st_mode & 0o777) != FILE_MODE:

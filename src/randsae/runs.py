@@ -12,6 +12,7 @@ import functools
 import platform
 import shlex
 import subprocess
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,14 +118,17 @@ def held_by(directory: Path) -> tuple[str | None, str] | None:
     return None
 
 
-def check_out(out: Path, command: str, inputs: dict[str, object]) -> None:
+Inputs = Mapping[str, str | Path | Sequence[str | Path] | None]  # a command's input flags → what they were given
+
+
+def check_out(out: Path, command: str, inputs: Inputs) -> None:
     """--out is never one of the command's inputs (nor inside one), and never another command's output:
     one sentence naming what it holds. `inputs` maps each input flag to what it was given (a path, a list of
     them, or None); `command`'s own output is what a rerun resumes."""
     out = Path(out)
     target = out.resolve()
     for flag, given in inputs.items():
-        for path in given if isinstance(given, list | tuple) else [given]:
+        for path in [given] if given is None or isinstance(given, str | Path) else given:
             if path is None or not Path(path).exists():
                 continue
             source = Path(path).resolve()

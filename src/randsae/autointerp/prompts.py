@@ -222,7 +222,8 @@ def probabilities(logprobs: list[dict], count: int) -> list[float | None]:
             break
         text = _token(entry)
         opened = inside or "[" in text
-        is_element = digit(text) is not None and opened and (inside or text.index("[") < text.index(digit(text)))
+        found = digit(text)
+        is_element = found is not None and opened and (inside or text.index("[") < text.index(found))
         if "[" in text:
             inside = True
         if "]" in text:

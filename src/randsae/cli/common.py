@@ -74,7 +74,7 @@ def _remove_if_empty(created: list[Path]) -> None:
 
 @contextmanager
 def output_directory(path: str | Path, lock: bool = True, command: str | None = None,
-                     inputs: dict[str, object] | None = None) -> Iterator[Path]:
+                     inputs: runs.Inputs | None = None) -> Iterator[Path]:
     """OUT for one run: created if needed, proved writable, and locked so that a second run into it is
     refused in one sentence. With `command`, refused too when OUT is one of its `inputs` (flag → paths) or
     holds another command's output (`runs.check_out`). Under torchrun only rank 0 takes the lock (the others

@@ -4,7 +4,7 @@ entropy of several `lm latents` runs) as one table, one summary and one figure."
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path]
     return ordered
 
 
-def unmatched(evaluated: dict[tuple, str | Path], found: dict[tuple, str | Path], what: str) -> None:
+def unmatched(evaluated: Mapping[tuple, str | Path], found: Mapping[tuple, str | Path], what: str) -> None:
     """One sentence when `found` (latent records or scores) holds a (model, variant, layer) that no evaluation
     given holds: a comparison never mixes one variant's evaluation with another's records."""
     for key, directory in sorted(found.items(), key=lambda item: str(item[0])):

@@ -40,7 +40,7 @@ from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed
 from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
 
-FAR_WORSE = 10.0  # a held-out FVU above this is no undertrained SAE but activations unlike the model's
+FAR_WORSE = 10.0  # a held-out FVU above this, with a training FVU below 1: a cache unlike the model's activations
 # held-out contexts the SAE is checked on against PCA-k when it is saved
 COMMAND = "lm train"
 CHECK_CONTEXTS = 16
@@ -177,8 +177,10 @@ def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: S
 
 
 def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, token_filter: TokenFilter,
-                      device: torch.device, schedule: Schedule) -> dict[int, dict]:
-    """Each SAE against PCA-k on held-out contexts; a warning for each that is worse. {layer: record}."""
+                      device: torch.device, schedule: Schedule,
+                      running: dict[int, float | None] | None = None) -> dict[int, dict]:
+    """Each SAE against PCA-k on held-out contexts; a warning for each that is worse. {layer: record}.
+    `running`: each layer's FVU on what it trained on (a cache), to tell a cache unlike the model apart."""
     if model is None:
         return {}
     records = {}
@@ -188,16 +190,17 @@ def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, t
         if check.below_pca:
             log.warning("layer %d: held-out FVU %.4f is above PCA-%d's %.4f on the same %d tokens — this SAE is "
                         "worse than its simplest baseline. %s", check.layer, check.fvu, check.components,
-                        check.pca_fvu, check.tokens, why_below(schedule, check.pca_fvu, check.fvu))
+                        check.pca_fvu, check.tokens,
+                        why_below(schedule, check.pca_fvu, check.fvu, (running or {}).get(check.layer)))
     return records
 
 
-def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0) -> str:
+def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: float | None = None) -> str:
     """What to change, in one or two sentences."""
-    if fvu > FAR_WORSE:
-        return ("Its FVU is far above 1 (worse than always predicting the mean): the cache it trained on does not "
-                "look like this model's activations on the held-out text — is the cache corrupt or of another "
-                "model?")
+    if fvu > FAR_WORSE and running is not None and running < 1:
+        return (f"It reconstructs the cache it trained on (FVU {running:.3f}) but not the model's own activations "
+                "on the held-out text: the cache does not look like this model's activations — is it corrupt or "
+                "of another model?")
     if schedule.steps < 1000:
         advice = (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
                   "--batch-size.")
@@ -273,7 +276,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
             checked = check_against_pca(model, {layer: trainer.sae}, held_out, token_filter, world.device,
-                                        schedule)
+                                        schedule, {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
         world.barrier()

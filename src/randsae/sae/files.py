@@ -2,7 +2,9 @@
 
 - SAELens (randsae's own layout): `cfg.json` + `sae_weights.safetensors` with W_enc (d_in × d_sae), b_enc,
   W_dec (d_sae × d_in), b_dec. Architectures read: `topk`, `standard` (ReLU; `normalize_activations`
-  `none` or `layer_norm`, SAELens's per-sample standardisation) and randsae's older `relu`.
+  `none` or `layer_norm`, SAELens's per-sample standardisation), randsae's older `relu`, `jumprelu`
+  (+ threshold), `gated` (b_gate, b_mag, r_mag instead of b_enc) and the training checkpoints `batchtopk` and
+  `matryoshka_batchtopk` (+ topk_threshold: read as the JumpReLU SAE SAELens saves for inference).
 - sparsify (EleutherAI; delphi loads through it): `cfg.json` (`d_in`, `num_latents`, `k`, `activation`) +
   `sae.safetensors` with `encoder.weight` (num_latents × d_in), `encoder.bias`, `W_dec`, `b_dec`.
 
@@ -21,6 +23,11 @@ from randsae.io import atomic_write, check_fields, load_safetensors, read_json
 
 SAELENS_WEIGHTS, SPARSIFY_WEIGHTS = "sae_weights.safetensors", "sae.safetensors"
 WEIGHTS = ("W_enc", "b_enc", "W_dec", "b_dec")
+# each canonical architecture's encoder tensors besides W_enc (one value per latent)
+ENCODER_TENSORS = {"topk": ("b_enc",), "relu": ("b_enc",), "jumprelu": ("b_enc", "threshold"),
+                   "gated": ("b_gate", "b_mag", "r_mag")}
+# SAELens's training-time names whose inference form is a JumpReLU SAE (the batch threshold per latent)
+BATCH_TOPK = ("batchtopk", "matryoshka_batchtopk")
 SAELENS_FORMAT = "6.0.0"  # the SAELens config format randsae writes (sae_lens_version in metadata)
 SAELENS_FIELDS = {"architecture", "d_in", "d_sae", "k", "standardize", "dtype", "device", "apply_b_dec_to_input",
                   "normalize_activations", "reshape_activations", "rescale_acts_by_decoder_norm",
@@ -70,7 +77,8 @@ def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]
         raise FileNotFoundError(f"{directory} holds no {SAELENS_WEIGHTS} (SAELens, randsae) or {SPARSIFY_WEIGHTS} "
                                 "(sparsify); is it an SAE directory?")
     d_in, d_sae = cfg["d_in"], cfg["d_sae"]
-    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    expected = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
+                **{name: (d_sae,) for name in ENCODER_TENSORS[cfg["architecture"]]}}
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != shape:
             raise BadInput(f"{directory}: {name} has shape {tuple(tensors[name].shape)}, but its cfg.json "
@@ -78,13 +86,15 @@ def read_sae_files(directory: str | Path) -> tuple[dict, dict[str, torch.Tensor]
         if not tensors[name].is_floating_point() or not torch.isfinite(tensors[name]).all():
             raise BadInput(f"{directory}: {name} holds values that are not finite numbers (nan or inf); the SAE "
                            "is corrupt or its training diverged.")
-    return cfg, {name: tensors[name] for name in WEIGHTS}
+    return cfg, {name: tensors[name] for name in expected}
 
 
 def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     path = directory / "cfg.json"
     raw = read_json(path, {"d_in": int, "d_sae": int})
     architecture = raw.get("architecture")
+    if architecture in ("jumprelu", "gated", *BATCH_TOPK):
+        return _read_thresholded(path, raw, architecture)
     tensors = load_safetensors(directory / SAELENS_WEIGHTS, list(WEIGHTS))
     if isinstance(raw.get("randsae"), dict):
         extra = raw["randsae"]
@@ -116,8 +126,48 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             raise BadInput(f"{path}: this standard (ReLU) SAE has a non-zero decoder bias b_dec, which "
                              "randsae's ReLU SAE does not have; it cannot be read exactly.")
         return {**cfg, "architecture": "relu", "standardize": SAELENS_NORMALIZATIONS[norm]}, tensors
-    raise BadInput(f"{path} holds an SAE of architecture {architecture!r}; randsae reads topk and standard "
-                     "(ReLU) SAEs, not jumprelu, gated or batchtopk ones.")
+    raise BadInput(f"{path} holds an SAE of architecture {architecture!r}; randsae reads topk, standard (ReLU), "
+                   f"jumprelu, gated, {' and '.join(BATCH_TOPK)} SAEs.")
+
+
+def _extra(raw: dict) -> dict:
+    return raw["randsae"] if isinstance(raw.get("randsae"), dict) else {}
+
+
+def _read_thresholded(path: Path, raw: dict, architecture: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A JumpReLU or Gated SAE (a BatchTopK or Matryoshka training checkpoint becomes the JumpReLU SAE SAELens
+    would save for inference: its batch threshold for every latent). Settings that change the numbers are
+    honoured (`apply_b_dec_to_input`) or refused in one sentence, never dropped."""
+    batch = architecture in BATCH_TOPK
+    for key, plain in (("normalize_activations", "none"), ("reshape_activations", "none"),
+                       ("rescale_acts_by_decoder_norm", False), ("apply_finetuning_scaling_factor", False)):
+        if key == "rescale_acts_by_decoder_norm" and batch:
+            continue  # folded into the weights below, as SAELens does when it saves the checkpoint for inference
+        if raw.get(key, plain) not in (plain, None):
+            raise BadInput(f"{path}: a {architecture} SAE with {key} = {raw[key]!r} is not supported (randsae "
+                           f"reads {key} = {plain!r}); its numbers would differ from SAELens's.")
+    if not isinstance(raw.get("apply_b_dec_to_input", True), bool):
+        raise BadInput(f"{path}: 'apply_b_dec_to_input' must be true or false, not "
+                       f"{raw['apply_b_dec_to_input']!r}.")
+    weights = path.parent / SAELENS_WEIGHTS
+    if architecture in BATCH_TOPK:
+        tensors = load_safetensors(weights, ["W_enc", "b_enc", "W_dec", "b_dec", "topk_threshold"])
+        threshold = tensors.pop("topk_threshold").reshape(-1)
+        if threshold.numel() != 1:
+            raise BadInput(f"{path}: topk_threshold must hold one number, not {threshold.numel()}.")
+        tensors["threshold"] = threshold.to(tensors["b_enc"].dtype).expand_as(tensors["b_enc"]).clone()
+        if raw.get("rescale_acts_by_decoder_norm"):  # the threshold is already in these folded units
+            norms = tensors["W_dec"].norm(dim=-1).clamp(min=1e-8)
+            tensors["b_enc"] = tensors["b_enc"] * norms
+            tensors["W_dec"] = tensors["W_dec"] / norms.unsqueeze(1)
+            tensors["W_enc"] = tensors["W_enc"] * norms.unsqueeze(0)
+        kind = "jumprelu"
+    else:
+        kind = architecture
+        tensors = load_safetensors(weights, ["W_enc", "W_dec", "b_dec", *ENCODER_TENSORS[kind]])
+    cfg = {"architecture": kind, "d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": _extra(raw),
+           "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True), "saved_as": architecture}
+    return cfg, tensors
 
 
 def _read_sparsify(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
