@@ -14,6 +14,7 @@ from randsae import runs
 from randsae.cli import baseline, lm, toy
 from randsae.cli.common import Parser, UsageError, flag_file_defaults
 from randsae.errors import BadInput, RunFailed, Terminated, request_termination
+from randsae.io import out_of_space
 
 log = logging.getLogger("randsae")
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"randsae: error: out of memory ({first}); choose smaller sizes.", file=sys.stderr)
         return 2
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if out_of_space(e):
             where = f" writing {Path(e.filename).parent}" if e.filename else ""
             why = "the file-size limit was reached" if e.errno == errno.EFBIG else "no space left on the device"
             print(f"randsae: error: {why}{where}; finished files are kept, free space and rerun to resume.",

@@ -78,12 +78,7 @@ def run_baseline(args) -> int:
     settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
     ExampleSettings(seed=settings.seed, **settings.examples).validate()
     AutointerpSettings(seed=settings.seed, **settings.autointerp).validate()
-    if "url" in settings.judge:
-        from randsae.autointerp.clients.openai import OpenAIJudge
-        from randsae.study.runner import judge_options
-
-        OpenAIJudge(**judge_options(settings))  # checks the numbers before anything is written
-    check = preflight(settings)
+    check = preflight(settings)  # the judge included: its numbers, its server, its model
     check_out(Path(args.out), settings)
     inputs = {"--sae": settings.sae, "--model": settings.model}
     with output_directory(args.out, command="baseline", inputs=inputs) as out:

@@ -62,8 +62,6 @@ def load_text(path: str | Path) -> WordVectors:
     except UnicodeDecodeError as e:
         raise BadInput(f"{path} is not UTF-8 text (byte {e.start} of a line); is it a GloVe text "
                          "file?") from None
-    if not np.isfinite(vectors).all():
-        raise BadInput(f"{path} holds numbers that are not finite (nan or inf); an SAE cannot be trained on them.")
     if len(vectors) < 2 or not float(vectors.var(axis=0).max()) > 0:
         raise BadInput(f"every vector in {path} is the same (variance 0): there is nothing for an SAE to "
                        "reconstruct.")

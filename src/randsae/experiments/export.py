@@ -43,9 +43,8 @@ def export(run: str | Path, out: Path, fmt: str) -> list[Path]:
         hookpoints = []
         for name, (sae, _, directory) in saes.items():
             if not isinstance(sae, TopKSAE):
-                kind = read_sae_files(directory)[0]["architecture"]
-                raise BadInput(f"{directory} is a {kind} SAE; sparsify reads TopK SAEs only (export it as "
-                               "saelens).")
+                raise BadInput(f"{directory} is a {type(sae).__name__}; sparsify reads TopK SAEs only (export it "
+                               "as saelens).")
             hookpoint = f"{blocks}.{name.split('.', 1)[1]}" if name.startswith("layer.") else name
             written.append(sae.save_sparsify(out / hookpoint))
             hookpoints.append(hookpoint)

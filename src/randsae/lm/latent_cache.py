@@ -14,7 +14,6 @@ finished shard. A layer's index is built from the shards by a counting sort into
 two passes over the shards, one shard in memory at a time, never the layer's whole cache twice.
 """
 
-import errno
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from randsae.errors import BadInput
-from randsae.io import atomic_write, check_safetensors, write_json
+from randsae.io import atomic_write, check_safetensors, out_of_space, write_json
 from randsae.lm.activations import ActivationCache, write_safetensors
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.sae.topk import TopKSAE
@@ -222,7 +221,7 @@ def reserved_memmap(path: Path, dtype, total: int) -> np.memmap:
             try:
                 reserve(f.fileno(), 0, path.stat().st_size)
             except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                if out_of_space(e):
                     raise
     return array
 

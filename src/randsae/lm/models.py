@@ -109,11 +109,10 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        offline = hub_offline(local, lambda **kw: AutoModelForCausalLM.from_pretrained(
+        model: Any = cache_first(local, lambda **kw: AutoModelForCausalLM.from_pretrained(
             source, revision=revision, dtype=DTYPES[dtype], **kw), name_or_path)
-        model: Any = offline or AutoModelForCausalLM.from_pretrained(source, revision=revision,
-                                                                     dtype=DTYPES[dtype])
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, local_files_only=offline is not None)
+        tokenizer = cache_first(local, lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
+                                name_or_path)
     model.name_or_path = name_or_path  # the name the user gave, for manifests
     # where the weights came from, for step 0: only a hub model is ever looked up at another revision
     model.randsae_origin = {"name": name_or_path, "hub": not local, "revision": revision,
@@ -127,20 +126,19 @@ def load_tokenizer(name_or_path: str = "smollm2", revision: str | None = None):
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        offline = hub_offline(local, lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
-                              name_or_path)
-        return offline or AutoTokenizer.from_pretrained(source, revision=revision)
+        return cache_first(local, lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
+                           name_or_path)
 
 
 HUB_CHECK_SECONDS = 5.0
 
 
-def hub_offline(local: bool, load, name: str):
-    """A hub model from the local Hugging Face cache when it is there (no network touched); None when it
-    must be downloaded and the hub answers. When it is not cached and the hub cannot be reached, one sentence
-    at once — not the hub client's minute of retries."""
+def cache_first(local: bool, load, name: str):
+    """`load(**options)` (a `from_pretrained`): a local directory as it is; a hub name from the local Hugging
+    Face cache when it is there (no network touched), else downloaded — and when the hub cannot be reached,
+    one sentence at once, not the hub client's minute of retries."""
     if local:
-        return None
+        return load()
     try:
         return load(local_files_only=True)
     except OSError:
@@ -157,7 +155,7 @@ def hub_offline(local: bool, load, name: str):
         raise BadInput(f"model {name!r} is not in the local Hugging Face cache and the hub "
                        f"({constants.ENDPOINT}) cannot be reached; download it where there is a network, or give "
                        "a local directory or a .gguf file.") from None
-    return None
+    return load()
 
 
 def load_config(name_or_path: str, revision: str | None = None):
@@ -167,9 +165,8 @@ def load_config(name_or_path: str, revision: str | None = None):
 
     source, local = resolve(name_or_path)
     with _load_errors(name_or_path, local):
-        offline = hub_offline(local, lambda **kw: AutoConfig.from_pretrained(source, revision=revision, **kw),
-                              name_or_path)
-        return offline or AutoConfig.from_pretrained(source, revision=revision)
+        return cache_first(local, lambda **kw: AutoConfig.from_pretrained(source, revision=revision, **kw),
+                           name_or_path)
 
 
 @contextmanager

@@ -34,7 +34,6 @@ class ThresholdSAE(nn.Module):
         self.W_enc = nn.Parameter(torch.zeros(num_latents, num_inputs))  # rows, as in TopKSAE
         self.W_dec = nn.Parameter(torch.zeros(num_latents, num_inputs))
         self.b_dec = nn.Parameter(torch.zeros(num_inputs))
-        self.k = num_latents  # at most this many latents are active on a token (there is no fixed k)
 
     def centred(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.b_dec if self.apply_b_dec_to_input else x
