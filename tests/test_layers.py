@@ -10,7 +10,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "randsae"
 
 # bottom to top; a module's layer is that of its first name under randsae
 LAYERS = [
-    {"errors", "io", "seeding", "config", "resources", "cpu", "distributed", "tables", "runs", "settings",
+    {"errors", "io", "seeding", "config", "resources", "cpu", "distributed", "tables", "runs", "settings", "hub",
      "scorer_kinds", "__init__"},
     {"data", "transforms", "metrics", "sae"},
     {"train", "train_topk"},

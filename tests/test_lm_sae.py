@@ -48,12 +48,13 @@ def test_train_eval_compare_on_a_tiny_model(tiny_caches, tmp_path):
         assert f.readline().strip().split(",") == [  # the columns it always had
             "model", "variant", "layer", "k", "latents", "tokens", "explained_variance", "fvu", "cosine_sim", "l1",
             "l0", "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_loss_score", "kl",
-            "pca_explained_variance", "below_baseline"]
+            "pca_explained_variance", "below_baseline", "architecture", "pca_components"]  # (and two since)
     rows = read_rows(tmp_path / "eval" / "trained" / "results.csv")
     assert [(r["variant"], r["layer"]) for r in rows] == [("trained", "0"), ("trained", "2")]
     for row in rows:
         assert int(row["tokens"]) == 1024 and int(row["latents"]) == 128
         assert 0 < float(row["l0"]) <= 4 and 0 <= float(row["dead_fraction"]) < 1
+        assert row["architecture"] == "topk" and row["pca_components"] == row["k"] == "4"
         assert float(row["explained_variance"]) == pytest.approx(1 - float(row["fvu"]))
         assert -1 <= float(row["cosine_sim"]) <= 1 and float(row["kl"]) >= 0
         assert 0 < float(row["pca_explained_variance"]) < 1

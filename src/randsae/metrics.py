@@ -148,12 +148,13 @@ class TokenQuality:
     FVU here is the language-model convention (the EleutherAI trainer's loss): squared error over the total
     variance Σ ‖x − mean(x)‖², the mean taken per dimension over all evaluated tokens. The PCA baseline is
     the best rank-`pca_components` affine reconstruction of the same tokens: its explained variance is the
-    share of the top eigenvalues of their covariance.
+    share of the top eigenvalues of their covariance. An SAE with no fixed k (JumpReLU, Gated) passes None:
+    its measured L0, rounded (at least 1), is the number of components (`components`).
     """
 
     CHUNK = 16  # tokens per unit of the bootstrap over held-out tokens (neighbouring tokens are not independent)
 
-    def __init__(self, num_inputs: int, num_latents: int, pca_components: int):
+    def __init__(self, num_inputs: int, num_latents: int, pca_components: int | None):
         self.pca_components = pca_components
         self.tokens = 0
         self.squared_error = self.cosine = self.l1 = self.l0 = 0.0
@@ -194,6 +195,13 @@ class TokenQuality:
             raise ValueError("no tokens were evaluated.")
         return {name: torch.cat([c[name] for c in self.chunks]) for name in self.chunks[0]}
 
+    @property
+    def components(self) -> int:
+        """PCA's number of components: k, or the measured L0 rounded."""
+        if self.pca_components is not None:
+            return self.pca_components
+        return max(1, round(self.l0 / self.tokens)) if self.tokens else 1
+
     def result(self) -> dict[str, Any]:
         if not self.tokens:
             raise ValueError("no tokens were evaluated.")
@@ -205,7 +213,7 @@ class TokenQuality:
         return {"explained_variance": 1 - fvu_value, "fvu": fvu_value, "cosine_sim": self.cosine / self.tokens,
                 "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
                 "dead_fraction": 1 - self.fired.float().mean().item(),
-                "pca_explained_variance": eigenvalues[:self.pca_components].sum().item() / variance}
+                "pca_explained_variance": eigenvalues[:self.components].sum().item() / variance}
 
 
 def token_mass(token_ids: np.ndarray, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

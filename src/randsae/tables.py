@@ -245,6 +245,8 @@ class EvalRow(Table):
     kl: float | None = None
     pca_explained_variance: float | None = None
     below_baseline: str | None = None
+    architecture: str | None = None  # tables from before it was written: topk
+    pca_components: int | None = None  # tables from before it was written: k
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -373,6 +375,12 @@ register(EVAL, "randsae.metrics.TokenQuality.result", [
     ("dead_fraction", "dead latents", "share of latents that never fire on the held-out tokens"),
     ("pca_explained_variance", "PCA-k explained variance", "explained variance of PCA with k components fitted on "
                                                            "the same tokens"),
+    ("pca_components", "PCA's components", "k; for an SAE without a fixed k (JumpReLU, Gated, BatchTopK at "
+                                           "inference) its measured L0, rounded"),
+])
+register(EVAL, "randsae.sae.architecture_of", [
+    ("architecture", "SAE architecture", "topk, jumprelu, gated, batchtopk or matryoshka_batchtopk (SAELens's "
+                                         "names)"),
 ])
 register(EVAL, "randsae.experiments.lm_eval.evaluate", [
     ("ce_clean", "clean loss", "next-token cross-entropy of the model", "nats"),

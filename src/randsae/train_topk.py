@@ -8,7 +8,7 @@ gradient and the weights follow a single-process run on the same global batches.
 
 import math
 from collections.abc import Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -18,10 +18,12 @@ from randsae.distributed import World
 from randsae.errors import BadInput, check_seed, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
-from randsae.sae.topk import TopKSAE
+from randsae.sae.topk import TopKSAE, UnitDecoder
+from randsae.sae.training import BatchTopKTraining, JumpReLUTraining
 from randsae.settings import setting
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+ARCHITECTURES = ("topk", "jumprelu", "batchtopk", "matryoshka")
 
 
 def default_lr(num_latents: int) -> float:
@@ -51,6 +53,19 @@ class TopKTrainConfig:
                                               "(docs/choices.md \"Random dictionaries\")")
     dictionary_cone: float = setting(DEFAULT_CONE, help="soft-frozen-decoder: the smallest cosine a decoder "
                                                         "direction keeps to its initial one")
+    architecture: str = setting("topk", help="topk (the paper's), jumprelu, batchtopk or matryoshka "
+                                             "(randsae.sae.training; docs/choices.md \"Twins trained like your "
+                                             "SAE\")")
+    target_l0: float | None = setting(None, shown="k", help="jumprelu: the active latents per token it is trained "
+                                                            "to (its L0 penalty follows the measured L0)")
+    jumprelu_bandwidth: float = setting(0.001, help="jumprelu: the straight-through kernel's width, × the "
+                                                    "activations' RMS per dimension")
+    matryoshka_widths: list[int] | None = setting(None, parse=lambda text: [int(w) for w in text.split(",")],
+                                                  shown="an eighth, a quarter, half, all of the latents",
+                                                  help="matryoshka: comma list of the nested prefixes' widths")
+    # per layer, what the twins of a user's SAE match (its L0 measured on the trained model): the target L0 of
+    # a JumpReLU SAE, the k (rounded) of the others; a layer not named takes k / target_l0
+    layer_l0: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
         self.validate()
@@ -74,6 +89,35 @@ class TopKTrainConfig:
         if self.autocast not in AUTOCAST:
             raise BadInput(f"autocast must be one of {', '.join(AUTOCAST)}, not {self.autocast!r}.")
         check_dictionary(self.dictionary, self.dictionary_cone)
+        if self.architecture not in ARCHITECTURES:
+            raise BadInput(f"architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}.")
+        if self.target_l0 is not None and not (self.target_l0 > 0 and math.isfinite(self.target_l0)):
+            raise BadInput(f"target_l0 must be positive and finite, not {self.target_l0}.")
+        if not (self.jumprelu_bandwidth > 0 and math.isfinite(self.jumprelu_bandwidth)):
+            raise BadInput(f"jumprelu_bandwidth must be positive and finite, not {self.jumprelu_bandwidth}.")
+        for layer, l0 in self.layer_l0.items():
+            if not (l0 > 0 and math.isfinite(l0)):
+                raise BadInput(f"the L0 to match at layer {layer} must be positive and finite, not {l0}.")
+
+    def sparsity(self, layer: int) -> float:
+        """The L0 an SAE of `layer` is trained to: the user's SAE's where the twins match one, else k (or
+        target_l0 for JumpReLU)."""
+        if str(layer) in self.layer_l0:
+            return self.layer_l0[str(layer)]
+        return self.target_l0 if self.architecture == "jumprelu" and self.target_l0 is not None else self.k
+
+    def new_sae(self, d_model: int, layer: int, seed: int):
+        """An untrained SAE of this architecture for `layer` (`expansion` × d_model latents)."""
+        latents, sparsity = self.expansion * d_model, self.sparsity(layer)
+        if self.architecture == "jumprelu":
+            return JumpReLUTraining(d_model, latents, sparsity, seed=seed, bandwidth=self.jumprelu_bandwidth)
+        k = max(1, min(latents, round(sparsity)))
+        if self.architecture == "topk":
+            return TopKSAE(d_model, latents, k, seed=seed)
+        widths = None
+        if self.architecture == "matryoshka":
+            widths = self.matryoshka_widths or [latents // 8, latents // 4, latents // 2, latents]
+        return BatchTopKTraining(d_model, latents, k, seed=seed, widths=widths)
 
 
 # The schedule chosen from the budget. The paper's batch and learning rate are made for 100M tokens
@@ -139,7 +183,7 @@ def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed:
 class TopKTrainer:
     """Owns one SAE's optimiser and schedule; `step(x)` trains on this rank's share of a global batch."""
 
-    def __init__(self, sae: TopKSAE, config: TopKTrainConfig, world: World | None = None,
+    def __init__(self, sae: UnitDecoder, config: TopKTrainConfig, world: World | None = None,
                  total_steps: int | None = None):
         config.validate()
         world = world or World(device=sae.W_enc.device)
@@ -181,6 +225,8 @@ class TopKTrainer:
                 if D.needs_data(self.config.dictionary):  # the global first batch's covariance
                     squares = self.world.all_sum(x.T.double() @ x.double())
                     self.draw_dictionary(D.covariance(stats[:d].double(), squares, float(stats[-1])))
+                for tensor in self.sae.first_batch(x):  # what each rank set from its share, made one
+                    tensor.copy_(self.world.all_sum(tensor.clone()) / self.world.size)
         dead = self.tokens_since_fired >= self.config.dead_tokens if self.config.auxk_alpha > 0 else None
         dtype = AUTOCAST[self.config.autocast]
         with torch.autocast(self.world.device.type, dtype=dtype, enabled=dtype is not None):
@@ -188,6 +234,10 @@ class TopKTrainer:
         error = out.reconstruction.float() - x
         squared_error = error.square().sum()
         loss = squared_error / total_variance * self.world.size
+        for prefix in out.prefixes:  # Matryoshka: each nested prefix reconstructs the input too
+            loss = loss + (prefix.float() - x).square().sum() / total_variance * self.world.size
+        if out.penalty is not None:  # a mean over this rank's tokens; DDP's average makes it the global mean
+            loss = loss + out.penalty
         if out.aux_reconstruction is not None:
             assert dead is not None  # the auxiliary loss is computed only with dead latents tracked
             num_dead = int(dead.sum())
@@ -206,6 +256,7 @@ class TopKTrainer:
             self.sae.normalize_decoder()
         if self.initial is not None:
             D.project_to_cone(self.sae.W_dec.data, self.initial, self.config.dictionary_cone)
+        self.sae.after_step(out)
         with torch.no_grad():
             fired = torch.zeros_like(self.tokens_since_fired)
             fired.index_fill_(0, out.indices[out.values > 0], 1)

@@ -24,7 +24,7 @@ from randsae.lm.quality import below_baselines, evaluate_batch
 from randsae.lm.source import HELD_OUT_FILE, check_same_source, check_token_ids, load_variant, read_held_out
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
-from randsae.sae import TopKSAE, load
+from randsae.sae import architecture_of, load_language_sae
 from randsae.tables import EvalRow, read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
         return rows
     torch_device = resolve_device(device)
     model, _ = load_variant(model_name, source.get("revision"), source["variant"], torch_device)
-    saes: dict[int, TopKSAE] = {}
-    for layer in todo:
-        sae = load(layers[layer])
-        if not isinstance(sae, TopKSAE):
-            raise BadInput(f"{layers[layer]} is not a TopK SAE.")
-        saes[layer] = sae.to(torch_device).eval()
+    saes = {layer: load_language_sae(layers[layer]).to(torch_device).eval() for layer in todo}
     contexts = held_out[:max(1, math.ceil(max_tokens / held_out.shape[1]))]
     check_token_ids(contexts, model, Path(acts or sae_dir) / HELD_OUT_FILE)
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
@@ -93,12 +88,13 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
               "ce_zero": losses[layer]["ce_zero"] / predicted}
         row = EvalRow(model_name, variant, layer, sae.k, sae.num_latents, quality[layer].tokens,
                       **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),
-                      kl=losses[layer]["kl"] / positions)
+                      kl=losses[layer]["kl"] / positions, architecture=architecture_of(sae),
+                      pca_components=quality[layer].components)
         row.below_baseline = below_baselines(row)
         if row.below_baseline:
             log.warning("%s %s layer %d is below its simplest baselines (%s): explained variance %.3f against "
                         "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row.below_baseline,
-                        row.explained_variance, sae.k, row.pca_explained_variance, row.ce_loss_score)
+                        row.explained_variance, row.pca_components, row.pca_explained_variance, row.ce_loss_score)
         rows.append(row)
         write_chunks(out, layer, quality[layer].chunk_sums())
     rows.sort(key=lambda r: r.key)

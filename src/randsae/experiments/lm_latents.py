@@ -22,7 +22,7 @@ from randsae.lm.latent_cache import cache_chunks, encode_cache, model_chunks, op
 from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
 from randsae.lm.models import load_tokenizer
 from randsae.lm.source import Source, check_same_source, later_contexts
-from randsae.sae import TopKSAE, load
+from randsae.sae import load_language_sae
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         raise BadInput(f"{out} holds latents made with other settings (see {path}); choose another --out.")
 
     torch_device = resolve_device(device)
-    saes = {}
-    for layer in chosen:
-        sae = load(trained[layer])
-        if not isinstance(sae, TopKSAE):
-            raise BadInput(f"{trained[layer]} is not a TopK SAE.")
-        saes[layer] = sae.to(torch_device).eval()
+    saes = {layer: load_language_sae(trained[layer]).to(torch_device).eval() for layer in chosen}
     if cache is not None:
         chunks = cache_chunks(cache, chosen, max_tokens)
         context_length = cache.context_length

@@ -9,6 +9,7 @@ A rerun into the same directory skips the layers already saved; other settings a
 
 import logging
 import math
+import re
 from collections.abc import Set
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +37,7 @@ from randsae.lm.source import (
 from randsae.lm.token_filter import TokenFilter
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.dictionaries import arm_name
-from randsae.sae.topk import TopKSAE
+from randsae.sae.topk import UnitDecoder
 from randsae.seeding import derive_seed
 from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
 
@@ -67,9 +68,12 @@ def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
     sparsify or randsae), whose single layer `layers` must name."""
     sae_dir = Path(sae_dir)
     if (sae_dir / "cfg.json").is_file():
-        if not layers.isdigit():
+        if layers.isdigit():
+            return {int(layers): sae_dir}
+        block = hooked_block(read_json(sae_dir / "cfg.json"))
+        if block is None:
             raise BadInput(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
-        return {int(layers): sae_dir}
+        return {block: sae_dir}
     found = {}
     for path in sae_dir.iterdir() if sae_dir.is_dir() else []:
         suffix = path.name.rsplit(".", 1)[-1]
@@ -79,6 +83,19 @@ def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
         raise FileNotFoundError(f"{sae_dir / 'config.json'} does not exist; give a directory written by "
                                 "`randsae lm train`, a sparsify folder of hookpoints, or one SAE directory.")
     return dict(sorted(found.items()))
+
+
+# the hook names that mean a block's output, randsae's layer i: TransformerLens's and the module names
+BLOCK_OUTPUT = re.compile(r"^(?:blocks\.(\d+)\.hook_resid_post|(?:[\w.]*\.)?(?:layers|h)\.(\d+))$")
+
+
+def hooked_block(cfg: dict) -> int | None:
+    """The block whose output an SAE's cfg.json says it reads (SAELens's `metadata.hook_name` or `hook_name`),
+    or None when its hook is not a block's output."""
+    metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
+    hook = metadata.get("hook_name") or cfg.get("hook_name")
+    match = BLOCK_OUTPUT.match(hook) if isinstance(hook, str) else None
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 def read_source(sae_dir: Path) -> dict:
@@ -160,8 +177,8 @@ def check_training_memory(d_model: int, config: TopKTrainConfig, count: int, dev
                        f"(batch {config.batch_size:,})", device)
 
 
-def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> TopKSAE:
-    return TopKSAE(d_model, config.expansion * d_model, config.k, seed=derive_seed(config.seed, "layer", layer))
+def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> UnitDecoder:
+    return config.new_sae(d_model, layer, seed=derive_seed(config.seed, "layer", layer))
 
 
 def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: Set[str], auto: bool,
@@ -176,7 +193,7 @@ def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: S
     return run, schedule
 
 
-def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, token_filter: TokenFilter,
+def check_against_pca(model, saes: dict[int, UnitDecoder], held_out: torch.Tensor, token_filter: TokenFilter,
                       device: torch.device, schedule: Schedule,
                       running: dict[int, float | None] | None = None) -> dict[int, dict]:
     """Each SAE against PCA-k on held-out contexts; a warning for each that is worse. {layer: record}.
@@ -184,7 +201,8 @@ def check_against_pca(model, saes: dict[int, TopKSAE], held_out: torch.Tensor, t
     if model is None:
         return {}
     records = {}
-    for check in held_out_checks(model, saes, held_out[:CHECK_CONTEXTS], token_filter, device):
+    inference = {layer: sae.inference() for layer, sae in saes.items()}
+    for check in held_out_checks(model, inference, held_out[:CHECK_CONTEXTS], token_filter, device):
         records[check.layer] = {"held_out_tokens": check.tokens, "held_out_fvu": check.fvu,
                                 "pca_fvu": check.pca_fvu, "below_pca": check.below_pca}
         if check.below_pca:

@@ -29,7 +29,7 @@ from randsae.errors import BadInput
 from randsae.io import atomic_write, check_safetensors, out_of_space, write_json
 from randsae.lm.activations import ActivationCache, write_safetensors
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
-from randsae.sae.topk import TopKSAE
+from randsae.sae import LanguageSAE
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def model_chunks(model, contexts: torch.Tensor, layers: list[int], chunk_context
 
 
 @torch.no_grad()
-def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, settings: dict,
+def encode_cache(chunks: Iterable[Chunk], saes: dict[int, LanguageSAE], out: Path, settings: dict,
                  context_length: int, total_tokens: int, batch_size: int = 4096,
                  device: torch.device | str = "cpu", progress: bool = False) -> dict:
     """Encode every chunk with each layer's SAE into a latent shard in OUT; resumes after the last
@@ -99,15 +99,8 @@ def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, s
             continue
         tensors = {"tokens": tokens.to(torch.int64).contiguous()}
         for layer, x in activations().items():
-            sae = saes[layer]
-            values = torch.empty(count, sae.k, dtype=torch.float32)
-            indices = torch.empty(count, sae.k, dtype=torch.int32)
-            for start in range(0, count, batch_size):
-                v, i = sae.encode(x[start:start + batch_size].to(device, torch.float32))
-                values[start:start + len(v)] = v.cpu()
-                indices[start:start + len(v)] = i.cpu().to(torch.int32)
-                bar.update(len(v))
-            tensors[f"layer.{layer}.values"], tensors[f"layer.{layer}.indices"] = values, indices
+            tensors |= {f"layer.{layer}.{part}": t for part, t in
+                        encode_all(saes[layer], x, batch_size, device, bar.update).items()}
         name = shard_name(index)
         atomic_write(out / name, lambda p, t=tensors: write_safetensors(p, t))
         manifest["shards"].append({"file": name, "contexts": len(tokens)})
@@ -118,17 +111,47 @@ def encode_cache(chunks: Iterable[Chunk], saes: dict[int, TopKSAE], out: Path, s
     return manifest
 
 
+def encode_all(sae: LanguageSAE, x: torch.Tensor, batch_size: int, device: torch.device | str,
+               done: Callable[[int], object]) -> dict[str, torch.Tensor]:
+    """A shard's tensors of one layer. A TopK SAE: `values` (float32) and `indices` (int32), tokens × k. An SAE
+    without a fixed k (JumpReLU, Gated, …), whose L0 varies from token to token (the first position's can be
+    hundreds): its firing entries only, `positions` (int32, the token within the shard), `values`, `indices`."""
+    parts: dict[str, list[torch.Tensor]] = {"positions": [], "values": [], "indices": []}
+    for start in range(0, len(x), batch_size):
+        v, i = sae.encode(x[start:start + batch_size].to(device, torch.float32))
+        v, i = v.float().cpu(), i.cpu().to(torch.int32)
+        done(len(v))
+        if sae.k is not None:
+            parts["values"].append(v)
+            parts["indices"].append(i)
+            continue
+        row, column = (v > 0).nonzero(as_tuple=True)
+        parts["positions"].append((row + start).to(torch.int32))
+        parts["values"].append(v[row, column])
+        parts["indices"].append(i[row, column])
+    return {name: torch.cat(chunks).contiguous() for name, chunks in parts.items() if chunks}
+
+
 class LatentCache(ShardedCache):
     """A latent cache written by `encode_cache` (checked on opening), read a shard or a latent at a time."""
 
     def num_latents(self, layer: int) -> int:
         return self.manifest["num_latents"][str(layer)]
 
-    def entries(self, layer: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-        """(first token position, values, indices) of each shard of `layer`, in cache order."""
-        first = 0
+    def entries(self, layer: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(token positions int64, values, latents) of each shard's firing entries of `layer`, in cache order,
+        positions ascending within a shard."""
+        first, sparse = 0, self.manifest["k"][str(layer)] is None
         for i, shard in enumerate(self.manifest["shards"]):
-            yield first, self.read_shard(i, f"layer.{layer}.values"), self.read_shard(i, f"layer.{layer}.indices")
+            values = self.read_shard(i, f"layer.{layer}.values").numpy()
+            indices = self.read_shard(i, f"layer.{layer}.indices").numpy()
+            if sparse:
+                positions = self.read_shard(i, f"layer.{layer}.positions").numpy().astype(np.int64)
+            else:
+                positions = np.arange(len(values), dtype=np.int64).repeat(values.shape[1])
+                values, indices = values.ravel(), indices.ravel()
+            fired = values > 0  # TopK kept a latent that did not fire: left out
+            yield positions[fired] + first, values[fired], indices[fired]
             first += shard["contexts"] * self.context_length
 
     def index(self, layer: int) -> "LatentIndex":
@@ -144,12 +167,20 @@ def open_latent_cache(directory: str | Path) -> LatentCache:
     manifest = read_shard_manifest(directory, {"k": dict, "num_latents": dict}, "`randsae lm latents`")
     for layer in manifest["layers"]:
         for part in ("k", "num_latents"):
-            if not isinstance(manifest[part].get(str(layer)), int):
+            value = manifest[part].get(str(layer))
+            if not isinstance(value, int) and not (part == "k" and value is None and str(layer) in manifest[part]):
                 raise BadInput(f"{directory / 'manifest.json'}: '{part}' gives no integer for layer {layer}.")
     for shard in manifest["shards"]:
         header = check_safetensors(directory / shard["file"])
         for layer in manifest["layers"]:
-            expected = [shard["contexts"] * manifest["context_length"], manifest["k"][str(layer)]]
+            k = manifest["k"][str(layer)]
+            if k is None:  # firing entries only: three vectors of one length
+                names = [f"layer.{layer}.{part}" for part in ("positions", "values", "indices")]
+                shapes = [tuple(header[name]["shape"]) for name in names if name in header]
+                if len(shapes) < len(names) or len(set(shapes)) != 1 or len(shapes[0]) != 1:
+                    raise BadInput(f"{directory / shard['file']} lacks {', '.join(names)} of one length.")
+                continue
+            expected = [shard["contexts"] * manifest["context_length"], k]
             for part in ("values", "indices"):
                 name = f"layer.{layer}.{part}"
                 if name not in header or header[name]["shape"] != expected:
@@ -194,8 +225,8 @@ def build_index(cache: LatentCache, layer: int, directory: Path) -> None:
     cursor. Entries with value 0 (TopK kept a latent that did not fire) are left out."""
     num_latents = cache.num_latents(layer)
     counts = np.zeros(num_latents, dtype=np.int64)
-    for _, values, indices in cache.entries(layer):
-        counts += np.bincount(indices[values > 0].numpy(), minlength=num_latents)
+    for _, _, indices in cache.entries(layer):
+        counts += np.bincount(indices, minlength=num_latents)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -232,12 +263,7 @@ def _fill_index(cache: LatentCache, layer: int, staging: Path, offsets: np.ndarr
     positions = reserved_memmap(staging / "positions.npy", np.int64, total)
     values_out = reserved_memmap(staging / "values.npy", np.float32, total)
     cursor = offsets[:-1].copy()
-    k = cache.manifest["k"][str(layer)]
-    for first, values, indices in cache.entries(layer):
-        fired = (values > 0).numpy().ravel()
-        latent = indices.numpy().ravel()[fired]
-        position = (first + np.arange(len(values), dtype=np.int64).repeat(k))[fired]
-        value = values.numpy().ravel()[fired]
+    for position, value, latent in cache.entries(layer):
         order = np.argsort(latent, kind="stable")  # grouped by latent, positions still ascending
         latent, position, value = latent[order], position[order], value[order]
         starts = np.searchsorted(latent, np.arange(num_latents))

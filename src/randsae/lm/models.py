@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from randsae.errors import BadInput
+from randsae.hub import cache_first
 from randsae.io import cache_dir, file_key
 
 log = logging.getLogger(__name__)
@@ -128,34 +129,6 @@ def load_tokenizer(name_or_path: str = "smollm2", revision: str | None = None):
     with _load_errors(name_or_path, local):
         return cache_first(local, lambda **kw: AutoTokenizer.from_pretrained(source, revision=revision, **kw),
                            name_or_path)
-
-
-HUB_CHECK_SECONDS = 5.0
-
-
-def cache_first(local: bool, load, name: str):
-    """`load(**options)` (a `from_pretrained`): a local directory as it is; a hub name from the local Hugging
-    Face cache when it is there (no network touched), else downloaded — and when the hub cannot be reached,
-    one sentence at once, not the hub client's minute of retries."""
-    if local:
-        return load()
-    try:
-        return load(local_files_only=True)
-    except OSError:
-        pass
-    import httpx
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        raise BadInput(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                       "download it first or give a local directory.")
-    try:
-        httpx.head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
-    except httpx.HTTPError:
-        raise BadInput(f"model {name!r} is not in the local Hugging Face cache and the hub "
-                       f"({constants.ENDPOINT}) cannot be reached; download it where there is a network, or give "
-                       "a local directory or a .gguf file.") from None
-    return load()
 
 
 def load_config(name_or_path: str, revision: str | None = None):

@@ -4,6 +4,7 @@ held-out check `lm train` makes on the way out (is the SAE better than PCA with 
 Tokens a `TokenFilter` leaves out are left out of every metric, and the splices leave them as they were
 (the SAE's reconstruction and the zero vector replace only the kept tokens)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +13,7 @@ from randsae.lm.activations import residual_stream
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
-from randsae.sae import TopKSAE
+from randsae.sae import LanguageSAE
 
 EVERY_TOKEN = TokenFilter()
 
@@ -24,7 +25,7 @@ def spliced(original: torch.Tensor, keep: torch.Tensor | None, replacement: torc
     return torch.where(keep[..., None], replacement, original)
 
 
-def measure(sae: TopKSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tensor:
+def measure(sae: LanguageSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tensor:
     """Encode and decode `x` (tokens × d, float), add the result to `quality`; returns the reconstruction."""
     with torch.no_grad():
         values, indices = sae.encode(x)
@@ -33,7 +34,8 @@ def measure(sae: TopKSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tenso
     return x_hat
 
 
-def evaluate_batch(model, saes: dict[int, TopKSAE], ids: torch.Tensor, quality: dict[int, TokenQuality],
+def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
+                   quality: dict[int, TokenQuality],
                    losses: dict[int, dict[str, float]] | None, token_filter: TokenFilter = EVERY_TOKEN) -> float:
     """One batch of contexts: each SAE's reconstruction quality added to `quality` and, unless `losses` is
     None, its spliced and zeroed next-token losses and KL added to `losses`; returns the clean next-token
@@ -78,7 +80,7 @@ class HeldOutCheck:
         return self.fvu > self.pca_fvu
 
 
-def held_out_checks(model, saes: dict[int, TopKSAE], contexts: torch.Tensor, token_filter: TokenFilter,
+def held_out_checks(model, saes: dict[int, LanguageSAE], contexts: torch.Tensor, token_filter: TokenFilter,
                     device: torch.device, batch_size: int = 4) -> list[HeldOutCheck]:
     """Each SAE against PCA-k on `contexts` (one forward pass per batch that stops after the last layer)."""
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
@@ -86,10 +88,10 @@ def held_out_checks(model, saes: dict[int, TopKSAE], contexts: torch.Tensor, tok
         for layer, output in residual_stream(model, batch.to(device), list(saes)).items():
             measure(saes[layer], token_filter.apply(output).float(), quality[layer])
     checks = []
-    for layer, sae in saes.items():
+    for layer in saes:
         result = quality[layer].result()
         checks.append(HeldOutCheck(layer, quality[layer].tokens, result["fvu"],
-                                   1 - result["pca_explained_variance"], sae.k))
+                                   1 - result["pca_explained_variance"], quality[layer].components))
     return checks
 
 
@@ -103,7 +105,8 @@ def below_baselines(row) -> str:
 
     flags = []
     if number("explained_variance") < number("pca_explained_variance"):
-        flags.append(f"EV<PCA-{int(number('k'))}")
+        components = number("pca_components") if row.get("pca_components") not in (None, "") else number("k")
+        flags.append(f"EV<PCA-{int(components)}" if math.isfinite(components) else "EV<PCA")
     if number("ce_loss_score") < 0:
         flags.append("CE<0")
     return " ".join(flags)

@@ -165,8 +165,13 @@ def _read_thresholded(path: Path, raw: dict, architecture: str) -> tuple[dict, d
     else:
         kind = architecture
         tensors = load_safetensors(weights, ["W_enc", "W_dec", "b_dec", *ENCODER_TENSORS[kind]])
+    # what twins trained like it need: a BatchTopK SAE's k, a Matryoshka SAE's nested widths
+    trained_like = {"batch_k": raw.get("k"), "matryoshka_widths": raw.get("matryoshka_widths")} if batch else {}
     cfg = {"architecture": kind, "d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": _extra(raw),
-           "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True), "saved_as": architecture}
+           **{key: value for key, value in trained_like.items() if value is not None},
+           "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True),
+           # what it was trained as: a BatchTopK SAE randsae saved in its inference form says so
+           "saved_as": _extra(raw).get("saved_as", architecture) if kind == "jumprelu" else architecture}
     return cfg, tensors
 
 

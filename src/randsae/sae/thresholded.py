@@ -21,6 +21,12 @@ from torch.nn import functional as F
 from randsae.sae.files import saelens_cfg, write_sae_files
 
 
+def sparse_view(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of a dense latent matrix: B × (the batch's largest L0, at least 1), zeros padding."""
+    width = max(1, int((z != 0).sum(dim=-1).max())) if len(z) else 1
+    return z.topk(width, dim=-1, sorted=False)
+
+
 class ThresholdSAE(nn.Module):
     """What JumpReLU and Gated SAEs share: the decoder, the sparse view of their dense latents, saving."""
 
@@ -31,6 +37,7 @@ class ThresholdSAE(nn.Module):
         super().__init__()
         self.num_inputs, self.num_latents = num_inputs, num_latents
         self.apply_b_dec_to_input = apply_b_dec_to_input
+        self.saved_as = self.architecture  # how it was trained: batchtopk and matryoshka_batchtopk run as jumprelu
         self.W_enc = nn.Parameter(torch.zeros(num_latents, num_inputs))  # rows, as in TopKSAE
         self.W_dec = nn.Parameter(torch.zeros(num_latents, num_inputs))
         self.b_dec = nn.Parameter(torch.zeros(num_inputs))
@@ -44,9 +51,12 @@ class ThresholdSAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices), each B × (the batch's largest L0, at least 1): every active latent of each token
         and zeros after them."""
-        z = self.encode_dense(x)
-        width = max(1, int((z != 0).sum(dim=-1).max())) if len(z) else 1
-        return z.topk(width, dim=-1, sorted=False)
+        return sparse_view(self.encode_dense(x))
+
+    @property
+    def k(self) -> None:
+        """No fixed number of latents per token (what a TopK SAE's k is): its measured L0 stands in."""
+        return None
 
     def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
@@ -70,6 +80,8 @@ class ThresholdSAE(nn.Module):
     def save(self, directory: str | Path, metadata: dict | None = None, extra: dict | None = None) -> Path:
         """`cfg.json` + `sae_weights.safetensors` as SAELens writes this architecture (`SAE.load_from_disk`
         opens it)."""
+        if self.saved_as != self.architecture:  # SAELens's inference form of a BatchTopK SAE: say what it was
+            extra = {**(extra or {}), "saved_as": self.saved_as}
         cfg = saelens_cfg(self.architecture, self.num_inputs, self.num_latents,
                           apply_b_dec_to_input=self.apply_b_dec_to_input, metadata=metadata, extra=extra)
         return write_sae_files(directory, cfg, self.tensors())
@@ -77,6 +89,7 @@ class ThresholdSAE(nn.Module):
     @classmethod
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "ThresholdSAE":
         sae = cls(cfg["d_in"], cfg["d_sae"], cfg.get("apply_b_dec_to_input", True))
+        sae.saved_as = cfg.get("saved_as", cls.architecture)
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"].T)
             for name in ("W_dec", "b_dec", *cls.encoder_tensors):

@@ -9,7 +9,7 @@ the reference that tests and the benchmark compare against.
 
 import math
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from torch.nn import functional as F
 from randsae.errors import BadInput
 from randsae.sae.files import read_sae_files, saelens_cfg, write_sae_files, write_sparsify
 from randsae.seeding import generator
+
+if TYPE_CHECKING:
+    from randsae.sae.thresholded import ThresholdSAE
 
 EPS = 1e-8  # floor for a decoder row's norm
 
@@ -30,25 +33,49 @@ class TopKOutput(NamedTuple):
     values: torch.Tensor  # B × k, the kept latents' activations (≥ 0)
     indices: torch.Tensor  # B × k, which latents they are
     aux_reconstruction: torch.Tensor | None
+    # what the other architectures' training forms add (randsae.sae.training): the sparsity penalty already
+    # weighted (JumpReLU's straight-through L0), and the reconstructions from each nested prefix (Matryoshka)
+    penalty: torch.Tensor | None = None
+    prefixes: tuple[torch.Tensor, ...] = ()
 
 
-class TopKSAE(nn.Module):
-    """W_enc and W_dec are both num_latents × num_inputs: a latent's encoder and decoder directions are
-    rows. The decoder rows are kept at unit norm by the trainer."""
+def initial_weights(num_inputs: int, num_latents: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W_enc, W_dec) as every trained SAE starts: the encoder uniform as nn.Linear's default, the decoder its
+    transpose with unit rows."""
+    bound = 1 / math.sqrt(num_inputs)
+    w_enc = (torch.rand(num_latents, num_inputs, generator=generator(seed, "topk-sae-init")) * 2 - 1) * bound
+    return w_enc, w_enc * torch.linalg.vector_norm(w_enc, dim=1, keepdim=True).clamp_min_(EPS).reciprocal_()
 
-    def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
+
+class UnitDecoder(nn.Module):
+    """What every SAE the trainer trains shares: W_enc and W_dec, both num_latents × num_inputs (a latent's
+    encoder and decoder directions are rows), b_enc and b_dec, decoder rows kept at unit norm, and the seed
+    a random dictionary is drawn from (`randsae.sae.dictionaries`)."""
+
+    def __init__(self, num_inputs: int, num_latents: int, seed: int = 0):
         super().__init__()
-        if not 0 < k <= num_latents:
-            raise BadInput(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
-        self.num_inputs, self.num_latents, self.k = num_inputs, num_latents, k
-        self.seed = seed  # a random dictionary is drawn from it (`randsae.sae.dictionaries`)
-        bound = 1 / math.sqrt(num_inputs)  # nn.Linear's default initialisation
-        w_enc = (torch.rand(num_latents, num_inputs, generator=generator(seed, "topk-sae-init")) * 2 - 1) * bound
+        self.num_inputs, self.num_latents, self.seed = num_inputs, num_latents, seed
+        w_enc, w_dec = initial_weights(num_inputs, num_latents, seed)
         self.W_enc = nn.Parameter(w_enc)
         self.b_enc = nn.Parameter(torch.zeros(num_latents))
-        self.W_dec = nn.Parameter(w_enc.clone())  # decoder starts as the encoder's transpose, then unit rows
+        self.W_dec = nn.Parameter(w_dec)
         self.b_dec = nn.Parameter(torch.zeros(num_inputs))
-        self.normalize_decoder()
+
+    def first_batch(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Called by the trainer with this rank's share of the first batch, after b_dec is set to the global
+        batch's mean; returns what it set from it (the trainer averages those across ranks)."""
+        return []
+
+    def inference(self) -> "TopKSAE | ThresholdSAE":
+        """The SAE as it is saved and read back (`encode`, `decode`): itself, unless its training form differs."""
+        raise NotImplementedError
+
+    def save(self, directory: str | Path, metadata: dict | None = None, extra: dict | None = None) -> Path:
+        """`cfg.json` + the weights, in the layout SAELens reads for this architecture."""
+        raise NotImplementedError
+
+    def after_step(self, out: "TopKOutput") -> None:
+        """Called by the trainer after each optimiser step (running statistics, controllers)."""
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
@@ -63,6 +90,16 @@ class TopKSAE(nn.Module):
             return
         parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec, dim=1).unsqueeze(1)
         self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1)
+
+
+class TopKSAE(UnitDecoder):
+    """A latent's encoder and decoder directions are rows (`UnitDecoder`); k latents are kept per token."""
+
+    def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
+        if not 0 < k <= num_latents:
+            raise BadInput(f"k must lie in 1 … num_latents ({num_latents}), not {k}.")
+        super().__init__(num_inputs, num_latents, seed)
+        self.k = k
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
@@ -101,6 +138,9 @@ class TopKSAE(nn.Module):
             _, aux_indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
             aux = self.decode(self.selected_activations(x, aux_indices), aux_indices, bias=False)
         return TopKOutput(reconstruction, values, indices, aux)
+
+    def inference(self) -> "TopKSAE":
+        return self
 
     def dense_latents(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The B × num_latents latent matrix (for metrics on small batches and for the reference)."""

@@ -119,8 +119,7 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
             ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
             ("training tokens per variant", f"{s['tokens']:,}"),
-            ("SAE", f"TopK, k = {s['k']}, {s['expansion']} latents per dimension" +
-             (f" (trained arm: {s['sae']})" if s.get("sae") else "")),
+            ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
             ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
              (f", lr {s['lr']}" if s.get("lr") else "")),
             ("tokens left out", (f"first {s['skip_positions']} positions " if s.get("skip_positions") else "") +
@@ -132,6 +131,51 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
             ("judge", judge), ("seed", str(s["seed"])), ("seeds", seeds_text(s)),
             ("made by", made_by(study.config))]
+
+
+def measured_l0(study: Study) -> dict[str, float]:
+    """The user's SAEs' L0 per layer on the trained model's activations (what the twins are trained to)."""
+    record = study.out / "trained" / "sae" / "config.json"
+    return io.read_json(record).get("measured_l0", {}) if record.is_file() else {}
+
+
+def sae_text(study: Study) -> str:
+    """What SAEs the arms have: the study's own, or the user's and how the twins were trained beside them."""
+    s = study.config["settings"]
+    architecture = s.get("architecture", "topk")
+    sparsity = f"L0 → {s['k']}" if architecture == "jumprelu" else f"k = {s['k']}"
+    if not s.get("sae"):
+        return f"{architecture}, {sparsity}, {s['expansion']} latents per dimension"
+    l0 = ", ".join(f"layer {layer}: {value:.1f}" for layer, value in measured_l0(study).items())
+    twins = ("TopK twins, k = your SAE's measured L0 (--twin-sae topk)" if s.get("twin_sae") == "topk" else
+             "twins of your SAEs' architecture and size, JumpReLU trained to their measured L0, TopK and "
+             "BatchTopK with their k (--twin-sae same)")
+    return f"trained arm: your SAEs ({s['sae']}; measured L0 {l0 or 'not recorded'}); {twins}"
+
+
+OFF_TARGET = 0.10  # a twin whose held-out L0 is further than this from the L0 it was trained to is said so
+
+
+def arm_architectures(study: Study) -> str:
+    """Each arm's SAE architecture and held-out L0 per layer, as its quality eval measured them (`lm eval`
+    results.csv); a twin trained to the user's SAEs' L0 that missed it by more than 10% says so."""
+    from randsae.tables import EvalRow, read_table
+
+    targets = measured_l0(study)
+    found: dict[str, list[EvalRow]] = {}
+    for path in sorted(study.out.glob("*/eval/results.csv")) + sorted(study.out.glob("*/*/eval/results.csv")):
+        for row in read_table(path, EvalRow):
+            found.setdefault(row.variant, []).append(row)
+
+    def l0_of(row: EvalRow) -> str:
+        text = f"{row.layer}: {_fmt(row.l0, 1)}"
+        target = targets.get(str(row.layer)) if row.variant != "trained" and row.k is None else None
+        if target and row.l0 is not None and abs(row.l0 / target - 1) > OFF_TARGET:
+            text += f" (off its target {target:.1f} by {row.l0 / target - 1:+.0%})"
+        return text
+
+    return " · ".join(f"{arm}: {', '.join(sorted({r.architecture or 'topk' for r in rows}))}, L0 by layer "
+                      f"{'; '.join(l0_of(r) for r in rows)}" for arm, rows in found.items()) or "–"
 
 
 def seeds_text(s: dict) -> str:

@@ -38,6 +38,11 @@ from randsae.study.verdict import VerdictSettings
 log = logging.getLogger(__name__)
 
 STAGES = ("activations", "train", "eval", "latents", "autointerp")
+TWIN_SAES = ("same", "topk")
+# what the trainer trains (randsae.train_topk.ARCHITECTURES; the study cannot import it at module level)
+TRAINED_ARCHITECTURES = ("topk", "jumprelu", "batchtopk", "matryoshka")
+# a user's SAE (its architecture as SAELens names it) → the architecture its twins train with --twin-sae same
+TWIN_OF = {"topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk", "matryoshka_batchtopk": "matryoshka"}
 STUDY = "randsae baseline"
 
 
@@ -83,8 +88,16 @@ class BaselineSettings:
     examples: dict = field(default_factory=dict)  # ExampleSettings fields given (the rest the paper's)
     autointerp: dict = field(default_factory=dict)  # AutointerpSettings fields given
     judge: dict = field(default_factory=lambda: {"llm": "smollm2"})
-    sae: str | None = setting(None, help="your SAEs as the trained arm (randsae, SAELens or sparsify TopK "
-                                         "checkpoints); the twins get SAEs of the same k and size", shown="none")
+    sae: str | None = setting(None, help=(
+        "your SAEs as the trained arm: a directory (randsae, SAELens or sparsify; TopK, JumpReLU, Gated, "
+        "BatchTopK, Matryoshka), sae-lens:RELEASE/ID (SAELens's registry) or hf:REPO/PATH; the twins get SAEs "
+        "of the same size trained like yours (--twin-sae)"), shown="none")
+    twin_sae: str = setting("same", help=(
+        "how the twins' SAEs are trained beside yours (--sae): same (your architecture: JumpReLU to your SAE's "
+        "measured L0, BatchTopK and Matryoshka with its k, TopK with its k) or topk (TopK, k = your SAE's "
+        "measured L0)"))
+    architecture: str = setting("topk", help="the SAEs every arm trains without --sae: topk (the paper's), "
+                                             "jumprelu (to L0 = --k), batchtopk or matryoshka")
     seed: int = setting(0, help="seeds the variants, the contexts, the SAEs, the draws")
     seeds: int = setting(1, help=(
         "seeds per arm: seed s (counted from --seed) trains each arm's SAEs anew and draws each random twin "
@@ -118,6 +131,11 @@ class BaselineSettings:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
         check_seed(self.seed)
+        if self.twin_sae not in TWIN_SAES:
+            raise BadInput(f"--twin-sae must be one of {', '.join(TWIN_SAES)}, not {self.twin_sae!r}.")
+        if self.architecture not in TRAINED_ARCHITECTURES:
+            raise BadInput(f"--architecture must be one of {', '.join(TRAINED_ARCHITECTURES)}, not "
+                           f"{self.architecture!r}.")
         if len(set(self.dictionaries)) != len(self.dictionaries):
             raise BadInput(f"--dictionaries must name each dictionary once, not {','.join(self.dictionaries)!r}.")
         for name in self.dictionaries:
@@ -206,7 +224,8 @@ def paper_layers(num_layers: int, parameters: float) -> list[int]:
     return list(range(0, num_layers, step))
 
 
-NEW_SETTINGS = {"dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE}
+NEW_SETTINGS = {"dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE,
+                "twin_sae": "same", "architecture": "topk"}
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:
@@ -413,8 +432,10 @@ class Preflight:
     layers: list[int]
     d_model: int
     sae_layers: dict[int, str] = field(default_factory=dict)
-    sae_k: int | None = None
+    sae_k: int | None = None  # a TopK or BatchTopK SAE's
     sae_expansion: int | None = None
+    sae_architecture: str | None = None  # SAELens's name: topk, jumprelu, gated, batchtopk, matryoshka_batchtopk
+    sae_widths: list[int] | None = None  # a Matryoshka SAE's nested widths
 
 
 def preflight(settings: BaselineSettings) -> Preflight:
@@ -439,6 +460,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
         raise BadInput(f"--skip-positions {settings.skip_positions} leaves no token of the "
                        f"{settings.context_length}-token contexts to train on.")
     TopKTrainConfig(k=settings.k, expansion=settings.expansion, skip_positions=settings.skip_positions,
+                    architecture=settings.architecture,
                     max_norm_ratio=settings.max_norm_ratio, dictionary_cone=settings.dictionary_cone,
                     **{k: v for k, v in {"batch_size": settings.batch_size, "lr": settings.lr}.items()
                        if v is not None}).validate()
@@ -494,9 +516,10 @@ def check_judge(settings: BaselineSettings) -> None:
 def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
     from randsae.experiments.lm_train import foreign_layers, trained_layers
     from randsae.sae.files import read_sae_files
+    from randsae.sae.names import resolve
 
     assert settings.sae is not None
-    sae_dir = Path(settings.sae)
+    sae_dir = resolve(settings.sae)
     if not sae_dir.exists():
         raise FileNotFoundError(f"--sae {sae_dir} does not exist.")
     found = trained_layers(sae_dir) if (sae_dir / "config.json").is_file() else foreign_layers(
@@ -507,23 +530,32 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
         if cfg["d_in"] != check.d_model:
             raise BadInput(f"the SAE in {path} reads {cfg['d_in']} inputs, but {settings.model}'s residual "
                              f"stream has {check.d_model}; is it an SAE of another model?")
-        if cfg["architecture"] != "topk" or not cfg.get("k"):
-            raise BadInput(f"the SAE in {path} is not a TopK SAE; the study trains TopK twins "
-                           "(docs/paper.md §2.2).")
+        architecture = cfg.get("saved_as", cfg["architecture"])
+        if architecture == "relu":
+            raise BadInput(f"the SAE in {path} is a ReLU + L1 SAE of the toy experiments, not one the study "
+                           "compares (TopK, JumpReLU, Gated, BatchTopK, Matryoshka).")
+        if settings.twin_sae == "same" and architecture not in TWIN_OF:
+            raise BadInput(f"the SAE in {path} is a {architecture} SAE, which randsae does not train; give "
+                           "--twin-sae topk for TopK twins at its measured L0.")
         if cfg["d_sae"] % cfg["d_in"]:
             raise BadInput(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
                              "inputs; the twins' expansion would not match.")
-        shapes.add((cfg["k"], cfg["d_sae"] // cfg["d_in"]))
+        widths = cfg.get("matryoshka_widths")
+        shapes.add((architecture, cfg.get("k") or cfg.get("batch_k"), cfg["d_sae"] // cfg["d_in"],
+                    tuple(widths) if widths else None))
     if settings.layers not in ("all", "paper"):
         missing = [layer for layer in check.layers if layer not in found]
         if missing:
             raise BadInput(f"--sae {sae_dir} holds no SAE of layer {missing[0]} (it holds {sorted(found)}).")
         found = {layer: found[layer] for layer in check.layers}
     if len(shapes) > 1:
-        raise BadInput(f"the SAEs in {sae_dir} differ in k or size ({sorted(shapes)}); give one configuration.")
+        described = sorted(f"{a} k={k} ×{e}" for a, k, e, _ in shapes)
+        raise BadInput(f"the SAEs in {sae_dir} differ in architecture, k or size ({', '.join(described)}); give "
+                       "one configuration.")
     check.sae_layers = {layer: str(path) for layer, path in found.items()}
     check.layers = sorted(found)
-    check.sae_k, check.sae_expansion = shapes.pop()
+    check.sae_architecture, check.sae_k, check.sae_expansion, widths = shapes.pop()
+    check.sae_widths = list(widths) if widths else None
 
 
 # --- the stages ---------------------------------------------------------------------------------------------
@@ -556,12 +588,36 @@ def stage_activations(study: Study, variant: str) -> None:
                      dtype=study.settings.cache_dtype, device=study.settings.device, progress=False)
 
 
+def twin_architecture(study: Study) -> tuple[str, dict[str, float]]:
+    """(the architecture the study's SAEs train with, the L0 per layer they are trained to match — the user's
+    SAEs' measured L0, where the twins match a JumpReLU SAE or are TopK at a measured L0; else {})."""
+    s, check = study.settings, study.checked
+    if s.sae is None or check.sae_architecture is None:
+        return s.architecture, {}
+    architecture = "topk" if s.twin_sae == "topk" else TWIN_OF[check.sae_architecture]
+    if architecture == "jumprelu" or (architecture == "topk" and check.sae_k is None):
+        return architecture, measured_l0(study)
+    return architecture, {}
+
+
+def measured_l0(study: Study) -> dict[str, float]:
+    """The L0 per layer of the user's SAEs, as `import_saes` measured it on the trained model's activations."""
+    path = study.directory("trained", "sae") / "config.json"
+    measured = io.read_json(path).get("measured_l0") if path.is_file() else None
+    if not isinstance(measured, dict) or not measured:
+        raise BadInput(f"{path} records no measured L0 of your SAEs, which the twins are trained to; the trained "
+                       "arm's train stage must finish first.")
+    return measured
+
+
 def train_config(study: Study, unit: str):
     from randsae.train_topk import TopKTrainConfig
 
     s, check = study.settings, study.checked
     given = {"batch_size": s.batch_size, "lr": s.lr}
+    architecture, layer_l0 = twin_architecture(study) if unit != "trained" else (s.architecture, {})
     config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
+                             architecture=architecture, layer_l0=layer_l0, matryoshka_widths=check.sae_widths,
                              seed=seed_of(study, unit), dictionary=split_arm(parse_unit(unit)[0])[1],
                              dictionary_cone=s.dictionary_cone,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
@@ -594,20 +650,45 @@ def import_saes(study: Study, out: Path) -> None:
     from randsae.experiments.lm_train import layer_directory
     from randsae.lm.activations import open_cache
     from randsae.lm.source import read_held_out, write_held_out
-    from randsae.sae import TopKSAE, load
+    from randsae.lm.token_filter import TokenFilter
+    from randsae.sae import architecture_of, load_language_sae
 
     config, _ = train_config(study, "trained")
     acts = study.directory("trained", "acts")
-    manifest = open_cache(acts).manifest
-    source = {**{k: v for k, v in manifest.items() if k != "shards"}, "acts": str(acts.resolve())}
+    cache = open_cache(acts)
+    source = {**{k: v for k, v in cache.manifest.items() if k != "shards"}, "acts": str(acts.resolve())}
+    token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
+    measured = {}
     for layer, path in study.checked.sae_layers.items():
-        sae = load(path)
-        assert isinstance(sae, TopKSAE), f"{path}: the preflight admits TopK SAEs only"
+        sae = load_language_sae(path)
+        batches = cache.iter_batches(layer, 4096, shuffle=False, token_filter=token_filter)
+        measured[str(layer)] = mean_l0(sae, batches, study.settings.eval_tokens)
         sae.save(layer_directory(out, layer), {"model_name": source["model"]},
-                 {"layer": layer, "model": source["model"], "variant": "trained", "imported_from": path})
+                 {"layer": layer, "model": source["model"], "variant": "trained", "imported_from": path,
+                  "measured_l0": measured[str(layer)]})
+        log.info("your SAE of layer %d (%s): L0 %.1f on %s's activations", layer, architecture_of(sae),
+                 measured[str(layer)], source["model"])
     write_held_out(out, read_held_out(acts))
     runs.write_record(out, "lm train", {"train": asdict(config), "schedule": None, "source": source,
-                                        "imported_from": study.settings.sae})
+                                        "imported_from": study.settings.sae, "measured_l0": measured})
+
+
+def mean_l0(sae, batches, tokens: int) -> float:
+    """The mean count of active latents per token of `sae` over the first `tokens` tokens of `batches`."""
+    import torch
+
+    active = seen = 0
+    with torch.no_grad():
+        for batch in batches:
+            batch = batch[:tokens - seen]
+            if not len(batch):
+                break
+            values, _ = sae.encode(batch)
+            active += int((values != 0).sum())
+            seen += len(batch)
+    if not seen:
+        raise BadInput("the trained model's activation cache holds no token to measure your SAEs' L0 on.")
+    return active / seen
 
 
 def stage_eval(study: Study, variant: str) -> None:
