@@ -112,3 +112,41 @@ def test_a_study_of_a_saelens_jumprelu_sae_trains_twins_like_it(their_saes, tiny
         assert control["architecture"] == ("jumprelu" if twin_sae == "same" else "topk")
     report = (out / "report.md").read_text()
     assert "jumprelu" in report and ("TopK twins" in report) == (twin_sae == "topk")
+
+
+@pytest.mark.parametrize("architecture", ["batchtopk", "matryoshka"])
+def test_batchtopk_and_matryoshka_trained_by_randsae_open_in_saelens_unchanged(architecture, tmp_path):
+    """randsae's trainer, SAELens's format: SAELens loads the checkpoint as its own training class, and the
+    inference SAE SAELens makes of it gives randsae's latents and reconstruction (Δ ≤ 1e-5 relative)."""
+    from sae_lens import SAE
+    from sae_lens.saes.sae import TrainingSAE
+
+    from randsae.train_topk import TopKTrainConfig, TopKTrainer
+
+    config = TopKTrainConfig(architecture=architecture, k=4, expansion=4, batch_size=128, warmup_steps=2)
+    sae = config.new_sae(16, 0, seed=0)
+    trainer = TopKTrainer(sae, config, total_steps=40)
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(48, 16, generator=gen)
+    data = (torch.rand(5120, 48, generator=gen) < 0.05).float() @ features  # sparse codes: something to learn
+    fvu = [trainer.step(batch) for batch in data.split(128)]
+    assert sum(fvu[-5:]) < sum(fvu[:5])
+    out = sae(data[:128])
+    assert len(out.prefixes) == (3 if architecture == "matryoshka" else 0)
+    sae.save(tmp_path / "checkpoint")
+
+    theirs = TrainingSAE.load_from_disk(tmp_path / "checkpoint")
+    assert type(theirs).__name__ == ("MatryoshkaBatchTopKTrainingSAE" if architecture == "matryoshka"
+                                     else "BatchTopKTrainingSAE")
+    assert float(theirs.topk_threshold) == pytest.approx(float(sae.threshold))
+    theirs.save_inference_model(tmp_path / "inference")
+    reference = SAE.load_from_disk(tmp_path / "inference")
+    ours = load(tmp_path / "checkpoint")
+    assert ours.saved_as == ("matryoshka_batchtopk" if architecture == "matryoshka" else "batchtopk")
+    x = data[-64:]
+    with torch.no_grad():
+        expected = reference.encode(x)
+        got = ours.encode_dense(x)
+        assert (got != 0).sum() > 0 and torch.equal(got != 0, expected != 0)
+        assert (got - expected).norm() <= 1e-5 * expected.norm()
+        assert (ours.decode_dense(got) - reference.decode(expected)).norm() <= 1e-5 * x.norm()

@@ -95,6 +95,9 @@ class TopKTrainConfig:
             raise BadInput(f"target_l0 must be positive and finite, not {self.target_l0}.")
         if not (self.jumprelu_bandwidth > 0 and math.isfinite(self.jumprelu_bandwidth)):
             raise BadInput(f"jumprelu_bandwidth must be positive and finite, not {self.jumprelu_bandwidth}.")
+        widths = self.matryoshka_widths
+        if widths is not None and (not widths or sorted(set(widths)) != list(widths) or widths[0] < 1):
+            raise BadInput(f"matryoshka_widths must rise from 1 or more, each width once, not {widths}.")
         for layer, l0 in self.layer_l0.items():
             if not (l0 > 0 and math.isfinite(l0)):
                 raise BadInput(f"the L0 to match at layer {layer} must be positive and finite, not {l0}.")
