@@ -187,10 +187,11 @@ CASES = {
     "baseline: --sae sae-lens: an unknown release": (lambda c: baseline(c, "--sae", "sae-lens:no-such/x"),
                                                      "is not a release in SAELens's registry"),
     "train: --architecture gated": (lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--architecture",
-                                               "gated", "--out", str(c.tmp / "new")], "architecture must be one of"),
+                                               "gated", "--out", str(c.tmp / "new")],
+                                    "architecture must be one of"),
     "train: --matryoshka-widths not rising": (
-        lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--architecture", "matryoshka", "--expansion", "2",
-                   "--matryoshka-widths", "32,16,64", "--out", str(c.tmp / "new")], "matryoshka_widths must rise"),
+        lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--architecture", "matryoshka", "--expansion",
+                   "2", "--matryoshka-widths", "32,16,64", "--out", str(c.tmp / "new")], "matryoshka_widths must rise"),
     "toy: --l1 1e30": (lambda c: ["toy", "--l1", "1e30", "--out", str(c.tmp / "t")], "above 1e+15"),
     "activations: a hub model that is not cached, offline": (
         lambda c: ["lm", "activations", "--model", "EleutherAI/pythia-70m", "--out", str(c.tmp / "a")],

@@ -78,7 +78,8 @@ def test_a_hub_folder_resolves_offline(hub):
 @pytest.mark.parametrize(("name", "says"), [
     ("sae-lens:pythia-70m-dedup-res-sm/x", "is not a release in SAELens's registry; did you mean "
                                            "pythia-70m-deduped-res-sm"),
-    (f"sae-lens:{RELEASE}/blocks.0.hook_resid_pst", f"has no SAE 'blocks.0.hook_resid_pst'; did you mean {SAE_ID}"),
+    (f"sae-lens:{RELEASE}/blocks.0.hook_resid_pst",
+     f"has no SAE 'blocks.0.hook_resid_pst'; did you mean {SAE_ID}"),
     (f"sae-lens:{RELEASE}", "names no SAE"),
     (f"sae-lens:{RELEASE}/blocks.1.hook_resid_post", "is not in the local Hugging Face cache and the hub"),
     ("hf:someone/other-saes/x", "is not in the local Hugging Face cache and the hub"),
