@@ -191,7 +191,8 @@ CASES = {
                                     "architecture must be one of"),
     "train: --matryoshka-widths not rising": (
         lambda c: ["lm", "train", "--acts", str(c.copy("acts")), "--architecture", "matryoshka", "--expansion",
-                   "2", "--matryoshka-widths", "32,16,64", "--out", str(c.tmp / "new")], "matryoshka_widths must rise"),
+                   "2", "--matryoshka-widths", "32,16,64", "--out", str(c.tmp / "new")],
+        "matryoshka_widths must rise"),
     "toy: --l1 1e30": (lambda c: ["toy", "--l1", "1e30", "--out", str(c.tmp / "t")], "above 1e+15"),
     "activations: a hub model that is not cached, offline": (
         lambda c: ["lm", "activations", "--model", "EleutherAI/pythia-70m", "--out", str(c.tmp / "a")],
