@@ -23,6 +23,7 @@ from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summa
 from randsae.lm.models import load_tokenizer
 from randsae.lm.source import Source, check_same_source, later_contexts
 from randsae.sae import load_language_sae
+from randsae.sae.names import resolve
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     variant (`acts`; default: the cache they were trained on, as recorded), or, with `model` = (model,
     variant) as the run recorded them, the model itself on `max_tokens` (default 1M) tokens of the run's
     text drawn after every context the run used. Returns every summary row in OUT."""
-    sae_dir, settings = Path(sae_dir), settings or ExampleSettings()
+    sae_dir, settings = resolve(str(sae_dir)), settings or ExampleSettings()
     settings.validate()
     if (sae_dir / "config.json").is_file() and "source" in io.read_json(sae_dir / "config.json"):
         source, trained = read_source(sae_dir), trained_layers(sae_dir)
