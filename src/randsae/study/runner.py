@@ -595,7 +595,7 @@ def twin_architecture(study: Study) -> tuple[str, dict[str, float]]:
     if s.sae is None or check.sae_architecture is None:
         return s.architecture, {}
     architecture = "topk" if s.twin_sae == "topk" else TWIN_OF[check.sae_architecture]
-    if architecture == "jumprelu" or (architecture == "topk" and check.sae_k is None):
+    if architecture == "jumprelu" or (architecture == "topk" and check.sae_architecture != "topk"):
         return architecture, measured_l0(study)
     return architecture, {}
 
