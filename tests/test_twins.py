@@ -5,6 +5,7 @@ and lm latents take every architecture."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_baseline import tiny_args
@@ -58,10 +59,11 @@ def test_lm_latents_reads_a_jumprelu_sae_entry_by_entry(jumprelu_run):
     # the entries are the SAE's firing latents of the activations they were read from, token by token
     x = open_cache(jumprelu_run / "acts").read_shard(0, "layer.2").float()[:len(cache.tokens().view(-1))]
     dense = load(jumprelu_run / "sae" / "layer.2").encode_dense(x[:positions.max() + 1])
-    fired = dense.nonzero().numpy()
+    fired = dense.nonzero().numpy()  # by token, then by latent
+    order = np.lexsort((latents, positions))  # the cache's entries in the same order
     assert len(positions) == len(fired) > len(x) // 100
-    assert (positions == fired[:, 0]).all() and (latents == fired[:, 1]).all()
-    assert torch.allclose(torch.from_numpy(values), dense[dense != 0], atol=1e-6)
+    assert (positions[order] == fired[:, 0]).all() and (latents[order] == fired[:, 1]).all()
+    assert torch.allclose(torch.from_numpy(values[order]), dense[dense != 0], atol=1e-6)
     counts = cache.index(2).counts()
     assert int(counts.sum()) == sum(len(v) for _, v, _ in cache.entries(2))
     rows = read_rows(out / "latents.csv")
