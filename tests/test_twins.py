@@ -113,7 +113,9 @@ def test_a_study_of_a_saelens_jumprelu_sae_trains_twins_like_it(their_saes, tiny
         assert trained["architecture"] == "jumprelu"
         assert control["architecture"] == ("jumprelu" if twin_sae == "same" else "topk")
     report = (out / "report.md").read_text()
-    assert "jumprelu" in report and ("TopK twins" in report) == (twin_sae == "topk")
+    twins = "jumprelu" if twin_sae == "same" else "topk"
+    assert f"{twins} twins of the same size, trained to your SAEs' measured L0 (--twin-sae {twin_sae})" in report
+    assert "trained: jumprelu, L0 by layer 0: " in report  # each arm's architecture and held-out L0
 
 
 @pytest.mark.parametrize("architecture", ["batchtopk", "matryoshka"])

@@ -147,10 +147,21 @@ def sae_text(study: Study) -> str:
     if not s.get("sae"):
         return f"{architecture}, {sparsity}, {s['expansion']} latents per dimension"
     l0 = ", ".join(f"layer {layer}: {value:.1f}" for layer, value in measured_l0(study).items())
-    twins = ("TopK twins, k = your SAE's measured L0 (--twin-sae topk)" if s.get("twin_sae") == "topk" else
-             "twins of your SAEs' architecture and size, JumpReLU trained to their measured L0, TopK and "
-             "BatchTopK with their k (--twin-sae same)")
-    return f"trained arm: your SAEs ({s['sae']}; measured L0 {l0 or 'not recorded'}); {twins}"
+    return f"trained arm: your SAEs ({s['sae']}; measured L0 {l0 or 'not recorded'}); {twin_training(study)}"
+
+
+def twin_training(study: Study) -> str:
+    """How the twins' SAEs were trained beside the user's, as the first twin's `lm train` record says."""
+    s = study.config["settings"]
+    for variant in s["variants"]:
+        path = study.out / variant / "sae" / "config.json"
+        if variant == "trained" or not path.is_file():
+            continue
+        train = io.read_json(path).get("train", {})
+        how = "trained to your SAEs' measured L0" if train.get("layer_l0") else f"with k = {train.get('k')}"
+        return (f"{train.get('architecture', 'topk')} twins of the same size, {how} (--twin-sae "
+                f"{s.get('twin_sae', 'same')})")
+    return "no twin trained yet"
 
 
 OFF_TARGET = 0.10  # a twin whose held-out L0 is further than this from the L0 it was trained to is said so
