@@ -21,10 +21,6 @@ from randsae.io import cache_dir
 SAE_LENS, HF = "sae-lens:", "hf:"
 
 
-def is_name(spec: str) -> bool:
-    return spec.startswith((SAE_LENS, HF))
-
-
 def resolve(spec: str) -> Path:
     """The local directory of `spec`: a name as above, or a path as it is."""
     if spec.startswith(SAE_LENS):
