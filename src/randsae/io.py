@@ -1,12 +1,13 @@
 """Atomic file writes and the results table: nothing half-written is ever left under its real name."""
 
+import contextlib
 import csv
 import errno
 import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from randsae.errors import BadInput
@@ -216,3 +217,16 @@ def file_key(path: Path, length: int = 16) -> str:
     """A short key that changes when the file at `path` is replaced or modified (path, size, mtime)."""
     stat = path.stat()
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:length]
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created) for the block: processes that share a file take turns."""
+    import fcntl
+
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -64,6 +64,12 @@ def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
             continue
         kind = _scalar(hints[f.name])
         shown = (defaults or {}).get(f.name) or _default_text(f)
+        if kind is bool and f.default is None:  # undecided unless given: --x and --no-x
+            parser.add_argument(flag_of(f), dest=prefix + f.name, action="store_const", const=True, default=None,
+                                help=f"{f.metadata['help']} (default {shown})")
+            parser.add_argument("--no-" + flag_of(f).removeprefix("--"), dest=prefix + f.name,
+                                action="store_const", const=False, default=None, help=argparse.SUPPRESS)
+            continue
         if kind is bool:
             on = f.default is not True
             name = flag_of(f) if on else "--no-" + flag_of(f).removeprefix("--")

@@ -10,6 +10,7 @@ from randsae.errors import BadInput
 from randsae.experiments.lm_autointerp import AutointerpSettings
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
+from randsae.study.plan import PlanSettings
 from randsae.study.runner import BaselineSettings
 from randsae.study.verdict import VerdictSettings
 
@@ -22,6 +23,7 @@ def add_baseline_parser(sub) -> None:
     p.add_argument("--preset", default="paper", help="paper (docs/paper.md §2, default: GPU-sized) or demo (the "
                                                      "embedded model, a few layers, minutes on a laptop)")
     add_flags(p, BaselineSettings)
+    add_flags(p, PlanSettings)
     add_flags(p, VerdictSettings, prefix="verdict_")
     add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 24"})
     add_flags(p, AutointerpSettings, exclude=("layers", "seed"), prefix="autointerp_",
@@ -73,16 +75,34 @@ def with_file(overrides: dict, path: str | None) -> dict:
 
 def run_baseline(args) -> int:
     from randsae.lm.examples import ExampleSettings
-    from randsae.study.runner import baseline, check_out, preflight, settings_for, stage_table
+    from randsae.study.plan import parse_machine, plan_table, this_machine
+    from randsae.study.runner import baseline, check_out, planned, preflight, ranks_here, settings_for, stage_table
 
     settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
     ExampleSettings(seed=settings.seed, **settings.examples).validate()
     AutointerpSettings(seed=settings.seed, **settings.autointerp).validate()
     check = preflight(settings)  # the judge included: its numbers, its server, its model
+    asked = PlanSettings(**given(args, PlanSettings))
+    if asked.machine is not None and not asked.plan:
+        raise BadInput("--machine states another machine to plan for; give it with --plan (a run plans for the "
+                       "machine it runs on).")
+    ranks = ranks_here()
+    if asked.machine is not None:
+        machine = parse_machine(asked.machine)
+        ranks = machine.devices if machine.kind == "cuda" else ranks
+    else:
+        machine = this_machine(Path(args.out), settings.device, ranks)
+    settings, rows, problem = planned(settings, check, Path(args.out), machine, ranks)
+    if asked.plan:
+        print(plan_table(rows, machine, ranks), end="")
+    if problem is not None:
+        raise BadInput(problem)
+    if asked.plan:
+        return 0
     check_out(Path(args.out), settings)
     inputs = {"--sae": settings.sae, "--model": settings.model}
     with output_directory(args.out, command="baseline", inputs=inputs) as out:
-        study = baseline(out, settings, check, progress=not args.quiet)
+        study = baseline(out, settings, check, progress=not args.quiet, plan=(rows, machine, ranks))
     log.info("\n%s", stage_table(study.stages))
     failed = [r for r in study.stages.values() if r.status == "failed"]
     if failed:

@@ -35,6 +35,7 @@ from randsae.lm.source import (
     write_held_out,
 )
 from randsae.lm.token_filter import TokenFilter
+from randsae.lm.variants import batch_share, draw_unseen
 from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.dictionaries import arm_name
 from randsae.sae.topk import UnitDecoder
@@ -258,12 +259,19 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
 
 
+def dealt(todo: list[int], world: World) -> list[int]:
+    """This rank's share of the layers when the layers are dealt across the ranks: every size-th from its rank."""
+    return todo[world.rank::world.size]
+
+
 def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
                      max_tokens: int | None = None, progress: bool = True, fixed: Set[str] = frozenset(),
-                     auto: bool = True, check: bool = True) -> list[int]:
+                     auto: bool = True, check: bool = True, deal: bool = False) -> list[int]:
     """One SAE per cached layer, trained on (at most `max_tokens` of) the cache in a seeded shuffle, with
     the schedule chosen from the budget (`plan_schedule`: `fixed` are the settings given, `auto=False`
-    keeps the paper's); each checked against PCA-k on held-out text. Returns the layers trained."""
+    keeps the paper's); each checked against PCA-k on held-out text. Returns the layers trained. Under
+    torchrun the ranks share each SAE's batches (data parallel), or with `deal` each rank trains its share of
+    the layers by itself (`dealt`), as one process would."""
     with joined_world(resolve_device(device)) as world:
         cache = open_cache(acts)
         chosen = cache.layers if layers == "all" else parse_layers(layers, max(cache.layers) + 1)
@@ -276,14 +284,21 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         for layer in todo:  # a look at each layer's first shard, before the schedule is chosen and said
             check_activations(cache.read_shard(0, f"layer.{layer}").float(),
                               f"{Path(acts) / cache.manifest['shards'][0]['file']} (layer {layer})")
-        model = checking_model(source, world.device) if check and todo and world.is_main else None
+        share, ranks = (dealt(todo, world), world) if deal else (todo, None)
+        if deal:  # each rank its own layers, alone; rank 0 writes the run's record first
+            world = World(device=world.device)
+        model = checking_model(source, world.device) if check and share and world.is_main else None
         if model is not None:
             check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
         run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
+        if ranks is not None:
+            if ranks.is_main:
+                write_record(out, config, source, held_out, world, schedule)
+            ranks.barrier()
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
-        bar = Progress(tokens * len(todo), progress and world.is_main)
-        for layer in todo:
+        bar = Progress(tokens * len(share), progress and world.is_main)
+        for layer in share:
             trainer = TopKTrainer(new_sae(cache.d_model, run, layer), run, world, total_steps=schedule.steps)
             seen = 0
             for batch in cache.iter_batches(layer, run.batch_size, shuffle=True, seed=config.seed,
@@ -297,16 +312,21 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                                         schedule, {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
-        world.barrier()
+        (ranks or world).barrier()
         bar.close()
         return todo
 
 
 def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
                      progress: bool = True, fixed: Set[str] = frozenset(), auto: bool = True,
-                     check: bool = True) -> list[int]:
+                     check: bool = True, deal: bool = False) -> list[int]:
     """One SAE per layer, all trained from the same forward passes over the source's contexts (each
-    step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained."""
+    step takes batch_size // context_length contexts, at least one per rank). Returns the layers trained.
+    Under torchrun each rank runs the model on its share of a step's contexts; the ranks share each SAE's
+    batch (data parallel), or with `deal` each layer's activations of the whole step are gathered on the rank
+    that owns the layer (`dealt`) and trained there alone, the way sparsify distributes modules."""
+    if deal:
+        return train_dealt_from_model(source, layers, config, out, device, progress, fixed, auto, check)
     with joined_world(resolve_device(device)) as world:
         model, _, train, held_out = open_source(source, world.device)
         chosen = parse_layers(layers, model.config.num_hidden_layers)
@@ -330,11 +350,71 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
             bar.update(layer, trainer.tokens - before, fvu)
 
         for batch in train.split(per_step):
-            residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
+            first = sum(len(part) for part in batch.tensor_split(world.size)[:world.rank])
+            with batch_share(model, first, len(batch)):
+                residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
         checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule)
                    if check and world.is_main else {})
         write_record(out, config, manifest, held_out, world, schedule)
+        for layer, trainer in trainers.items():
+            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
+        world.barrier()
+        bar.close()
+        return todo
+
+
+def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str,
+                           progress: bool, fixed: Set[str], auto: bool, check: bool) -> list[int]:
+    """`train_from_model` with the layers dealt across the ranks: one shared pass of the model per step."""
+    from randsae.distributed import gather_to
+
+    with joined_world(resolve_device(device)) as world:
+        model, _, train, held_out = open_source(source, world.device)
+        chosen = parse_layers(layers, model.config.num_hidden_layers)
+        manifest = record(source, model, train, held_out)
+        todo = prepare_output(out, config, manifest, chosen)
+        if not todo:
+            return todo
+        d_model = model.config.hidden_size
+        mine = dealt(todo, world)
+        alone = World(device=world.device)
+        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, alone, max(1, len(mine)))
+        if world.is_main:
+            write_record(out, config, manifest, held_out, alone, schedule)
+        token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
+        per_step = max(world.size, run.batch_size // source.context_length)
+        steps = math.ceil(len(train) / per_step)
+        owner = {layer: i % world.size for i, layer in enumerate(todo)}
+        trainers = {layer: TopKTrainer(new_sae(d_model, run, layer), run, alone, total_steps=steps)
+                    for layer in mine}
+        bar = Progress(train.numel() * len(mine), progress and world.is_main)
+
+        for batch in train.split(per_step):
+            sizes = [len(part) for part in batch.tensor_split(world.size)]
+            shared: dict[int, torch.Tensor] = {}
+
+            def gather(layer: int, hidden: torch.Tensor, sizes=sizes, shared=shared) -> None:
+                whole = gather_to(world, hidden.contiguous(), owner[layer], sizes)
+                if whole is not None:
+                    shared[layer] = whole
+
+            share = world.shard(batch).to(world.device)
+            if len(share):
+                with batch_share(model, sum(sizes[:world.rank]), len(batch)):
+                    residual_stream(model, share, todo, on_output=gather)
+            else:  # a last step with fewer contexts than ranks: this rank hands over no rows, in block order
+                draw_unseen(model, len(batch), batch.shape[1])
+                nothing = torch.zeros(0, batch.shape[1], d_model, dtype=model.dtype, device=world.device)
+                for layer in sorted(todo):
+                    gather(layer, nothing)
+            for layer in mine:  # after the pass: every rank has handed over every layer
+                trainer = trainers[layer]
+                before = trainer.tokens
+                fvu = trainer.step(token_filter.apply(shared[layer]))
+                bar.update(layer, trainer.tokens - before, fvu)
+        saes = {layer: trainer.sae for layer, trainer in trainers.items()}
+        checked = check_against_pca(model, saes, held_out, token_filter, world.device, schedule) if check else {}
         for layer, trainer in trainers.items():
             save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
         world.barrier()

@@ -3,6 +3,8 @@ and the control whose every token occurrence gets a fresh random input embedding
 
 import copy
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -126,8 +128,37 @@ class NoiseEmbedding(nn.Module):
             raise BadInput(f"control_std must be positive, not {std!r}.")
         self.weight, self.std = weight, std
         self.generator = generator(seed, "control-noise", device=weight.device)
+        self.window: tuple[int, int] | None = None  # (first row, rows of the whole batch): see `batch_share`
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         shape = (*input_ids.shape, self.weight.shape[1])
-        noise = torch.randn(shape, generator=self.generator, device=self.weight.device)
+        if self.window is not None:  # the whole batch's noise drawn, this share's rows kept
+            first, rows = self.window
+            noise = torch.randn((rows, *shape[1:]), generator=self.generator, device=self.weight.device)
+            noise = noise[first:first + shape[0]]
+        else:
+            noise = torch.randn(shape, generator=self.generator, device=self.weight.device)
         return (noise * self.std).to(self.weight.dtype)
+
+
+@contextmanager
+def batch_share(model: LanguageModel, first: int, rows: int) -> Iterator[None]:
+    """Inside the block, a forward pass on rows first … of a batch of `rows` contexts (a rank's share) draws
+    what the whole batch would (the control's noise), so that the ranks together see one process's batch."""
+    embedding = model.get_input_embeddings()
+    if not isinstance(embedding, NoiseEmbedding):
+        yield
+        return
+    embedding.window = (first, rows)
+    try:
+        yield
+    finally:
+        embedding.window = None
+
+
+def draw_unseen(model: LanguageModel, rows: int, context_length: int) -> None:
+    """Advance the model's draws past a batch of `rows` contexts this rank has no share of."""
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, NoiseEmbedding):
+        with batch_share(model, rows, rows):
+            embedding(torch.zeros(0, context_length, dtype=torch.long))

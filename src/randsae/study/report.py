@@ -20,7 +20,7 @@ from pathlib import Path
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
-from randsae.study.runner import StageRecord, read_stages, stage_grid
+from randsae.study.runner import StageRecord, plan_grid, read_stages, stage_grid
 from randsae.study.verdict import by_layer
 
 log = logging.getLogger(__name__)
@@ -224,6 +224,29 @@ def calibration_lines(study: Study) -> list[str]:
     return list(dict.fromkeys(lines)) or ["no judge calibration (the auto-interpretability stage did not run)"]
 
 
+def plan_basis(out: Path) -> str:
+    """The machine and the basis the plan was made on (OUT/plan.json, OUT/plan.csv)."""
+    from randsae.study.plan import Machine, PlanRow
+    from randsae.tables import read_table
+
+    info = io.read_json(out / "plan.json") if (out / "plan.json").is_file() else {}
+    machine = Machine(**info["machine"]).describe() if isinstance(info.get("machine"), dict) else "not recorded"
+    bases = sorted({r.basis for r in read_table(out / "plan.csv", PlanRow)
+                    if r.basis not in ("fixed allowance", "reads its variant's cache")})
+    return f"Planned before the run for {machine}, {info.get('ranks', 1)} rank(s); from {'; '.join(bases)}."
+
+
+def plan_html(study: Study) -> str:
+    e = html.escape
+    grid = plan_grid(study.out, study.stages)
+    if grid is None:
+        return ""
+    header, rows = grid
+    return ("<h3>The plan beside what it took</h3><p>" + e(plan_basis(study.out)) + "</p><table><tr>" +
+            "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>" +
+            "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
+
+
 def markdown(study: Study, figures: dict[str, Path]) -> str:
     s = study.config["settings"]
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
@@ -232,6 +255,11 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
     header, rows = stage_grid(study.stages)
     lines += ["", "## Stages", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    grid = plan_grid(study.out, study.stages)
+    if grid is not None:
+        lines += ["", "### The plan beside what it took", "", plan_basis(study.out), "",
+                  "| " + " | ".join(grid[0]) + " |", "|" + "---|" * len(grid[0])]
+        lines += ["| " + " | ".join(row) + " |" for row in grid[1]]
     lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], ""]
     verdict = study.out / "compare" / "verdict.md"
     lines += [verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
@@ -336,7 +364,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              "</table></section>",
              "<section id='stages'><h2>Stages</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) +
              "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) +
-             "</table></section>",
+             "</table>" + plan_html(study) + "</section>",
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
              "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
                      for x in calibration_lines(study)) + "</ul></section>"]

@@ -24,16 +24,22 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from randsae import io, runs
 from randsae.config import parse_count
+from randsae.distributed import World
 from randsae.errors import BadInput, check_seed
 from randsae.lm.variants import VARIANTS
+from randsae.resources import format_bytes
 from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
 from randsae.settings import setting
 from randsae.study.verdict import VerdictSettings
+
+if TYPE_CHECKING:
+    from randsae.study.plan import Machine, ModelShape, PlanRow
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,10 @@ class BaselineSettings:
     context_length: int = setting(256, help="tokens per context")
     tokens: int = setting(100_000_000, parse=parse_count, help="training tokens per variant",
                           shown="100M; the demo: 32k")
-    cache: bool = setting(True, help="train on the fly instead of caching activations")
+    cache: bool | None = setting(None, help=(
+        "cache every layer's activations and train from the cache (--cache), or train every layer on the fly "
+        "from one pass of the model (--no-cache)"), shown="cache where the plan says the disk holds it; the demo: "
+                                                          "cache")
     cache_dtype: str = setting("float16", help="the activation cache's float type")
     k: int = setting(32, help="latents kept per token")
     expansion: int = setting(64, help="latents per input dimension", shown="64; the demo: 8")
@@ -150,6 +159,7 @@ class BaselineSettings:
 PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
+             "cache": True,
              "tokens": 32_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
              "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
@@ -254,6 +264,7 @@ class Study:
                  preflight: "Preflight | None" = None):
         self.out, self.settings, self.progress, self.preflight = out, settings, progress, preflight
         self.stages = read_stages(out)
+        self.world: World | None = None  # under torchrun: the ranks the work is dealt across (`run_dealt`)
 
     @property
     def checked(self) -> "Preflight":
@@ -299,34 +310,115 @@ class Study:
                 continue
             ran = ran or variant != ""
             bar.set_description(f"{variant or 'all'} · {stage}")
-            self.stages[key] = StageRecord(variant, stage, "running")
-            write_stages(self.out, self.stages)
-            killer = KillForTest.armed(variant, stage)
-            start = time.perf_counter()
-            try:
-                work[stage](self, variant)
-                if killer is not None:
-                    killer.stage_over()
-            except Exception as error:  # one variant's failure is reported; the others go on
-                if variant == "" or isinstance(error, MemoryError):
-                    self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start,
-                                                   f"{type(error).__name__}: {error}")
-                    write_stages(self.out, self.stages)
-                    raise
+            if self.run_stage(work, variant, stage).status == "failed":
                 failed_variants.add(variant)
-                message = self.failure(variant, stage, error)
-                self.stages[key] = StageRecord(variant, stage, "failed", time.perf_counter() - start, message)
-            else:
-                self.stages[key] = StageRecord(variant, stage, "done", time.perf_counter() - start)
-            finally:
-                if killer is not None:
-                    killer.disarm()
-            write_stages(self.out, self.stages)
-            log.info("%s · %s: %s in %.1f s", variant or "all", stage, self.stages[key].status,
-                     self.stages[key].seconds)
             bar.update(1)
         bar.close()
         return self.stages
+
+    def record(self, record: StageRecord) -> None:
+        """Keep one stage's record in OUT/stages.json (under torchrun: merged with the other ranks' under a
+        lock, each rank writing only the records of the work it does)."""
+        self.stages[record.variant, record.stage] = record
+        if self.world is None or not self.world.distributed:
+            write_stages(self.out, self.stages)
+            return
+        with io.file_lock(self.out / ".stages.lock"):
+            merged = read_stages(self.out)
+            merged[record.variant, record.stage] = record
+            write_stages(self.out, merged)
+
+    def run_stage(self, work: dict, variant: str, stage: str) -> StageRecord:
+        """One stage of one unit (or across units), recorded running, then done or failed."""
+        self.record(StageRecord(variant, stage, "running"))
+        killer = KillForTest.armed(variant, stage)
+        start = time.perf_counter()
+        try:
+            work[stage](self, variant)
+            if killer is not None:
+                killer.stage_over()
+        except Exception as error:  # one variant's failure is reported; the others go on
+            collective = stage == "train" and self.world is not None and self.world.distributed
+            if variant == "" or isinstance(error, MemoryError) or collective:
+                self.record(StageRecord(variant, stage, "failed", time.perf_counter() - start,
+                                        f"{type(error).__name__}: {error}"))
+                raise
+            message = self.failure(variant, stage, error)
+            self.record(StageRecord(variant, stage, "failed", time.perf_counter() - start, message))
+        else:
+            self.record(StageRecord(variant, stage, "done", time.perf_counter() - start))
+        finally:
+            if killer is not None:
+                killer.disarm()
+        record = self.stages[variant, stage]
+        log.info("%s · %s: %s in %.1f s", variant or "all", stage, record.status, record.seconds)
+        return record
+
+    def run_dealt(self, work: dict, world: World) -> dict[tuple[str, str], StageRecord]:
+        """The stages under torchrun, dealt across the ranks: each unit's activations, eval, latents and
+        autointerp run on the rank that owns the unit (unit i on rank i mod N), by itself; each unit's training
+        runs on every rank together, each rank training its share of the layers; rank 0 then compares and
+        reports. A phase ends when every rank has finished its share of it. Each rank records the stages it
+        runs in the one OUT/stages.json; a rerun (after a kill of any rank) redoes only what is not done."""
+        from randsae.distributed import alone, any_rank
+
+        self.world = world
+        units = self.units()
+        owned = [u for i, u in enumerate(units) if i % world.size == world.rank]
+        bar = tqdm(total=len(self.plan()), unit="stage", disable=not (self.progress and world.is_main),
+                   desc="baseline", bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} elapsed")
+        ran = False
+
+        def todo(unit: str, stage: str) -> bool:
+            self.stages = read_stages(self.out)
+            if any(self.stages.get((unit, s), StageRecord("", "", "")).status == "failed" for s in STAGES):
+                return False
+            return self.stages.get((unit, stage), StageRecord("", "", "")).status != "done"
+
+        def mine(stages: tuple[str, ...]) -> None:
+            nonlocal ran
+            for unit in owned:
+                for stage in stages:
+                    if todo(unit, stage):
+                        ran = True
+                        with alone():
+                            self.run_stage(work, unit, stage)
+            world.barrier()
+            self.show(bar)
+
+        mine(("activations",))
+        for unit in units:  # every rank together, in the same order
+            self.stages = read_stages(self.out)
+            if todo(unit, "train"):
+                ran = True
+                if unit == "trained" and self.settings.sae is not None:  # your SAEs: read by one rank
+                    if world.is_main:
+                        with alone():
+                            self.run_stage(work, unit, "train")
+                elif world.is_main:  # rank 0 keeps the record of the work they share
+                    self.run_stage(work, unit, "train")
+                else:
+                    work["train"](self, unit)
+                world.barrier()
+        self.show(bar)
+        mine(("eval", "latents", "autointerp"))
+        ran = any_rank(world, ran)
+        if world.is_main:
+            self.stages = read_stages(self.out)
+            for stage in ("compare", "report"):
+                if ran or self.stages.get(("", stage), StageRecord("", "", "")).status != "done":
+                    with alone():
+                        self.run_stage(work, "", stage)
+        world.barrier()
+        self.show(bar)
+        bar.close()
+        self.stages = read_stages(self.out)
+        return self.stages
+
+    def show(self, bar) -> None:
+        """The one progress display (rank 0's): the stages every rank has finished."""
+        done = sum(1 for r in read_stages(self.out).values() if r.status == "done")
+        bar.update(done - bar.n)
 
     def failure(self, variant: str, stage: str, error: Exception) -> str:
         """What a failed stage's record says: bad input its one sentence; a fault its first line and where its
@@ -424,6 +516,41 @@ def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
                       *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
 
 
+STAGE_DIRECTORIES = {"activations": "acts", "train": "sae", "eval": "eval", "latents": "latents",
+                     "autointerp": "autointerp"}
+
+
+def directory_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[list[str]]] | None:
+    """Per stage (summed over units): the plan's time and disk (OUT/plan.csv) beside what the finished units
+    took and wrote; None for a study without a plan."""
+    from randsae.study.plan import PlanRow, format_seconds
+    from randsae.tables import read_table
+
+    path = out / "plan.csv"
+    if not path.is_file():
+        return None
+    plan: list[PlanRow] = read_table(path, PlanRow)
+    records = {(r.variant, r.stage): r for r in stages}
+    rows = []
+    for stage in dict.fromkeys(r.stage for r in plan):
+        part = [r for r in plan if r.stage == stage]
+        done = [r for r in part if records.get((r.unit, stage)) and records[r.unit, stage].status == "done"]
+        took = sum(records[r.unit, stage].seconds for r in done)
+        planned_s = sum(r.seconds for r in done)
+        written = sum(directory_bytes(out / r.unit / STAGE_DIRECTORIES[stage]) for r in done if r.unit) \
+            if stage in STAGE_DIRECTORIES else 0
+        ratio = f"{took / planned_s:.2f}" if done and planned_s > 0 else "–"
+        rows.append([stage, f"{len(done)} of {len(part)}", format_seconds(planned_s) if done else "–",
+                     format_seconds(took) if done else "–", ratio,
+                     format_bytes(sum(r.disk_bytes for r in done)) if done else "–",
+                     format_bytes(written) if done else "–"])
+    return ["stage", "units done", "planned", "took", "took / planned", "disk planned", "disk written"], rows
+
+
 # --- what one study needs before it writes anything -----------------------------------------------------------
 
 @dataclass
@@ -436,6 +563,7 @@ class Preflight:
     sae_expansion: int | None = None
     sae_architecture: str | None = None  # SAELens's name: topk, jumprelu, gated, batchtopk, matryoshka_batchtopk
     sae_widths: list[int] | None = None  # a Matryoshka SAE's nested widths
+    shape: "ModelShape | None" = None  # the model's sizes (randsae.study.plan), for the plan
 
 
 def preflight(settings: BaselineSettings) -> Preflight:
@@ -445,6 +573,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
     from randsae.config import resolve_device
     from randsae.lm.activations import parse_layers
     from randsae.lm.models import load_config
+    from randsae.study.plan import model_shape
     from randsae.train_topk import TopKTrainConfig
 
     resolve_device(settings.device)
@@ -471,7 +600,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
         layers = paper_layers(num_layers, 12 * num_layers * d_model ** 2 + 2 * vocab * d_model)
     else:
         layers = parse_layers(settings.layers, num_layers)
-    check = Preflight(layers, d_model)
+    check = Preflight(layers, d_model, shape=model_shape(config, settings.model))
     if settings.sae is not None:
         check_user_saes(settings, check)
     return check
@@ -558,6 +687,110 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
     check.sae_widths = list(widths) if widths else None
 
 
+# --- the plan (randsae.study.plan) ------------------------------------------------------------------------------
+
+def ranks_here() -> int:
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache: bool):
+    """The sizes of the study that its plan multiplies."""
+    from randsae.experiments.lm_autointerp import AutointerpSettings
+    from randsae.lm.examples import ExampleSettings
+    from randsae.lm.source import contexts_drawn
+    from randsae.study.plan import Scale
+    from randsae.train_topk import plan_schedule
+
+    s = settings
+    units = Study(Path("/nonexistent"), s).units()
+    config, fixed = train_config_for(s, check, "control")
+    latents = (check.sae_expansion or s.expansion) * check.d_model
+    schedule = plan_schedule(config, s.tokens, latents, fixed, s.schedule == "budget")
+    wanted = -(-s.tokens // s.context_length)
+    drawn = contexts_drawn(wanted) * s.context_length
+    train = wanted * s.context_length
+    examples = ExampleSettings(seed=s.seed, **s.examples)
+    autointerp = AutointerpSettings(seed=s.seed, **s.autointerp)
+    judged = examples.sample if autointerp.judged_latents is None else autointerp.judged_latents
+    return Scale(units=units, base_units={u for u in units if base_unit(u) == u},
+                 imported={"trained"} if s.sae is not None else set(), layers=len(check.layers),
+                 through=max(check.layers) + 1, latents=latents,
+                 k=check.sae_k or s.k, batch=schedule.batch_size, train_tokens=train, drawn_tokens=drawn,
+                 eval_tokens=min(s.eval_tokens, drawn - train), latent_tokens=s.latent_tokens, cache=cache,
+                 cache_dtype=s.cache_dtype, model_dtype="float32", context_length=s.context_length,
+                 sampled=examples.sample, judged=judged, ranks=ranks)
+
+
+def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine", out: Path):
+    """The rates the plan divides by: a stated machine's, or this one's as measured (and kept)."""
+    from randsae.experiments.lm_autointerp import AutointerpSettings
+    from randsae.lm.examples import ExampleSettings
+    from randsae.study.calibrate import rates
+    from randsae.study.plan import Rates, stated_rates
+
+    assert check.shape is not None
+    if machine.stated:
+        return stated_rates(machine, check.shape, "float32")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 measures, and keeps the plan
+        return Rates(*[1.0] * 9, "not measured on this rank", "not measured on this rank")
+    examples = ExampleSettings(seed=settings.seed, **settings.examples)
+    autointerp = AutointerpSettings(seed=settings.seed, **settings.autointerp)
+    return rates(settings, check.shape, settings.device, judge_options(settings), autointerp, examples, out)
+
+
+def plan_rows(settings: BaselineSettings, check: Preflight, machine: "Machine", rates, ranks: int,
+              cache: bool) -> "list[PlanRow]":
+    from randsae.study.plan import plan_study
+
+    assert check.shape is not None
+    return plan_study(check.shape, study_scale(settings, check, ranks, cache), rates, machine)
+
+
+def fits(rows: "list[PlanRow]", machine: "Machine") -> bool:
+    return sum(r.disk_bytes for r in rows) <= machine.disk_free and \
+        max(r.peak_memory_bytes for r in rows) <= machine.device_memory
+
+
+def planned(settings: BaselineSettings, check: Preflight, out: Path, machine: "Machine",
+            ranks: int) -> tuple[BaselineSettings, "list[PlanRow]", str | None]:
+    """(the settings with --cache decided, the plan, why it does not fit the machine or None). Undecided, the
+    cache is kept where the plan says it fits and the model trains every layer on the fly otherwise; a study
+    already begun in OUT keeps what it began with."""
+    from randsae.study.plan import check_fits, format_bytes
+
+    rates = study_rates(settings, check, machine, out)
+    cache = settings.cache
+    if cache is None:
+        previous = runs.previous_record(out, "baseline")
+        recorded = (previous or {}).get("settings", {}).get("cache") if previous else None
+        if isinstance(recorded, bool):
+            cache = recorded
+        else:
+            cached = plan_rows(settings, check, machine, rates, ranks, True)
+            cache = fits(cached, machine)
+            if not cache:
+                log.warning("the activation cache would need %s, more than the %s free (or than a device's "
+                            "memory): every layer trains on the fly from one pass of the model (--no-cache)",
+                            format_bytes(sum(r.disk_bytes for r in cached)), format_bytes(machine.disk_free))
+    settings = BaselineSettings(**{**{f.name: getattr(settings, f.name) for f in fields(settings)},
+                                   "cache": cache})
+    rows = plan_rows(settings, check, machine, rates, ranks, cache)
+    assert check.shape is not None
+    try:
+        check_fits(rows, machine, cache, settings.model, "float32", check.shape, ranks)
+    except BadInput as e:
+        return settings, rows, str(e)
+    return settings, rows, None
+
+
+def write_plan(out: Path, rows: "list[PlanRow]", machine: "Machine", ranks: int) -> None:
+    from randsae.study.plan import PlanRow
+    from randsae.tables import write_table
+
+    write_table(out / "plan.csv", rows, PlanRow)
+    io.write_json(out / "plan.json", {"machine": asdict(machine), "ranks": ranks})
+
+
 # --- the stages ---------------------------------------------------------------------------------------------
 
 def layer_list(study: Study) -> str:
@@ -611,14 +844,20 @@ def measured_l0(study: Study) -> dict[str, float]:
 
 
 def train_config(study: Study, unit: str):
+    architecture, layer_l0 = twin_architecture(study) if unit != "trained" else (study.settings.architecture, {})
+    return train_config_for(study.settings, study.checked, unit, architecture, layer_l0)
+
+
+def train_config_for(s: BaselineSettings, check: Preflight, unit: str, architecture: str | None = None,
+                     layer_l0: dict | None = None):
+    """A unit's training settings (the architecture and per-layer L0 its twins match, where they do)."""
     from randsae.train_topk import TopKTrainConfig
 
-    s, check = study.settings, study.checked
     given = {"batch_size": s.batch_size, "lr": s.lr}
-    architecture, layer_l0 = twin_architecture(study) if unit != "trained" else (s.architecture, {})
+    architecture, layer_l0 = architecture or s.architecture, layer_l0 or {}
     config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
                              architecture=architecture, layer_l0=layer_l0, matryoshka_widths=check.sae_widths,
-                             seed=seed_of(study, unit), dictionary=split_arm(parse_unit(unit)[0])[1],
+                             seed=s.seed + parse_unit(unit)[1], dictionary=split_arm(parse_unit(unit)[0])[1],
                              dictionary_cone=s.dictionary_cone,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
                              **{k: v for k, v in given.items() if v is not None})
@@ -636,12 +875,13 @@ def stage_train(study: Study, variant: str) -> None:
         return
     config, fixed = train_config(study, variant)
     auto = study.settings.schedule == "budget"
+    deal = study.world is not None and study.world.distributed  # each rank its share of the layers
     if study.settings.cache:
         train_from_cache(study.directory(base_unit(variant), "acts"), "all", config, out, study.settings.device,
-                         progress=False, fixed=fixed, auto=auto)
+                         progress=False, fixed=fixed, auto=auto, deal=deal)
     else:
         train_from_model(source_of(study, variant), layer_list(study), config, out, study.settings.device,
-                         progress=False, fixed=fixed, auto=auto)
+                         progress=False, fixed=fixed, auto=auto, deal=deal)
 
 
 def import_saes(study: Study, out: Path) -> None:
@@ -765,11 +1005,23 @@ WORK = {"activations": stage_activations, "train": stage_train, "eval": stage_ev
         "autointerp": stage_autointerp, "compare": stage_compare, "report": stage_report}
 
 
-def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: bool = True) -> Study:
-    """Run (or resume) the study in OUT; returns it with every stage's record."""
+def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: bool = True,
+             plan: "tuple[list[PlanRow], Machine, int] | None" = None) -> Study:
+    """Run (or resume) the study in OUT; returns it with every stage's record. `plan`: (its rows, the machine,
+    the ranks), kept in OUT/plan.csv beside what the stages take."""
+    assert settings.cache is not None, "a study runs with its cache decided (`planned`)"
     record = {"study": STUDY, "settings": asdict(settings), "layers": check.layers}
     if not (out / "config.json").is_file():
         runs.write_record(out, "baseline", record)
+    if plan is not None and not (out / "plan.csv").is_file():
+        write_plan(out, *plan)
+    from randsae.config import resolve_device
+    from randsae.distributed import joined_world
+
     study = Study(out, settings, progress, check)
-    study.run(WORK)
+    if ranks_here() == 1:
+        study.run(WORK)
+        return study
+    with joined_world(resolve_device(settings.device)) as world:
+        study.run_dealt(WORK, world)
     return study

@@ -1,0 +1,427 @@
+"""A study's plan before it runs: per unit and stage, the tokens it reads, the disk it writes, the peak memory
+per device and the time — from the model's config (its shapes, no weights), the settings and the machine
+(this one, or one stated with --machine), the time from throughputs this machine measured
+(`randsae.study.calibrate`) or, for a stated machine, from its GPUs' peak rates at a stated utilisation.
+
+`randsae baseline --plan` prints it and writes nothing; every real run makes the same plan first, refuses in
+one sentence a study whose disk or memory does not fit (naming the cheaper setting), and keeps it in
+OUT/plan.csv (`PlanRow`) so that the report sets it beside what each stage took (docs/reference.md "Planning
+a study").
+
+The formulas, per token (docs/choices.md "The plan's arithmetic"): a model forward pass costs 2 × its
+non-embedding parameters + 2 × vocabulary × d (the unembedding) + 2 × layers × context × d (attention);
+training a TopK SAE of L latents on d inputs costs 6 × d × L (encoder forward and backward, the decoder's
+k-sparse rows being negligible beside it), encoding 2 × d × L.
+"""
+
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from randsae.errors import BadInput
+from randsae.resources import available_memory, format_bytes
+from randsae.settings import setting
+from randsae.tables import Table, register
+
+FLOAT_BYTES = 4
+CACHE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+MODEL_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+# dense bfloat16 peak FLOP/s per GPU, by the name a --machine gives (vendors' data sheets)
+GPU_PEAK = {"A100": 312e12, "H100": 989e12, "H200": 989e12, "A10G": 125e12, "L4": 121e12, "L40S": 362e12,
+            "V100": 125e12, "RTX4090": 165e12, "A6000": 155e12, "MI300X": 1307e12}
+# the fraction of that peak a stated machine is assumed to reach (not measured): a transformer's forward pass,
+# an SAE's training step
+STATED_UTILISATION = {"forward": 0.35, "sae": 0.35}
+# seconds allowed for what no calibration measures: the comparison with its bootstrap, the report
+FIXED_SECONDS = {"compare": 8.0, "report": 2.0}
+# the judge's scoring of the known-answer set, the first time a machine runs it: this many latents' worth
+CALIBRATION_LATENTS = 8
+UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def parse_bytes(text: str, what: str) -> int:
+    """'80GB', '2TB', '512MiB', '1.5T' → bytes (powers of 1024)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGTP]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise BadInput(f"{what} must be a size such as 80GB or 2TB, not {text!r}.")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "BKMGTP".index((unit or "B").upper()))
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a study runs on: `devices` of `kind` (one CPU counts as one device of its memory), each with
+    `device_memory` bytes; `disk_free` bytes free where OUT lies; `stated` when --machine said so."""
+    name: str
+    kind: str  # "cpu" or "cuda"
+    devices: int
+    device_memory: int
+    disk_free: int
+    cores: int
+    stated: bool = False
+    peak_flops: float | None = None  # a stated GPU's, per device
+
+    def describe(self) -> str:
+        where = "stated" if self.stated else "this machine"
+        disk = f"{format_bytes(self.disk_free)} free disk"
+        if self.kind == "cpu":
+            return f"{where}: {self.cores} CPU cores, {format_bytes(self.device_memory)} memory, {disk}"
+        return f"{where}: {self.devices} × {self.name} ({format_bytes(self.device_memory)} each), {self.cores} " \
+               f"CPU cores, {disk}"
+
+
+def parse_machine(text: str) -> Machine:
+    """--machine: `N×GPU-MEM` (e.g. 8xA100-80GB, 4xH100-80GB) or `cpu`, then `disk=SIZE`, `cores=N`, `memory=SIZE`
+    (a CPU machine's), `peak=TFLOPS` (a GPU not in the table)."""
+    first, *rest = [part.strip() for part in text.split(",") if part.strip()] or [""]
+    options = {}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("disk", "cores", "memory", "peak"):
+            raise BadInput(f"--machine {text!r}: {part!r} is not disk=SIZE, cores=N, memory=SIZE or peak=TFLOPS.")
+        options[key] = value
+    if "disk" not in options:
+        raise BadInput(f"--machine {text!r} says no disk=SIZE (the free space where OUT would lie).")
+    disk = parse_bytes(options["disk"], "--machine disk")
+    cores = int(options["cores"]) if options.get("cores", "").isdigit() else 16
+    if first.lower() == "cpu":
+        memory = parse_bytes(options.get("memory", "64GB"), "--machine memory")
+        return Machine("CPU", "cpu", 1, memory, disk, cores, stated=True)
+    match = re.fullmatch(r"(\d+)\s*[x×]\s*([A-Za-z0-9]+)-(\S+)", first)
+    if not match:
+        raise BadInput(f"--machine {text!r} must start with N×GPU-MEMORY (e.g. 8xA100-80GB) or cpu.")
+    count, gpu, memory = int(match.group(1)), match.group(2).upper(), parse_bytes(match.group(3), "GPU memory")
+    if "peak" in options:
+        peak = float(options["peak"]) * 1e12
+    elif gpu in GPU_PEAK:
+        peak = GPU_PEAK[gpu]
+    else:
+        raise BadInput(f"--machine {text!r}: randsae does not know the {gpu}'s peak; add peak=TFLOPS (dense "
+                       f"bfloat16), or name one of {', '.join(GPU_PEAK)}.")
+    if count < 1:
+        raise BadInput(f"--machine {text!r} has no GPU.")
+    return Machine(f"{gpu}-{match.group(3)}", "cuda", count, memory, disk, cores, stated=True, peak_flops=peak)
+
+
+def free_disk(out: Path) -> int:
+    """Bytes free on the file system OUT is (or would be) on."""
+    path = Path(out).expanduser().resolve()
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def this_machine(out: Path, device: str, ranks: int = 1) -> Machine:
+    """The machine this process runs on, for a study on `device` (auto, cpu, cuda) with `ranks` ranks."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device != "cpu" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        memory = min(torch.cuda.get_device_properties(i).total_memory for i in range(count))
+        return Machine(torch.cuda.get_device_name(0), "cuda", min(count, ranks) if ranks > 1 else count, memory,
+                       free_disk(out), cores)
+    return Machine("CPU", "cpu", 1, available_memory("cpu") or 0, free_disk(out), cores)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs of a model, from its config alone."""
+    name: str
+    layers: int
+    d_model: int
+    vocab: int
+    parameters: int
+    embedding_parameters: int
+
+    def forward_flops(self, context_length: int, blocks: int | None = None) -> float:
+        """FLOPs of one token's forward pass (see the module's docstring): the whole model's, or only through
+        its first `blocks` blocks (a pass that stops after the last layer it reads, with no unembedding)."""
+        body = self.parameters - self.embedding_parameters
+        if blocks is None:
+            return 2 * body + 2 * self.vocab * self.d_model + 2 * self.layers * context_length * self.d_model
+        return (2 * body + 2 * self.layers * context_length * self.d_model) * blocks / self.layers
+
+    def weight_bytes(self, dtype: str) -> int:
+        return self.parameters * MODEL_BYTES[dtype]
+
+
+def model_shape(config, name: str) -> ModelShape:
+    """The shape of the model `config` describes: its parameters counted on the meta device (nothing is
+    allocated), its embeddings (input and, untied, output) apart."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    embedding = model.get_input_embeddings().weight.numel()
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        embedding += output.weight.numel()
+    return ModelShape(name, config.num_hidden_layers, config.hidden_size, config.vocab_size, total, embedding)
+
+
+def sae_train_flops(d_model: int, latents: int) -> float:
+    return 6.0 * d_model * latents
+
+
+def sae_encode_flops(d_model: int, latents: int) -> float:
+    return 2.0 * d_model * latents
+
+
+def sae_train_bytes(d_model: int, latents: int, batch: int) -> int:
+    """One SAE in training: both matrices, their gradients and Adam's two moments (8 × L × d floats), and the
+    encoder's dense product on one batch (as `lm train` checks before it builds one)."""
+    return FLOAT_BYTES * (8 * latents * d_model + batch * latents)
+
+
+@dataclass
+class PlanRow(Table):
+    """One row of OUT/plan.csv: what a unit's stage is expected to read, write, hold and take."""
+    unit: str  # "" for the stages across units (compare, report)
+    stage: str
+    tokens: int  # tokens it reads (through the model or from a cache)
+    disk_bytes: int  # bytes it leaves under OUT
+    peak_memory_bytes: int  # on the busiest device it uses
+    seconds: float
+    basis: str  # what the time is estimated from
+
+
+PLAN = "baseline plan.csv"
+register(PLAN, "randsae.study.plan.plan_study", [
+    ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),
+    ("disk_bytes", "disk written", "cache: tokens × layers × d × cache bytes; latents: tokens × layers × k × 8",
+     "bytes"),
+    ("peak_memory_bytes", "peak memory per device", "model weights + the stage's SAEs (training: 8 × L × d floats "
+     "each + batch × L) + one batch's activations", "bytes"),
+    ("seconds", "estimated time", "load + FLOPs / the calibrated rate (forward: 2 × non-embedding parameters + "
+     "2 × V × d + 2 × layers × context × d per token; SAE training 6 × d × L, encoding 2 × d × L)", "s"),
+])
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The throughputs a plan divides by: FLOP/s of a forward pass and of SAE training and encoding, seconds to
+    load a model, bytes/s of the disk, and the judge's seconds (per judged latent, per latent it does not ask,
+    its load, its known-answer calibration) — measured here (`calibrate`) or stated."""
+    forward_flops: float
+    sae_train_flops: float
+    sae_encode_flops: float
+    load_seconds: float
+    disk_bytes_per_s: float
+    judged_latent_seconds: float
+    other_latent_seconds: float
+    judge_load_seconds: float
+    calibration_seconds: float  # 0 when the judge's calibration is already kept on this machine
+    basis: str
+    judge_basis: str
+
+
+def stated_rates(machine: Machine, shape: ModelShape, dtype: str) -> Rates:
+    """A stated machine's rates: its GPUs' peak at STATED_UTILISATION; loading at 2 GB/s; an LLM judge's
+    seconds per latent as the paper's 70B judge behind vLLM gives them (about 20 s per judged latent, every
+    scorer; 0.05 s for one it does not ask)."""
+    peak = machine.peak_flops or 1e12
+    return Rates(peak * STATED_UTILISATION["forward"], peak * STATED_UTILISATION["sae"],
+                 peak * STATED_UTILISATION["sae"], shape.weight_bytes(dtype) / 2e9 + 10, 2e9, 20.0, 0.05, 0.0, 0.0,
+                 f"stated: {machine.devices} × {machine.name}, {peak / 1e12:.0f} TFLOP/s peak at "
+                 f"{STATED_UTILISATION['forward']:.0%} utilisation (assumed, not measured)",
+                 "stated: a 70B judge behind vLLM, about 20 s per judged latent (assumed, not measured)")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The sizes of one study that the plan multiplies: per unit, its tokens and layers."""
+    units: list[str]
+    base_units: set[str]  # the units that cache their own activations (not a random dictionary's arm)
+    imported: set[str]  # the units whose SAEs the user gave (no training)
+    layers: int
+    through: int  # the blocks a pass that reads the layers runs (the last layer + 1)
+    latents: int
+    k: int
+    batch: int
+    train_tokens: int
+    drawn_tokens: int  # training + held-out contexts' tokens
+    eval_tokens: int
+    latent_tokens: int | None  # None: from the training cache
+    cache: bool
+    cache_dtype: str
+    model_dtype: str
+    context_length: int
+    sampled: int  # latents per layer given examples
+    judged: int  # of them, explained and scored by the judge
+    ranks: int
+
+
+def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:
+    """Every unit's stages and the stages across units, each estimated (see the module's docstring)."""
+    rows = []
+    for unit in scale.units:
+        rows += [row for row in unit_stages(unit, shape, scale, rates) if row is not None]
+    rows.append(PlanRow("", "compare", 0, 0, 0, FIXED_SECONDS["compare"], "fixed allowance"))
+    rows.append(PlanRow("", "report", 0, 0, 0, FIXED_SECONDS["report"], "fixed allowance"))
+    return rows
+
+
+def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates) -> list[PlanRow | None]:
+    d, L = shape.d_model, s.latents
+    weights = shape.weight_bytes(s.model_dtype)
+    forward = shape.forward_flops(s.context_length, s.through) / r.forward_flops  # s per token, to the layers
+    whole = shape.forward_flops(s.context_length) / r.forward_flops  # the whole model's (the CE loss)
+    batch_activations = 8 * s.context_length * d * FLOAT_BYTES * max(1, s.layers)
+    cache_bytes = s.train_tokens * s.layers * d * CACHE_BYTES[s.cache_dtype]
+    rows: list[PlanRow | None] = []
+    own_cache = s.cache and unit in s.base_units
+    if own_cache:
+        held_out = (s.drawn_tokens - s.train_tokens) * 8
+        rows.append(PlanRow(unit, "activations", s.drawn_tokens, cache_bytes + held_out,
+                            weights + batch_activations + min(cache_bytes, 256 * 2**20),
+                            r.load_seconds + s.drawn_tokens * forward + cache_bytes / r.disk_bytes_per_s, r.basis))
+    elif s.cache:
+        rows.append(PlanRow(unit, "activations", 0, 0, 0, 0.0, "reads its variant's cache"))
+    per_rank = math.ceil(s.layers / s.ranks)
+    train = s.train_tokens * per_rank * sae_train_flops(d, L) / r.sae_train_flops
+    if unit in s.imported:
+        measured = min(s.eval_tokens, s.train_tokens)  # your SAEs' L0, measured on the trained model's cache
+        rows.append(PlanRow(unit, "train", measured, 0, weights,
+                            measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis))
+    elif s.cache:
+        check = 16 * s.context_length * forward + r.load_seconds
+        rows.append(PlanRow(unit, "train", s.train_tokens * s.layers, s.layers * 2 * L * d * FLOAT_BYTES,
+                            weights + sae_train_bytes(d, L, s.batch),
+                            check + train + cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis))
+    else:
+        rows.append(PlanRow(unit, "train", s.train_tokens, s.layers * 2 * L * d * FLOAT_BYTES,
+                            weights + per_rank * sae_train_bytes(d, L, s.batch) + batch_activations,
+                            r.load_seconds + s.train_tokens * forward / s.ranks + train, r.basis))
+    passes = 1 + 2 * s.layers  # the clean pass, then one with each layer's SAE spliced in and one with it zeroed
+    rows.append(PlanRow(unit, "eval", s.eval_tokens * passes, 0, weights + s.layers * 2 * L * d * FLOAT_BYTES,
+                        r.load_seconds + s.eval_tokens * (passes * whole + 2 * s.layers * sae_encode_flops(d, L)
+                                                          / r.sae_encode_flops), r.basis))
+    on_the_fly = s.latent_tokens is not None or not s.cache  # without a cache: 1M tokens after the training text
+    tokens = s.latent_tokens if s.latent_tokens is not None else 1_000_000 if not s.cache else s.train_tokens
+    encode = tokens * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops
+    seconds = encode + (r.load_seconds + tokens * forward if on_the_fly else cache_bytes / r.disk_bytes_per_s)
+    rows.append(PlanRow(unit, "latents", tokens, tokens * s.layers * s.k * 8,
+                        (weights if on_the_fly else 0) + (s.layers * 2 * d + 4096) * L * FLOAT_BYTES,
+                        seconds, r.basis))
+    judged = min(s.judged, s.sampled) * s.layers
+    others = s.sampled * s.layers - judged
+    first = unit == s.units[0]
+    rows.append(PlanRow(unit, "autointerp", 0, 0, 0,
+                        r.judge_load_seconds + (r.calibration_seconds if first else 0.0)
+                        + judged * r.judged_latent_seconds + others * r.other_latent_seconds, r.judge_basis))
+    return rows
+
+
+def totals(rows: list[PlanRow]) -> PlanRow:
+    return PlanRow("all", "total", sum(r.tokens for r in rows), sum(r.disk_bytes for r in rows),
+                   max((r.peak_memory_bytes for r in rows), default=0), sum(r.seconds for r in rows),
+                   rows[0].basis if rows else "")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 3 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def by_stage(rows: list[PlanRow]) -> list[PlanRow]:
+    """The plan summed per stage over units (the printed table), in the stages' order, then the total."""
+    order = list(dict.fromkeys(r.stage for r in rows))
+    out = []
+    for stage in order:
+        part = [r for r in rows if r.stage == stage]
+        out.append(PlanRow(f"{len(part)} unit{'s' if len(part) > 1 else ''}" if part[0].unit else "", stage,
+                           sum(r.tokens for r in part), sum(r.disk_bytes for r in part),
+                           max(r.peak_memory_bytes for r in part), sum(r.seconds for r in part), part[0].basis))
+    return [*out, totals(rows)]
+
+
+def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
+    """The plan per stage as a Markdown table, with the machine and the estimate's basis under it."""
+    lines = ["| stage | units | tokens | disk written | peak memory per device | time |",
+             "|---|---|---|---|---|---|"]
+    for r in by_stage(rows):
+        lines.append(f"| {r.stage} | {r.unit} | {r.tokens:,} | {format_bytes(r.disk_bytes)} | "
+                     f"{format_bytes(r.peak_memory_bytes)} | {format_seconds(r.seconds)} |")
+    bases = sorted({r.basis for r in rows if r.basis not in ("fixed allowance", "reads its variant's cache")})
+    wall = wall_seconds(rows, ranks)
+    lines += ["", f"Machine: {machine.describe()}; {ranks} rank{'s' if ranks > 1 else ''}: about "
+              f"{format_seconds(wall)} from start to end.",
+              "Time estimated from: " + "; ".join(bases) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, dtype: str, shape: ModelShape,
+               ranks: int) -> None:
+    """Refuse, in one sentence naming the cheaper setting, a study whose disk or memory does not fit."""
+    disk = sum(r.disk_bytes for r in rows)
+    if disk > machine.disk_free:
+        cache_disk = sum(r.disk_bytes for r in rows if r.stage == "activations")
+        cheaper = (f"--no-cache trains on the fly and writes {format_bytes(disk - cache_disk)}; "
+                   "or fewer --layers, --cache-dtype bfloat16, fewer --tokens") if cache and cache_disk else \
+            "fewer --layers, --latent-tokens, or fewer --tokens"
+        raise BadInput(f"the study would write about {format_bytes(disk)} under --out, more than the "
+                       f"{format_bytes(machine.disk_free)} free there; {cheaper}.")
+    weights = shape.weight_bytes(dtype)
+    if weights > machine.device_memory:
+        raise BadInput(f"{model} in {dtype} needs {format_bytes(weights)}, more than one device's "
+                       f"{format_bytes(machine.device_memory)}, and randsae does not split a model across devices "
+                       "yet; choose a machine with larger devices.")
+    worst = max(rows, key=lambda r: r.peak_memory_bytes)
+    if worst.peak_memory_bytes <= machine.device_memory:
+        return
+    if worst.stage == "train" and not cache:
+        cheaper = "--cache trains one layer at a time"
+        if ranks < machine.devices:
+            cheaper = f"torchrun with {machine.devices} ranks deals the layers across the devices, or " + cheaper
+    elif worst.stage == "train":
+        cheaper = "a smaller --batch-size or --expansion"
+    elif worst.stage in ("eval", "latents"):
+        cheaper = "it holds every layer's SAE at once: study fewer --layers at a time, or a smaller --expansion"
+    else:
+        cheaper = "choose a machine with larger devices"
+    raise BadInput(f"the {worst.stage} stage needs about {format_bytes(worst.peak_memory_bytes)} on one device, "
+                   f"more than its {format_bytes(machine.device_memory)}; {cheaper}.")
+
+@dataclass
+class PlanSettings:
+    """What `randsae baseline --plan` is asked; neither changes a study's results, so neither is recorded in
+    its config.json."""
+    plan: bool = setting(False, help="print the study's plan (tokens, disk, peak memory per device and time per "
+                                     "stage) and exit without writing anything")
+    machine: str | None = setting(None, help="plan for a stated machine instead of this one: N×GPU-MEMORY and "
+                                             "disk=SIZE, e.g. 8xA100-80GB,disk=2TB (cores=N, peak=TFLOPS)",
+                                  shown="this machine")
+
+
+DEALT = ("activations", "eval", "latents", "autointerp")  # stages whose units are dealt across ranks
+
+
+def wall_seconds(rows: list[PlanRow], ranks: int) -> float:
+    """The study's time on `ranks` ranks: the units' stages dealt across the ranks (the busiest rank's share,
+    at least the slowest unit's), the training of each unit with its layers dealt, the rest in turn."""
+    total = 0.0
+    for stage in dict.fromkeys(r.stage for r in rows):
+        part = sorted((r.seconds for r in rows if r.stage == stage), reverse=True)
+        if stage in DEALT and ranks > 1:
+            shares = [0.0] * ranks
+            for seconds in part:  # longest first, each to the least loaded rank
+                shares[shares.index(min(shares))] += seconds
+            total += max(shares)
+        else:
+            total += sum(part)
+    return total
