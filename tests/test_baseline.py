@@ -78,6 +78,17 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()
     assert "## Verdict" in markdown and "figures/comparison.png" in markdown
+    # the plan made before the run, beside what each stage took
+    from randsae.study.plan import PlanRow
+    from randsae.tables import read_table
+
+    plan = read_table(study / "plan.csv", PlanRow)
+    assert {(r.unit, r.stage) for r in plan} == {(r["variant"], r["stage"]) for r in stages}
+    assert all(r.seconds >= 0 and r.tokens >= 0 for r in plan)
+    acts = next(r for r in plan if r.unit == "trained" and r.stage == "activations")
+    assert acts.disk_bytes >= 8000 * 2 * 32 * 2  # 8k tokens × 2 layers × d = 32 × float16
+    assert "The plan beside what it took" in page and "### The plan beside what it took" in markdown
+    assert re.search(r"<td>activations</td><td>4 of 4</td>", page)
 
 
 def test_a_rerun_of_a_finished_study_redoes_nothing_and_other_settings_are_refused(study, tiny_dir, judge,

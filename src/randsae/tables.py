@@ -331,6 +331,20 @@ def judge_at_chance(row, metric: str) -> bool:
     return str(flag) == "True"
 
 
+# --- a study's plan ----------------------------------------------------------------------------------------
+
+@dataclass
+class PlanRow(Table):
+    """One row of OUT/plan.csv: what a unit's stage is expected to read, write, hold and take."""
+    unit: str  # "" for the stages across units (compare, report)
+    stage: str
+    tokens: int  # tokens it reads (through the model or from a cache)
+    disk_bytes: int  # bytes it leaves under OUT
+    peak_memory_bytes: int  # on the busiest device it uses
+    seconds: float
+    basis: str  # what the time is estimated from
+
+
 # --- what each column is --------------------------------------------------------------------------------------
 
 SWEEP = "toy / glove results.csv"
@@ -340,6 +354,7 @@ SCORES = "lm autointerp scores.csv"
 CORRELATIONS = "lm compare correlations.csv"
 VERDICT = "baseline compare/verdict.csv"
 DICTIONARY_SHARES = "baseline compare/dictionaries.csv"
+PLAN = "baseline plan.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -448,6 +463,15 @@ register(DICTIONARY_SHARES, "randsae.study.evidence.dictionary_shares", [
 ])
 register(SCORES, "randsae.metrics.auroc", [
     ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),
+])
+register(PLAN, "randsae.study.plan.plan_study", [
+    ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),
+    ("disk_bytes", "disk written", "cache: tokens × layers × d × cache bytes; latents: tokens × layers × k × 8",
+     "bytes"),
+    ("peak_memory_bytes", "peak memory per device", "model weights + the stage's SAEs (training: 8 × L × d floats "
+     "each + batch × L) + one batch's activations", "bytes"),
+    ("seconds", "estimated time", "load + FLOPs / the calibrated rate (forward: 2 × non-embedding parameters + "
+     "2 × V × d + 2 × layers × context × d per token; SAE training 6 × d × L, encoding 2 × d × L)", "s"),
 ])
 
 

@@ -1,5 +1,5 @@
 """The throughputs a plan is estimated from, measured on this machine by a few steps of each stage's own code and
-kept per machine (like the judge's calibration) under $RANDSAE_CACHE/calibration/: loading the model (and
+kept per machine (like the judge's calibration) under $RANDSAE_CACHE/throughputs/: loading the model (and
 cutting the text), its forward pass on contexts of the study's length, a TopK SAE's training steps and
 encoding at the study's width (latents capped at 2^15 for the measurement), the disk's write speed where OUT
 lies, and the judge: loading it, then one known-answer latent through every scorer the study runs and one
@@ -26,7 +26,7 @@ from randsae.study.plan import CALIBRATION_LATENTS, ModelShape, Rates, sae_encod
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # measurements of an older layout are measured again
+VERSION = 2  # measurements of an older layout are measured again
 LATENT_CAP = 2**15
 PROBE_BYTES = 64 * 2**20
 
@@ -49,7 +49,7 @@ def fingerprint(device: str) -> dict:
 
 def calibration_path(key: dict) -> Path:
     text = json.dumps(key, sort_keys=True, default=str)
-    return io.cache_dir("calibration") / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
+    return io.cache_dir("throughputs") / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
 
 
 def timed(work, *, at_least: float = 0.5, most: int = 8) -> float:
@@ -63,10 +63,12 @@ def timed(work, *, at_least: float = 0.5, most: int = 8) -> float:
 
 
 def rates(study_settings, shape: ModelShape, device: str, judge_options: dict, autointerp, examples,
-          out: Path) -> Rates:
-    """This machine's rates for a study (kept; measured the first time)."""
+          out: Path, batch: int) -> Rates:
+    """This machine's rates for a study whose SAEs train on batches of `batch` tokens (kept; measured the
+    first time)."""
     key = {"version": VERSION, "machine": fingerprint(device), "device": device, "model": study_settings.model,
            "shape": asdict(shape), "context_length": study_settings.context_length, "k": study_settings.k,
+           "batch": batch,
            "expansion": study_settings.expansion,
            "judge": {k: v for k, v in judge_options.items() if k != "api_key"},
            "scorers": autointerp.scorers, "negatives": autointerp.negatives,
@@ -83,7 +85,7 @@ def rates(study_settings, shape: ModelShape, device: str, judge_options: dict, a
         except (json.JSONDecodeError, KeyError, TypeError):
             log.warning("the kept calibration %s is unreadable; measuring again", path)
     log.info("measuring this machine's throughputs for the plan (once; kept in %s)", path.parent)
-    measured = measure(study_settings, shape, device, judge_options, autointerp, examples, out)
+    measured = measure(study_settings, shape, device, judge_options, autointerp, examples, out, batch)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         io.write_json(path, {"key": key, "rates": asdict(measured)})
@@ -92,7 +94,8 @@ def rates(study_settings, shape: ModelShape, device: str, judge_options: dict, a
     return measured
 
 
-def measure(s, shape: ModelShape, device: str, judge_options: dict, autointerp, examples, out: Path) -> Rates:
+def measure(s, shape: ModelShape, device: str, judge_options: dict, autointerp, examples, out: Path,
+            batch: int) -> Rates:
     import torch
 
     from randsae.config import resolve_device
@@ -100,18 +103,21 @@ def measure(s, shape: ModelShape, device: str, judge_options: dict, autointerp, 
     torch_device = resolve_device(device)
     disk = disk_speed(out)
     load, forward = model_rates(s, shape, torch_device, disk)
-    train, encode = sae_rates(shape.d_model, s.expansion * shape.d_model, s.k, torch_device)
+    train, encode = sae_rates(shape.d_model, s.expansion * shape.d_model, s.k, torch_device, batch)
+    per_layer, per_token, measured_at = latent_rates(shape.d_model, s.expansion * shape.d_model, s.k,
+                                                     s.context_length, examples, out, torch_device)
     where = "GPU" if torch_device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     basis = (f"measured here ({where}): forward {forward / 1e9:.1f} GFLOP/s, SAE training {train / 1e9:.1f} "
              f"GFLOP/s, load {load:.1f} s, disk {disk / 2**20:.0f} MB/s")
     if "url" in judge_options:  # a server's calls may be paid for: none is made for a plan
         return Rates(forward, train, encode, load, disk, 0.0, 0.0, 0.0, 0.0, basis,
-                     "the judge's time is not estimated: it is a server, and the plan pays for no call")
+                     "the judge's time is not estimated: it is a server, and the plan pays for no call",
+                     per_layer, per_token, measured_at)
     judged, other, judge_load = judge_rates(judge_options, autointerp, examples)
     return Rates(forward, train, encode, load, disk, judged, other, judge_load,
                  judge_calibration_seconds(judge_options, autointerp, judged, examples), basis,
                  f"measured here: {judged:.1f} s per judged latent, {other:.2f} s per other latent, judge load "
-                 f"{judge_load:.1f} s")
+                 f"{judge_load:.1f} s", per_layer, per_token, measured_at)
 
 
 def disk_speed(out: Path) -> float:
@@ -175,18 +181,19 @@ def model_rates(s, shape: ModelShape, device, disk: float) -> tuple[float, float
     return load, measured.forward_flops(s.context_length) * ids.numel() / seconds
 
 
-def sae_rates(d_model: int, latents: int, k: int, device) -> tuple[float, float]:
-    """(FLOP/s of a TopK SAE's training step, of its encoding) at `d_model`, with at most LATENT_CAP latents."""
+def sae_rates(d_model: int, latents: int, k: int, device, batch_size: int) -> tuple[float, float]:
+    """(FLOP/s of a TopK SAE's training step on `batch_size` tokens, of its encoding) at `d_model`, with at most
+    LATENT_CAP latents."""
     import torch
 
     from randsae.train_topk import TopKTrainConfig, TopKTrainer
 
     latents = min(latents, LATENT_CAP)
     expansion = max(1, latents // d_model)
-    config = TopKTrainConfig(k=min(k, expansion * d_model), expansion=expansion, batch_size=1024)
+    config = TopKTrainConfig(k=min(k, expansion * d_model), expansion=expansion, batch_size=batch_size)
     sae = config.new_sae(d_model, 0, seed=0).to(device)
     trainer = TopKTrainer(sae, config, total_steps=100)
-    batch = torch.randn(1024, d_model, device=device)
+    batch = torch.randn(batch_size, d_model, device=device)
 
     def sync() -> None:
         if device.type == "cuda":
@@ -199,6 +206,47 @@ def sae_rates(d_model: int, latents: int, k: int, device) -> tuple[float, float]
     return tokens * sae_train_flops(d_model, width) / step, tokens * sae_encode_flops(d_model, width) / encode
 
 
+def latent_rates(d_model: int, latents: int, k: int, context_length: int, examples, out: Path,
+                 device) -> tuple[float, float, int]:
+    """(seconds per layer, seconds per token per layer, the latents measured at) of the latents stage's own
+    code — encoding into the latent cache, its index, every latent's summary and the sampled ones' example sets —
+    on random activations through a random TopK SAE of the study's width (at most LATENT_CAP latents), timed at
+    two token counts and fitted as a + b × tokens."""
+    import dataclasses
+
+    import torch
+
+    from randsae.lm.latent_cache import encode_cache, open_latent_cache
+    from randsae.lm.latents import layer_records
+    from randsae.train_topk import TopKTrainConfig
+
+    latents = min(latents, LATENT_CAP)
+    expansion = max(1, latents // d_model)
+    sae = TopKTrainConfig(k=min(k, expansion * d_model), expansion=expansion).new_sae(d_model, 0, seed=0)
+    sae = sae.inference().to(device).eval()
+    settings = dataclasses.replace(examples, sample=1, min_examples=1)
+    generator = torch.Generator().manual_seed(0)
+    seconds = []
+    sizes = [max(2, 2048 // context_length), max(4, 8192 // context_length)]
+    where = Path(out).expanduser().resolve()
+    while not where.exists():
+        where = where.parent
+    for contexts in sizes:
+        tokens = torch.randint(0, 1000, (contexts, context_length), generator=generator)
+        x = torch.randn(tokens.numel(), d_model, generator=generator)
+        with tempfile.TemporaryDirectory(dir=where if os.access(where, os.W_OK) else None) as scratch:
+            start = time.perf_counter()
+            encode_cache([(tokens, lambda x=x: {0: x})], {0: sae}, Path(scratch) / "cache", {}, context_length,
+                         tokens.numel(), device=device)
+            cache = open_latent_cache(Path(scratch) / "cache")
+            layer_records(cache, 0, cache.tokens().numpy().ravel(), settings, {"model": "m", "variant": "v"},
+                          lambda ids: [str(i) for i in ids], decoder=sae.W_dec.detach().float().cpu().numpy())
+            seconds.append(time.perf_counter() - start)
+    counts = [n * context_length for n in sizes]
+    per_token = max(0.0, (seconds[1] - seconds[0]) / (counts[1] - counts[0]))
+    return max(0.0, seconds[0] - per_token * counts[0]), per_token, expansion * d_model
+
+
 def judge_rates(options: dict, autointerp, examples) -> tuple[float, float, float]:
     """(seconds for a latent the judge explains and scores with every scorer the study runs, seconds for one
     scored only by the scorers that need no LLM, seconds to load the judge and the embedding model)."""
@@ -209,7 +257,7 @@ def judge_rates(options: dict, autointerp, examples) -> tuple[float, float, floa
 
     scorers = list(autointerp.scorers)
     quiet = [s for s in scorers if not SCORER_KINDS[s].uses_judge and not SCORER_KINDS[s].needs_explanation]
-    sets, _, decode = known_answer_set(max(2, examples.test_examples // 2), seed=0,
+    sets, _, decode = known_answer_set(max(2, examples.test_examples), seed=0,
                                        explainer_examples=examples.explainer_examples)
 
     async def run() -> tuple[float, float, float]:
@@ -247,5 +295,5 @@ def judge_calibration_seconds(options: dict, autointerp, judged: float, examples
     shared = shared_calibration_path(judge_description(options), autointerp)
     if shared is not None and shared.is_file():
         return 0.0
-    windows = autointerp.calibration_windows / max(1, examples.test_examples // 2)
+    windows = autointerp.calibration_windows / max(2, examples.test_examples)
     return CALIBRATION_LATENTS * judged * windows

@@ -24,7 +24,7 @@ from pathlib import Path
 from randsae.errors import BadInput
 from randsae.resources import available_memory, format_bytes
 from randsae.settings import setting
-from randsae.tables import Table, register
+from randsae.tables import PlanRow
 
 FLOAT_BYTES = 4
 CACHE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -39,6 +39,8 @@ STATED_UTILISATION = {"forward": 0.35, "sae": 0.35}
 FIXED_SECONDS = {"compare": 8.0, "report": 2.0}
 # the judge's scoring of the known-answer set, the first time a machine runs it: this many latents' worth
 CALIBRATION_LATENTS = 8
+LATENT_ENTRY_BYTES = 20  # a latent-cache entry: value and index in the shard (8), and in the latent's index (12)
+SUMMARY_BYTES = 300  # a latent's row in latents.csv
 UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
 
 
@@ -183,30 +185,6 @@ def sae_train_bytes(d_model: int, latents: int, batch: int) -> int:
     return FLOAT_BYTES * (8 * latents * d_model + batch * latents)
 
 
-@dataclass
-class PlanRow(Table):
-    """One row of OUT/plan.csv: what a unit's stage is expected to read, write, hold and take."""
-    unit: str  # "" for the stages across units (compare, report)
-    stage: str
-    tokens: int  # tokens it reads (through the model or from a cache)
-    disk_bytes: int  # bytes it leaves under OUT
-    peak_memory_bytes: int  # on the busiest device it uses
-    seconds: float
-    basis: str  # what the time is estimated from
-
-
-PLAN = "baseline plan.csv"
-register(PLAN, "randsae.study.plan.plan_study", [
-    ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),
-    ("disk_bytes", "disk written", "cache: tokens × layers × d × cache bytes; latents: tokens × layers × k × 8",
-     "bytes"),
-    ("peak_memory_bytes", "peak memory per device", "model weights + the stage's SAEs (training: 8 × L × d floats "
-     "each + batch × L) + one batch's activations", "bytes"),
-    ("seconds", "estimated time", "load + FLOPs / the calibrated rate (forward: 2 × non-embedding parameters + "
-     "2 × V × d + 2 × layers × context × d per token; SAE training 6 × d × L, encoding 2 × d × L)", "s"),
-])
-
-
 @dataclass(frozen=True)
 class Rates:
     """The throughputs a plan divides by: FLOP/s of a forward pass and of SAE training and encoding, seconds to
@@ -223,6 +201,11 @@ class Rates:
     calibration_seconds: float  # 0 when the judge's calibration is already kept on this machine
     basis: str
     judge_basis: str
+    # the latents stage's own code (`calibrate.latent_rates`): seconds per layer and per token per layer, at this
+    # many latents; 0: estimated from the encoding's FLOPs alone
+    latent_layer_seconds: float = 0.0
+    latent_token_seconds: float = 0.0
+    latent_width: int = 0
 
 
 def stated_rates(machine: Machine, shape: ModelShape, dtype: str) -> Rates:
@@ -308,9 +291,14 @@ def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates) -> list[PlanRo
                                                           / r.sae_encode_flops), r.basis))
     on_the_fly = s.latent_tokens is not None or not s.cache  # without a cache: 1M tokens after the training text
     tokens = s.latent_tokens if s.latent_tokens is not None else 1_000_000 if not s.cache else s.train_tokens
-    encode = tokens * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops
+    if r.latent_width:  # measured on the stage's own code, scaled to this width
+        scale = L / r.latent_width
+        encode = s.layers * scale * (r.latent_layer_seconds + r.latent_token_seconds * tokens)
+    else:
+        encode = tokens * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops
     seconds = encode + (r.load_seconds + tokens * forward if on_the_fly else cache_bytes / r.disk_bytes_per_s)
-    rows.append(PlanRow(unit, "latents", tokens, tokens * s.layers * s.k * 8,
+    written = s.layers * (tokens * s.k * LATENT_ENTRY_BYTES + L * SUMMARY_BYTES)
+    rows.append(PlanRow(unit, "latents", tokens, written,
                         (weights if on_the_fly else 0) + (s.layers * 2 * d + 4096) * L * FLOAT_BYTES,
                         seconds, r.basis))
     judged = min(s.judged, s.sampled) * s.layers

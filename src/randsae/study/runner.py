@@ -721,7 +721,7 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
                  sampled=examples.sample, judged=judged, ranks=ranks)
 
 
-def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine", out: Path):
+def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine", out: Path, batch: int):
     """The rates the plan divides by: a stated machine's, or this one's as measured (and kept)."""
     from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
@@ -735,7 +735,8 @@ def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine"
         return Rates(*[1.0] * 9, "not measured on this rank", "not measured on this rank")
     examples = ExampleSettings(seed=settings.seed, **settings.examples)
     autointerp = AutointerpSettings(seed=settings.seed, **settings.autointerp)
-    return rates(settings, check.shape, settings.device, judge_options(settings), autointerp, examples, out)
+    return rates(settings, check.shape, settings.device, judge_options(settings), autointerp, examples, out,
+                 batch)
 
 
 def plan_rows(settings: BaselineSettings, check: Preflight, machine: "Machine", rates, ranks: int,
@@ -758,7 +759,7 @@ def planned(settings: BaselineSettings, check: Preflight, out: Path, machine: "M
     already begun in OUT keeps what it began with."""
     from randsae.study.plan import check_fits, format_bytes
 
-    rates = study_rates(settings, check, machine, out)
+    rates = study_rates(settings, check, machine, out, study_scale(settings, check, ranks, True).batch)
     cache = settings.cache
     if cache is None:
         previous = runs.previous_record(out, "baseline")
