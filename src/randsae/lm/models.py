@@ -5,9 +5,12 @@ under the cache directory, so later loads skip the conversion. The network is to
 """
 
 import importlib.util
+import json
 import logging
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,47 @@ def resolve(name_or_path: str) -> tuple[str, bool]:
     return name_or_path, False  # a hub name
 
 
+@dataclass
+class Loading:
+    """How the studied model is loaded (`loading`): its float type, and a device map that splits it across
+    devices (accelerate's: "auto", or module name → device; None: the whole model on one device)."""
+    dtype: str = "float32"
+    device_map: str | dict | None = None
+
+
+LOADING = [Loading()]
+
+
+@contextmanager
+def loading(dtype: str = "float32", device_map: str | dict | None = None) -> Iterator[None]:
+    """Inside the block, `current_loading()` — what `lm.source.load_variant` loads the studied model with."""
+    LOADING.append(Loading(dtype, device_map))
+    try:
+        yield
+    finally:
+        LOADING.pop()
+
+
+def current_loading() -> Loading:
+    return LOADING[-1]
+
+
+def read_device_map(text: str | None) -> str | dict | None:
+    """--device-map: None, "auto", or a JSON file mapping module names to devices ("cpu", "disk", 0, "cuda:1")."""
+    if text is None or text == "auto":
+        return text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise BadInput(f"--device-map must be auto or a JSON file of module → device, not {text!r}.")
+    try:
+        mapping = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadInput(f"--device-map {path} is not JSON.") from None
+    if not isinstance(mapping, dict) or not all(isinstance(v, str | int) for v in mapping.values()):
+        raise BadInput(f"--device-map {path} must map module names to devices (\"cpu\", \"disk\", 0, …).")
+    return mapping
+
+
 def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype: str = "float32",
                device: str | torch.device = "cpu") -> tuple[Any, Any]:
     """`(model, tokenizer)` for a causal LM: `smollm2` (embedded), a .gguf file, a local directory or a
@@ -119,6 +163,29 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
     model.randsae_origin = {"name": name_or_path, "hub": not local, "revision": revision,
                             "path": None if not local else str(Path(source).resolve())}
     return model.to(device).eval(), tokenizer
+
+
+def split_model(model, device_map: str | dict, device: torch.device):
+    """`model` dispatched across devices by accelerate: `device_map` "auto" (balanced over the visible GPUs; on a
+    CPU nothing to split, the model stays whole) or module name → device ("disk" entries kept in a folder under
+    the cache and read in as each module runs). Block outputs then arrive on their block's device."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if device_map == "auto":
+        if device.type != "cuda" or torch.cuda.device_count() < 2:
+            return model.to(device)
+        no_split = getattr(model, "_no_split_modules", None) or []
+        memory = get_balanced_memory(model, no_split_module_classes=no_split)
+        device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    assert isinstance(device_map, dict)
+    folder = cache_dir("offload", f"{id(model):x}")
+    model = dispatch_model(model, device_map=device_map, offload_dir=str(folder))
+    model.randsae_device_map = {k: str(v) for k, v in device_map.items()}
+    embedding = model.get_input_embeddings()
+    if hasattr(embedding, "on_its_device"):  # the control's noise, drawn where its embedding now lies
+        embedding.on_its_device()
+    return model
 
 
 def load_tokenizer(name_or_path: str = "smollm2", revision: str | None = None):

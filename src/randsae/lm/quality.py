@@ -27,6 +27,7 @@ def spliced(original: torch.Tensor, keep: torch.Tensor | None, replacement: torc
 
 def measure(sae: LanguageSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tensor:
     """Encode and decode `x` (tokens × d, float), add the result to `quality`; returns the reconstruction."""
+    x = x.to(next(sae.parameters()).device)  # a block of a model split across devices may lie elsewhere
     with torch.no_grad():
         values, indices = sae.encode(x)
         x_hat = sae.decode(values, indices)
@@ -51,10 +52,10 @@ def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
         if losses is None:
             continue
         if keep is None:
-            reconstruction = x_hat.view_as(output).to(output.dtype)
+            reconstruction = x_hat.view_as(output).to(output.device, output.dtype)
         else:
             reconstruction = output.clone()
-            reconstruction[keep] = x_hat.to(output.dtype)
+            reconstruction[keep] = x_hat.to(output.device, output.dtype)
         with replaced_block_output(model, layer, lambda h, r=reconstruction: r):
             with_sae = log_probs(model, embeds)
         with replaced_block_output(model, layer, lambda h, k=keep: spliced(h, k, torch.zeros_like(h))):

@@ -40,10 +40,18 @@ class Source:
 def load_variant(model: str, revision: str | None, variant: dict, device: torch.device):
     """(model, tokenizer) of a variant as `make_variant` recorded it (its `randsae_variant` dict)."""
     from randsae.lm import load_model, make_variant
+    from randsae.lm.models import current_loading
 
-    trained, tokenizer = load_model(model, revision=revision, device=str(device))
+    how = current_loading()  # a model split across devices is made whole on the CPU, then dispatched
+    where = torch.device("cpu") if how.device_map is not None else device
+    trained, tokenizer = load_model(model, revision=revision, device=str(where), dtype=how.dtype)
     options = {key: variant[key] for key in ("rerandomize_norms", "control_std") if key in variant}
-    return make_variant(trained, variant["variant"], seed=variant["seed"], revision=revision, **options), tokenizer
+    made = make_variant(trained, variant["variant"], seed=variant["seed"], revision=revision, **options)
+    if how.device_map is not None:
+        from randsae.lm.models import split_model
+
+        made = split_model(made, how.device_map, torch.device(device))
+    return made, tokenizer
 
 
 def open_source(source: Source, device: torch.device):

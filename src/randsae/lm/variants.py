@@ -126,9 +126,14 @@ class NoiseEmbedding(nn.Module):
         super().__init__()
         if not std > 0:
             raise BadInput(f"control_std must be positive, not {std!r}.")
-        self.weight, self.std = weight, std
+        self.weight, self.std, self.seed = weight, std, seed
         self.generator = generator(seed, "control-noise", device=weight.device)
         self.window: tuple[int, int] | None = None  # (first row, rows of the whole batch): see `batch_share`
+
+    def on_its_device(self) -> None:
+        """Draw on the device the embedding was moved to (a model dispatched across devices)."""
+        if self.generator.device != self.weight.device:
+            self.generator = generator(self.seed, "control-noise", device=self.weight.device)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         shape = (*input_ids.shape, self.weight.shape[1])

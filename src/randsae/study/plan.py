@@ -242,6 +242,7 @@ class Scale:
     sampled: int  # latents per layer given examples
     judged: int  # of them, explained and scored by the judge
     ranks: int
+    split: int = 1  # the devices the model is split across (--device-map)
 
 
 def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:
@@ -256,7 +257,7 @@ def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) 
 
 def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates) -> list[PlanRow | None]:
     d, L = shape.d_model, s.latents
-    weights = shape.weight_bytes(s.model_dtype)
+    weights = shape.weight_bytes(s.model_dtype) // s.split
     forward = shape.forward_flops(s.context_length, s.through) / r.forward_flops  # s per token, to the layers
     whole = shape.forward_flops(s.context_length) / r.forward_flops  # the whole model's (the CE loss)
     batch_activations = 8 * s.context_length * d * FLOAT_BYTES * max(1, s.layers)
@@ -354,7 +355,7 @@ def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
 
 
 def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, dtype: str, shape: ModelShape,
-               ranks: int) -> None:
+               ranks: int, split: bool = False) -> None:
     """Refuse, in one sentence naming the cheaper setting, a study whose disk or memory does not fit."""
     disk = sum(r.disk_bytes for r in rows)
     if disk > machine.disk_free:
@@ -364,11 +365,13 @@ def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, d
             "fewer --layers, --latent-tokens, or fewer --tokens"
         raise BadInput(f"the study would write about {format_bytes(disk)} under --out, more than the "
                        f"{format_bytes(machine.disk_free)} free there; {cheaper}.")
-    weights = shape.weight_bytes(dtype)
+    weights = shape.weight_bytes(dtype) // (machine.devices if split else 1)
     if weights > machine.device_memory:
-        raise BadInput(f"{model} in {dtype} needs {format_bytes(weights)}, more than one device's "
-                       f"{format_bytes(machine.device_memory)}, and randsae does not split a model across devices "
-                       "yet; choose a machine with larger devices.")
+        cheaper = "--model-dtype bfloat16 halves it; " if dtype == "float32" else ""
+        where = "each of the devices it is split across" if split else "one device"
+        also = "" if split or machine.devices < 2 else "--device-map auto splits it across the GPUs; "
+        raise BadInput(f"{model} in {dtype} needs {format_bytes(weights)} on {where}, more than its "
+                       f"{format_bytes(machine.device_memory)}; {cheaper}{also}or choose larger devices.")
     worst = max(rows, key=lambda r: r.peak_memory_bytes)
     if worst.peak_memory_bytes <= machine.device_memory:
         return
@@ -381,7 +384,8 @@ def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, d
     elif worst.stage in ("eval", "latents"):
         cheaper = "it holds every layer's SAE at once: study fewer --layers at a time, or a smaller --expansion"
     else:
-        cheaper = "choose a machine with larger devices"
+        cheaper = "--model-dtype bfloat16 halves the model" + (", --device-map auto splits it across the GPUs"
+                                                               if machine.devices > 1 else "")
     raise BadInput(f"the {worst.stage} stage needs about {format_bytes(worst.peak_memory_bytes)} on one device, "
                    f"more than its {format_bytes(machine.device_memory)}; {cheaper}.")
 

@@ -6,10 +6,12 @@ model is in memory at a time (each stage loads what it needs and lets it go). Ea
 command that does it alone (`lm activations`, `lm train`, …) into OUT/<variant>/<stage>, and each of those
 already resumes where it stopped; OUT/stages.json records every finished stage, which a rerun does not
 touch again. A stage that fails for one variant is recorded with its error, the variant's later stages are
-left out, and the other variants go on.
+left out, and the other variants go on. Under torchrun the units and each unit's layers are dealt across the
+ranks (`Study.run_dealt`).
 
 OUT/config.json    every setting (`BaselineSettings`), the preset it started from
 OUT/stages.json    each stage's status, seconds and error (`StageRecord`)
+OUT/plan.csv       the plan made before the run (`randsae.study.plan`: `PlanRow`), OUT/plan.json its machine
 OUT/<variant>/{acts,sae,eval,latents,autointerp}/   the stages' own outputs
 OUT/compare/       `lm compare` across the variants
 OUT/report.md, OUT/report.html, OUT/figures/*.png   the report (randsae.study.report)
@@ -81,7 +83,15 @@ class BaselineSettings:
         "cache every layer's activations and train from the cache (--cache), or train every layer on the fly "
         "from one pass of the model (--no-cache)"), shown="cache where the plan says the disk holds it; the demo: "
                                                           "cache")
-    cache_dtype: str = setting("float16", help="the activation cache's float type")
+    cache_dtype: str | None = setting(None, help="the activation cache's float type", shown=(
+        "float16 (the paper's); bfloat16 for a bfloat16 model"))
+    model_dtype: str = setting("float32", help=(
+        "the float type the studied model is loaded in: float32, bfloat16 or float16; its block outputs reach the "
+        "cache and the SAEs in it (the SAEs train and encode in float32)"))
+    device_map: str | None = setting(None, help=(
+        "split the studied model across devices (accelerate): auto (balanced over the visible GPUs) or a JSON "
+        "file of module name → device (\"cpu\", \"disk\", 0, …); activations and evaluation run through the "
+        "split model"), shown="none: the whole model on --device")
     k: int = setting(32, help="latents kept per token")
     expansion: int = setting(64, help="latents per input dimension", shown="64; the demo: 8")
     schedule: str = setting("budget", help="budget or paper, as `lm train --schedule`")
@@ -123,6 +133,8 @@ class BaselineSettings:
     preset: str = "paper"
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
+        if self.cache_dtype is None:  # a bfloat16 model's activations stay bfloat16 end to end
+            self.cache_dtype = "bfloat16" if self.model_dtype == "bfloat16" else "float16"
         self.validate()
 
     def validate(self) -> None:
@@ -142,6 +154,8 @@ class BaselineSettings:
         check_seed(self.seed)
         if self.twin_sae not in TWIN_SAES:
             raise BadInput(f"--twin-sae must be one of {', '.join(TWIN_SAES)}, not {self.twin_sae!r}.")
+        if self.model_dtype not in ("float32", "bfloat16", "float16"):
+            raise BadInput(f"--model-dtype must be float32, bfloat16 or float16, not {self.model_dtype!r}.")
         if self.architecture not in TRAINED_ARCHITECTURES:
             raise BadInput(f"--architecture must be one of {', '.join(TRAINED_ARCHITECTURES)}, not "
                            f"{self.architecture!r}.")
@@ -235,7 +249,7 @@ def paper_layers(num_layers: int, parameters: float) -> list[int]:
 
 
 NEW_SETTINGS = {"dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE,
-                "twin_sae": "same", "architecture": "topk"}
+                "twin_sae": "same", "architecture": "topk", "model_dtype": "float32", "device_map": None}
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:
@@ -330,11 +344,14 @@ class Study:
 
     def run_stage(self, work: dict, variant: str, stage: str) -> StageRecord:
         """One stage of one unit (or across units), recorded running, then done or failed."""
+        from randsae.lm.models import loading, read_device_map
+
         self.record(StageRecord(variant, stage, "running"))
         killer = KillForTest.armed(variant, stage)
         start = time.perf_counter()
         try:
-            work[stage](self, variant)
+            with loading(self.settings.model_dtype, read_device_map(self.settings.device_map)):
+                work[stage](self, variant)
             if killer is not None:
                 killer.stage_over()
         except Exception as error:  # one variant's failure is reported; the others go on
@@ -387,9 +404,8 @@ class Study:
             self.show(bar)
 
         mine(("activations",))
-        for unit in units:  # every rank together, in the same order
-            self.stages = read_stages(self.out)
-            if todo(unit, "train"):
+        for unit in units:  # every rank together, in the same order, all agreeing whether it is still to do
+            if any_rank(world, todo(unit, "train")):
                 ran = True
                 if unit == "trained" and self.settings.sae is not None:  # your SAEs: read by one rank
                     if world.is_main:
@@ -572,11 +588,12 @@ def preflight(settings: BaselineSettings) -> Preflight:
     read its width. One sentence (BadInput) otherwise: a study never finds its own settings wrong minutes in."""
     from randsae.config import resolve_device
     from randsae.lm.activations import parse_layers
-    from randsae.lm.models import load_config
+    from randsae.lm.models import load_config, read_device_map
     from randsae.study.plan import model_shape
     from randsae.train_topk import TopKTrainConfig
 
     resolve_device(settings.device)
+    read_device_map(settings.device_map)
     config = load_config(settings.model, settings.revision)
     num_layers, d_model = config.num_hidden_layers, config.hidden_size
     limit = getattr(config, "max_position_embeddings", None)
@@ -693,7 +710,7 @@ def ranks_here() -> int:
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
-def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache: bool):
+def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache: bool, devices: int = 1):
     """The sizes of the study that its plan multiplies."""
     from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
@@ -717,7 +734,8 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
                  through=max(check.layers) + 1, latents=latents,
                  k=check.sae_k or s.k, batch=schedule.batch_size, train_tokens=train, drawn_tokens=drawn,
                  eval_tokens=min(s.eval_tokens, drawn - train), latent_tokens=s.latent_tokens, cache=cache,
-                 cache_dtype=s.cache_dtype, model_dtype="float32", context_length=s.context_length,
+                 cache_dtype=s.cache_dtype or "float16", model_dtype=s.model_dtype,
+                 context_length=s.context_length, split=devices if s.device_map is not None else 1,
                  sampled=examples.sample, judged=judged, ranks=ranks)
 
 
@@ -730,13 +748,16 @@ def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine"
 
     assert check.shape is not None
     if machine.stated:
-        return stated_rates(machine, check.shape, "float32")
+        return stated_rates(machine, check.shape, settings.model_dtype)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 measures, and keeps the plan
         return Rates(*[1.0] * 9, "not measured on this rank", "not measured on this rank")
+    from randsae.lm.models import loading, read_device_map
+
     examples = ExampleSettings(seed=settings.seed, **settings.examples)
     autointerp = AutointerpSettings(seed=settings.seed, **settings.autointerp)
-    return rates(settings, check.shape, settings.device, judge_options(settings), autointerp, examples, out,
-                 batch)
+    with loading(settings.model_dtype, read_device_map(settings.device_map)):
+        return rates(settings, check.shape, settings.device, judge_options(settings), autointerp, examples, out,
+                     batch)
 
 
 def plan_rows(settings: BaselineSettings, check: Preflight, machine: "Machine", rates, ranks: int,
@@ -744,7 +765,7 @@ def plan_rows(settings: BaselineSettings, check: Preflight, machine: "Machine", 
     from randsae.study.plan import plan_study
 
     assert check.shape is not None
-    return plan_study(check.shape, study_scale(settings, check, ranks, cache), rates, machine)
+    return plan_study(check.shape, study_scale(settings, check, ranks, cache, machine.devices), rates, machine)
 
 
 def fits(rows: "list[PlanRow]", machine: "Machine") -> bool:
@@ -778,7 +799,8 @@ def planned(settings: BaselineSettings, check: Preflight, out: Path, machine: "M
     rows = plan_rows(settings, check, machine, rates, ranks, cache)
     assert check.shape is not None
     try:
-        check_fits(rows, machine, cache, settings.model, "float32", check.shape, ranks)
+        check_fits(rows, machine, cache, settings.model, settings.model_dtype, check.shape, ranks,
+                   settings.device_map is not None)
     except BadInput as e:
         return settings, rows, str(e)
     return settings, rows, None
@@ -1010,19 +1032,26 @@ def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: 
              plan: "tuple[list[PlanRow], Machine, int] | None" = None) -> Study:
     """Run (or resume) the study in OUT; returns it with every stage's record. `plan`: (its rows, the machine,
     the ranks), kept in OUT/plan.csv beside what the stages take."""
-    assert settings.cache is not None, "a study runs with its cache decided (`planned`)"
-    record = {"study": STUDY, "settings": asdict(settings), "layers": check.layers}
-    if not (out / "config.json").is_file():
-        runs.write_record(out, "baseline", record)
-    if plan is not None and not (out / "plan.csv").is_file():
-        write_plan(out, *plan)
     from randsae.config import resolve_device
     from randsae.distributed import joined_world
 
+    assert settings.cache is not None, "a study runs with its cache decided (`planned`)"
+
+    def begin() -> None:
+        if not (out / "config.json").is_file():
+            runs.write_record(out, "baseline", {"study": STUDY, "settings": asdict(settings),
+                                                "layers": check.layers})
+        if plan is not None and not (out / "plan.csv").is_file():
+            write_plan(out, *plan)
+
     study = Study(out, settings, progress, check)
     if ranks_here() == 1:
+        begin()
         study.run(WORK)
         return study
     with joined_world(resolve_device(settings.device)) as world:
+        if world.is_main:  # rank 0 records the study; the others start once it has
+            begin()
+        world.barrier()
         study.run_dealt(WORK, world)
     return study
