@@ -120,7 +120,9 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
 
     monkeypatch.setattr(calibrate, "measure", measured_again)
     assert main(args) == 0
-    assert capsys.readouterr().out == text
+    again = capsys.readouterr().out  # the same table and basis (the free memory and disk may have moved)
+    assert again.split("Machine:")[0] == text.split("Machine:")[0]
+    assert again.splitlines()[-1] == text.splitlines()[-1]
     assert not (tmp_path / "x").exists()
 
 
@@ -132,6 +134,7 @@ def test_a_study_begun_keeps_the_cache_it_began_with(shapes, tmp_path):
     settings = settings_for("paper", {"model": str(shapes["pythia-160m"])})
     check = preflight(settings)
     out = tmp_path / "study"
+    out.mkdir()
     runs.write_record(out, "baseline", {"study": STUDY, "settings": {"cache": True}})
     small = Machine("A100-80GB", "cuda", 8, 80 * 1024**3, 1 * TB, 16, stated=True, peak_flops=GPU_PEAK["A100"])
     decided, rows, problem = planned(settings, check, out, small, 8)
