@@ -255,60 +255,98 @@ def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) 
     return rows
 
 
+@dataclass(frozen=True)
+class Unit:
+    """What one unit's stages share: the sizes, the rates, and the costs every stage reads."""
+    name: str
+    s: Scale
+    r: Rates
+    d: int
+    weights: int  # bytes of the model's weights on one device
+    forward: float  # seconds per token of a pass through the layers read
+    whole: float  # seconds per token of the whole model's pass (the CE loss)
+    cache_bytes: int
+
+    @classmethod
+    def of(cls, name: str, shape: ModelShape, s: Scale, r: Rates) -> "Unit":
+        return cls(name, s, r, shape.d_model, shape.weight_bytes(s.model_dtype) // s.split,
+                   shape.forward_flops(s.context_length, s.through) / r.forward_flops,
+                   shape.forward_flops(s.context_length) / r.forward_flops,
+                   s.train_tokens * s.layers * shape.d_model * CACHE_BYTES[s.cache_dtype])
+
+    @property
+    def sae_bytes(self) -> int:  # every layer's SAE for inference: both matrices
+        return self.s.layers * 2 * self.s.latents * self.d * FLOAT_BYTES
+
+
 def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates) -> list[PlanRow | None]:
-    d, L = shape.d_model, s.latents
-    weights = shape.weight_bytes(s.model_dtype) // s.split
-    forward = shape.forward_flops(s.context_length, s.through) / r.forward_flops  # s per token, to the layers
-    whole = shape.forward_flops(s.context_length) / r.forward_flops  # the whole model's (the CE loss)
-    batch_activations = 8 * s.context_length * d * FLOAT_BYTES * max(1, s.layers)
-    cache_bytes = s.train_tokens * s.layers * d * CACHE_BYTES[s.cache_dtype]
-    rows: list[PlanRow | None] = []
-    own_cache = s.cache and unit in s.base_units
-    if own_cache:
-        held_out = (s.drawn_tokens - s.train_tokens) * 8
-        rows.append(PlanRow(unit, "activations", s.drawn_tokens, cache_bytes + held_out,
-                            weights + batch_activations + min(cache_bytes, 256 * 2**20),
-                            r.load_seconds + s.drawn_tokens * forward + cache_bytes / r.disk_bytes_per_s, r.basis))
-    elif s.cache:
-        rows.append(PlanRow(unit, "activations", 0, 0, 0, 0.0, "reads its variant's cache"))
-    per_rank = math.ceil(s.layers / s.ranks)
+    u = Unit.of(unit, shape, s, r)
+    return [activations_row(u), train_row(u), eval_row(u), latents_row(u), autointerp_row(u)]
+
+
+def activations_row(u: Unit) -> PlanRow | None:
+    s, r = u.s, u.r
+    if not s.cache:
+        return None
+    if u.name not in s.base_units:
+        return PlanRow(u.name, "activations", 0, 0, 0, 0.0, "reads its variant's cache")
+    held_out = (s.drawn_tokens - s.train_tokens) * 8
+    batch = 8 * s.context_length * u.d * FLOAT_BYTES * s.layers
+    return PlanRow(u.name, "activations", s.drawn_tokens, u.cache_bytes + held_out,
+                   u.weights + batch + min(u.cache_bytes, 256 * 2**20),
+                   r.load_seconds + s.drawn_tokens * u.forward + u.cache_bytes / r.disk_bytes_per_s, r.basis)
+
+
+def train_row(u: Unit) -> PlanRow:
+    s, r, d, L = u.s, u.r, u.d, u.s.latents
+    saved = s.layers * 2 * L * d * FLOAT_BYTES
+    if u.name in s.imported:  # your SAEs: their L0 measured on the trained model's cache
+        measured = min(s.eval_tokens, s.train_tokens)
+        return PlanRow(u.name, "train", measured, 0, u.weights,
+                       measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis)
+    per_rank = math.ceil(s.layers / s.ranks)  # the layers are dealt across the ranks
     train = s.train_tokens * per_rank * sae_train_flops(d, L) / r.sae_train_flops
-    if unit in s.imported:
-        measured = min(s.eval_tokens, s.train_tokens)  # your SAEs' L0, measured on the trained model's cache
-        rows.append(PlanRow(unit, "train", measured, 0, weights,
-                            measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis))
-    elif s.cache:
-        check = 16 * s.context_length * forward + r.load_seconds
-        rows.append(PlanRow(unit, "train", s.train_tokens * s.layers, s.layers * 2 * L * d * FLOAT_BYTES,
-                            weights + sae_train_bytes(d, L, s.batch),
-                            check + train + cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis))
-    else:
-        rows.append(PlanRow(unit, "train", s.train_tokens, s.layers * 2 * L * d * FLOAT_BYTES,
-                            weights + per_rank * sae_train_bytes(d, L, s.batch) + batch_activations,
-                            r.load_seconds + s.train_tokens * forward / s.ranks + train, r.basis))
+    if s.cache:  # one layer at a time from the cache, then the held-out check through the model
+        check = 16 * s.context_length * u.forward + r.load_seconds
+        return PlanRow(u.name, "train", s.train_tokens * s.layers, saved,
+                       u.weights + sae_train_bytes(d, L, s.batch),
+                       check + train + u.cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis)
+    batch = 8 * s.context_length * d * FLOAT_BYTES * s.layers
+    return PlanRow(u.name, "train", s.train_tokens, saved,
+                   u.weights + per_rank * sae_train_bytes(d, L, s.batch) + batch,
+                   r.load_seconds + s.train_tokens * u.forward / s.ranks + train, r.basis)
+
+
+def eval_row(u: Unit) -> PlanRow:
+    s, r = u.s, u.r
     passes = 1 + 2 * s.layers  # the clean pass, then one with each layer's SAE spliced in and one with it zeroed
-    rows.append(PlanRow(unit, "eval", s.eval_tokens * passes, 0, weights + s.layers * 2 * L * d * FLOAT_BYTES,
-                        r.load_seconds + s.eval_tokens * (passes * whole + 2 * s.layers * sae_encode_flops(d, L)
-                                                          / r.sae_encode_flops), r.basis))
+    encode = 2 * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
+    return PlanRow(u.name, "eval", s.eval_tokens * passes, 0, u.weights + u.sae_bytes,
+                   r.load_seconds + s.eval_tokens * (passes * u.whole + encode), r.basis)
+
+
+def latents_row(u: Unit) -> PlanRow:
+    s, r, L = u.s, u.r, u.s.latents
     on_the_fly = s.latent_tokens is not None or not s.cache  # without a cache: 1M tokens after the training text
     tokens = s.latent_tokens if s.latent_tokens is not None else 1_000_000 if not s.cache else s.train_tokens
     if r.latent_width:  # measured on the stage's own code, scaled to this width
         scale = L / r.latent_width
-        encode = s.layers * scale * (r.latent_layer_seconds + r.latent_token_seconds * tokens)
+        work = s.layers * scale * (r.latent_layer_seconds + r.latent_token_seconds * tokens)
     else:
-        encode = tokens * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops
-    seconds = encode + (r.load_seconds + tokens * forward if on_the_fly else cache_bytes / r.disk_bytes_per_s)
+        work = tokens * s.layers * sae_encode_flops(u.d, L) / r.sae_encode_flops
+    reading = r.load_seconds + tokens * u.forward if on_the_fly else u.cache_bytes / r.disk_bytes_per_s
     written = s.layers * (tokens * s.k * LATENT_ENTRY_BYTES + L * SUMMARY_BYTES)
-    rows.append(PlanRow(unit, "latents", tokens, written,
-                        (weights if on_the_fly else 0) + (s.layers * 2 * d + 4096) * L * FLOAT_BYTES,
-                        seconds, r.basis))
+    memory = (u.weights if on_the_fly else 0) + u.sae_bytes + 4096 * L * FLOAT_BYTES
+    return PlanRow(u.name, "latents", tokens, written, memory, work + reading, r.basis)
+
+
+def autointerp_row(u: Unit) -> PlanRow:
+    s, r = u.s, u.r
     judged = min(s.judged, s.sampled) * s.layers
     others = s.sampled * s.layers - judged
-    first = unit == s.units[0]
-    rows.append(PlanRow(unit, "autointerp", 0, 0, 0,
-                        r.judge_load_seconds + (r.calibration_seconds if first else 0.0)
-                        + judged * r.judged_latent_seconds + others * r.other_latent_seconds, r.judge_basis))
-    return rows
+    calibration = r.calibration_seconds if u.name == s.units[0] else 0.0  # the first time on this machine
+    return PlanRow(u.name, "autointerp", 0, 0, 0, r.judge_load_seconds + calibration
+                   + judged * r.judged_latent_seconds + others * r.other_latent_seconds, r.judge_basis)
 
 
 def totals(rows: list[PlanRow]) -> PlanRow:

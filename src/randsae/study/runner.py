@@ -294,16 +294,7 @@ class Study:
         (`trained+frozen-decoder`; the twins' with --dictionaries-on-twins), then the same at seed 1, …
         (`unit_name`); the user's own SAEs (--sae) are one trained arm, so the trained variant has seed 0
         only. `index`: one seed's."""
-        s = self.settings
-        units = []
-        for i in range(s.seeds) if index is None else [index]:
-            for v in s.variants:
-                if i and v == "trained" and s.sae is not None:
-                    continue
-                units.append(unit_name(v, i))
-                if v == "trained" or s.dictionaries_on_twins:
-                    units += [unit_name(arm_name(v, d), i) for d in s.random_dictionaries]
-        return units
+        return study_units(self.settings, index)
 
     def plan(self) -> list[tuple[str, str]]:
         return [(u, s) for u in self.units() for s in STAGES] + [("", "compare"), ("", "report")]
@@ -453,6 +444,19 @@ class Study:
         """The units (of seed `index`, or all) whose `stage` is done."""
         return [u for u in self.units(index) if self.stages.get((u, stage), StageRecord("", "", "")).status
                 == "done"]
+
+
+def study_units(s: BaselineSettings, index: int | None = None) -> list[str]:
+    """`Study.units` of a study with these settings."""
+    units = []
+    for i in range(s.seeds) if index is None else [index]:
+        for v in s.variants:
+            if i and v == "trained" and s.sae is not None:
+                continue
+            units.append(unit_name(v, i))
+            if v == "trained" or s.dictionaries_on_twins:
+                units += [unit_name(arm_name(v, d), i) for d in s.random_dictionaries]
+    return units
 
 
 def unit_name(variant: str, index: int) -> str:
@@ -719,7 +723,7 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
     from randsae.train_topk import plan_schedule
 
     s = settings
-    units = Study(Path("/nonexistent"), s).units()
+    units = study_units(s)
     config, fixed = train_config_for(s, check, "control")
     latents = (check.sae_expansion or s.expansion) * check.d_model
     schedule = plan_schedule(config, s.tokens, latents, fixed, s.schedule == "budget")
