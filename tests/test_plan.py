@@ -29,7 +29,8 @@ def plan(shape_dir, machine: str, **overrides) -> tuple:
 def test_the_paper_preset_on_pythia_shapes_plans_without_the_hub_and_writes_nothing(shapes, tmp_path, capsys):
     for name in ("pythia-160m", "pythia-1b"):
         out = tmp_path / name
-        assert main(["baseline", "--model", str(shapes[name]), "--plan", "--machine", A100S, "--out", str(out)]) == 0
+        args = ["baseline", "--model", str(shapes[name]), "--plan", "--machine", A100S, "--out", str(out)]
+        assert main(args) == 0
         text = capsys.readouterr().out
         assert text.startswith("| stage | units | tokens | disk written | peak memory per device | time |")
         for stage in ("train", "eval", "latents", "autointerp", "compare", "report", "total"):

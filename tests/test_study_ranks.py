@@ -14,9 +14,10 @@ from randsae.io import read_rows
 
 # the tiny model, two blocks, two arms (unit 0 on rank 0, unit 1 on rank 1), small example sets
 COMMON = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
-          "--expansion", "4", "--min-examples", "5", "--sample", "2", "--max-examples", "50", "--explainer-examples",
-          "6", "--test-examples", "10", "--quantiles", "5", "--non-activating", "10", "--eval-tokens", "512",
-          "--calibration-windows", "4", "--device", "cpu", "--seed", "1", "--variants", "trained,control"]
+          "--expansion", "4", "--min-examples", "5", "--sample", "2", "--max-examples", "50",
+          "--explainer-examples", "6", "--test-examples", "10", "--quantiles", "5", "--non-activating", "10",
+          "--eval-tokens", "512", "--calibration-windows", "4", "--device", "cpu", "--seed", "1",
+          "--variants", "trained,control"]
 TABLES = ("compare/results.csv", "compare/verdict.csv", "trained/eval/results.csv", "control/eval/results.csv",
           "trained/latents/latents.csv", "control/latents/latents.csv")
 

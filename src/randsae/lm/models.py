@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -165,7 +165,7 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
     return model.to(device).eval(), tokenizer
 
 
-def split_model(model, device_map: str | dict, device: torch.device):
+def split_model(model: Any, device_map: str | dict, device: torch.device) -> Any:
     """`model` dispatched across devices by accelerate: `device_map` "auto" (balanced over the visible GPUs; on a
     CPU nothing to split, the model stays whole) or module name → device ("disk" entries kept in a folder under
     the cache and read in as each module runs). Block outputs then arrive on their block's device."""
@@ -180,9 +180,9 @@ def split_model(model, device_map: str | dict, device: torch.device):
         device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
     assert isinstance(device_map, dict)
     folder = cache_dir("offload", f"{id(model):x}")
-    model = dispatch_model(model, device_map=device_map, offload_dir=str(folder))
+    model = cast(Any, dispatch_model(model, device_map=device_map, offload_dir=str(folder)))
     model.randsae_device_map = {k: str(v) for k, v in device_map.items()}
-    embedding = model.get_input_embeddings()
+    embedding: Any = model.get_input_embeddings()
     if hasattr(embedding, "on_its_device"):  # the control's noise, drawn where its embedding now lies
         embedding.on_its_device()
     return model

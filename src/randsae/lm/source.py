@@ -8,6 +8,7 @@ rebuild the same model variant and score it on text the SAEs never saw.
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -46,7 +47,7 @@ def load_variant(model: str, revision: str | None, variant: dict, device: torch.
     where = torch.device("cpu") if how.device_map is not None else device
     trained, tokenizer = load_model(model, revision=revision, device=str(where), dtype=how.dtype)
     options = {key: variant[key] for key in ("rerandomize_norms", "control_std") if key in variant}
-    made = make_variant(trained, variant["variant"], seed=variant["seed"], revision=revision, **options)
+    made: Any = make_variant(trained, variant["variant"], seed=variant["seed"], revision=revision, **options)
     if how.device_map is not None:
         from randsae.lm.models import split_model
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from randsae import io
 from randsae.study.plan import CALIBRATION_LATENTS, ModelShape, Rates, sae_encode_flops, sae_train_flops
@@ -191,7 +192,7 @@ def sae_rates(d_model: int, latents: int, k: int, device, batch_size: int) -> tu
     latents = min(latents, LATENT_CAP)
     expansion = max(1, latents // d_model)
     config = TopKTrainConfig(k=min(k, expansion * d_model), expansion=expansion, batch_size=batch_size)
-    sae = config.new_sae(d_model, 0, seed=0).to(device)
+    sae: Any = config.new_sae(d_model, 0, seed=0).to(device)
     trainer = TopKTrainer(sae, config, total_steps=100)
     batch = torch.randn(batch_size, d_model, device=device)
 

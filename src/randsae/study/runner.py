@@ -754,7 +754,8 @@ def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine"
     if machine.stated:
         return stated_rates(machine, check.shape, settings.model_dtype)
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 measures, and keeps the plan
-        return Rates(*[1.0] * 9, "not measured on this rank", "not measured on this rank")
+        return Rates(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, "not measured on this rank",
+                     "not measured on this rank")
     from randsae.lm.models import loading, read_device_map
 
     examples = ExampleSettings(seed=settings.seed, **settings.examples)
@@ -845,7 +846,7 @@ def stage_activations(study: Study, variant: str) -> None:
 
     if study.settings.cache and base_unit(variant) == variant:  # a random dictionary reads its variant's
         cache_source(source_of(study, variant), layer_list(study), study.directory(variant, "acts"),
-                     dtype=study.settings.cache_dtype, device=study.settings.device, progress=False)
+                     dtype=study.settings.cache_dtype or "float16", device=study.settings.device, progress=False)
 
 
 def twin_architecture(study: Study) -> tuple[str, dict[str, float]]:

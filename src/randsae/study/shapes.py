@@ -21,10 +21,13 @@ def pythia_config(name: str):
     from transformers import GPTNeoXConfig
 
     layers, d_model, heads, vocab = PYTHIA[name]
-    return GPTNeoXConfig(num_hidden_layers=layers, hidden_size=d_model, num_attention_heads=heads,
-                         intermediate_size=4 * d_model, vocab_size=vocab, max_position_embeddings=2048,
-                         rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False,
-                         name_or_path=f"EleutherAI/{name}")
+    config = GPTNeoXConfig(num_hidden_layers=layers, hidden_size=d_model, num_attention_heads=heads,
+                           intermediate_size=4 * d_model, vocab_size=vocab, max_position_embeddings=2048,
+                           use_parallel_residual=True, tie_word_embeddings=False,
+                           rope_parameters={"rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                                            "rope_type": "default"})
+    config.name_or_path = f"EleutherAI/{name}"
+    return config
 
 
 def write_shape(name: str, directory: str | Path) -> Path:
