@@ -317,6 +317,15 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         return todo
 
 
+def opened_source(source: Source, layers: str, config: TopKTrainConfig, out: Path, world: World):
+    """(model variant, train contexts, held-out contexts, the source's record, the layers not trained yet) of an
+    on-the-fly run into OUT."""
+    model, _, train, held_out = open_source(source, world.device)
+    chosen = parse_layers(layers, model.config.num_hidden_layers)
+    manifest = record(source, model, train, held_out)
+    return model, train, held_out, manifest, prepare_output(out, config, manifest, chosen)
+
+
 def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: Path, device: str = "auto",
                      progress: bool = True, fixed: Set[str] = frozenset(), auto: bool = True,
                      check: bool = True, deal: bool = False) -> list[int]:
@@ -328,10 +337,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
     if deal:
         return train_dealt_from_model(source, layers, config, out, device, progress, fixed, auto, check)
     with joined_world(resolve_device(device)) as world:
-        model, _, train, held_out = open_source(source, world.device)
-        chosen = parse_layers(layers, model.config.num_hidden_layers)
-        manifest = record(source, model, train, held_out)
-        todo = prepare_output(out, config, manifest, chosen)
+        model, train, held_out, manifest, todo = opened_source(source, layers, config, out, world)
         if not todo:
             return todo
         d_model = model.config.hidden_size
@@ -370,10 +376,7 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
     from randsae.distributed import gather_to
 
     with joined_world(resolve_device(device)) as world:
-        model, _, train, held_out = open_source(source, world.device)
-        chosen = parse_layers(layers, model.config.num_hidden_layers)
-        manifest = record(source, model, train, held_out)
-        todo = prepare_output(out, config, manifest, chosen)
+        model, train, held_out, manifest, todo = opened_source(source, layers, config, out, world)
         if not todo:
             return todo
         d_model = model.config.hidden_size
