@@ -3,12 +3,14 @@ CPU and its disk offload — two devices' worth of blocks, the later ones read i
 block outputs and the eval's losses equal the whole model's. A bfloat16 model keeps its activations bfloat16 to
 the cache."""
 
+import gc
 import json
 
 import pytest
 import torch
 
 from randsae.errors import BadInput
+from randsae.io import cache_dir
 from randsae.lm.activations import residual_stream
 from randsae.lm.models import loading, read_device_map
 from randsae.lm.quality import evaluate_batch
@@ -52,6 +54,11 @@ def test_every_variant_split_across_devices_gives_the_whole_models_activations_a
     assert fvu_b == pytest.approx(fvu_a, rel=1e-5)
     for key in losses_a:
         assert losses_b[key] == pytest.approx(losses_a[key], rel=1e-4, abs=1e-4), key
+    offload = cache_dir("offload")
+    assert any(offload.iterdir())  # the disk's blocks, kept while the model lives
+    del split, model
+    gc.collect()
+    assert not any(offload.iterdir())  # and removed with it
 
 
 def test_a_device_map_that_cannot_be_read_is_one_sentence(tmp_path):

@@ -168,7 +168,8 @@ def load_model(name_or_path: str = "smollm2", revision: str | None = None, dtype
 def split_model(model: Any, device_map: str | dict, device: torch.device) -> Any:
     """`model` dispatched across devices by accelerate: `device_map` "auto" (balanced over the visible GPUs; on a
     CPU nothing to split, the model stays whole) or module name → device ("disk" entries kept in a folder under
-    the cache and read in as each module runs). Block outputs then arrive on their block's device."""
+    the cache, removed with the model, and read in as each module runs). Block outputs then arrive on their
+    block's device."""
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
 
@@ -179,8 +180,13 @@ def split_model(model: Any, device_map: str | dict, device: torch.device) -> Any
         memory = get_balanced_memory(model, no_split_module_classes=no_split)
         device_map = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
     assert isinstance(device_map, dict)
-    folder = cache_dir("offload", f"{id(model):x}")
-    model = cast(Any, dispatch_model(model, device_map=device_map, offload_dir=str(folder)))
+    import tempfile
+    import weakref
+
+    cache_dir("offload").mkdir(parents=True, exist_ok=True)
+    folder = tempfile.mkdtemp(dir=cache_dir("offload"))  # removed with the model
+    model = cast(Any, dispatch_model(model, device_map=device_map, offload_dir=folder))
+    weakref.finalize(model, shutil.rmtree, folder, True)
     model.randsae_device_map = {k: str(v) for k, v in device_map.items()}
     embedding: Any = model.get_input_embeddings()
     if hasattr(embedding, "on_its_device"):  # the control's noise, drawn where its embedding now lies
