@@ -113,6 +113,8 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
     text = capsys.readouterr().out
     assert "measured here (" in text and "the judge's time is not estimated: it is a server" in text
     assert "| activations | 4 units |" in text
+    assert "| autointerp | 4 units | 0 | 0 B | 0 B | not estimated (a server judge) |" in text  # not a 0 s
+    assert "and the judge's time from start to end" in text
     kept = set(cache_dir("throughputs").glob("*.json")) - before
     assert len(kept) == 1
 

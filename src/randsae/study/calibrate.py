@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from randsae import io
-from randsae.study.plan import CALIBRATION_LATENTS, ModelShape, Rates, sae_encode_flops, sae_train_flops
+from randsae.study.plan import CALIBRATION_LATENTS, NOT_TIMED, ModelShape, Rates, sae_encode_flops, sae_train_flops
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def measure(s, shape: ModelShape, device: str, judge_options: dict, autointerp, 
              f"GFLOP/s, load {load:.1f} s, disk {disk / 2**20:.0f} MB/s")
     if "url" in judge_options:  # a server's calls may be paid for: none is made for a plan
         return Rates(forward, train, encode, load, disk, 0.0, 0.0, 0.0, 0.0, basis,
-                     "the judge's time is not estimated: it is a server, and the plan pays for no call",
+                     NOT_TIMED,
                      per_layer, per_token, measured_at)
     judged, other, judge_load = judge_rates(judge_options, autointerp, examples)
     return Rates(forward, train, encode, load, disk, judged, other, judge_load,
@@ -122,25 +122,24 @@ def measure(s, shape: ModelShape, device: str, judge_options: dict, autointerp, 
 
 
 def disk_speed(out: Path) -> float:
-    """Bytes per second written (and synced) where OUT lies."""
+    """Bytes per second written (and synced) where OUT lies (or in the temporary directory where that refuses a
+    probe)."""
     where = Path(out).expanduser().resolve()
     while not where.exists():
         where = where.parent
     data = os.urandom(PROBE_BYTES)
-    try:
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".randsae-probe-") as f:
-            start = time.perf_counter()
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            return PROBE_BYTES / max(time.perf_counter() - start, 1e-6)
-    except OSError:  # OUT's file system refuses a probe: the temporary directory's instead
-        with tempfile.NamedTemporaryFile() as f:
-            start = time.perf_counter()
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            return PROBE_BYTES / max(time.perf_counter() - start, 1e-6)
+    for folder in (where, None):
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".randsae-probe-") as f:
+                start = time.perf_counter()
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+                return PROBE_BYTES / max(time.perf_counter() - start, 1e-6)
+        except OSError:
+            if folder is None:
+                raise
+    raise AssertionError  # pragma: no cover
 
 
 def model_rates(s, shape: ModelShape, device, disk: float) -> tuple[float, float]:
@@ -290,7 +289,6 @@ def judge_rates(options: dict, autointerp, examples) -> tuple[float, float, floa
 def judge_calibration_seconds(options: dict, autointerp, judged: float, examples) -> float:
     """The judge's known-answer calibration when it is not kept on this machine yet: CALIBRATION_LATENTS
     latents' worth of judged scoring at its window count; 0 once kept."""
-    from randsae.autointerp.clients.base import Judge  # noqa: F401  (the judge layer is installed)
     from randsae.experiments.lm_autointerp import judge_description, shared_calibration_path
 
     shared = shared_calibration_path(judge_description(options), autointerp)

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from randsae.errors import BadInput
-from randsae.resources import available_memory, format_bytes
+from randsae.resources import FLOAT_BYTES, available_memory, format_bytes
 from randsae.settings import setting
 from randsae.tables import PlanRow
 
-FLOAT_BYTES = 4
-CACHE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-MODEL_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 # dense bfloat16 peak FLOP/s per GPU, by the name a --machine gives (vendors' data sheets)
 GPU_PEAK = {"A100": 312e12, "H100": 989e12, "H200": 989e12, "A10G": 125e12, "L4": 121e12, "L40S": 362e12,
             "V100": 125e12, "RTX4090": 165e12, "A6000": 155e12, "MI300X": 1307e12}
@@ -39,9 +36,20 @@ STATED_UTILISATION = {"forward": 0.35, "sae": 0.35}
 FIXED_SECONDS = {"compare": 8.0, "report": 2.0}
 # the judge's scoring of the known-answer set, the first time a machine runs it: this many latents' worth
 CALIBRATION_LATENTS = 8
+# the basis of a time the plan does not estimate (a judge behind a server: no call is paid for a plan)
+NOT_TIMED = "the judge's time is not estimated: it is a server, and the plan pays for no call"
+IGNORED_BASES = ("fixed allowance", "reads its variant's cache")
 LATENT_ENTRY_BYTES = 20  # a latent-cache entry: value and index in the shard (8), and in the latent's index (12)
 SUMMARY_BYTES = 300  # a latent's row in latents.csv
-UNITS = ("B", "KB", "MB", "GB", "TB", "PB")
+
+
+def dtype_bytes(name: str) -> int:
+    """Bytes per value of a float type by its name (the model's and the cache's: float32, float16, bfloat16)."""
+    import torch
+
+    from randsae.lm.models import DTYPES
+
+    return torch.finfo(DTYPES[name]).bits // 8
 
 
 def parse_bytes(text: str, what: str) -> int:
@@ -148,7 +156,7 @@ class ModelShape:
         return (2 * body + 2 * self.layers * context_length * self.d_model) * blocks / self.layers
 
     def weight_bytes(self, dtype: str) -> int:
-        return self.parameters * MODEL_BYTES[dtype]
+        return self.parameters * dtype_bytes(dtype)
 
 
 def model_shape(config, name: str) -> ModelShape:
@@ -272,7 +280,7 @@ class Unit:
         return cls(name, s, r, shape.d_model, shape.weight_bytes(s.model_dtype) // s.split,
                    shape.forward_flops(s.context_length, s.through) / r.forward_flops,
                    shape.forward_flops(s.context_length) / r.forward_flops,
-                   s.train_tokens * s.layers * shape.d_model * CACHE_BYTES[s.cache_dtype])
+                   s.train_tokens * s.layers * shape.d_model * dtype_bytes(s.cache_dtype))
 
     @property
     def sae_bytes(self) -> int:  # every layer's SAE for inference: both matrices
@@ -381,38 +389,42 @@ def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
     """The plan per stage as a Markdown table, with the machine and the estimate's basis under it."""
     lines = ["| stage | units | tokens | disk written | peak memory per device | time |",
              "|---|---|---|---|---|---|"]
+    untimed = any(r.basis == NOT_TIMED for r in rows)
     for r in by_stage(rows):
+        time = "not estimated (a server judge)" if r.basis == NOT_TIMED else format_seconds(r.seconds) + (
+            " + the judge's" if r.stage == "total" and untimed else "")
         lines.append(f"| {r.stage} | {r.unit} | {r.tokens:,} | {format_bytes(r.disk_bytes)} | "
-                     f"{format_bytes(r.peak_memory_bytes)} | {format_seconds(r.seconds)} |")
-    bases = sorted({r.basis for r in rows if r.basis not in ("fixed allowance", "reads its variant's cache")})
-    wall = wall_seconds(rows, ranks)
-    lines += ["", f"Machine: {machine.describe()}; {ranks} rank{'s' if ranks > 1 else ''}: about "
-              f"{format_seconds(wall)} from start to end.",
+                     f"{format_bytes(r.peak_memory_bytes)} | {time} |")
+    bases = sorted({r.basis for r in rows if r.basis not in IGNORED_BASES})
+    wall = format_seconds(wall_seconds(rows, ranks)) + (" and the judge's time" if untimed else "")
+    ranked = f"{ranks} rank{'s' if ranks > 1 else ''}"
+    lines += ["", f"Machine: {machine.describe()}; {ranked}: about {wall} from start to end.",
               "Time estimated from: " + "; ".join(bases) + "."]
     return "\n".join(lines) + "\n"
 
 
-def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, dtype: str, shape: ModelShape,
-               ranks: int, split: bool = False) -> None:
-    """Refuse, in one sentence naming the cheaper setting, a study whose disk or memory does not fit."""
+def why_not_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, dtype: str, shape: ModelShape,
+                 ranks: int, split: bool = False) -> str | None:
+    """Why a study's disk or memory does not fit the machine, in one sentence naming the cheaper setting; None
+    when it fits."""
     disk = sum(r.disk_bytes for r in rows)
     if disk > machine.disk_free:
         cache_disk = sum(r.disk_bytes for r in rows if r.stage == "activations")
         cheaper = (f"--no-cache trains on the fly and writes {format_bytes(disk - cache_disk)}; "
                    "or fewer --layers, --cache-dtype bfloat16, fewer --tokens") if cache and cache_disk else \
             "fewer --layers, --latent-tokens, or fewer --tokens"
-        raise BadInput(f"the study would write about {format_bytes(disk)} under --out, more than the "
-                       f"{format_bytes(machine.disk_free)} free there; {cheaper}.")
+        return (f"the study would write about {format_bytes(disk)} under --out, more than the "
+                f"{format_bytes(machine.disk_free)} free there; {cheaper}.")
     weights = shape.weight_bytes(dtype) // (machine.devices if split else 1)
     if weights > machine.device_memory:
         cheaper = "--model-dtype bfloat16 halves it; " if dtype == "float32" else ""
         where = "each of the devices it is split across" if split else "one device"
         also = "" if split or machine.devices < 2 else "--device-map auto splits it across the GPUs; "
-        raise BadInput(f"{model} in {dtype} needs {format_bytes(weights)} on {where}, more than its "
-                       f"{format_bytes(machine.device_memory)}; {cheaper}{also}or choose larger devices.")
+        return (f"{model} in {dtype} needs {format_bytes(weights)} on {where}, more than its "
+                f"{format_bytes(machine.device_memory)}; {cheaper}{also}or choose larger devices.")
     worst = max(rows, key=lambda r: r.peak_memory_bytes)
     if worst.peak_memory_bytes <= machine.device_memory:
-        return
+        return None
     if worst.stage == "train" and not cache:
         cheaper = "--cache trains one layer at a time"
         if ranks < machine.devices:
@@ -424,8 +436,9 @@ def check_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str, d
     else:
         cheaper = "--model-dtype bfloat16 halves the model" + (", --device-map auto splits it across the GPUs"
                                                                if machine.devices > 1 else "")
-    raise BadInput(f"the {worst.stage} stage needs about {format_bytes(worst.peak_memory_bytes)} on one device, "
-                   f"more than its {format_bytes(machine.device_memory)}; {cheaper}.")
+    return (f"the {worst.stage} stage needs about {format_bytes(worst.peak_memory_bytes)} on one device, more "
+            f"than its {format_bytes(machine.device_memory)}; {cheaper}.")
+
 
 @dataclass
 class PlanSettings:

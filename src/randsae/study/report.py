@@ -20,7 +20,7 @@ from pathlib import Path
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
-from randsae.study.runner import StageRecord, plan_grid, read_stages, stage_grid
+from randsae.study.runner import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
 from randsae.study.verdict import by_layer
 
 log = logging.getLogger(__name__)
@@ -226,13 +226,12 @@ def calibration_lines(study: Study) -> list[str]:
 
 def plan_basis(out: Path) -> str:
     """The machine and the basis the plan was made on (OUT/plan.json, OUT/plan.csv)."""
-    from randsae.study.plan import Machine, PlanRow
+    from randsae.study.plan import IGNORED_BASES, Machine, PlanRow
     from randsae.tables import read_table
 
     info = io.read_json(out / "plan.json") if (out / "plan.json").is_file() else {}
     machine = Machine(**info["machine"]).describe() if isinstance(info.get("machine"), dict) else "not recorded"
-    bases = sorted({r.basis for r in read_table(out / "plan.csv", PlanRow)
-                    if r.basis not in ("fixed allowance", "reads its variant's cache")})
+    bases = sorted({r.basis for r in read_table(out / "plan.csv", PlanRow) if r.basis not in IGNORED_BASES})
     return f"Planned before the run for {machine}, {info.get('ranks', 1)} rank(s); from {'; '.join(bases)}."
 
 
@@ -241,9 +240,12 @@ def plan_html(study: Study) -> str:
     grid = plan_grid(study.out, study.stages)
     if grid is None:
         return ""
-    header, rows = grid
-    return ("<h3>The plan beside what it took</h3><p>" + e(plan_basis(study.out)) + "</p><table><tr>" +
-            "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>" +
+    return "<h3>The plan beside what it took</h3><p>" + e(plan_basis(study.out)) + "</p>" + html_table(*grid)
+
+
+def html_table(header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>" +
             "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
 
 
@@ -252,14 +254,10 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
              "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings_rows(study)]
-    header, rows = stage_grid(study.stages)
-    lines += ["", "## Stages", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", "## Stages", "", markdown_table(*stage_grid(study.stages))]
     grid = plan_grid(study.out, study.stages)
     if grid is not None:
-        lines += ["", "### The plan beside what it took", "", plan_basis(study.out), "",
-                  "| " + " | ".join(grid[0]) + " |", "|" + "---|" * len(grid[0])]
-        lines += ["| " + " | ".join(row) + " |" for row in grid[1]]
+        lines += ["", "### The plan beside what it took", "", plan_basis(study.out), "", markdown_table(*grid)]
     lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], ""]
     verdict = study.out / "compare" / "verdict.md"
     lines += [verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
@@ -353,7 +351,6 @@ def card_html(card: LatentCard) -> str:
 def page(study: Study, figures: dict[str, Path]) -> str:
     e = html.escape
     s = study.config["settings"]
-    header, rows = stage_grid(study.stages)
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
@@ -362,9 +359,8 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              "<section id='settings'><h2>Settings</h2><table>" +
              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
              "</table></section>",
-             "<section id='stages'><h2>Stages</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) +
-             "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) +
-             "</table>" + plan_html(study) + "</section>",
+             "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.stages)) + plan_html(study) +
+             "</section>",
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
              "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
                      for x in calibration_lines(study)) + "</ul></section>"]

@@ -531,9 +531,12 @@ def stage_grid(stages: list[StageRecord]) -> tuple[list[str], list[list[str]]]:
 
 def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
     """Seconds per stage and variant, as the report shows them (a Markdown table)."""
-    header, rows = stage_grid(list(stages.values()))
+    return markdown_table(*stage_grid(list(stages.values()))) + "\n"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                      *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
+                      *("| " + " | ".join(row) + " |" for row in rows)])
 
 
 STAGE_DIRECTORIES = {"activations": "acts", "train": "sae", "eval": "eval", "latents": "latents",
@@ -547,7 +550,7 @@ def directory_bytes(path: Path) -> int:
 def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[list[str]]] | None:
     """Per stage (summed over units): the plan's time and disk (OUT/plan.csv) beside what the finished units
     took and wrote; None for a study without a plan."""
-    from randsae.study.plan import PlanRow, format_seconds
+    from randsae.study.plan import NOT_TIMED, PlanRow, format_seconds
     from randsae.tables import read_table
 
     path = out / "plan.csv"
@@ -563,8 +566,10 @@ def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[lis
         planned_s = sum(r.seconds for r in done)
         written = sum(directory_bytes(out / r.unit / STAGE_DIRECTORIES[stage]) for r in done if r.unit) \
             if stage in STAGE_DIRECTORIES else 0
-        ratio = f"{took / planned_s:.2f}" if done and planned_s > 0 else "–"
-        rows.append([stage, f"{len(done)} of {len(part)}", format_seconds(planned_s) if done else "–",
+        untimed = any(r.basis == NOT_TIMED for r in done)
+        ratio = f"{took / planned_s:.2f}" if done and planned_s > 0 and not untimed else "–"
+        shown = "not estimated (a server judge)" if untimed else format_seconds(planned_s) if done else "–"
+        rows.append([stage, f"{len(done)} of {len(part)}", shown,
                      format_seconds(took) if done else "–", ratio,
                      format_bytes(sum(r.disk_bytes for r in done)) if done else "–",
                      format_bytes(written) if done else "–"])
@@ -765,27 +770,25 @@ def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine"
                      batch)
 
 
-def plan_rows(settings: BaselineSettings, check: Preflight, machine: "Machine", rates, ranks: int,
-              cache: bool) -> "list[PlanRow]":
-    from randsae.study.plan import plan_study
-
-    assert check.shape is not None
-    return plan_study(check.shape, study_scale(settings, check, ranks, cache, machine.devices), rates, machine)
-
-
-def fits(rows: "list[PlanRow]", machine: "Machine") -> bool:
-    return sum(r.disk_bytes for r in rows) <= machine.disk_free and \
-        max(r.peak_memory_bytes for r in rows) <= machine.device_memory
-
-
 def planned(settings: BaselineSettings, check: Preflight, out: Path, machine: "Machine",
             ranks: int) -> tuple[BaselineSettings, "list[PlanRow]", str | None]:
     """(the settings with --cache decided, the plan, why it does not fit the machine or None). Undecided, the
     cache is kept where the plan says it fits and the model trains every layer on the fly otherwise; a study
     already begun in OUT keeps what it began with."""
-    from randsae.study.plan import check_fits, format_bytes
+    import dataclasses
 
-    rates = study_rates(settings, check, machine, out, study_scale(settings, check, ranks, True).batch)
+    from randsae.study.plan import plan_study, why_not_fits
+
+    assert check.shape is not None
+    shape = check.shape
+    scale = study_scale(settings, check, ranks, True, machine.devices)
+    rates = study_rates(settings, check, machine, out, scale.batch)
+
+    def plan(cache: bool) -> "tuple[list[PlanRow], str | None]":
+        rows = plan_study(shape, dataclasses.replace(scale, cache=cache), rates, machine)
+        return rows, why_not_fits(rows, machine, cache, settings.model, settings.model_dtype, shape, ranks,
+                                  settings.device_map is not None)
+
     cache = settings.cache
     if cache is None:
         previous = runs.previous_record(out, "baseline")
@@ -793,22 +796,15 @@ def planned(settings: BaselineSettings, check: Preflight, out: Path, machine: "M
         if isinstance(recorded, bool):
             cache = recorded
         else:
-            cached = plan_rows(settings, check, machine, rates, ranks, True)
-            cache = fits(cached, machine)
+            need = sum(r.disk_bytes for r in plan(True)[0])  # the cache is a matter of disk
+            cache = need <= machine.disk_free
             if not cache:
-                log.warning("the activation cache would need %s, more than the %s free (or than a device's "
-                            "memory): every layer trains on the fly from one pass of the model (--no-cache)",
-                            format_bytes(sum(r.disk_bytes for r in cached)), format_bytes(machine.disk_free))
-    settings = BaselineSettings(**{**{f.name: getattr(settings, f.name) for f in fields(settings)},
-                                   "cache": cache})
-    rows = plan_rows(settings, check, machine, rates, ranks, cache)
-    assert check.shape is not None
-    try:
-        check_fits(rows, machine, cache, settings.model, settings.model_dtype, check.shape, ranks,
-                   settings.device_map is not None)
-    except BadInput as e:
-        return settings, rows, str(e)
-    return settings, rows, None
+                log.warning("the study with its activation cache would write %s, more than the %s free: every "
+                            "layer trains on the fly from one pass of the model (--no-cache)", format_bytes(need),
+                            format_bytes(machine.disk_free))
+    settings = dataclasses.replace(settings, cache=cache)
+    rows, problem = plan(cache)
+    return settings, rows, problem
 
 
 def write_plan(out: Path, rows: "list[PlanRow]", machine: "Machine", ranks: int) -> None:
