@@ -232,7 +232,9 @@ def plan_basis(out: Path) -> str:
     info = io.read_json(out / "plan.json") if (out / "plan.json").is_file() else {}
     machine = Machine(**info["machine"]).describe() if isinstance(info.get("machine"), dict) else "not recorded"
     bases = sorted({r.basis for r in read_table(out / "plan.csv", PlanRow) if r.basis not in IGNORED_BASES})
-    return f"Planned before the run for {machine}, {info.get('ranks', 1)} rank(s); from {'; '.join(bases)}."
+    ranks = info.get("ranks", 1)
+    ranked = f"{ranks} rank{'s' if ranks != 1 else ''}"
+    return f"Planned before the run for {machine}, {ranked}; from {'; '.join(bases)}."
 
 
 def plan_html(study: Study) -> str:
