@@ -152,10 +152,10 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     first, second = (read_rows(out / d / "results.csv")[0] for d in ("compare", "compare/seed1"))
     assert first["explained_variance"] != second["explained_variance"]
     verdict = read_rows(out / "compare" / "verdict.csv")
-    assert {r["basis"] for r in verdict} == {"2 × 2 seeds"}
+    assert {r["basis"] for r in verdict} == {"2 seeds per arm"}
     ev = next(r for r in verdict if r["metric"] == "explained_variance")
     assert float(ev["trained_low"]) < float(ev["trained"]) < float(ev["trained_high"])  # an interval over seeds
-    assert "2 × 2 seeds" in (out / "report.html").read_text()
+    assert "2 seeds per arm" in (out / "report.html").read_text()
 
 
 def test_bring_your_own_saes_stand_for_the_trained_arm(tiny_latents, tiny_dir, tmp_path):

@@ -68,7 +68,7 @@ def test_seeds_that_differ_clearly_differ_and_seeds_that_agree_are_the_same():
     trained = seeds("trained", "explained_variance", [0.80, 0.81, 0.79, 0.80])
     far = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.60, 0.61, 0.59, 0.60]))
     assert far.outcome == DIFFERS and far.difference == pytest.approx(0.20) and far.low95 > 0.02
-    assert far.basis == "4 × 4 seeds" and far.seeds == 4
+    assert far.basis == "4 seeds per arm" and far.seeds == 4
     near = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.801, 0.80, 0.79, 0.805]))
     assert near.outcome == SAME and -0.02 < near.low90 < near.high90 < 0.02
     noisy = verdict("explained_variance", trained, seeds("step0", "explained_variance", [0.5, 0.9, 0.7, 1.0]))
@@ -83,7 +83,7 @@ def test_one_seed_uses_the_bootstrap_draws_paired_by_index():
     trained = one("trained", "cosine_sim", 0.90 + shared)
     twin = one("rerandomized", "cosine_sim", 0.895 + shared + rng.normal(0, 0.001, 1000))
     row = verdict("cosine_sim", trained, twin)
-    assert row.basis == "1 seed: bootstrap over held-out tokens"
+    assert row.basis == "1 seed: bootstrap over held-out contexts"
     assert row.outcome == SAME and row.high95 - row.low95 < 0.01  # paired: the shared spread cancels
     assert row.trained_high - row.trained_low > 0.15  # …while each arm alone is wide
     entropy = verdict("entropy_mean", one("trained", "entropy_mean", rng.normal(2.0, 0.05, 1000), latents=30),
@@ -159,6 +159,20 @@ def test_bad_deltas_are_refused_in_one_sentence():
 
     with pytest.raises(BadInput, match=r"--delta-auroc must be a positive number, not -0.1\."):
         VerdictSettings(delta_auroc=-0.1).validate()
+
+
+def test_an_interval_over_two_seeds_stays_inside_the_metrics_range():
+    auroc = SCORER_KINDS["fuzzing"].column
+    row = verdict(auroc, seeds("trained", auroc, [0.9, 0.3], latents=30), seeds("control", auroc, [0.5, 0.52],
+                                                                                 latents=30))
+    assert 0 <= row.trained_low < row.trained_high <= 1  # Student's t with 1 df alone: [-3.2, 4.4]
+    assert -1 <= row.low95 < row.high95 <= 1 and row.basis == "2 seeds per arm"
+    ev = verdict("explained_variance", seeds("trained", "explained_variance", [0.99, 0.5]),
+                 seeds("step0", "explained_variance", [0.3, 0.31]))
+    assert ev.trained_high == 1 and ev.trained_low < 0  # explained variance has no floor
+    mixed = verdict("explained_variance", seeds("trained", "explained_variance", [0.8, 0.81, 0.79]),
+                    seeds("step0", "explained_variance", [0.3, 0.31]))
+    assert mixed.basis == "3 seeds of the trained arm, 2 of the twin"
 
 
 def test_the_chunk_bootstrap_gives_the_metrics_of_the_whole_when_every_chunk_is_drawn_once():

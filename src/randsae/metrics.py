@@ -6,6 +6,7 @@ averaged over samples.
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -142,29 +143,107 @@ def sae_metrics(x: torch.Tensor, x_hat: torch.Tensor, z: torch.Tensor, features:
     return out
 
 
+class TrainingFit:
+    """Running sums over a sample of the tokens an SAE was trained on, from which its fair baselines are fitted
+    (docs/choices.md "Baselines fitted where the SAE was fitted"): their mean and second moments (PCA-k) and
+    each token id's summed activation (the token-lookup baseline)."""
+
+    def __init__(self, num_inputs: int):
+        self.tokens = 0
+        self.total = torch.zeros(num_inputs, dtype=torch.float64)
+        self.gram = torch.zeros(num_inputs, num_inputs, dtype=torch.float64)
+        self.ids = torch.zeros(0, dtype=torch.int64)  # sorted token ids seen
+        self.id_sums = torch.zeros(0, num_inputs, dtype=torch.float64)
+        self.id_counts = torch.zeros(0, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor, token_ids: torch.Tensor) -> None:
+        """A batch of training tokens (tokens × d) and their ids (tokens)."""
+        x64 = x.detach().double().cpu()
+        self.tokens += len(x64)
+        self.total += x64.sum(0)
+        self.gram += x64.T @ x64
+        ids, inverse = torch.unique(torch.cat([self.ids, token_ids.detach().cpu().long()]), return_inverse=True)
+        sums = torch.zeros(len(ids), x64.shape[1], dtype=torch.float64)
+        sums.index_add_(0, inverse, torch.cat([self.id_sums, x64]))
+        counts = torch.zeros(len(ids), dtype=torch.float64)
+        counts.index_add_(0, inverse, torch.cat([self.id_counts, torch.ones(len(x64), dtype=torch.float64)]))
+        self.ids, self.id_sums, self.id_counts = ids, sums, counts
+
+    def fitted(self, components: int) -> "FittedBaselines":
+        """PCA with `components` components and the token-lookup table, fitted on the sums so far."""
+        if not self.tokens:
+            raise ValueError("no training tokens were added to fit the baselines on.")
+        mean = self.total / self.tokens
+        covariance = self.gram / self.tokens - torch.outer(mean, mean)
+        _, vectors = torch.linalg.eigh(covariance)
+        basis = vectors.flip(1)[:, :max(1, min(components, len(mean)))].contiguous()
+        return FittedBaselines(mean, basis, self.ids, self.id_sums / self.id_counts[:, None], self.tokens)
+
+
+@dataclass
+class FittedBaselines:
+    """Baselines fitted on a sample of the training tokens, applied to other tokens: PCA-k (the affine rank-k
+    projection x̂ = μ + B Bᵀ (x − μ), B the top-k eigenvectors of the training covariance) and the token lookup
+    (x̂ = the mean training activation of x's token id; μ for an id never seen in the sample)."""
+    mean: torch.Tensor  # d, float64
+    basis: torch.Tensor  # d × k, float64
+    ids: torch.Tensor  # sorted token ids seen in the sample
+    token_means: torch.Tensor  # their mean activations (len(ids) × d), float64
+    tokens: int  # the sample's size
+
+    @property
+    def components(self) -> int:
+        return self.basis.shape[1]
+
+    def pca(self, x: torch.Tensor) -> torch.Tensor:
+        mean, basis = self.mean.to(x.device), self.basis.to(x.device)
+        return mean + ((x.double() - mean) @ basis) @ basis.T
+
+    def lookup(self, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the reconstruction of each token from its id alone, whether its id was seen in the sample)."""
+        ids = token_ids.detach().cpu().long()
+        if not len(self.ids):
+            return self.mean.expand(len(ids), -1).clone(), torch.zeros(len(ids), dtype=torch.bool)
+        where = torch.searchsorted(self.ids, ids).clamp(max=len(self.ids) - 1)
+        seen = self.ids[where] == ids
+        return torch.where(seen[:, None], self.token_means[where], self.mean), seen
+
+
 class TokenQuality:
-    """Quality metrics of one TopK SAE over a stream of token batches (docs/paper.md §2.2), from running sums.
+    """Quality metrics of one SAE over a stream of token batches (docs/paper.md §2.2), from running sums.
 
     FVU here is the language-model convention (the EleutherAI trainer's loss): squared error over the total
-    variance Σ ‖x − mean(x)‖², the mean taken per dimension over all evaluated tokens. The PCA baseline is
-    the best rank-`pca_components` affine reconstruction of the same tokens: its explained variance is the
-    share of the top eigenvalues of their covariance. An SAE with no fixed k (JumpReLU, Gated) passes None:
-    its measured L0, rounded (at least 1), is the number of components (`components`).
-    """
+    variance Σ ‖x − mean(x)‖², the mean taken per dimension over all evaluated tokens. Beside the SAE, its
+    baselines on the same tokens (docs/choices.md "Baselines fitted where the SAE was fitted"):
+    - with `fitted` (fitted on a sample of the training tokens): PCA-k and the token lookup, and the share of
+      tokens whose id the sample never held;
+    - the bound: the best rank-k affine reconstruction of the evaluated tokens themselves (PCA fitted on them:
+      the share of the top eigenvalues of their covariance), which no code fitted elsewhere can be held to;
+    - the context share: the variance that each context's own mean explains (one offset per context).
+    k is `pca_components`, the fitted baselines' own, or for an SAE with no fixed k (JumpReLU, Gated) its
+    measured L0, rounded (at least 1) (`components`).
 
-    CHUNK = 16  # tokens per unit of the bootstrap over held-out tokens (neighbouring tokens are not independent)
+    The sums a bootstrap needs are kept per unit of at most CHUNK consecutive tokens of one context, each with its
+    context's number, so that whole contexts can be resampled (`context_sums`)."""
 
-    def __init__(self, num_inputs: int, num_latents: int, pca_components: int | None):
+    CHUNK = 16  # tokens per unit of the chunk bootstrap (neighbouring tokens are not independent)
+
+    def __init__(self, num_inputs: int, num_latents: int, pca_components: int | None,
+                 fitted: FittedBaselines | None = None):
         self.pca_components = pca_components
-        self.tokens = 0
+        self.fitted = fitted
+        self.tokens = self.contexts = self.unseen = 0
         self.squared_error = self.cosine = self.l1 = self.l0 = 0.0
         self.total = torch.zeros(num_inputs, dtype=torch.float64)
         self.gram = torch.zeros(num_inputs, num_inputs, dtype=torch.float64)
         self.fired = torch.zeros(num_latents, dtype=torch.bool)
-        self.chunks: list[dict[str, torch.Tensor]] = []  # per CHUNK consecutive tokens: the sums a bootstrap needs
+        self.chunks: list[dict[str, torch.Tensor]] = []  # per unit: the sums a bootstrap needs
 
-    def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> None:
-        """A batch: inputs and reconstructions (tokens × d), kept latents' values and indices (tokens × k)."""
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+            token_ids: torch.Tensor | None = None, contexts: torch.Tensor | None = None) -> None:
+        """A batch: inputs and reconstructions (tokens × d), kept latents' values and indices (tokens × k), and
+        per token its id (for the token lookup) and its context's number within the batch (non-decreasing;
+        None: each CHUNK tokens a context of their own)."""
         x64 = x.double()
         error = (x_hat.double() - x64).square().sum(-1)
         cosine = torch.nn.functional.cosine_similarity(x_hat.double(), x64, dim=-1)
@@ -177,29 +256,49 @@ class TokenQuality:
         self.total += x64.sum(0).cpu()
         self.gram += (x64.T @ x64).cpu()
         self.fired[indices[values != 0].cpu()] = True
-        chunk = torch.arange(len(x), device=x.device) // self.CHUNK
-        count = int(chunk[-1]) + 1 if len(x) else 0
+        if not len(x):
+            return
+        position = torch.arange(len(x), device=x.device)
+        if contexts is None:
+            contexts = position // self.CHUNK
+        contexts = contexts.to(x.device).long()
+        sizes = torch.bincount(contexts)
+        starts = torch.cumsum(sizes, 0) - sizes
+        unit = contexts * (int(sizes.max()) // self.CHUNK + 1) + (position - starts[contexts]) // self.CHUNK
+        keys, unit = torch.unique_consecutive(unit, return_inverse=True)
 
         def sums(per_token: torch.Tensor) -> torch.Tensor:
-            shape = (count, *per_token.shape[1:])
-            return torch.zeros(shape, dtype=torch.float64, device=x.device).index_add_(0, chunk, per_token).cpu()
+            shape = (len(keys), *per_token.shape[1:])
+            return torch.zeros(shape, dtype=torch.float64, device=x.device).index_add_(0, unit, per_token).cpu()
 
-        self.chunks.append({"tokens": sums(torch.ones(len(x), dtype=torch.float64, device=x.device)),
-                            "squared_error": sums(error), "cosine": sums(cosine), "l1": sums(l1),
-                            "squared_norm": sums(x64.square().sum(-1)), "total": sums(x64)})
+        count = sums(torch.ones(len(x), dtype=torch.float64, device=x.device))
+        part = {"tokens": count, "context": sums((contexts + self.contexts).double()) / count,
+                "squared_error": sums(error), "cosine": sums(cosine), "l1": sums(l1),
+                "squared_norm": sums(x64.square().sum(-1)), "total": sums(x64)}
+        if self.fitted is not None:
+            part["pca_error"] = sums((self.fitted.pca(x64) - x64).square().sum(-1))
+            looked_up, seen = self.fitted.lookup(token_ids if token_ids is not None else
+                                                 torch.full((len(x),), -1, dtype=torch.int64))
+            part["lookup_error"] = sums((looked_up.to(x.device) - x64).square().sum(-1))
+            self.unseen += int((~seen).sum())
+        self.contexts += int(contexts.max()) + 1
+        self.chunks.append(part)
 
     def chunk_sums(self) -> dict[str, torch.Tensor]:
-        """Per chunk of CHUNK consecutive evaluated tokens: their count, squared error, cosine, L1, squared norm
-        and sum — what `chunk_bootstrap` resamples."""
+        """Per unit of at most CHUNK consecutive evaluated tokens of one context: their count, context number,
+        squared error, cosine, L1, squared norm and sum (and the fitted baselines' squared errors) — what
+        `chunk_bootstrap` resamples."""
         if not self.chunks:
             raise ValueError("no tokens were evaluated.")
         return {name: torch.cat([c[name] for c in self.chunks]) for name in self.chunks[0]}
 
     @property
     def components(self) -> int:
-        """PCA's number of components: k, or the measured L0 rounded."""
+        """PCA's number of components: k, the fitted baselines', or the measured L0 rounded."""
         if self.pca_components is not None:
             return self.pca_components
+        if self.fitted is not None:
+            return self.fitted.components
         return max(1, round(self.l0 / self.tokens)) if self.tokens else 1
 
     def result(self) -> dict[str, Any]:
@@ -210,10 +309,36 @@ class TokenQuality:
         eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
         variance = covariance.diagonal().sum().item()
         fvu_value = self.squared_error / (variance * self.tokens)
-        return {"explained_variance": 1 - fvu_value, "fvu": fvu_value, "cosine_sim": self.cosine / self.tokens,
-                "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
-                "dead_fraction": 1 - self.fired.float().mean().item(),
-                "pca_explained_variance": eigenvalues[:self.components].sum().item() / variance}
+        per_context = context_sums({k: v.numpy() for k, v in self.chunk_sums().items()})
+        within = (per_context["squared_norm"] - (per_context["total"] ** 2).sum(-1) / per_context["tokens"]).sum()
+        out = {"explained_variance": 1 - fvu_value, "fvu": fvu_value, "cosine_sim": self.cosine / self.tokens,
+               "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
+               "dead_fraction": 1 - self.fired.float().mean().item(),
+               "pca_in_sample_explained_variance": eigenvalues[:self.components].sum().item() / variance,
+               "context_share": 1 - float(within) / (variance * self.tokens),
+               "held_out_contexts": len(per_context["tokens"])}
+        if self.fitted is not None:
+            sums = self.chunk_sums()
+            out.update({
+                "pca_explained_variance": 1 - sums["pca_error"].sum().item() / (variance * self.tokens),
+                "token_lookup_explained_variance": 1 - sums["lookup_error"].sum().item() / (variance * self.tokens),
+                "unseen_token_share": self.unseen / self.tokens, "fit_tokens": self.fitted.tokens})
+        return out
+
+
+def context_sums(sums: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`TokenQuality.chunk_sums` added up per context (its "context" column), one row a context, in order —
+    the units a context bootstrap resamples. Sums written before contexts were numbered stay per chunk."""
+    if "context" not in sums:
+        return sums
+    contexts, inverse = np.unique(np.rint(sums["context"]).astype(np.int64), return_inverse=True)
+    out = {}
+    for name, values in sums.items():
+        total = np.zeros((len(contexts), *values.shape[1:]))
+        np.add.at(total, inverse, values)
+        out[name] = total
+    out["context"] = contexts.astype(np.float64)
+    return out
 
 
 def token_mass(token_ids: np.ndarray, activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

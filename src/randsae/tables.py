@@ -243,10 +243,17 @@ class EvalRow(Table):
     ce_zero: float | None = None
     ce_loss_score: float | None = None
     kl: float | None = None
-    pca_explained_variance: float | None = None
+    pca_explained_variance: float | None = None  # PCA-k fitted on training tokens (before: on the evaluated ones)
     below_baseline: str | None = None
     architecture: str | None = None  # tables from before it was written: topk
     pca_components: int | None = None  # tables from before it was written: k
+    pca_in_sample_explained_variance: float | None = None  # the bound: PCA-k fitted on the evaluated tokens
+    token_lookup_explained_variance: float | None = None
+    context_share: float | None = None
+    train_explained_variance: float | None = None
+    fit_tokens: int | None = None  # the training sample's tokens the baselines were fitted on
+    unseen_token_share: float | None = None
+    held_out_contexts: int | None = None
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -388,10 +395,29 @@ register(EVAL, "randsae.metrics.TokenQuality.result", [
     ("l1", "L1 of the latents", "mean over tokens of Σ|z|"),
     ("l0", "active latents per token", "mean count of non-zero latents (k for TopK)"),
     ("dead_fraction", "dead latents", "share of latents that never fire on the held-out tokens"),
-    ("pca_explained_variance", "PCA-k explained variance", "explained variance of PCA with k components fitted on "
-                                                           "the same tokens"),
     ("pca_components", "PCA's components", "k; for an SAE without a fixed k (JumpReLU, Gated, BatchTopK at "
-                                           "inference) its measured L0, rounded"),
+                                           "inference) its L0 on the training sample, rounded"),
+    ("pca_explained_variance", "PCA-k explained variance (the baseline)",
+     "explained variance on the held-out tokens of x̂ = μ + BBᵀ(x − μ), μ and the top-k eigenvectors B fitted "
+     "on fit_tokens of the SAE's training tokens"),
+    ("token_lookup_explained_variance", "token lookup explained variance",
+     "explained variance on the held-out tokens of x̂ = the mean training activation of x's token id (the training "
+     "mean for an id never seen): how much of the layer is the token alone"),
+    ("unseen_token_share", "unseen token ids", "share of held-out tokens whose id the training sample never holds"),
+    ("fit_tokens", "training sample", "training tokens the baselines are fitted on (and train_explained_variance "
+                                      "measured on): the first of the cache, or of an on-the-fly run's contexts"),
+    ("pca_in_sample_explained_variance", "PCA-k fitted on the evaluated tokens (a bound)",
+     "share of the top k eigenvalues of the held-out tokens' own covariance: no code fitted elsewhere can be held "
+     "to it"),
+    ("context_share", "context share", "1 − Σ_c Σ_t∈c ‖x − mean_c(x)‖² / Σ‖x − mean(x)‖²: the held-out variance "
+                                       "that each context's own mean explains (one offset per context)"),
+    ("held_out_contexts", "held-out contexts", "contexts the held-out tokens come from: the units a one-seed "
+                                               "bootstrap resamples"),
+])
+register(EVAL, "randsae.experiments.lm_eval.evaluate", [
+    ("train_explained_variance", "explained variance on training tokens",
+     "the SAE's explained variance on its training sample (fit_tokens): beside explained_variance, how well it "
+     "generalises"),
 ])
 register(EVAL, "randsae.sae.architecture_of", [
     ("architecture", "SAE architecture", "topk, jumprelu, gated, batchtopk or matryoshka_batchtopk (SAELens's "
@@ -408,8 +434,9 @@ register(EVAL, "randsae.experiments.lm_eval.ce_score", [
                                        "model"),
 ])
 register(EVAL, "randsae.lm.quality.below_baselines", [
-    ("below_baseline", "below the simplest baselines", "EV<PCA-k when explained_variance < "
-                                                       "pca_explained_variance; CE<0 when ce_loss_score < 0"),
+    ("below_baseline", "below the simplest baselines", "EV < PCA-k's, both numbers, when explained_variance < "
+                                                       "pca_explained_variance (PCA fitted on training tokens); "
+                                                       "CE loss score < 0 when ce_loss_score < 0"),
 ])
 register(COMPARE, "randsae.lm.latents.entropy_by_layer", [
     ("sampled_latents", "sampled latents", "latents drawn per layer among those with enough examples"),
@@ -444,11 +471,12 @@ register(VERDICT, "randsae.study.verdict.compare_arms", [
     ("trained, twin_value", "each arm's value", "mean over seeds of the metric at that layer (one seed: its "
                                                 "value)"),
     ("trained_low, trained_high, twin_low, twin_high", "each arm's 95% interval",
-     "Student's t over seeds; one seed: percentile bootstrap over chunks of 16 held-out tokens (reconstruction) "
+     "Student's t over seeds, clipped to the metric's range (AUROC and accuracy [0, 1], cosine [−1, 1], explained "
+     "variance ≤ 1, L1 and entropy ≥ 0); one seed: percentile bootstrap over whole held-out contexts (reconstruction) "
      "or over latents (entropy, AUROC), 1,000 resamples"),
     ("difference", "trained − twin", "the difference of the arms' values"),
-    ("low95, high95", "its 95% interval", "Welch's t over seeds; one seed: the bootstrap draws' differences, "
-                                          "paired by resample"),
+    ("low95, high95", "its 95% interval", "Welch's t over seeds, clipped to the range a difference of the metric can "
+                                          "take; one seed: the bootstrap draws' differences, paired by resample"),
     ("low90, high90", "its 90% interval", "the same at 90%: the two one-sided tests at 5% each"),
     ("delta", "δ", "the smallest difference that counts (--delta-*; L1's relative to the trained mean)"),
     ("outcome", "the verdict", "differs: 95% excludes 0 and |difference| > δ; same: 90% inside ±δ; cannot tell: "

@@ -85,6 +85,8 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
     p.add_argument("--acts", help="the activation cache the SAEs were trained on (default: as recorded)")
     p.add_argument("--tokens", default="64k", help="held-out tokens to evaluate at most (default 64k)")
+    p.add_argument("--fit-tokens", default="64k", help="training tokens the baselines (PCA-k, token lookup) are "
+                   "fitted on and the SAEs' training explained variance is measured on (default 64k)")
     p.add_argument("--batch-size", type=int, default=4, help="contexts per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
@@ -181,10 +183,10 @@ def run_eval(args) -> None:
 
     if args.batch_size < 1:
         raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
-    max_tokens = parse_count(args.tokens)
+    max_tokens, fit_tokens = parse_count(args.tokens), parse_count(args.fit_tokens)
     with output_directory(args.out, command="lm eval", inputs={"--sae": args.sae, "--acts": args.acts}) as out:
         evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
-                 device=args.device, progress=not args.quiet)
+                 device=args.device, progress=not args.quiet, fit_tokens=fit_tokens)
 
 
 def run_latents(args) -> None:

@@ -1,6 +1,9 @@
-"""`randsae lm eval`: every trained layer's SAE on held-out contexts (docs/paper.md §2.2).
+"""`randsae lm eval`: every trained layer's SAE on held-out contexts (docs/paper.md §2.2), beside its baselines
+fitted on a sample of its training tokens (docs/choices.md "Baselines fitted where the SAE was fitted").
 
-Per batch of contexts: one clean forward pass gives the next-token losses and every layer's block output;
+First the training sample (the cache the SAEs trained on, or the first contexts an on-the-fly run trained on,
+through the model): each SAE's explained variance there, and PCA-k and the token lookup fitted there. Then per
+batch of held-out contexts: one clean forward pass gives the next-token losses and every layer's block output;
 each layer's SAE reconstructs its output (quality metrics), then two more passes splice in the
 reconstruction and a zero vector. Every pass starts from the same input embeddings, so the control
 variant's noise is the same in all three. OUT/results.csv has one row per (model, variant, layer).
@@ -20,8 +23,16 @@ from randsae.config import resolve_device
 from randsae.errors import BadInput
 from randsae.experiments.lm_train import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
-from randsae.lm.quality import below_baselines, evaluate_batch
-from randsae.lm.source import HELD_OUT_FILE, check_same_source, check_token_ids, load_variant, read_held_out
+from randsae.lm.quality import Sample, below_baselines, cache_sample, evaluate_batch, fit_baselines, model_sample
+from randsae.lm.source import (
+    FIT_TOKENS,
+    HELD_OUT_FILE,
+    check_same_source,
+    check_token_ids,
+    load_variant,
+    read_held_out,
+    read_train_sample,
+)
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
 from randsae.sae import architecture_of, load_language_sae
@@ -41,14 +52,34 @@ def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor
     return source, read_held_out(acts)
 
 
+def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model, layers: list[int],
+                    tokens: int, device: torch.device) -> tuple[Sample | None, str]:
+    """(a sample of what the SAEs were fitted on, what it is): the first `tokens` tokens of the cache they
+    trained on (or `acts`, checked to be of the same source), or the first contexts an on-the-fly run trained
+    on through the model; None where neither is at hand."""
+    cache_dir = acts or source.get("acts")
+    if cache_dir and (Path(cache_dir) / "manifest.json").is_file():
+        cache = open_cache(cache_dir)
+        if set(layers) <= set(cache.layers):
+            return cache_sample(cache, layers, tokens), f"the first {tokens:,} tokens of the cache {cache_dir}"
+    contexts = read_train_sample(sae_dir)
+    if contexts is None:
+        return None, "no sample of the training tokens"
+    check_token_ids(contexts, model, sae_dir)
+    return (model_sample(model, contexts, layers, device, tokens),
+            f"the first {min(tokens, contexts.numel()):,} training tokens of {sae_dir} through the model")
+
+
 def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = 64_000,
-             batch_size: int = 4, device: str = "auto", progress: bool = True) -> list[EvalRow]:
-    """Evaluate every layer of `sae_dir` not yet in OUT/results.csv; returns the whole table. OUT holds one SAE
-    run's evaluation: another run, or other tokens, into the same OUT is refused in one sentence."""
+             batch_size: int = 4, device: str = "auto", progress: bool = True,
+             fit_tokens: int = FIT_TOKENS) -> list[EvalRow]:
+    """Evaluate every layer of `sae_dir` not yet in OUT/results.csv, with its baselines fitted on `fit_tokens`
+    of its training tokens; returns the whole table. OUT holds one SAE run's evaluation: another run, or other
+    tokens, into the same OUT is refused in one sentence."""
     sae_dir = Path(sae_dir)
     source, held_out = read_run(sae_dir, acts)
     record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()) if acts else None,
-              "max_tokens": max_tokens}
+              "max_tokens": max_tokens, "fit_tokens": fit_tokens}
     previous = runs.previous_record(out, COMMAND)
     if previous is not None and runs.settings_of(previous) != record:
         changed = ", ".join(k for k in record if previous.get(k) != record[k])
@@ -71,7 +102,15 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     saes = {layer: load_language_sae(layers[layer]).to(torch_device).eval() for layer in todo}
     contexts = held_out[:max(1, math.ceil(max_tokens / held_out.shape[1]))]
     check_token_ids(contexts, model, Path(acts or sae_dir) / HELD_OUT_FILE)
-    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
+    sample, what = training_sample(sae_dir, source, acts, model, todo, fit_tokens, torch_device)
+    trained_on, fitted = fit_baselines(saes, sample, token_filter) if sample is not None else ({}, {})
+    if sample is None:
+        log.warning("%s keeps no sample of its training tokens (an older run): the baselines fitted where the SAEs "
+                    "were fitted are left empty, and no SAE is held to PCA-k", sae_dir)
+    else:
+        log.info("baselines fitted on %s", what)
+    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted.get(layer))
+               for layer, sae in saes.items()}
     losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in todo}
     ce_clean = 0.0
     predicted = positions = 0
@@ -86,15 +125,20 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     for layer, sae in saes.items():
         ce: dict[str, Any] = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
               "ce_zero": losses[layer]["ce_zero"] / predicted}
+        train = trained_on[layer].result()["explained_variance"] if layer in trained_on else None
         row = EvalRow(model_name, variant, layer, sae.k, sae.num_latents, quality[layer].tokens,
                       **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),
                       kl=losses[layer]["kl"] / positions, architecture=architecture_of(sae),
-                      pca_components=quality[layer].components)
+                      pca_components=quality[layer].components, train_explained_variance=train)
         row.below_baseline = below_baselines(row)
         if row.below_baseline:
-            log.warning("%s %s layer %d is below its simplest baselines (%s): explained variance %.3f against "
-                        "PCA-%d's %.3f, CE loss score %.3f", model_name, variant, layer, row.below_baseline,
-                        row.explained_variance, row.pca_components, row.pca_explained_variance, row.ce_loss_score)
+            log.warning("%s %s layer %d is below its simplest baselines: %s", model_name, variant, layer,
+                        row.below_baseline)
+        if generalises_poorly(row):
+            log.warning("%s %s layer %d explains %.3f of the variance of its training tokens and %.3f of the "
+                        "held-out tokens (%.1f%% of whose ids its training sample never held): it fits what it saw "
+                        "far better than new text", model_name, variant, layer, row.train_explained_variance,
+                        row.explained_variance, 100 * (row.unseen_token_share or 0))
         rows.append(row)
         write_chunks(out, layer, quality[layer].chunk_sums())
     rows.sort(key=lambda r: r.key)
@@ -105,10 +149,24 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     return rows
 
 
+GENERALISATION_GAP = 0.1  # explained variance on the training sample above the held-out one by more: said
+
+
+def generalises_poorly(row: EvalRow) -> bool:
+    """Whether an SAE explains its training tokens far better (by GENERALISATION_GAP) than the held-out ones."""
+    train, held_out = row.train_explained_variance, row.explained_variance
+    return train is not None and held_out is not None and train - held_out > GENERALISATION_GAP
+
+
 def read_eval_rows(path: str | Path) -> list[EvalRow]:
-    """The rows of an `lm eval` results.csv, checked (one sentence naming the file and row otherwise)."""
+    """The rows of an `lm eval` results.csv, checked (one sentence naming the file and row otherwise). A table
+    from before the baselines were fitted on training tokens held PCA fitted on the evaluated tokens as
+    `pca_explained_variance`: it is read as the bound it was, and its gate is worked out anew."""
     rows = read_table(path, EvalRow)
-    for row in rows:  # tables from before the column was written
+    for row in rows:
+        if row.fit_tokens is None and row.pca_in_sample_explained_variance is None:
+            row.pca_in_sample_explained_variance, row.pca_explained_variance = row.pca_explained_variance, None
+            row.below_baseline = None
         if row.below_baseline is None:
             row.below_baseline = below_baselines(row)
     return rows

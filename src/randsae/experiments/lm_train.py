@@ -23,9 +23,11 @@ from randsae.distributed import World, joined_world
 from randsae.errors import BadInput
 from randsae.io import check_fields, json_round_trip, read_json
 from randsae.lm.activations import check_activations, open_cache, parse_layers, residual_stream
-from randsae.lm.quality import held_out_checks
+from randsae.lm.quality import Sample, cache_sample, held_out_checks, model_sample
 from randsae.lm.source import (
+    FIT_TOKENS,
     HELD_OUT_FILE,
+    TRAIN_SAMPLE_FILE,
     Source,
     check_token_ids,
     load_variant,
@@ -33,6 +35,7 @@ from randsae.lm.source import (
     read_held_out,
     record,
     write_held_out,
+    write_train_sample,
 )
 from randsae.lm.token_filter import TokenFilter
 from randsae.lm.variants import batch_share, draw_unseen
@@ -140,16 +143,18 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
 
 
 def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: torch.Tensor, world: World,
-                 schedule: Schedule) -> None:
-    """OUT/config.json (settings as given, the schedule chosen from them, the source) and the held-out
-    contexts, written with the run's first saved layer (so that a run that fails before it finishes one
-    leaves OUT as it found it)."""
+                 schedule: Schedule, train: torch.Tensor | None = None) -> None:
+    """OUT/config.json (settings as given, the schedule chosen from them, the source), the held-out contexts and
+    (on the fly: `train`) the first training contexts, written with the run's first saved layer (so that a run
+    that fails before it finishes one leaves OUT as it found it)."""
     if not world.is_main:
         return
     if not (out / "config.json").exists():
         runs.write_record(out, COMMAND, {"train": asdict(config), "schedule": asdict(schedule), "source": source})
     if not (out / HELD_OUT_FILE).exists():
         write_held_out(out, held_out)
+    if train is not None and not (out / TRAIN_SAMPLE_FILE).exists():
+        write_train_sample(out, train)
 
 
 class Progress:
@@ -195,31 +200,38 @@ def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: S
 
 
 def check_against_pca(model, saes: dict[int, UnitDecoder], held_out: torch.Tensor, token_filter: TokenFilter,
-                      device: torch.device, schedule: Schedule,
+                      device: torch.device, schedule: Schedule, sample: Sample,
                       running: dict[int, float | None] | None = None) -> dict[int, dict]:
-    """Each SAE against PCA-k on held-out contexts; a warning for each that is worse. {layer: record}.
-    `running`: each layer's FVU on what it trained on (a cache), to tell a cache unlike the model apart."""
+    """Each SAE against PCA-k fitted on `sample` (a sample of its training tokens), both scored on held-out
+    contexts; a warning for each that is worse. {layer: record}. `running`: each layer's FVU on what it trained on
+    (a cache), to tell a cache unlike the model apart."""
     if model is None:
         return {}
     records = {}
     inference = {layer: sae.inference() for layer, sae in saes.items()}
-    for check in held_out_checks(model, inference, held_out[:CHECK_CONTEXTS], token_filter, device):
+    for check in held_out_checks(model, inference, held_out[:CHECK_CONTEXTS], token_filter, device, sample):
         records[check.layer] = {"held_out_tokens": check.tokens, "held_out_fvu": check.fvu,
-                                "pca_fvu": check.pca_fvu, "below_pca": check.below_pca}
+                                "pca_fvu": check.pca_fvu, "pca_bound_fvu": check.bound_fvu,
+                                "train_sample_fvu": check.train_fvu, "below_pca": check.below_pca}
         if check.below_pca:
-            log.warning("layer %d: held-out FVU %.4f is above PCA-%d's %.4f on the same %d tokens — this SAE is "
-                        "worse than its simplest baseline. %s", check.layer, check.fvu, check.components,
-                        check.pca_fvu, check.tokens,
-                        why_below(schedule, check.pca_fvu, check.fvu, (running or {}).get(check.layer)))
+            log.warning("layer %d: held-out FVU %.4f is above that of PCA-%d fitted on its training tokens (%.4f) "
+                        "on the same %d held-out tokens — this SAE is worse than its simplest baseline. %s",
+                        check.layer, check.fvu, check.components, check.pca_fvu, check.tokens,
+                        why_below(schedule, check.pca_fvu, check.fvu, (running or {}).get(check.layer),
+                                  check.train_fvu))
     return records
 
 
-def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: float | None = None) -> str:
+def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: float | None = None,
+              train_fvu: float | None = None) -> str:
     """What to change, in one or two sentences."""
     if fvu > FAR_WORSE and running is not None and running < 1:
         return (f"It reconstructs the cache it trained on (FVU {running:.3f}) but not the model's own activations "
                 "on the held-out text: the cache does not look like this model's activations — is it corrupt or "
                 "of another model?")
+    if train_fvu is not None and train_fvu < pca_fvu < fvu:
+        return (f"On its own training tokens its FVU is {train_fvu:.4f}, better than PCA's: it fits what it saw and "
+                "does not generalise — give it more, and more varied, training text (--tokens).")
     if schedule.steps < 1000:
         advice = (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
                   "--batch-size.")
@@ -309,7 +321,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
             checked = check_against_pca(model, {layer: trainer.sae}, held_out, token_filter, world.device,
-                                        schedule, {layer: bar.fvu.get(layer)})
+                                        schedule, cache_sample(cache, [layer], FIT_TOKENS), {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
         (ranks or world).barrier()
@@ -360,9 +372,10 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
             with batch_share(model, first, len(batch)):
                 residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
-        checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule)
+        checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule,
+                                     model_sample(model, train, list(saes), world.device, FIT_TOKENS))
                    if check and world.is_main else {})
-        write_record(out, config, manifest, held_out, world, schedule)
+        write_record(out, config, manifest, held_out, world, schedule, train)
         for layer, trainer in trainers.items():
             save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
         world.barrier()
@@ -384,7 +397,7 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
         alone = World(device=world.device)
         run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, alone, max(1, len(mine)))
         if world.is_main:
-            write_record(out, config, manifest, held_out, alone, schedule)
+            write_record(out, config, manifest, held_out, alone, schedule, train)
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
         per_step = max(world.size, run.batch_size // source.context_length)
         steps = math.ceil(len(train) / per_step)
@@ -417,7 +430,9 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
                 fvu = trainer.step(token_filter.apply(shared[layer]))
                 bar.update(layer, trainer.tokens - before, fvu)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
-        checked = check_against_pca(model, saes, held_out, token_filter, world.device, schedule) if check else {}
+        checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule,
+                                     model_sample(model, train, list(saes), world.device, FIT_TOKENS))
+                   if check else {})
         for layer, trainer in trainers.items():
             save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
         world.barrier()

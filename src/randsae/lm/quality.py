@@ -1,18 +1,21 @@
-"""SAEs measured on a model's own forward passes: quality metrics, the CE loss score's three losses, and the
-held-out check `lm train` makes on the way out (is the SAE better than PCA with k components?).
+"""SAEs measured on a model's own forward passes: quality metrics, the CE loss score's three losses, the
+baselines fitted where the SAE was fitted (a sample of its training tokens: the cache, or the contexts an
+on-the-fly run trained on), and the held-out check `lm train` makes on the way out (is the SAE better than PCA
+with k components fitted on its training tokens?).
 
 Tokens a `TokenFilter` leaves out are left out of every metric, and the splices leave them as they were
 (the SAE's reconstruction and the zero vector replace only the kept tokens)."""
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from randsae.lm.activations import residual_stream
+from randsae.lm.activations import ActivationCache, residual_stream
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
 from randsae.lm.token_filter import TokenFilter
-from randsae.metrics import TokenQuality
+from randsae.metrics import FittedBaselines, TokenQuality, TrainingFit
 from randsae.sae import LanguageSAE
 
 EVERY_TOKEN = TokenFilter()
@@ -25,14 +28,72 @@ def spliced(original: torch.Tensor, keep: torch.Tensor | None, replacement: torc
     return torch.where(keep[..., None], replacement, original)
 
 
-def measure(sae: LanguageSAE, x: torch.Tensor, quality: TokenQuality) -> torch.Tensor:
-    """Encode and decode `x` (tokens × d, float), add the result to `quality`; returns the reconstruction."""
+def measure(sae: LanguageSAE, x: torch.Tensor, quality: TokenQuality, token_ids: torch.Tensor | None = None,
+            contexts: torch.Tensor | None = None) -> torch.Tensor:
+    """Encode and decode `x` (tokens × d, float), add the result to `quality` (with each token's id and
+    context number, where known); returns the reconstruction."""
     x = x.to(next(sae.parameters()).device)  # a block of a model split across devices may lie elsewhere
     with torch.no_grad():
         values, indices = sae.encode(x)
         x_hat = sae.decode(values, indices)
-    quality.add(x, x_hat, values, indices)
+    quality.add(x, x_hat, values, indices, token_ids, contexts)
     return x_hat
+
+
+def kept_tokens(hidden: torch.Tensor, ids: torch.Tensor,
+                token_filter: TokenFilter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the kept tokens' activations as float rows, their ids, their context's number in the batch) of `hidden`
+    (contexts × length × d) and `ids` (contexts × length)."""
+    contexts = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)
+    if not token_filter.active:
+        return hidden.reshape(-1, hidden.shape[-1]).float(), ids.reshape(-1), contexts.reshape(-1)
+    keep = token_filter.mask(hidden)
+    return hidden[keep].float(), ids[keep.to(ids.device)], contexts[keep.to(ids.device)]
+
+
+# A sample of training tokens: batches of (token ids: contexts × length, {layer: block output: contexts × length × d})
+Sample = Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]
+
+
+def cache_sample(cache: ActivationCache, layers: list[int], tokens: int) -> Sample:
+    """The first contexts of an activation cache holding at least `tokens` tokens (fewer where it holds fewer),
+    shard by shard: what SAEs trained on the cache were fitted on."""
+    length, seen = cache.context_length, 0
+    for index in range(len(cache.manifest["shards"])):
+        if seen >= tokens:
+            return
+        ids = cache.read_shard(index, "tokens")
+        take = min(len(ids), math.ceil((tokens - seen) / length))
+        hidden = {layer: cache.read_shard(index, f"layer.{layer}")[:take * length].view(take, length, -1)
+                  for layer in layers}
+        seen += take * length
+        yield ids[:take], hidden
+
+
+def model_sample(model, contexts: torch.Tensor, layers: list[int], device: torch.device, tokens: int,
+                 batch_size: int = 4) -> Sample:
+    """The model's block outputs on the first of `contexts` holding at least `tokens` tokens: what SAEs trained
+    on the fly from those contexts were fitted on."""
+    contexts = contexts[:max(1, math.ceil(tokens / contexts.shape[1]))]
+    for batch in contexts.split(batch_size):
+        yield batch, residual_stream(model, batch.to(device), layers)
+
+
+def fit_baselines(saes: dict[int, LanguageSAE], sample: Sample,
+                  token_filter: TokenFilter) -> tuple[dict[int, TokenQuality], dict[int, FittedBaselines]]:
+    """Each SAE measured on a sample of its training tokens, and its baselines fitted there with k = the SAE's
+    k, or its L0 on that sample, rounded: ({layer: the SAE's quality on the sample}, {layer: the baselines})."""
+    fits = {layer: TrainingFit(sae.num_inputs) for layer, sae in saes.items()}
+    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
+    for ids, hidden in sample:
+        for layer, output in hidden.items():
+            x, token_ids, contexts = kept_tokens(output, ids.to(output.device), token_filter)
+            if not len(x):
+                continue
+            fits[layer].add(x, token_ids)
+            measure(saes[layer], x, quality[layer], token_ids, contexts)
+    fitted = {layer: fit.fitted(quality[layer].components) for layer, fit in fits.items() if fit.tokens}
+    return {layer: q for layer, q in quality.items() if q.tokens}, fitted
 
 
 def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
@@ -47,8 +108,8 @@ def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
     for layer, sae in saes.items():
         output = outputs[layer]
         keep = token_filter.mask(output) if token_filter.active else None
-        x = (output[keep] if keep is not None else output.reshape(-1, sae.num_inputs)).float()
-        x_hat = measure(sae, x, quality[layer])
+        x, token_ids, contexts = kept_tokens(output, ids.to(output.device), token_filter)
+        x_hat = measure(sae, x, quality[layer], token_ids, contexts)
         if losses is None:
             continue
         if keep is None:
@@ -68,12 +129,15 @@ def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
 
 @dataclass
 class HeldOutCheck:
-    """An SAE against PCA with k components on held-out tokens (PCA fitted on those same tokens: a bound no
-    rank-k linear code beats there)."""
+    """An SAE against PCA with k components on held-out tokens: PCA fitted on a sample of the SAE's training
+    tokens (the baseline), and fitted on the held-out tokens themselves (a bound no code fitted elsewhere meets
+    there), with the SAE's FVU on that training sample."""
     layer: int
     tokens: int
     fvu: float
     pca_fvu: float
+    bound_fvu: float
+    train_fvu: float | None
     components: int
 
     @property
@@ -82,32 +146,43 @@ class HeldOutCheck:
 
 
 def held_out_checks(model, saes: dict[int, LanguageSAE], contexts: torch.Tensor, token_filter: TokenFilter,
-                    device: torch.device, batch_size: int = 4) -> list[HeldOutCheck]:
-    """Each SAE against PCA-k on `contexts` (one forward pass per batch that stops after the last layer)."""
-    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k) for layer, sae in saes.items()}
+                    device: torch.device, sample: Sample, batch_size: int = 4) -> list[HeldOutCheck]:
+    """Each SAE against PCA-k fitted on `sample` (its training tokens), on held-out `contexts` (one forward pass
+    per batch that stops after the last layer)."""
+    trained_on, fitted = fit_baselines(saes, sample, token_filter)
+    if set(fitted) != set(saes):
+        raise ValueError("the training sample holds no token of some layer to fit its baselines on.")
+    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted[layer])
+               for layer, sae in saes.items()}
     for batch in contexts.split(batch_size):
-        for layer, output in residual_stream(model, batch.to(device), list(saes)).items():
-            measure(saes[layer], token_filter.apply(output).float(), quality[layer])
+        ids = batch.to(device)
+        for layer, output in residual_stream(model, ids, list(saes)).items():
+            x, token_ids, numbers = kept_tokens(output, ids.to(output.device), token_filter)
+            measure(saes[layer], x, quality[layer], token_ids, numbers)
     checks = []
     for layer in saes:
         result = quality[layer].result()
-        checks.append(HeldOutCheck(layer, quality[layer].tokens, result["fvu"],
-                                   1 - result["pca_explained_variance"], quality[layer].components))
+        train = trained_on[layer].result()["fvu"] if layer in trained_on else None
+        checks.append(HeldOutCheck(layer, quality[layer].tokens, result["fvu"], 1 - result["pca_explained_variance"],
+                                   1 - result["pca_in_sample_explained_variance"], train, quality[layer].components))
     return checks
 
 
 def below_baselines(row) -> str:
-    """What an `lm eval` row fails of the simplest baselines: "EV<PCA-k" when its explained variance is below
-    PCA's with k components on the same tokens, "CE<0" when splicing it in is worse than zeroing the block.
+    """What an `lm eval` row fails of the simplest baselines, with both numbers: "EV 0.28 < PCA-32's 0.37" when
+    its explained variance is below that of PCA with k components fitted on the same training tokens (scored on
+    the same held-out tokens), "CE loss score -0.1 < 0" when splicing it in is worse than zeroing the block.
     `row`: an `EvalRow` or its CSV cells (anything with `.get(column)`)."""
     def number(column: str) -> float:
         value = row.get(column)
         return float(value) if value not in (None, "") else float("nan")
 
     flags = []
-    if number("explained_variance") < number("pca_explained_variance"):
+    explained, pca = number("explained_variance"), number("pca_explained_variance")
+    if explained < pca:
         components = number("pca_components") if row.get("pca_components") not in (None, "") else number("k")
-        flags.append(f"EV<PCA-{int(components)}" if math.isfinite(components) else "EV<PCA")
+        name = f"PCA-{int(components)}" if math.isfinite(components) else "PCA"
+        flags.append(f"EV {explained:.3f} < {name}'s {pca:.3f}")
     if number("ce_loss_score") < 0:
-        flags.append("CE<0")
-    return " ".join(flags)
+        flags.append(f"CE loss score {number('ce_loss_score'):.3f} < 0")
+    return "; ".join(flags)

@@ -19,6 +19,9 @@ from randsae.io import atomic_write, load_safetensors
 log = logging.getLogger(__name__)
 
 HELD_OUT_FILE = "held_out.safetensors"
+# the first training contexts of an on-the-fly run, kept so that its baselines can be fitted where it was fitted
+TRAIN_SAMPLE_FILE = "train_sample.safetensors"
+FIT_TOKENS = 64_000  # training tokens the baselines are fitted on, by default
 # what must agree between an SAE run's recorded source and an activation cache given for it
 SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length")
 EVAL_FRACTION = 0.1
@@ -119,18 +122,35 @@ def write_held_out(directory: str | Path, held_out: torch.Tensor) -> Path:
     return atomic_write(path, lambda p: save_file({"tokens": held_out.to(torch.int64).contiguous()}, str(p)))
 
 
+def write_train_sample(directory: str | Path, train: torch.Tensor, tokens: int = FIT_TOKENS) -> Path:
+    """The first training contexts holding at least `tokens` tokens, beside an on-the-fly run's SAEs."""
+    rows = train[:max(1, -(-tokens // train.shape[1]))]
+    path = Path(directory) / TRAIN_SAMPLE_FILE
+    return atomic_write(path, lambda p: save_file({"tokens": rows.to(torch.int64).contiguous()}, str(p)))
+
+
 def read_held_out(directory: str | Path) -> torch.Tensor:
     path = Path(directory) / HELD_OUT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; the held-out contexts are written by "
                                 "`randsae lm activations` and `randsae lm train --model`.")
+    return read_contexts(path, "held-out context to check or evaluate on")
+
+
+def read_train_sample(directory: str | Path) -> torch.Tensor | None:
+    """The training contexts an on-the-fly run kept (`write_train_sample`), or None where it kept none."""
+    path = Path(directory) / TRAIN_SAMPLE_FILE
+    return read_contexts(path, "training context to fit the baselines on") if path.is_file() else None
+
+
+def read_contexts(path: Path, what: str) -> torch.Tensor:
+    """The contexts × length int64 token ids stored as 'tokens' in `path`, checked."""
     tokens = load_safetensors(path, ["tokens"])["tokens"]
     if tokens.dim() != 2 or tokens.dtype != torch.int64:
         raise BadInput(f"{path} holds {tuple(tokens.shape)} {tokens.dtype} as 'tokens', not contexts × length "
                          "int64 token ids.")
     if tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise BadInput(f"{path} holds no held-out context to check or evaluate on; make the cache again with more "
-                       "--tokens.")
+        raise BadInput(f"{path} holds no {what}; make the cache again with more --tokens.")
     return tokens
 
 

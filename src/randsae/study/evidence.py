@@ -1,6 +1,6 @@
 """What the verdict weighs, read from a study's stages: per unit (variant, seed) and layer, every verdict metric's
-value, and — in a one-seed study — its bootstrap draws: over chunks of held-out tokens for the reconstruction
-metrics (`lm eval`'s OUT/chunks), over sampled latents for entropy (`lm latents`) and each AUROC
+value, and — in a one-seed study — its bootstrap draws: over whole held-out contexts for the reconstruction
+metrics (`lm eval`'s OUT/chunks, added up per context: tokens of one context are not independent), over sampled latents for entropy (`lm latents`) and each AUROC
 (`lm autointerp`). Writes OUT/compare/verdict.csv and OUT/compare/verdict.md."""
 
 import logging
@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from randsae import io
-from randsae.metrics import chunk_bootstrap, chunk_weights, mean_draws, pooled_auroc_draws, pooled_mean_draws
+from randsae.metrics import (
+    chunk_bootstrap,
+    chunk_weights,
+    context_sums,
+    mean_draws,
+    pooled_auroc_draws,
+    pooled_mean_draws,
+)
 from randsae.sae.dictionaries import split_arm
 from randsae.scorer_kinds import SCORER_KINDS
 from randsae.seeding import derive_seed
@@ -47,7 +54,8 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
     for row in read_eval_rows(eval_dir / "results.csv"):
         flag = row.below_baseline or ""
         sampled = None
-        if draws and (sums := read_chunks(eval_dir, row.layer)) is not None:
+        if draws and (chunks := read_chunks(eval_dir, row.layer)) is not None:
+            sums = context_sums(chunks)
             weights = chunk_weights(len(sums["tokens"]), RESAMPLES, derive_seed(0, "verdict", row.layer))
             sampled = chunk_bootstrap(sums, weights)
         for name in RECONSTRUCTION:

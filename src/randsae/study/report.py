@@ -192,7 +192,7 @@ def arm_architectures(study: Study) -> str:
 def seeds_text(s: dict) -> str:
     seeds = s.get("seeds", 1)
     if seeds == 1:
-        return "1: the verdict's intervals are a bootstrap over held-out tokens and latents"
+        return "1: the verdict's intervals are a bootstrap over held-out contexts and latents"
     return (f"{seeds} (seeds {s['seed']}–{s['seed'] + seeds - 1}): each arm's SAEs trained and each twin drawn "
             "anew per seed; the verdict's intervals are over seeds")
 

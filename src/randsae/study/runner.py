@@ -100,7 +100,10 @@ class BaselineSettings:
     skip_positions: int = setting(0, help="as `lm train --skip-positions`")
     max_norm_ratio: float | None = setting(None, help="as `lm train --max-norm-ratio`", shown="none")
     eval_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens for the quality eval",
-                               shown="64k; the demo: 2k")
+                               shown="64k; the demo: every held-out token (14 contexts)")
+    fit_tokens: int = setting(64_000, parse=parse_count, help=(
+        "training tokens each arm's baselines (PCA-k, token lookup) are fitted on and its SAEs' training explained "
+        "variance is measured on"))
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
         "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
         "training cache"), shown="10M; the demo: cache")
@@ -147,7 +150,7 @@ class BaselineSettings:
             raise BadInput("--variants must include trained: every random twin is compared with it.")
         if len(self.variants) < 2:
             raise BadInput("--variants needs at least one random twin beside trained.")
-        for name in ("tokens", "eval_tokens", "k", "expansion", "context_length", "seeds"):
+        for name in ("tokens", "eval_tokens", "fit_tokens", "k", "expansion", "context_length", "seeds"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
@@ -174,7 +177,7 @@ PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
              "cache": True,
-             "tokens": 32_000, "expansion": 8, "eval_tokens": 2048, "latent_tokens": None,
+             "tokens": 32_000, "expansion": 8, "eval_tokens": 3584, "latent_tokens": None,
              "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
              # the judge (at chance here) explains and scores 2 latents a layer; token lookup and example
@@ -961,7 +964,7 @@ def stage_eval(study: Study, variant: str) -> None:
     out = study.directory(variant, "eval")
     out.mkdir(parents=True, exist_ok=True)
     evaluate(study.directory(variant, "sae"), out, max_tokens=study.settings.eval_tokens,
-             device=study.settings.device, progress=False)
+             device=study.settings.device, progress=False, fit_tokens=study.settings.fit_tokens)
 
 
 def stage_latents(study: Study, variant: str) -> None:

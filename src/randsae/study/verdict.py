@@ -1,12 +1,13 @@
 """The study's verdict: per (layer, metric, random twin), what the interval of the difference trained − twin says.
 
 Each arm (a variant at one layer) is measured once per seed. With two or more seeds the difference's interval is
-Welch's over seeds; with one seed a bootstrap stands in — over chunks of held-out tokens for the reconstruction
-metrics (paired: both arms are measured on the same tokens), over latents for entropy and AUROC — and the table
+Welch's over seeds; with one seed a bootstrap stands in — over whole held-out contexts for the reconstruction
+metrics (paired: both arms are measured on the same contexts), over latents for entropy and AUROC — and the table
 says which. Then, in this order (docs/choices.md "The verdict"):
 
-- *not comparable*: an arm's SAE is below its simplest baselines (EV < PCA-k or CE < 0: it did not train, so it
-  says nothing about its network), the judge is at chance on that scorer, an arm has fewer scored latents than
+- *not comparable*: an arm's SAE is below its simplest baselines (its explained variance below that of PCA-k
+  fitted on the same training tokens, or CE < 0: it learnt less than PCA would have, so it says little about its
+  network), the judge is at chance on that scorer, an arm has fewer scored latents than
   `min_latents`, or the metric was not measured — the reason is named;
 - *differs*: the 95% interval excludes 0 and the difference exceeds δ (the smallest effect worth the name);
 - *the same within ±δ*: the 90% interval lies inside ±δ (two one-sided tests at 5% each);
@@ -54,18 +55,26 @@ class Metric:
     name: str  # the CompareRow column
     label: str
     delta: str  # the VerdictSettings field holding its δ
-    over: str  # what a one-seed bootstrap resamples: "held-out tokens" or "latents"
+    over: str  # what a one-seed bootstrap resamples: "held-out contexts" or "latents"
     relative: bool = False  # δ is a fraction of the trained arm's mean
     scorer: str | None = None  # an AUROC: the scorer whose judge must not be at chance
+    low: float = -math.inf  # the metric's range: an interval is clipped to it (docs/choices.md "The verdict")
+    high: float = math.inf
+
+    def clip(self, interval: tuple[float, float], difference: bool = False) -> tuple[float, float]:
+        """An interval of the metric (or of a difference of two arms' values) kept inside its range."""
+        low, high = (self.low - self.high, self.high - self.low) if difference else (self.low, self.high)
+        return (float(np.clip(interval[0], low, high)) if math.isfinite(interval[0]) else interval[0],
+                float(np.clip(interval[1], low, high)) if math.isfinite(interval[1]) else interval[1])
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("explained_variance", "explained variance", "delta_explained_variance", "held-out tokens"),
-    Metric("cosine_sim", "cosine similarity", "delta_cosine", "held-out tokens"),
-    Metric("l1", "L1 of latents", "delta_l1", "held-out tokens", relative=True),
-    Metric("entropy_mean", "token entropy", "delta_entropy", "latents"),
+    Metric("explained_variance", "explained variance", "delta_explained_variance", "held-out contexts", high=1),
+    Metric("cosine_sim", "cosine similarity", "delta_cosine", "held-out contexts", low=-1, high=1),
+    Metric("l1", "L1 of latents", "delta_l1", "held-out contexts", relative=True, low=0),
+    Metric("entropy_mean", "token entropy", "delta_entropy", "latents", low=0),
     *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, f"delta_{SCORER_KINDS[name].measure}",
-             "latents", scorer=name) for name in COMPARED),
+             "latents", scorer=name, low=0, high=1) for name in COMPARED),
 )}
 
 
@@ -108,14 +117,20 @@ class VerdictRow(Table):
     reason: str = ""  # why not comparable, or what the intervals said
 
 
-def _arm_interval(measures: list[Measure]) -> tuple[float, float, float]:
+def _arm_interval(metric: Metric, measures: list[Measure]) -> tuple[float, float, float]:
     values = np.array([m.value for m in measures], dtype=np.float64)
     mean = float(values.mean())
     if len(values) > 1:
-        low, high = welch_interval(values, np.zeros(1), 0.95)
-        return mean, low, high
+        return mean, *metric.clip(welch_interval(values, np.zeros(1), 0.95))
     draws = measures[0].draws
     return (mean, *percentile_interval(draws)) if draws is not None and len(draws) else (mean, math.nan, math.nan)
+
+
+def seeds_basis(trained: int, twin: int) -> str:
+    """What an interval over seeds is over, in words."""
+    if trained == twin:
+        return f"{trained} seeds per arm"
+    return f"{trained} seed{'s' if trained > 1 else ''} of the trained arm, {twin} of the twin"
 
 
 def _measured(arm: list[Measure]) -> bool:
@@ -143,12 +158,12 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
     """The verdict on one metric between the trained arm's and one twin's measures (one per seed)."""
     seeds = min(len(trained), len(twin))
     over_seeds = max(len(trained), len(twin)) > 1
-    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds, basis=f"{len(trained)} × {len(twin)} "
-                     "seeds" if over_seeds else f"1 seed: bootstrap over {metric.over}")
+    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds, basis=seeds_basis(len(trained), len(twin))
+                     if over_seeds else f"1 seed: bootstrap over {metric.over}")
     if _measured(trained):  # shown even where not comparable
-        row.trained, row.trained_low, row.trained_high = _arm_interval(trained)
+        row.trained, row.trained_low, row.trained_high = _arm_interval(metric, trained)
     if _measured(twin):
-        row.twin_value, row.twin_low, row.twin_high = _arm_interval(twin)
+        row.twin_value, row.twin_low, row.twin_high = _arm_interval(metric, twin)
     why = _why_not(metric, trained, twin, settings)
     if why:
         row.reason = why
@@ -158,7 +173,8 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
     row.difference = row.trained - row.twin_value
     if over_seeds:
         a, b = (np.array([m.value for m in arm], dtype=float) for arm in (trained, twin))
-        (row.low95, row.high95), (row.low90, row.high90) = welch_interval(a, b, 0.95), welch_interval(a, b, 0.90)
+        (row.low95, row.high95), (row.low90, row.high90) = (metric.clip(welch_interval(a, b, level), difference=True)
+                                                            for level in (0.95, 0.90))
     else:
         t, w = trained[0].draws, twin[0].draws
         if t is None or w is None or not len(t) or not len(w):
