@@ -7,7 +7,8 @@ written flat, each named `<inner>_<outer>` (the `fuzzing` field's `auroc_low` is
 `row.get(column)` by its flat column name, so the code that draws or judges a column by name reads a typed row
 the way it read a CSV row.
 
-`python -m randsae.tables` prints the registry as the Markdown table the README carries.
+`python -m randsae.tables` prints the registry as the Markdown table docs/reference.md carries (`--write` puts
+it there).
 """
 
 import dataclasses
@@ -503,5 +504,18 @@ register(PLAN, "randsae.study.plan.plan_study", [
 ])
 
 
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference.md"
+START, END = "<!-- columns:start -->\n", "<!-- columns:end -->"
+
+
+def write_reference(path: Path = REFERENCE) -> None:
+    """The registry's table written between the markers of docs/reference.md."""
+    text = path.read_text()
+    path.write_text(text[:text.index(START) + len(START)] + markdown() + text[text.index(END):])
+
+
 if __name__ == "__main__":
-    sys.stdout.write(markdown())
+    if sys.argv[1:] == ["--write"]:
+        write_reference()
+    else:
+        sys.stdout.write(markdown())
