@@ -70,8 +70,10 @@ def test_a_starved_sae_is_warned_about_marked_and_crossed_out(tiny_cache, tmp_pa
         assert main(["-q", "lm", "eval", "--sae", str(run / "sae"), "--tokens", "1k", "--out",
                      str(run / "eval")]) == 0
     (bad,), (good,) = read_rows(starved / "eval" / "results.csv"), read_rows(ruled / "eval" / "results.csv")
-    assert bad["below_baseline"].startswith("EV<PCA-4") and good["below_baseline"] == ""
-    assert float(bad["explained_variance"]) < float(bad["pca_explained_variance"])
+    ev, pca = float(bad["explained_variance"]), float(bad["pca_explained_variance"])
+    assert bad["below_baseline"].startswith(f"EV {ev:.3f} < PCA-4's {pca:.3f}") and good["below_baseline"] == ""
+    assert ev < pca and int(bad["fit_tokens"]) == 8000  # fitted on the whole cache
+    assert float(bad["pca_explained_variance"]) < float(bad["pca_in_sample_explained_variance"])
     out = tmp_path / "compare"
     assert main(["-q", "lm", "compare", str(starved / "eval"), "--out", str(out)]) == 0
     assert "✗ Below the simplest baselines" in (out / "summary.md").read_text()

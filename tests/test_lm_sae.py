@@ -48,7 +48,9 @@ def test_train_eval_compare_on_a_tiny_model(tiny_caches, tmp_path):
         assert f.readline().strip().split(",") == [  # the columns it always had
             "model", "variant", "layer", "k", "latents", "tokens", "explained_variance", "fvu", "cosine_sim", "l1",
             "l0", "dead_fraction", "ce_clean", "ce_sae", "ce_zero", "ce_loss_score", "kl",
-            "pca_explained_variance", "below_baseline", "architecture", "pca_components"]  # (and two since)
+            "pca_explained_variance", "below_baseline", "architecture", "pca_components",
+            "pca_in_sample_explained_variance", "token_lookup_explained_variance", "context_share",
+            "train_explained_variance", "fit_tokens", "unseen_token_share", "held_out_contexts"]
     rows = read_rows(tmp_path / "eval" / "trained" / "results.csv")
     assert [(r["variant"], r["layer"]) for r in rows] == [("trained", "0"), ("trained", "2")]
     for row in rows:
@@ -58,6 +60,11 @@ def test_train_eval_compare_on_a_tiny_model(tiny_caches, tmp_path):
         assert float(row["explained_variance"]) == pytest.approx(1 - float(row["fvu"]))
         assert -1 <= float(row["cosine_sim"]) <= 1 and float(row["kl"]) >= 0
         assert 0 < float(row["pca_explained_variance"]) < 1
+        # the baselines fitted on the cache the SAEs trained on, beside the bound fitted on the evaluated tokens
+        assert int(row["fit_tokens"]) > 1024 and 0 <= float(row["unseen_token_share"]) < 1
+        assert float(row["pca_explained_variance"]) <= float(row["pca_in_sample_explained_variance"]) < 1
+        assert float(row["token_lookup_explained_variance"]) < 1 and 0 <= float(row["context_share"]) < 1
+        assert float(row["train_explained_variance"]) < 1 and int(row["held_out_contexts"]) >= 1
 
     # reruns skip what is done and leave it as it was
     before = (tmp_path / "eval" / "trained" / "results.csv").read_bytes()
@@ -107,6 +114,11 @@ def test_training_on_the_fly_feeds_every_layer_from_one_pass(tiny_dir, tmp_path)
     assert main(["-q", "lm", "eval", "--sae", str(out), "--tokens", "512", "--out", str(tmp_path / "e")]) == 0
     rows = read_rows(tmp_path / "e" / "results.csv")
     assert [r["variant"] for r in rows] == ["rerandomized"] * 3
+    # the first training contexts kept beside the SAEs: the baselines are fitted on them through the model
+    assert load_file(str(out / "train_sample.safetensors"))["tokens"].shape == (64, 64)  # every 4,096 trained on
+    for row in rows:
+        assert int(row["fit_tokens"]) == 4096 and row["pca_explained_variance"] != ""
+        assert float(row["pca_explained_variance"]) <= float(row["pca_in_sample_explained_variance"])
 
 
 def test_splicing_a_block_output_into_itself_changes_nothing(tiny_dir):

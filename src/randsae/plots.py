@@ -448,3 +448,45 @@ def plot_entropy_auroc(results: Sequence, path: str | Path, scorer: str = "fuzzi
                  "JUDGE AT CHANCE on the known-answer set: these AUROCs do not measure the latents",
                  color="#b00020", fontsize=10, fontweight="bold", ha="left", va="bottom")
     return _save(fig, path, formats, notes)
+
+
+# the verdict's outcomes, coloured alike in the report's matrices and in this figure
+OUTCOME_COLOURS = {"differs": "#c8e6c9", "same": "#bbdefb", "cannot tell": "#eeeeee", "not comparable": "#ffcdd2"}
+
+
+def _wrapped(text: str, width: int = 34) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
+
+
+@styled
+def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
+                        path: str | Path, notes: Sequence[str] = ()) -> Path:
+    """The verdict at a glance: per layer a grid, metrics as rows and random twins as columns, each cell its
+    outcome and the difference trained − twin with its 95% interval (or why it is not comparable), coloured by
+    outcome. `matrices`: (layer, metric labels, twins, cells[metric][twin]), each cell with `.outcome`, `.text`."""
+    if not matrices:
+        raise BadInput("the verdict has no row to draw.")
+    rows = max(len(m[1]) for m in matrices)
+    columns = [len(m[2]) for m in matrices]
+    fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 1.2),
+                             gridspec_kw={"width_ratios": columns}, squeeze=False)
+    for ax, (layer, metrics, twins, cells) in zip(axes[0], matrices, strict=True):
+        ax.set_xlim(0, len(twins))
+        ax.set_ylim(len(metrics), 0)
+        ax.grid(False)
+        for i, row in enumerate(cells):
+            for j, cell in enumerate(row):
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=OUTCOME_COLOURS[cell.outcome],
+                                           edgecolor="white", linewidth=2))
+                ax.text(j + 0.5, i + 0.32, cell.outcome, ha="center", va="center", fontsize=8, weight="bold")
+                ax.text(j + 0.5, i + 0.68, _wrapped(cell.text), ha="center", va="center", fontsize=6, color="#333")
+        ax.set_xticks([j + 0.5 for j in range(len(twins))], list(twins))
+        ax.xaxis.tick_top()
+        ax.set_yticks([i + 0.5 for i in range(len(metrics))], list(metrics) if ax is axes[0][0] else [])
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"block {layer}: trained − twin [95% interval]", fontsize=9, pad=18)
+    return _save(fig, path, notes=notes)

@@ -124,8 +124,18 @@ def write_verdict(study) -> list[VerdictRow]:
     if shares:
         write_table(out / "dictionaries.csv", shares, ShareRow)
     io.atomic_write(out / "verdict.md", lambda p: p.write_text(verdict_markdown(rows, settings)))
+    if rows:
+        draw_verdict(rows, out / "verdict.png")
     log.info("wrote %s", out / "verdict.csv")
     return rows
+
+
+def draw_verdict(rows: list[VerdictRow], path: Path) -> Path:
+    """The verdict at a glance as a figure (the report's matrices; the README's picture of the demo's)."""
+    from randsae.plots import plot_verdict_matrix
+
+    basis = "; ".join(dict.fromkeys(r.basis for r in rows if r.basis))
+    return plot_verdict_matrix(verdict_matrices(rows), path, notes=[f"intervals: {basis}"] if basis else [])
 
 
 def _number(value: float | None, signed: bool = False, scale: float | None = None) -> str:
@@ -165,18 +175,66 @@ def verdict_cells(r: VerdictRow) -> list[str]:
 VERDICT_NOTE = ("Each row compares the trained model's SAEs with one random twin's on one metric, from the "
                 "interval of the difference (trained − twin): *differs* when its 95% interval excludes 0 and it "
                 "exceeds δ; *the same within ±δ* when its 90% interval lies inside ±δ (two one-sided tests); "
-                "*cannot tell* otherwise. *Not comparable* names why: an SAE below its simplest baselines "
-                "(EV<PCA-k, CE<0: it did not train), a judge at chance on that scorer's known-answer set, or "
-                "too few scored latents. The intervals are over seeds, or with one seed a bootstrap over "
-                "held-out tokens (reconstruction) or latents (entropy, AUROC), as the last column says. The CE "
-                "loss score is left out: it means little for a random model (docs/choices.md).")
+                "*cannot tell* otherwise. *Not comparable* names why: an SAE below its simplest baselines (its "
+                "explained variance under that of PCA-k fitted on the same training tokens, or a CE loss score "
+                "below 0), a judge at chance on that scorer's known-answer set, or too few scored latents. The "
+                "intervals are over seeds (Student's t, clipped to the metric's range), or with one seed a "
+                "bootstrap over whole held-out contexts (reconstruction) or latents (entropy, AUROC), as the last "
+                "column says. The CE loss score is left out: it means little for a random model "
+                "(docs/choices.md).")
+
+
+# The verdict at a glance: per layer, metrics as rows and twins as columns, each cell its outcome and difference
+OUTCOME_WORDS = {"differs": "differs", "same": "same", "cannot tell": "cannot tell",
+                 "not comparable": "not comparable"}
+
+
+@dataclass
+class MatrixCell:
+    outcome: str
+    text: str  # the difference with its 95% interval, or why not comparable
+
+
+def matrix_cell(r: VerdictRow) -> MatrixCell:
+    if r.outcome == NOT_COMPARABLE:
+        return MatrixCell(r.outcome, r.reason)
+    shown = interval(r.difference, r.low95, r.high95, signed=True)
+    if r.outcome == "same":
+        shown += f" (±{_number(r.delta)})"
+    return MatrixCell(r.outcome, shown)
+
+
+def verdict_matrices(rows: list[VerdictRow]) -> list[tuple[int, list[str], list[str], list[list[MatrixCell]]]]:
+    """Per layer: (layer, metric labels, twins, cells[metric][twin]) — the metrics each with a row, in the verdict's
+    order; a cell the verdict has no row for is not comparable, "not measured"."""
+    out = []
+    for layer in by_layer(rows):
+        metrics = list(dict.fromkeys(r.metric for r in layer.rows))
+        twins = list(dict.fromkeys(r.twin for r in layer.rows))
+        found = {(r.metric, r.twin): r for r in layer.rows}
+        cells = [[matrix_cell(found[m, t]) if (m, t) in found else MatrixCell(NOT_COMPARABLE, "not measured")
+                  for t in twins] for m in metrics]
+        out.append((layer.layer, [METRICS[m].label for m in metrics], twins, cells))
+    return out
+
+
+def matrix_markdown(rows: list[VerdictRow]) -> list[str]:
+    lines = []
+    for layer, metrics, twins, cells in verdict_matrices(rows):
+        lines += [f"**Layer {layer}** (trained − twin, 95% interval)", "",
+                  "| metric | " + " | ".join(twins) + " |", "|" + "---|" * (len(twins) + 1)]
+        lines += ["| " + label + " | " + " | ".join(f"{OUTCOME_WORDS[c.outcome]}: {c.text}" for c in row) + " |"
+                  for label, row in zip(metrics, cells, strict=True)]
+        lines.append("")
+    return lines
 
 
 def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:
     lines = ["## Verdict", ""]
     for layer in by_layer(rows):
         lines.append(f"- **Layer {layer.layer}**: {layer.sentence()}")
-    lines += ["", "| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
+    lines += ["", *matrix_markdown(rows), "### Every comparison", ""]
+    lines += ["| " + " | ".join(VERDICT_COLUMNS) + " |", "|" + "---|" * len(VERDICT_COLUMNS)]
     lines += ["| " + " | ".join(verdict_cells(r)) + " |" for r in rows]
     lines += ["", verdict_note(settings)]
     shares = dictionary_shares(rows)
@@ -272,3 +330,13 @@ def read_verdict(out: Path) -> list[VerdictRow]:
 
     path = out / "compare" / "verdict.csv"
     return read_table(path, VerdictRow) if path.is_file() else []
+
+
+if __name__ == "__main__":  # python -m randsae.study.evidence OUT PNG: a study's verdict matrix drawn at PNG
+    import sys
+
+    study_out, figure = (Path(a) for a in sys.argv[1:3])
+    found = read_verdict(study_out)
+    if not found:
+        sys.exit(f"{study_out / 'compare' / 'verdict.csv'} holds no verdict; run the study first (make demo).")
+    print(draw_verdict(found, figure))

@@ -168,25 +168,34 @@ OFF_TARGET = 0.10  # a twin whose held-out L0 is further than this from the L0 i
 
 
 def arm_architectures(study: Study) -> str:
-    """Each arm's SAE architecture and held-out L0 per layer, as its quality eval measured them (`lm eval`
-    results.csv); a twin trained to the user's SAEs' L0 that missed it by more than 10% says so."""
+    """Each arm's SAE architecture and held-out L0 per layer (the mean over its seeds), as its quality eval
+    measured them (`lm eval` results.csv); a twin trained to the user's SAEs' L0 that missed it by more than 10%
+    says so."""
     from randsae.tables import EvalRow, read_table
 
     targets = measured_l0(study)
-    found: dict[str, list[EvalRow]] = {}
+    found: dict[str, dict[int, list[EvalRow]]] = {}
     for path in sorted(study.out.glob("*/eval/results.csv")) + sorted(study.out.glob("*/*/eval/results.csv")):
         for row in read_table(path, EvalRow):
-            found.setdefault(row.variant, []).append(row)
+            found.setdefault(row.variant, {}).setdefault(row.layer, []).append(row)
 
-    def l0_of(row: EvalRow) -> str:
-        text = f"{row.layer}: {_fmt(row.l0, 1)}"
-        target = targets.get(str(row.layer)) if row.variant != "trained" and row.k is None else None
-        if target and row.l0 is not None and abs(row.l0 / target - 1) > OFF_TARGET:
-            text += f" (off its target {target:.1f} by {row.l0 / target - 1:+.0%})"
+    def l0_of(layer: int, rows: list[EvalRow]) -> str:
+        values = [r.l0 for r in rows if r.l0 is not None]
+        l0 = sum(values) / len(values) if values else None
+        text = f"{layer}: {_fmt(l0, 1)}"
+        target = targets.get(str(layer)) if rows[0].variant != "trained" and rows[0].k is None else None
+        if target and l0 is not None and abs(l0 / target - 1) > OFF_TARGET:
+            text += f" (off its target {target:.1f} by {l0 / target - 1:+.0%})"
         return text
 
-    return " · ".join(f"{arm}: {', '.join(sorted({r.architecture or 'topk' for r in rows}))}, L0 by layer "
-                      f"{'; '.join(l0_of(r) for r in rows)}" for arm, rows in found.items()) or "–"
+    def arm(name: str, layers: dict[int, list[EvalRow]]) -> str:
+        rows = [r for group in layers.values() for r in group]
+        seeds = max(len(group) for group in layers.values())
+        over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
+        return (f"{name}: {', '.join(sorted({r.architecture or 'topk' for r in rows}))}, L0 by layer{over} "
+                f"{'; '.join(l0_of(layer, group) for layer, group in sorted(layers.items()))}")
+
+    return " · ".join(arm(name, layers) for name, layers in found.items()) or "–"
 
 
 def seeds_text(s: dict) -> str:
@@ -284,6 +293,8 @@ table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding
 vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
 .chance{color:#b00020;font-weight:bold}.yes{color:#0a7d28;font-weight:bold}.no{color:#666}
 .same{color:#1f4fb4;font-weight:bold}
+.matrices{display:flex;flex-wrap:wrap;gap:16px}.matrix caption{font-weight:600;text-align:left}
+.matrix td.cell{min-width:9em}span.cell{padding:1px 6px;border-radius:3px}
 .side{display:grid;gap:12px;grid-template-columns:repeat(var(--n),minmax(0,1fr))}
 .variant-column h4{margin:.2em 0;position:sticky;top:0;background:#fff}
 .latent-card{border:1px solid #ccc;border-radius:6px;padding:6px 8px;margin:0 0 8px;background:#fafafa}
@@ -391,6 +402,35 @@ def page(study: Study, figures: dict[str, Path]) -> str:
 OUTCOME_CLASS = {"differs": "yes", "same": "same", "cannot tell": "no", "not comparable": "chance"}
 
 
+def emphasis_html(text: str) -> str:
+    """Escaped text whose *emphasis* (the verdict note's Markdown) renders as emphasis."""
+    import re
+
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", html.escape(text))
+
+
+def matrix_html(rows: list) -> str:
+    """The verdict at a glance: per layer a small table, metrics as rows and twins as columns, each cell the
+    difference trained − twin with its 95% interval, coloured by outcome."""
+    from randsae.plots import OUTCOME_COLOURS
+    from randsae.study.evidence import OUTCOME_WORDS, verdict_matrices
+
+    e = html.escape
+    parts = ["<div class='matrices'>"]
+    for layer, metrics, twins, cells in verdict_matrices(rows):
+        head = "".join(f"<th>{e(t)}</th>" for t in twins)
+        body = "".join(
+            f"<tr><th>{e(label)}</th>" + "".join(
+                f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'><b>{e(OUTCOME_WORDS[c.outcome])}"
+                f"</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row) + "</tr>"
+            for label, row in zip(metrics, cells, strict=True))
+        parts.append(f"<table class='matrix'><caption>Layer {layer}: trained − twin, 95% interval</caption>"
+                     f"<tr><th>metric</th>{head}</tr>{body}</table>")
+    legend = " ".join(f"<span class='cell' style='background:{colour}'>{e(OUTCOME_WORDS[o])}</span>"
+                      for o, colour in OUTCOME_COLOURS.items())
+    return "".join(parts) + f"</div><p class='meta'>{legend}</p>"
+
+
 def verdict_html(study: Study) -> str:
     """The verdict: a sentence per layer, then the table (a row per layer, metric and twin), outcome coloured."""
     from randsae.study.evidence import verdict_note
@@ -406,8 +446,11 @@ def verdict_html(study: Study) -> str:
     body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome]}'>{e(c)}</td>" if i == outcome else
                                     f"<td>{e(c)}</td>" for i, c in enumerate(verdict_cells(r))) + "</tr>"
                    for r in rows)
-    note = e(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))
-    return (f"<section id='verdict'><h2>Verdict</h2><ul>{sentences}</ul><table><tr>{head}</tr>{body}</table>"
+    note = emphasis_html(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))
+    return (f"<section id='verdict'><h2>Verdict</h2>{matrix_html(rows)}<ul>{sentences}</ul>"
+            f"<details id='every-comparison'><summary>Every comparison: both arms' values and intervals, the 90% "
+            f"interval, δ and what the intervals are over ({len(rows)} rows)</summary>"
+            f"<table><tr>{head}</tr>{body}</table></details>"
             f"<p>{note}</p>{dictionaries_html(rows)}</section>")
 
 
