@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow test-fast test-http demo demo-lm bench bench-gpu lint clean
+.PHONY: install test test-slow test-fast test-http demo demo-lm readme-figure bench bench-gpu lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ demo: $(STAMP)
 # trades away" says what it leaves out.
 demo-lm: $(STAMP)
 	$(BIN)/randsae baseline --preset demo --out runs/baseline
+
+# the README's picture: the demo study's verdict matrix, drawn by the report's own code (run `make demo` first)
+readme-figure: $(STAMP)
+	$(BIN)/python -m randsae.study.evidence runs/baseline docs/demo-verdict.png
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_toy.py
