@@ -31,8 +31,10 @@ class ScriptedJudge:
 
     def __init__(self, mode: str = "truthful", truth: dict[str, int] | None = None, model: str = "scripted",
                  latency: float = 0.0, fail: float = 0.0, hang: float = 0.0, malformed: float = 0.0,
-                 no_logprobs: float = 0.0, nonsense: float = 0.0, hang_seconds: float = 3.0, seed: int = 0):
+                 no_logprobs: float = 0.0, nonsense: float = 0.0, hang_seconds: float = 3.0, seed: int = 0,
+                 silent_explainer: bool = False):
         self.mode, self.truth, self.model, self.latency = mode, truth or {}, model, latency
+        self.silent_explainer = silent_explainer  # as explainer, never writes the [EXPLANATION] line
         self.faults = {"fail": fail, "hang": hang, "malformed": malformed, "no_logprobs": no_logprobs,
                        "nonsense": nonsense}
         self.hang_seconds = hang_seconds
@@ -147,7 +149,8 @@ class ScriptedJudge:
         if is_intruder:
             return 200, completion(str(self.intruder(prompts.excerpts_of(messages)) + 1), None)
         if not is_judge:
-            text = f"The marked tokens share a theme.\n[EXPLANATION]: {scripted_explanation(messages)}"
+            text = "The marked tokens share a theme." if self.silent_explainer else \
+                f"The marked tokens share a theme.\n[EXPLANATION]: {scripted_explanation(messages)}"
             return 200, completion(text, None)
         excerpts = prompts.excerpts_of(messages)
         explanation = prompts.explanation_of(messages)

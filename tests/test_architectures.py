@@ -1,4 +1,4 @@
-"""The SAEs people release (issue 24): JumpReLU, Gated, BatchTopK and Matryoshka BatchTopK, built by SAELens's
+"""The SAEs people release: JumpReLU, Gated, BatchTopK and Matryoshka BatchTopK, built by SAELens's
 own classes with random weights and saved by SAELens; randsae reads each and must give SAELens's latents and
 reconstruction (Δ ≤ 1e-5 relative), write it back so that SAELens reads the same SAE again, and refuse in one
 sentence the settings it cannot honour."""

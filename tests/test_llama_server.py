@@ -50,7 +50,7 @@ def test_openai_backend_against_llama_cpp(llama_server, tiny_latents, tmp_path):
     args = ["lm", "autointerp", "--latents", str(tiny_latents), "--llm-url", llama_server, "--llm-model",
             "smollm2", "--latents-per-layer", "1", "--scorers", "fuzzing,detection", "--calibration-windows", "10",
             "--windows-per-prompt", "1",  # a bare digit per answer: five in a list are beyond a 135M judge, and a
-            # judge that scores nothing fails the run (issue 27)
+            # judge that scores nothing fails the run
             "--bootstrap", "100", "--explainer-tokens", "48", "-q", "--out", str(out)]
     assert main(args) == 0
     calls = [json.loads(line) for line in (out / "llm_calls.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""Released SAEs by name (issue 24): `sae-lens:RELEASE/ID` through SAELens's own registry and loader, and
+"""Released SAEs by name: `sae-lens:RELEASE/ID` through SAELens's own registry and loader, and
 `hf:REPO/PATH`, both from a populated Hugging Face cache with the hub out of reach (a loopback port nobody
 serves), each a directory randsae reads; unknown names and names not cached are one sentence (exit 2)."""
 

@@ -1,4 +1,4 @@
-"""Twins trained like the user's SAE (issue 24): randsae trains JumpReLU SAEs to a target L0 and BatchTopK and
+"""Twins trained like the user's SAE: randsae trains JumpReLU SAEs to a target L0 and BatchTopK and
 Matryoshka SAEs with their k; a study given a JumpReLU SAE that SAELens's own class saved trains JumpReLU twins
 to its measured L0 (or TopK twins with --twin-sae topk) and its report names each arm's architecture; lm eval
 and lm latents take every architecture."""

@@ -271,6 +271,7 @@ def plot_lomax(inputs: np.ndarray, outputs: np.ndarray, path: str | Path,
                                     (axes[1], outputs, "The same points after a random MLP 2 → 8 → 2", "y")):
         points = np.asarray(points)
         limit = np.quantile(np.abs(points - np.median(points, axis=0)), 0.98) * 1.2
+        limit = limit if limit > 0 else 1.0  # one point, or all at one place: a unit window around it
         centre = np.median(points, axis=0)
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, color=DATA_COLOURS["sharkey"])
         ax.set(xlim=(centre[0] - limit, centre[0] + limit), ylim=(centre[1] - limit, centre[1] + limit),

@@ -134,6 +134,10 @@ REFERENCE_STEPS = 5000
 MAX_LR_BOOST = 4.0
 
 
+# how the schedule is chosen: from the token budget (randsae's rule) or the paper's settings as given
+SCHEDULES = ("budget", "paper")
+
+
 @dataclass
 class Schedule:
     """The batch, learning rate and warm-up a run trains with, and why (OUT/config.json "schedule")."""

@@ -14,6 +14,7 @@ from randsae.cli.common import (
 from randsae.config import coerce
 from randsae.errors import BadInput, check_seed
 from randsae.settings import add_flags, given
+from randsae.train_topk import SCHEDULES
 
 log = logging.getLogger("randsae")
 
@@ -71,7 +72,7 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--acts", help="an activation cache (from `randsae lm activations`)")
     add_source_arguments(p, model_default=None)
     add_flags(p, TopKTrainConfig)
-    p.add_argument("--schedule", default="budget", choices=("budget", "paper"),
+    p.add_argument("--schedule", default="budget", choices=SCHEDULES,
                    help="budget (default): a smaller batch and a higher learning rate when the tokens give too "
                         "few steps for the paper's; paper: the paper's batch and learning rate whatever the "
                         "budget. --batch-size and --lr override either")
@@ -178,12 +179,21 @@ def run_train(args) -> None:
                                  **schedule)
 
 
+def counted(flag: str, text: str) -> int:
+    """A count flag's value (2048, 500k, 1M), or one sentence naming the flag."""
+    try:
+        return parse_count(text)
+    except BadInput as error:
+        raise BadInput(f"{flag}: {error}") from None
+
+
 def run_eval(args) -> None:
     from randsae.experiments.lm_eval import evaluate
 
     if args.batch_size < 1:
         raise BadInput(f"--batch-size must be a positive integer, not {args.batch_size}.")
-    max_tokens, fit_tokens = parse_count(args.tokens), parse_count(args.fit_tokens)
+    max_tokens, fit_tokens = (counted(flag, text) for flag, text in (("--tokens", args.tokens),
+                                                                      ("--fit-tokens", args.fit_tokens)))
     with output_directory(args.out, command="lm eval", inputs={"--sae": args.sae, "--acts": args.acts}) as out:
         evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
                  device=args.device, progress=not args.quiet, fit_tokens=fit_tokens)
@@ -212,6 +222,13 @@ def run_compare(args) -> None:
 
     formats = figure_formats(args)
     inputs = {"RUNS": args.runs, "--latents": args.latents, "--autointerp": args.autointerp}
+    for name, paths in inputs.items():
+        seen: dict[Path, str] = {}
+        for path in paths:
+            if Path(path).resolve() in seen:
+                raise BadInput(f"{name} names {seen[Path(path).resolve()]} twice ({path}); give each directory "
+                               "once.")
+            seen[Path(path).resolve()] = path
     with output_directory(args.out, command="lm compare", inputs=inputs) as out:
         compare(args.runs, out, latents=args.latents, autointerp=args.autointerp, formats=formats)
 

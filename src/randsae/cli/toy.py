@@ -25,12 +25,12 @@ def add_sweep_parser(sub, name: str, help_text: str, config_class) -> None:
 
 
 def sweep_config(args, config_class, presets: dict):
-    """Preset, then config file, then flags."""
-    from randsae.config import read_config_file
+    """Preset, then config file, then flags; the file's every value checked, even one a flag overrides."""
+    from randsae.config import coerce, read_config_file
 
     values = dict(presets[args.preset])
     if args.config:
-        values.update(read_config_file(args.config))
+        values.update(coerce(config_class, read_config_file(args.config)))
     values.update(given(args, config_class))
     return config_class.from_dict(values)
 

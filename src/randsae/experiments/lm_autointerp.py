@@ -202,16 +202,20 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
     summary = summarise(results, settings.result_names(), judge_name(judge), calibration, counts,
                         settings.bootstrap, settings.seed)
     io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
-    drawable = [r for r in results if any(s.auroc == s.auroc for s in r.results) and r.entropy == r.entropy]
+    # the first scorer (fuzzing when it was run: the paper's), against the first negatives, that has a point to draw
+    drawable = [(scorer, name) for scorer in SCORERS if scorer in settings.scorers
+                for name in (named(scorer, kind) for kind in settings.negatives)
+                if any(s.scorer == name and s.auroc == s.auroc and r.entropy == r.entropy
+                       for r in results for s in r.results)]
     if not drawable:
         log.warning("no latent has an AUROC yet (every window failed or no latent was scored): no figure.")
     else:
-        scorer = next(s for s in SCORERS if s in settings.scorers)  # fuzzing when it was run (the paper's)
+        scorer, name = drawable[0]
         llm = scorer in LLM_SCORERS
         note = (calibration.label(scorer) if calibration else "judge not calibrated") if llm else \
             f"{scorer} scorer: no LLM judge involved"
         at_chance = llm and (calibration is None or calibration.at_chance(scorer))
-        plot_entropy_auroc(results, out / "entropy_auroc.png", scorer, [note], at_chance=at_chance,
+        plot_entropy_auroc(results, out / "entropy_auroc.png", name, [note], at_chance=at_chance,
                            formats=formats)
     return summary
 
@@ -235,6 +239,8 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         rank.update({(layer, latent): i for i, latent in enumerate(sampled)})
     if not chosen:
         raise BadInput(f"{latents_dir} holds no sampled latents in layers {layers}.")
+    for key in chosen:  # every input read before the judge is asked anything (a missing or cut file: one sentence)
+        records.examples(*key)
     for kind in settings.negatives:
         if kind != "random" and not any(records.examples(*key).negatives(kind) for key in chosen):
             raise BadInput(f"the latent records in {latents_dir} hold no {kind} negatives (made before randsae "
@@ -307,6 +313,10 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         raise RunFailed(f"the judge {judge_name(judge_info)} scored no latent with {', '.join(asked)} (see "
                         f"{calls.path} and {out / 'scores.csv'}); the tables record what failed.")
     incomplete = sum(not r.complete for r in results)
+    if results and incomplete == len(results):
+        raise RunFailed(f"every one of the {len(results)} latents has failed windows or no explanation from the judge "
+                        f"{judge_name(judge_info)} (see {calls.path}); the tables record what failed — run the same "
+                        "command again to retry them.")
     if incomplete:
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
                     "score only those (calls that succeeded are reused).", incomplete, len(results))

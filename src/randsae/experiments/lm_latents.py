@@ -28,6 +28,16 @@ from randsae.sae.names import resolve
 log = logging.getLogger(__name__)
 
 
+def check_cache_tokens(cache, vocabulary: int, where) -> None:
+    """Every token id of an activation cache is one of the tokenizer's `vocabulary` ids: one sentence otherwise."""
+    for index in range(len(cache.manifest["shards"])):
+        ids = cache.read_shard(index, "tokens")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocabulary):
+            bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
+            raise BadInput(f"the cache {where} holds token id {bad}, outside the tokenizer's {vocabulary:,} ids; it "
+                           "is corrupt or was made with another model.")
+
+
 def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None, layers: str = "all",
                   max_tokens: int | None = None, settings: ExampleSettings | None = None, batch_size: int = 4096,
                   device: str = "auto", progress: bool = True, model: tuple[str, str] | None = None) -> list:
@@ -83,6 +93,9 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     if previous is not None and runs.settings_of(previous) != io.json_round_trip(record):
         raise BadInput(f"{out} holds latents made with other settings (see {path}); choose another --out.")
 
+    tokenizer = load_tokenizer(source["model"], source.get("revision"))
+    if cache is not None:
+        check_cache_tokens(cache, len(tokenizer), acts)
     torch_device = resolve_device(device)
     saes = {layer: load_language_sae(trained[layer]).to(torch_device).eval() for layer in chosen}
     if cache is not None:
@@ -100,7 +113,6 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
                  context_length, total, batch_size=batch_size, device=torch_device, progress=progress)
     latent_cache = open_latent_cache(out / "cache")
     tokens = latent_cache.tokens().numpy().ravel()
-    tokenizer = load_tokenizer(source["model"], source.get("revision"))
 
     def decode(ids: list[int]) -> list[str]:
         return [tokenizer.decode([i]) for i in ids]

@@ -183,6 +183,16 @@ def check_training_memory(d_model: int, config: TopKTrainConfig, count: int, dev
                        f"(batch {config.batch_size:,})", device)
 
 
+def check_sparsity(config: TopKTrainConfig, d_model: int) -> None:
+    """Refuse a k (or a target L0) above the number of latents the SAE will have."""
+    latents = config.expansion * d_model
+    for layer, sparsity in [(None, config.k), *config.layer_l0.items()]:
+        if sparsity > latents:
+            what = f"--k {config.k}" if layer is None else f"the target L0 {sparsity:g} of layer {layer}"
+            raise BadInput(f"{what} is above the SAE's {latents:,} latents (--expansion {config.expansion} × "
+                           f"{d_model} dimensions); give a smaller k or a larger --expansion.")
+
+
 def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> UnitDecoder:
     return config.new_sae(d_model, layer, seed=derive_seed(config.seed, "layer", layer))
 
@@ -191,6 +201,7 @@ def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: S
                     world: World, count: int) -> tuple[TopKTrainConfig, Schedule]:
     """The schedule for this budget, checked to fit in memory, then said in one line when the rule changed
     the paper's."""
+    check_sparsity(config, d_model)
     schedule = plan_schedule(config, tokens, config.expansion * d_model, fixed, auto)
     run = schedule.applied_to(config)
     check_training_memory(d_model, run, count, world.device)
@@ -243,15 +254,18 @@ def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: flo
     return advice
 
 
-def checking_model(source: dict, device: torch.device):
-    """The model a cache was made from, for the held-out check; None (with a warning) when it cannot load."""
+def checking_model(source: dict, device: torch.device, d_model: int):
+    """The model a cache was made from, for the held-out check; one sentence when it does not load or is not the
+    model whose activations the cache holds (`--no-check` trains without the check)."""
     try:
         model, _ = load_variant(source["model"], source.get("revision"), source["variant"], device)
-        return model
-    except Exception as error:  # the check is advice; training goes on without it
-        log.warning("cannot check the SAEs against PCA on held-out text: the model %s did not load (%s)",
-                    source["model"], error)
-        return None
+    except (OSError, ValueError, KeyError, BadInput) as error:
+        raise BadInput(f"the cache names the model {source['model']!r}, which does not load here ({error}); "
+                       "give --no-check to train without the held-out check.") from None
+    if model.config.hidden_size != d_model:
+        raise BadInput(f"the cache names the model {source['model']!r}, whose {model.config.hidden_size} "
+                       f"dimensions are not the cache's {d_model}: it was made with another model.")
+    return model
 
 
 def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None,
@@ -299,7 +313,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         share, ranks = (dealt(todo, world), world) if deal else (todo, None)
         if deal:  # each rank its own layers, alone; rank 0 writes the run's record first
             world = World(device=world.device)
-        model = checking_model(source, world.device) if check and share and world.is_main else None
+        model = checking_model(source, world.device, cache.d_model) if check and share and world.is_main else None
         if model is not None:
             check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)

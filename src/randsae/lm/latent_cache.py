@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from randsae.errors import BadInput
 from randsae.io import atomic_write, check_safetensors, out_of_space, write_json
-from randsae.lm.activations import ActivationCache, write_safetensors
+from randsae.lm.activations import ActivationCache, check_activations, write_safetensors
 from randsae.lm.shards import ShardedCache, read_shard_manifest, shard_name
 from randsae.sae import LanguageSAE
 
@@ -51,7 +51,15 @@ def cache_chunks(cache: ActivationCache, layers: list[int], max_tokens: int | No
         contexts_left -= contexts
         tokens = contexts * cache.context_length
         yield (cache.read_shard(index, "tokens")[:contexts],
-               lambda i=index, n=tokens: {layer: cache.read_shard(i, f"layer.{layer}")[:n] for layer in layers})
+               lambda i=index, n=tokens: {layer: checked(cache, i, layer, n) for layer in layers})
+
+
+def checked(cache: ActivationCache, index: int, layer: int, tokens: int) -> torch.Tensor:
+    """The first `tokens` rows of a shard's layer, refused in one sentence where they are not finite or all
+    equal (an all-zero cache: nothing for an SAE to encode)."""
+    rows = cache.read_shard(index, f"layer.{layer}")[:tokens]
+    check_activations(rows.float(), f"{cache.directory / cache.manifest['shards'][index]['file']} (layer {layer})")
+    return rows
 
 
 def model_chunks(model, contexts: torch.Tensor, layers: list[int], chunk_contexts: int,

@@ -1,4 +1,4 @@
-"""The training forms of the SAEs people release besides TopK, for the twins of a user's SAE (issue 24): each
+"""The training forms of the SAEs people release besides TopK, for the twins of a user's SAE: each
 is trained by the same trainer as the TopK SAE (`randsae.train_topk.TopKTrainer`: FVU, unit decoder rows, the
 budget's schedule) and saved in the form SAELens reads.
 

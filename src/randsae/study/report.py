@@ -118,7 +118,7 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
     return [("model", s["model"] + (f" @ {s['revision']}" if s.get("revision") else "")),
             ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
             ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
-            ("training tokens per variant", f"{s['tokens']:,}"),
+            ("training tokens per variant", training_tokens(study)),
             ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
             ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
              (f", lr {s['lr']}" if s.get("lr") else "")),
@@ -131,6 +131,16 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
             ("judge", judge), ("seed", str(s["seed"])), ("seeds", seeds_text(s)),
             ("made by", made_by(study.config))]
+
+
+def training_tokens(study: Study) -> str:
+    """The training tokens asked for, and those the text gave where it gave fewer (the trained arm's record)."""
+    asked = study.config["settings"]["tokens"]
+    record = study.out / "trained" / "sae" / "config.json"
+    got = io.read_json(record).get("source", {}).get("tokens") if record.is_file() else None
+    if isinstance(got, int) and got < asked:
+        return f"{got:,} (asked {asked:,}: the text gives no more)"
+    return f"{asked:,}"
 
 
 def measured_l0(study: Study) -> dict[str, float]:

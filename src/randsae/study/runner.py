@@ -155,6 +155,10 @@ class BaselineSettings:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
         check_seed(self.seed)
+        from randsae.train_topk import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise BadInput(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}.")
         if self.twin_sae not in TWIN_SAES:
             raise BadInput(f"--twin-sae must be one of {', '.join(TWIN_SAES)}, not {self.twin_sae!r}.")
         if self.model_dtype not in ("float32", "bfloat16", "float16"):
@@ -201,6 +205,8 @@ def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     values["verdict"] = VerdictSettings(**verdict) if isinstance(verdict, dict) else verdict
     for part in ("examples", "autointerp", "judge"):
         values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
+    if (overrides.get("judge") or {}).get("url") is not None and "llm" not in (overrides.get("judge") or {}):
+        values["judge"].pop("llm", None)  # a server named: the preset's local judge gives way
     if overrides.get("judge") and "url" in overrides["judge"]:
         values["judge"] = overrides["judge"]  # a server replaces the local judge, not merged into it
     settings = BaselineSettings(**values)

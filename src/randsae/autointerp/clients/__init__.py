@@ -14,14 +14,15 @@ from randsae.errors import BadInput
 from randsae.settings import setting
 
 LOCAL_DTYPES = ("float32", "bfloat16", "float16")
+LOCAL_JUDGE = "smollm2"  # the embedded judge, where no other is named
 
 
 @dataclass
 class JudgeSettings:
     """The explainer and judge, every default in one place: the flags of `lm autointerp` and `baseline` come
     from these fields, a study records the ones given, and `options()` is what `make_judge` takes."""
-    llm: str = setting("smollm2", help="the local judge: smollm2 (embedded), a .gguf file, a directory or a hub "
-                                       "name")
+    llm: str | None = setting(None, help="the local judge: smollm2 (embedded), a .gguf file, a directory or a hub "
+                                         "name", shown="smollm2 without --llm-url")
     url: str | None = setting(None, flag="--llm-url", shown="none: the local judge",
                               help="an OpenAI-compatible endpoint instead, e.g. http://127.0.0.1:8000/v1 (vLLM, "
                                    "llama.cpp)")
@@ -44,9 +45,11 @@ class JudgeSettings:
         if self.url is None and self.model is not None:
             raise BadInput("--llm-model names the model of a server; give --llm-url too (or --llm for a local "
                            "one).")
-        if self.url is not None and self.llm != JudgeSettings.llm:
+        if self.url is not None and self.llm is not None:
             raise BadInput(f"--llm {self.llm} names a local judge and --llm-url {self.url} a server; give one of "
                            "them.")
+        if self.url is None and self.llm is None:
+            self.llm = LOCAL_JUDGE
         if self.windows_per_prompt < 1:
             raise BadInput(f"--windows-per-prompt must be a positive integer, not {self.windows_per_prompt}.")
         if self.dtype not in LOCAL_DTYPES:
