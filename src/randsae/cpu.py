@@ -43,3 +43,18 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         log.debug("not glibc: leaving the allocator as it is")
         return False
+
+
+@functools.cache
+def native_bfloat16(device: str = "cpu") -> bool:
+    """Whether `device` computes bfloat16 natively: a CUDA GPU that supports it, or an x86 CPU with AVX512-BF16
+    or AMX. Elsewhere PyTorch emulates it, slower than float32 (measured here, the embedded judge on a CPU
+    without either: 119 s for a unit's scoring in bfloat16, 88 s in float32)."""
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

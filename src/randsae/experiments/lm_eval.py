@@ -61,13 +61,13 @@ def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model,
     if cache_dir and (Path(cache_dir) / "manifest.json").is_file():
         cache = open_cache(cache_dir)
         if set(layers) <= set(cache.layers):
-            return cache_sample(cache, layers, tokens), f"the first {tokens:,} tokens of the cache {cache_dir}"
+            return cache_sample(cache, layers, tokens), f"the first of the cache {cache_dir}"
     contexts = read_train_sample(sae_dir)
     if contexts is None:
         return None, "no sample of the training tokens"
     check_token_ids(contexts, model, sae_dir)
     return (model_sample(model, contexts, layers, device, tokens),
-            f"the first {min(tokens, contexts.numel()):,} training tokens of {sae_dir} through the model")
+            f"the first training contexts of {sae_dir}, through the model")
 
 
 def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = 64_000,
@@ -107,8 +107,8 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     if sample is None:
         log.warning("%s keeps no sample of its training tokens (an older run): the baselines fitted where the SAEs "
                     "were fitted are left empty, and no SAE is held to PCA-k", sae_dir)
-    else:
-        log.info("baselines fitted on %s", what)
+    elif fitted:
+        log.info("baselines fitted on %s training tokens (%s)", f"{max(f.tokens for f in fitted.values()):,}", what)
     quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted.get(layer))
                for layer, sae in saes.items()}
     losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in todo}

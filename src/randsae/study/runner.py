@@ -188,7 +188,7 @@ PRESETS = {
              # embedding score all 24
              "autointerp": {"explainer_tokens": 16, "calibration_windows": 5, "bootstrap": 200,
                             "judged_latents": 2},
-             "judge": {"llm": "smollm2", "dtype": "bfloat16"}},
+             "judge": {"llm": "smollm2", "dtype": "auto"}},
     # docs/paper.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b,
     # every 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
     "paper": {"layers": "paper"},

@@ -13,7 +13,7 @@ from randsae.autointerp.clients.base import CallLog, Completion, Judge, JudgeUna
 from randsae.errors import BadInput
 from randsae.settings import setting
 
-LOCAL_DTYPES = ("float32", "bfloat16", "float16")
+LOCAL_DTYPES = ("float32", "bfloat16", "float16", "auto")
 LOCAL_JUDGE = "smollm2"  # the embedded judge, where no other is named
 
 
@@ -37,7 +37,8 @@ class JudgeSettings:
                              help="with --llm-url: seconds before the first retry, doubling after each")
     windows_per_prompt: int = setting(5, help="with --llm-url: windows per judge prompt (the paper's)")
     dtype: str = setting("float32", flag="--judge-dtype",
-                         help="local judge: float32, bfloat16 (faster on GPUs and CPUs with bf16) or float16")
+                         help="local judge: float32, bfloat16 (faster on GPUs and CPUs with bf16), float16, or auto "
+                              "(bfloat16 where the device computes it natively, else float32)")
     batch_size: int = setting(32, flag="--judge-batch-size", help="local judge: windows per forward pass")
     device: str = "auto"  # the local judge's; the command's --device
 
@@ -53,7 +54,7 @@ class JudgeSettings:
         if self.windows_per_prompt < 1:
             raise BadInput(f"--windows-per-prompt must be a positive integer, not {self.windows_per_prompt}.")
         if self.dtype not in LOCAL_DTYPES:
-            raise BadInput(f"--judge-dtype must be float32, bfloat16 or float16, not {self.dtype!r}.")
+            raise BadInput(f"--judge-dtype must be float32, bfloat16, float16 or auto, not {self.dtype!r}.")
         if self.batch_size < 1:
             raise BadInput(f"--judge-batch-size must be a positive integer, not {self.batch_size}.")
 
@@ -63,10 +64,19 @@ class JudgeSettings:
             return {"url": self.url, "model": self.model, "concurrency": self.concurrency, "timeout": self.timeout,
                     "retries": self.retries, "backoff": self.backoff, "api_key_env": self.api_key_env,
                     "windows_per_prompt": self.windows_per_prompt}
-        return {"llm": self.llm, "device": self.device, "batch_size": self.batch_size, "dtype": self.dtype}
+        return {"llm": self.llm, "device": self.device, "batch_size": self.batch_size, "dtype": self.local_dtype()}
+
+    def local_dtype(self) -> str:
+        """The local judge's float type, `auto` resolved for its device."""
+        if self.dtype != "auto":
+            return self.dtype
+        from randsae.cpu import native_bfloat16
+
+        return "bfloat16" if native_bfloat16(self.device) else "float32"
 
     def describe(self) -> str:
-        return f"{self.model} at {self.url}" if self.url else f"{self.llm} (local, {self.dtype})"
+        shown = self.dtype if self.dtype != "auto" else f"auto: {self.local_dtype()}"
+        return f"{self.model} at {self.url}" if self.url else f"{self.llm} (local, {shown})"
 
 
 def make_judge(llm: str = "smollm2", url: str | None = None, model: str | None = None, log: CallLog | None = None,
