@@ -351,6 +351,8 @@ class PlanRow(Table):
     peak_memory_bytes: int  # on the busiest device it uses
     seconds: float
     basis: str  # what the time is estimated from
+    groups: int = 1  # eval, latents: the layer groups that fit a device, one pass over the text each
+    host_memory_bytes: int = 0  # a model split across devices: made whole on the CPU first
 
 
 # --- what each column is --------------------------------------------------------------------------------------
@@ -501,6 +503,10 @@ register(PLAN, "randsae.study.plan.plan_study", [
      "each + batch × L) + one batch's activations", "bytes"),
     ("seconds", "estimated time", "load + FLOPs / the calibrated rate (forward: 2 × non-embedding parameters + "
      "2 × V × d + 2 × layers × context × d per token; SAE training 6 × d × L, encoding 2 × d × L)", "s"),
+    ("groups", "layer groups", "eval and latents: ⌈layers / the layers whose SAEs fit a device beside the model⌉, "
+                               "one pass over the text each (randsae.study.plan.layer_groups)"),
+    ("host_memory_bytes", "host memory", "with --device-map: the model and its twin made whole on the CPU (2 × its "
+                                         "weights) before they are dispatched; else 0", "bytes"),
 ])
 
 

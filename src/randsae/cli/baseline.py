@@ -75,7 +75,9 @@ def with_file(overrides: dict, path: str | None) -> dict:
 
 def run_baseline(args) -> int:
     from randsae.lm.examples import ExampleSettings
-    from randsae.study.plan import parse_machine, plan_table, this_machine
+    import dataclasses
+
+    from randsae.study.plan import parse_bytes, parse_machine, plan_table, this_machine
     from randsae.study.runner import baseline, check_out, planned, preflight, ranks_here, settings_for, stage_table
 
     settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
@@ -92,6 +94,8 @@ def run_baseline(args) -> int:
         ranks = machine.devices if machine.kind == "cuda" else ranks
     else:
         machine = this_machine(Path(args.out), settings.device, ranks)
+    if asked.device_memory is not None:
+        machine = dataclasses.replace(machine, device_memory=parse_bytes(asked.device_memory, "--device-memory"))
     settings, rows, problem = planned(settings, check, Path(args.out), machine, ranks)
     if asked.plan:
         print(plan_table(rows, machine, ranks), end="")

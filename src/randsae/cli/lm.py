@@ -18,6 +18,9 @@ from randsae.train_topk import SCHEDULES
 
 log = logging.getLogger("randsae")
 
+GROUP_HELP = ("hold at most this many layers' SAEs at once, a pass over the text per group: for a device that does "
+              "not hold every layer's beside the model (default: all at once)")
+
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
     """The flags that say which model, variant and text the activations come from."""
     p.add_argument("--model", default=model_default,
@@ -89,6 +92,7 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--fit-tokens", default="64k", help="training tokens the baselines (PCA-k, token lookup) are "
                    "fitted on and the SAEs' training explained variance is measured on (default 64k)")
     p.add_argument("--batch-size", type=int, default=4, help="contexts per forward pass")
+    p.add_argument("--group-layers", type=int, default=None, help=GROUP_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
 
@@ -105,6 +109,7 @@ def add_lm_parser(sub, parser_class) -> None:
     add_flags(p, ExampleSettings)
     p.add_argument("--seed", type=int, default=0, help="seeds the latent sample and every example draw")
     p.add_argument("--batch-size", type=int, default=4096, help="tokens per SAE encoding batch")
+    p.add_argument("--group-layers", type=int, default=None, help=GROUP_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
 
@@ -196,7 +201,7 @@ def run_eval(args) -> None:
                                                                       ("--fit-tokens", args.fit_tokens)))
     with output_directory(args.out, command="lm eval", inputs={"--sae": args.sae, "--acts": args.acts}) as out:
         evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
-                 device=args.device, progress=not args.quiet, fit_tokens=fit_tokens)
+                 device=args.device, progress=not args.quiet, fit_tokens=fit_tokens, group_layers=args.group_layers)
 
 
 def run_latents(args) -> None:
@@ -214,7 +219,8 @@ def run_latents(args) -> None:
     inputs = {"--sae": args.sae, "--acts": args.acts, "--model": args.model}
     with output_directory(args.out, command="lm latents", inputs=inputs) as out:
         build_latents(args.sae, out, acts=args.acts, layers=args.layers, max_tokens=max_tokens, settings=settings,
-                      batch_size=args.batch_size, device=args.device, progress=not args.quiet, model=model)
+                      batch_size=args.batch_size, device=args.device, progress=not args.quiet, model=model,
+                      group_layers=args.group_layers)
 
 
 def run_compare(args) -> None:

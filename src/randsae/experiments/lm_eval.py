@@ -11,6 +11,7 @@ variant's noise is the same in all three. OUT/results.csv has one row per (model
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from randsae.lm.source import (
 )
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality
-from randsae.sae import architecture_of, load_language_sae
+from randsae.sae import LanguageSAE, architecture_of, load_language_sae
 from randsae.tables import EvalRow, read_table, write_table
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,12 @@ def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model,
 
 def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = 64_000,
              batch_size: int = 4, device: str = "auto", progress: bool = True,
-             fit_tokens: int = FIT_TOKENS) -> list[EvalRow]:
+             fit_tokens: int = FIT_TOKENS, group_layers: int | None = None) -> list[EvalRow]:
     """Evaluate every layer of `sae_dir` not yet in OUT/results.csv, with its baselines fitted on `fit_tokens`
-    of its training tokens; returns the whole table. OUT holds one SAE run's evaluation: another run, or other
-    tokens, into the same OUT is refused in one sentence."""
+    of its training tokens; returns the whole table. `group_layers`: hold at most this many layers' SAEs at
+    once, one pass over the held-out text per group, each group's rows written when it is done (the same
+    numbers as one group). OUT holds one SAE run's evaluation: another run, or other tokens, into the same OUT is
+    refused in one sentence."""
     sae_dir = Path(sae_dir)
     source, held_out = read_run(sae_dir, acts)
     record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()) if acts else None,
@@ -85,11 +88,12 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
         changed = ", ".join(k for k in record if previous.get(k) != record[k])
         raise BadInput(f"{out} holds an evaluation with other settings ({changed}: see {out / 'config.json'}); "
                        "choose another --out.")
+    if group_layers is not None and group_layers < 1:
+        raise BadInput(f"--group-layers must be a positive integer, not {group_layers}.")
     layers = trained_layers(sae_dir)
     if not layers:
         raise BadInput(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
     model_name, variant = source["model"], arm_of(sae_dir, source)
-    token_filter = TokenFilter.of(read_train_settings(sae_dir))
     table = out / "results.csv"
     rows = read_eval_rows(table)
     done = {r.layer for r in rows if r.model == model_name and r.variant == variant}
@@ -99,54 +103,95 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
         return rows
     torch_device = resolve_device(device)
     model, _ = load_variant(model_name, source.get("revision"), source["variant"], torch_device)
-    saes = {layer: load_language_sae(layers[layer]).to(torch_device).eval() for layer in todo}
     contexts = held_out[:max(1, math.ceil(max_tokens / held_out.shape[1]))]
     check_token_ids(contexts, model, Path(acts or sae_dir) / HELD_OUT_FILE)
-    sample, what = training_sample(sae_dir, source, acts, model, todo, fit_tokens, torch_device)
-    trained_on, fitted = fit_baselines(saes, sample, token_filter) if sample is not None else ({}, {})
-    if sample is None:
-        log.warning("%s keeps no sample of its training tokens (an older run): the baselines fitted where the SAEs "
-                    "were fitted are left empty, and no SAE is held to PCA-k", sae_dir)
-    elif fitted:
-        log.info("baselines fitted on %s training tokens (%s)", f"{max(f.tokens for f in fitted.values()):,}", what)
-    quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted.get(layer))
-               for layer, sae in saes.items()}
-    losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in todo}
-    ce_clean = 0.0
-    predicted = positions = 0
-    bar = tqdm(total=contexts.numel(), unit="tok", unit_scale=True, disable=not progress, desc="eval")
-    for batch in contexts.split(batch_size):
-        ids = batch.to(torch_device)
-        ce_clean += evaluate_batch(model, saes, ids, quality, losses, token_filter)
-        predicted += ids[:, 1:].numel()
-        positions += ids.numel()
-        bar.update(ids.numel())
-    bar.close()
-    for layer, sae in saes.items():
-        ce: dict[str, Any] = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
-              "ce_zero": losses[layer]["ce_zero"] / predicted}
-        train = trained_on[layer].result()["explained_variance"] if layer in trained_on else None
-        row = EvalRow(model_name, variant, layer, sae.k, sae.num_latents, quality[layer].tokens,
-                      **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),
-                      kl=losses[layer]["kl"] / positions, architecture=architecture_of(sae),
-                      pca_components=quality[layer].components, train_explained_variance=train)
-        row.below_baseline = below_baselines(row)
-        if row.below_baseline:
-            log.warning("%s %s layer %d is below its simplest baselines: %s", model_name, variant, layer,
-                        row.below_baseline)
-        if generalises_poorly(row):
-            log.warning("%s %s layer %d explains %.3f of the variance of its training tokens and %.3f of the "
-                        "held-out tokens (%.1f%% of whose ids its training sample never held): it fits what it saw "
-                        "far better than new text", model_name, variant, layer, row.train_explained_variance,
-                        row.explained_variance, 100 * (row.unseen_token_share or 0))
-        rows.append(row)
-        write_chunks(out, layer, quality[layer].chunk_sums())
-    rows.sort(key=lambda r: r.key)
-    if previous is None:
-        runs.write_record(out, COMMAND, record)
-    write_table(table, rows, EvalRow)
-    log.info("wrote %s%s", table, "" if not token_filter.active else f" ({token_filter.describe()})")
+    run = EvalRun(sae_dir, source, acts, model, contexts, TokenFilter.of(read_train_settings(sae_dir)), fit_tokens,
+                  batch_size, torch_device, progress)
+    size = group_layers or len(todo)
+    for first in range(0, len(todo), size):
+        group = todo[first:first + size]
+        if len(todo) > size:
+            log.info("layers %s: group %d of %d", group, first // size + 1, math.ceil(len(todo) / size))
+        rows = sorted(rows + run.group({layer: layers[layer] for layer in group}, out), key=lambda r: r.key)
+        if runs.previous_record(out, COMMAND) is None:
+            runs.write_record(out, COMMAND, record)
+        write_table(table, rows, EvalRow)
+        log.info("wrote %s%s", table, "" if not run.token_filter.active else f" ({run.token_filter.describe()})")
     return rows
+
+
+@dataclass
+class EvalRun:
+    """What every group of layers of one evaluation shares: the SAEs' run, the model, the held-out contexts."""
+    sae_dir: Path
+    source: dict
+    acts: str | Path | None
+    model: Any
+    contexts: torch.Tensor
+    token_filter: TokenFilter
+    fit_tokens: int
+    batch_size: int
+    device: torch.device
+    progress: bool
+
+    def group(self, paths: dict[int, Path], out: Path) -> list[EvalRow]:
+        """The rows of a group of layers (their SAEs' directories): its baselines fitted, one pass over the
+        held-out contexts, each layer's per-chunk sums written."""
+        saes = {layer: load_language_sae(path).to(self.device).eval() for layer, path in paths.items()}
+        trained_on, fitted = self.baselines(saes)
+        quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted.get(layer))
+                   for layer, sae in saes.items()}
+        losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in saes}
+        ce_clean = 0.0
+        predicted = positions = 0
+        bar = tqdm(total=self.contexts.numel(), unit="tok", unit_scale=True, disable=not self.progress, desc="eval")
+        for batch in self.contexts.split(self.batch_size):
+            ids = batch.to(self.device)
+            ce_clean += evaluate_batch(self.model, saes, ids, quality, losses, self.token_filter)
+            predicted += ids[:, 1:].numel()
+            positions += ids.numel()
+            bar.update(ids.numel())
+        bar.close()
+        rows = []
+        for layer, sae in saes.items():
+            ce: dict[str, Any] = {"ce_clean": ce_clean / predicted, "ce_sae": losses[layer]["ce_sae"] / predicted,
+                                  "ce_zero": losses[layer]["ce_zero"] / predicted}
+            train = trained_on[layer].result()["explained_variance"] if layer in trained_on else None
+            row = EvalRow(self.source["model"], arm_of(self.sae_dir, self.source), layer, sae.k, sae.num_latents,
+                          quality[layer].tokens, **quality[layer].result(), **ce, ce_loss_score=ce_score(**ce),
+                          kl=losses[layer]["kl"] / positions, architecture=architecture_of(sae),
+                          pca_components=quality[layer].components, train_explained_variance=train)
+            row.below_baseline = below_baselines(row)
+            warn_of(row)
+            rows.append(row)
+            write_chunks(out, layer, quality[layer].chunk_sums())
+        return rows
+
+    def baselines(self, saes: dict[int, LanguageSAE]) -> tuple[dict[int, TokenQuality], dict]:
+        """Each SAE on its training sample, and its baselines fitted there ({} and {} where none is kept)."""
+        sample, what = training_sample(self.sae_dir, self.source, self.acts, self.model, list(saes),
+                                       self.fit_tokens, self.device)
+        if sample is None:
+            log.warning("%s keeps no sample of its training tokens (an older run): the baselines fitted where the "
+                        "SAEs were fitted are left empty, and no SAE is held to PCA-k", self.sae_dir)
+            return {}, {}
+        trained_on, fitted = fit_baselines(saes, sample, self.token_filter)
+        if fitted:
+            log.info("baselines fitted on %s training tokens (%s)", f"{max(f.tokens for f in fitted.values()):,}",
+                     what)
+        return trained_on, fitted
+
+
+def warn_of(row: EvalRow) -> None:
+    """A warning for an SAE below its simplest baselines, and for one far better on its training tokens."""
+    if row.below_baseline:
+        log.warning("%s %s layer %d is below its simplest baselines: %s", row.model, row.variant, row.layer,
+                    row.below_baseline)
+    if generalises_poorly(row):
+        log.warning("%s %s layer %d explains %.3f of the variance of its training tokens and %.3f of the held-out "
+                    "tokens (%.1f%% of whose ids its training sample never held): it fits what it saw far better "
+                    "than new text", row.model, row.variant, row.layer, row.train_explained_variance,
+                    row.explained_variance, 100 * (row.unseen_token_share or 0))
 
 
 GENERALISATION_GAP = 0.1  # explained variance on the training sample above the held-out one by more: said

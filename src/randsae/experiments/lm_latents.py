@@ -7,6 +7,8 @@ and layers whose records are written are skipped. Other settings are refused.
 """
 
 import logging
+import math
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from randsae.errors import BadInput
 from randsae.experiments.lm_train import arm_of, foreign_layers, read_source, trained_layers
 from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
-from randsae.lm.latent_cache import cache_chunks, encode_cache, model_chunks, open_latent_cache
+from randsae.lm.latent_cache import Chunk, cache_chunks, encode_cache, model_chunks, open_latent_cache
 from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
 from randsae.lm.models import load_tokenizer
 from randsae.lm.source import Source, check_same_source, later_contexts
@@ -40,13 +42,17 @@ def check_cache_tokens(cache, vocabulary: int, where) -> None:
 
 def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None, layers: str = "all",
                   max_tokens: int | None = None, settings: ExampleSettings | None = None, batch_size: int = 4096,
-                  device: str = "auto", progress: bool = True, model: tuple[str, str] | None = None) -> list:
+                  device: str = "auto", progress: bool = True, model: tuple[str, str] | None = None,
+                  group_layers: int | None = None) -> list:
     """Latent records of the SAEs in `sae_dir` over a token set: an activation cache of the same model and
     variant (`acts`; default: the cache they were trained on, as recorded), or, with `model` = (model,
     variant) as the run recorded them, the model itself on `max_tokens` (default 1M) tokens of the run's
-    text drawn after every context the run used. Returns every summary row in OUT."""
+    text drawn after every context the run used. `group_layers`: hold at most this many layers' SAEs at once,
+    one pass over the token set per group (the same records as one group). Returns every summary row in OUT."""
     sae_dir, settings = resolve(str(sae_dir)), settings or ExampleSettings()
     settings.validate()
+    if group_layers is not None and group_layers < 1:
+        raise BadInput(f"--group-layers must be a positive integer, not {group_layers}.")
     if (sae_dir / "config.json").is_file() and "source" in io.read_json(sae_dir / "config.json"):
         source, trained = read_source(sae_dir), trained_layers(sae_dir)
     else:  # SAEs from elsewhere (SAELens, sparsify): the activation cache says what they read
@@ -97,22 +103,21 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     if cache is not None:
         check_cache_tokens(cache, len(tokenizer), acts)
     torch_device = resolve_device(device)
-    saes = {layer: load_language_sae(trained[layer]).to(torch_device).eval() for layer in chosen}
     if cache is not None:
-        chunks = cache_chunks(cache, chosen, max_tokens)
         context_length = cache.context_length
         total = min(max_tokens or cache.num_tokens, cache.num_tokens) // context_length * context_length
+
+        def chunks_of(group: list[int]) -> Iterable[Chunk]:
+            return cache_chunks(cache, group, max_tokens)
     else:
         fields = {k: v for k, v in source.items() if k in Source.__dataclass_fields__}
         wanted = Source(**{**fields, "variant": source["variant"]["variant"], "tokens": origin["tokens_asked"]})
-        lm, _, rows = later_contexts(wanted, source, torch_device)
-        context_length, total = wanted.context_length, rows.numel()
-        width = lm.config.hidden_size * context_length * 4 * len(chosen)
-        chunks = model_chunks(lm, rows, chosen, chunk_contexts=max(8, SHARD_BYTES // width), batch_size=8)
-    encode_cache(chunks, saes, out / "cache", {k: v for k, v in record.items() if k not in ("examples",)},
-                 context_length, total, batch_size=batch_size, device=torch_device, progress=progress)
-    latent_cache = open_latent_cache(out / "cache")
-    tokens = latent_cache.tokens().numpy().ravel()
+        lm, _, drawn = later_contexts(wanted, source, torch_device)
+        context_length, total = wanted.context_length, drawn.numel()
+
+        def chunks_of(group: list[int]) -> Iterable[Chunk]:
+            width = lm.config.hidden_size * context_length * 4 * len(group)
+            return model_chunks(lm, drawn, group, chunk_contexts=max(8, SHARD_BYTES // width), batch_size=8)
 
     def decode(ids: list[int]) -> list[str]:
         return [tokenizer.decode([i]) for i in ids]
@@ -120,24 +125,37 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
     identity = {"model": source["model"], "variant": arm_of(sae_dir, source)}
     table = out / "latents.csv"
     rows = read_summaries(table) if table.exists() else []
-    for layer in chosen:
-        if any(r.layer == layer for r in rows) and examples_path(out, layer).is_file():
+    size = group_layers or len(chosen)
+    for first in range(0, len(chosen), size):
+        group = chosen[first:first + size]
+        todo = [layer for layer in group
+                if not (any(r.layer == layer for r in rows) and examples_path(out, layer).is_file())]
+        if not todo:
             continue
-        with tqdm(total=saes[layer].num_latents, unit="latent", disable=not progress,
-                  desc=f"layer {layer} records") as bar:
-            decoder = saes[layer].W_dec.detach().float().cpu().numpy()
-            summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update,
-                                            decoder)
-        write_examples(examples_path(out, layer), sets)
-        rows = [r for r in rows if r.layer != layer] + summaries
-        if not path.exists():
-            runs.write_record(out, "lm latents", record)
-        io.write_rows(table, COLUMNS, [summary_row(r) for r in rows])
-        eligible = sum(s.eligible for s in summaries)
-        sampled = [s.entropy_explainer for s in summaries if s.sampled]
-        log.info("layer %d: %d of %d latents fire, %d eligible, %d sampled, mean explainer-set entropy %.2f nats",
-                 layer, len(summaries), saes[layer].num_latents, eligible, len(sampled),
-                 sum(sampled) / max(1, len(sampled)))
+        if len(chosen) > size:
+            log.info("layers %s: group %d of %d", group, first // size + 1, math.ceil(len(chosen) / size))
+        saes = {layer: load_language_sae(trained[layer]).to(torch_device).eval() for layer in group}
+        directory = out / ("cache" if len(group) == len(chosen) else "cache." + "-".join(map(str, group)))
+        encode_cache(chunks_of(group), saes, directory, {k: v for k, v in record.items() if k not in ("examples",)},
+                     context_length, total, batch_size=batch_size, device=torch_device, progress=progress)
+        latent_cache = open_latent_cache(directory)
+        tokens = latent_cache.tokens().numpy().ravel()
+        for layer in todo:
+            with tqdm(total=saes[layer].num_latents, unit="latent", disable=not progress,
+                      desc=f"layer {layer} records") as bar:
+                decoder = saes[layer].W_dec.detach().float().cpu().numpy()
+                summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update,
+                                                decoder)
+            write_examples(examples_path(out, layer), sets)
+            rows = [r for r in rows if r.layer != layer] + summaries
+            if not path.exists():
+                runs.write_record(out, "lm latents", record)
+            io.write_rows(table, COLUMNS, [summary_row(r) for r in rows])
+            eligible = sum(s.eligible for s in summaries)
+            sampled = [s.entropy_explainer for s in summaries if s.sampled]
+            log.info("layer %d: %d of %d latents fire, %d eligible, %d sampled, mean explainer-set entropy %.2f "
+                     "nats", layer, len(summaries), saes[layer].num_latents, eligible, len(sampled),
+                     sum(sampled) / max(1, len(sampled)))
     if record.get("acts") is not None and record["acts"] == source.get("acts"):
         log.info("the examples came from the cache the SAEs were trained on (%s); give --acts with a "
                  "separate cache for held-out examples, as the paper does", acts)

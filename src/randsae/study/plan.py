@@ -251,13 +251,16 @@ class Scale:
     judged: int  # of them, explained and scored by the judge
     ranks: int
     split: int = 1  # the devices the model is split across (--device-map)
+    fit_tokens: int = 64_000  # the training tokens each arm's baselines are fitted on
+    judge_bytes: int = 0  # a local judge's peak on its device (`judge_bytes`); 0 behind a server
+    host_bytes: int = 0  # a model split across devices: made whole on the CPU with its twin first
 
 
 def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:
     """Every unit's stages and the stages across units, each estimated (see the module's docstring)."""
     rows = []
     for unit in scale.units:
-        rows += [row for row in unit_stages(unit, shape, scale, rates) if row is not None]
+        rows += [row for row in unit_stages(unit, shape, scale, rates, machine.device_memory) if row is not None]
     rows.append(PlanRow("", "compare", 0, 0, 0, FIXED_SECONDS["compare"], "fixed allowance"))
     rows.append(PlanRow("", "report", 0, 0, 0, FIXED_SECONDS["report"], "fixed allowance"))
     return rows
@@ -265,7 +268,8 @@ def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) 
 
 @dataclass(frozen=True)
 class Unit:
-    """What one unit's stages share: the sizes, the rates, and the costs every stage reads."""
+    """What one unit's stages share: the sizes, the rates, the device's memory, and the costs every stage
+    reads."""
     name: str
     s: Scale
     r: Rates
@@ -274,22 +278,40 @@ class Unit:
     forward: float  # seconds per token of a pass through the layers read
     whole: float  # seconds per token of the whole model's pass (the CE loss)
     cache_bytes: int
+    memory: int  # bytes of one device
 
     @classmethod
-    def of(cls, name: str, shape: ModelShape, s: Scale, r: Rates) -> "Unit":
+    def of(cls, name: str, shape: ModelShape, s: Scale, r: Rates, memory: int) -> "Unit":
         return cls(name, s, r, shape.d_model, shape.weight_bytes(s.model_dtype) // s.split,
                    shape.forward_flops(s.context_length, s.through) / r.forward_flops,
                    shape.forward_flops(s.context_length) / r.forward_flops,
-                   s.train_tokens * s.layers * shape.d_model * dtype_bytes(s.cache_dtype))
+                   s.train_tokens * s.layers * shape.d_model * dtype_bytes(s.cache_dtype), memory)
 
     @property
-    def sae_bytes(self) -> int:  # every layer's SAE for inference: both matrices
-        return self.s.layers * 2 * self.s.latents * self.d * FLOAT_BYTES
+    def layer_sae_bytes(self) -> int:  # one layer's SAE for inference: both matrices
+        return 2 * self.s.latents * self.d * FLOAT_BYTES
 
 
-def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates) -> list[PlanRow | None]:
-    u = Unit.of(unit, shape, s, r)
-    return [activations_row(u), train_row(u), eval_row(u), latents_row(u), autointerp_row(u)]
+def layer_groups(layers: int, fixed: int, per_layer: int, memory: int) -> int:
+    """How many groups `layers` layers are evaluated in so that each group's SAEs (`per_layer` bytes a layer) fit
+    a device of `memory` bytes beside `fixed` bytes (the model, a batch): ⌈layers / the layers that fit⌉; one
+    layer a group where not even one fits (the plan then says the stage does not fit)."""
+    fits = (memory - fixed) // per_layer if memory > fixed else 0
+    return layers if fits < 1 else math.ceil(layers / min(fits, layers))
+
+
+def group_size(layers: int, groups: int) -> int:
+    """The layers per group of `groups` groups (the last may hold fewer)."""
+    return math.ceil(layers / max(1, groups))
+
+
+def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates, memory: int) -> list[PlanRow | None]:
+    u = Unit.of(unit, shape, s, r, memory)
+    rows = [activations_row(u), train_row(u), eval_row(u), latents_row(u), autointerp_row(u)]
+    for row in rows:  # every stage that loads the model (a split one made whole on the CPU first)
+        if row is not None and row.stage != "autointerp" and (row.tokens or row.stage == "train"):
+            row.host_memory_bytes = s.host_bytes
+    return rows
 
 
 def activations_row(u: Unit) -> PlanRow | None:
@@ -314,11 +336,9 @@ def train_row(u: Unit) -> PlanRow:
                        measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis)
     per_rank = math.ceil(s.layers / s.ranks)  # the layers are dealt across the ranks
     train = s.train_tokens * per_rank * sae_train_flops(d, L) / r.sae_train_flops
-    if s.cache:  # one layer at a time from the cache, then the held-out check through the model
-        check = 16 * s.context_length * u.forward + r.load_seconds
-        return PlanRow(u.name, "train", s.train_tokens * s.layers, saved,
-                       u.weights + sae_train_bytes(d, L, s.batch),
-                       check + train + u.cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis)
+    if s.cache:  # one layer at a time from the cache (the eval stage, not the training, checks it)
+        return PlanRow(u.name, "train", s.train_tokens * s.layers, saved, sae_train_bytes(d, L, s.batch),
+                       train + u.cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis)
     batch = 8 * s.context_length * d * FLOAT_BYTES * s.layers
     return PlanRow(u.name, "train", s.train_tokens, saved,
                    u.weights + per_rank * sae_train_bytes(d, L, s.batch) + batch,
@@ -326,14 +346,27 @@ def train_row(u: Unit) -> PlanRow:
 
 
 def eval_row(u: Unit) -> PlanRow:
+    """Per group of layers: a clean pass over the held-out text, then one with each layer's SAE spliced in and
+    one with it zeroed; each layer's SAE also encodes its training sample (its baselines' fit). A layer holds its
+    SAE and the fit's sums: two d × d Gram matrices and a d-vector per token id seen (float64)."""
     s, r = u.s, u.r
-    passes = 1 + 2 * s.layers  # the clean pass, then one with each layer's SAE spliced in and one with it zeroed
+    fit_tokens = min(s.train_tokens, s.fit_tokens)
+    per_layer = u.layer_sae_bytes + 8 * (2 * u.d * u.d + min(fit_tokens, 50_000) * u.d)
+    batch = 4 * s.context_length * u.d * FLOAT_BYTES * (s.layers + 2)
+    groups = layer_groups(s.layers, u.weights + batch, per_layer, u.memory)
+    passes = groups + 2 * s.layers
     encode = 2 * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
-    return PlanRow(u.name, "eval", s.eval_tokens * passes, 0, u.weights + u.sae_bytes,
-                   r.load_seconds + s.eval_tokens * (passes * u.whole + encode), r.basis)
+    fit = fit_tokens * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
+    if not s.cache:  # the training sample through the model, once per group
+        fit += groups * fit_tokens * u.forward
+    return PlanRow(u.name, "eval", s.eval_tokens * passes, 0,
+                   u.weights + batch + group_size(s.layers, groups) * per_layer,
+                   r.load_seconds + s.eval_tokens * (passes * u.whole + encode) + fit, r.basis, groups)
 
 
 def latents_row(u: Unit) -> PlanRow:
+    from randsae.lm.activations import SHARD_BYTES
+
     s, r, L = u.s, u.r, u.s.latents
     on_the_fly = s.latent_tokens is not None or not s.cache  # without a cache: 1M tokens after the training text
     tokens = s.latent_tokens if s.latent_tokens is not None else 1_000_000 if not s.cache else s.train_tokens
@@ -342,10 +375,17 @@ def latents_row(u: Unit) -> PlanRow:
         work = s.layers * scale * (r.latent_layer_seconds + r.latent_token_seconds * tokens)
     else:
         work = tokens * s.layers * sae_encode_flops(u.d, L) / r.sae_encode_flops
-    reading = r.load_seconds + tokens * u.forward if on_the_fly else u.cache_bytes / r.disk_bytes_per_s
+    fixed = (u.weights if on_the_fly else 0) + 4096 * L * FLOAT_BYTES  # the model, one encoding batch
+    # a layer: its SAE, and a shard's activations and encoded entries (value and index: 8 bytes a kept latent)
+    shard = min(tokens, SHARD_BYTES // (u.d * FLOAT_BYTES))
+    per_layer = u.layer_sae_bytes + shard * (u.d * FLOAT_BYTES + s.k * 8)
+    groups = layer_groups(s.layers, fixed, per_layer, u.memory)
+    # each group reads the token set again: through the model, or its cache
+    reading = r.load_seconds + groups * tokens * u.forward if on_the_fly else \
+        groups * u.cache_bytes / r.disk_bytes_per_s
     written = s.layers * (tokens * s.k * LATENT_ENTRY_BYTES + L * SUMMARY_BYTES)
-    memory = (u.weights if on_the_fly else 0) + u.sae_bytes + 4096 * L * FLOAT_BYTES
-    return PlanRow(u.name, "latents", tokens, written, memory, work + reading, r.basis)
+    memory = fixed + group_size(s.layers, groups) * per_layer
+    return PlanRow(u.name, "latents", tokens * groups, written, memory, work + reading, r.basis, groups)
 
 
 def autointerp_row(u: Unit) -> PlanRow:
@@ -353,8 +393,19 @@ def autointerp_row(u: Unit) -> PlanRow:
     judged = min(s.judged, s.sampled) * s.layers
     others = s.sampled * s.layers - judged
     calibration = r.calibration_seconds if u.name == s.units[0] else 0.0  # the first time on this machine
-    return PlanRow(u.name, "autointerp", 0, 0, 0, r.judge_load_seconds + calibration
+    return PlanRow(u.name, "autointerp", 0, 0, s.judge_bytes, r.judge_load_seconds + calibration
                    + judged * r.judged_latent_seconds + others * r.other_latent_seconds, r.judge_basis)
+
+
+def judge_bytes(shape: ModelShape | None, dtype: str, batch: int, kv_dim: int | None = None,
+                tokens: int = 512) -> int:
+    """A local judge's peak on its device: its weights, and the key-value cache of one batch of `batch` prompts of
+    up to `tokens` tokens (2 × layers × the key-value width per token, in its float type); 0 for a judge behind a
+    server."""
+    if shape is None:
+        return 0
+    width = kv_dim or shape.d_model
+    return shape.weight_bytes(dtype) + 2 * shape.layers * width * batch * tokens * dtype_bytes(dtype)
 
 
 def totals(rows: list[PlanRow]) -> PlanRow:
@@ -381,23 +432,29 @@ def by_stage(rows: list[PlanRow]) -> list[PlanRow]:
         part = [r for r in rows if r.stage == stage]
         out.append(PlanRow(f"{len(part)} unit{'s' if len(part) > 1 else ''}" if part[0].unit else "", stage,
                            sum(r.tokens for r in part), sum(r.disk_bytes for r in part),
-                           max(r.peak_memory_bytes for r in part), sum(r.seconds for r in part), part[0].basis))
+                           max(r.peak_memory_bytes for r in part), sum(r.seconds for r in part), part[0].basis,
+                           max(r.groups for r in part), max(r.host_memory_bytes for r in part)))
     return [*out, totals(rows)]
 
 
 def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
     """The plan per stage as a Markdown table, with the machine and the estimate's basis under it."""
-    lines = ["| stage | units | tokens | disk written | peak memory per device | time |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| stage | units | tokens | disk written | peak memory per device | layer groups | time |",
+             "|---|---|---|---|---|---|---|"]
     untimed = any(r.basis == NOT_TIMED for r in rows)
     for r in by_stage(rows):
         time = "not estimated (a server judge)" if r.basis == NOT_TIMED else format_seconds(r.seconds) + (
             " + the judge's" if r.stage == "total" and untimed else "")
+        groups = str(r.groups) if r.stage in ("eval", "latents") else ""
         lines.append(f"| {r.stage} | {r.unit} | {r.tokens:,} | {format_bytes(r.disk_bytes)} | "
-                     f"{format_bytes(r.peak_memory_bytes)} | {time} |")
+                     f"{format_bytes(r.peak_memory_bytes)} | {groups} | {time} |")
     bases = sorted({r.basis for r in rows if r.basis not in IGNORED_BASES})
     wall = format_seconds(wall_seconds(rows, ranks)) + (" and the judge's time" if untimed else "")
     ranked = f"{ranks} rank{'s' if ranks > 1 else ''}"
+    host = max((r.host_memory_bytes for r in rows), default=0)
+    if host:
+        lines += ["", f"Host memory: about {format_bytes(host)} while each model and its twin are made whole on the "
+                      "CPU before --device-map dispatches them."]
     lines += ["", f"Machine: {machine.describe()}; {ranked}: about {wall} from start to end.",
               "Time estimated from: " + "; ".join(bases) + "."]
     return "\n".join(lines) + "\n"
@@ -432,7 +489,8 @@ def why_not_fits(rows: list[PlanRow], machine: Machine, cache: bool, model: str,
     elif worst.stage == "train":
         cheaper = "a smaller --batch-size or --expansion"
     elif worst.stage in ("eval", "latents"):
-        cheaper = "it holds every layer's SAE at once: study fewer --layers at a time, or a smaller --expansion"
+        cheaper = ("even one layer's SAE does not fit beside the model: a smaller --expansion, --model-dtype "
+                   "bfloat16" + (", or --device-map auto" if machine.devices > 1 and not split else ""))
     else:
         cheaper = "--model-dtype bfloat16 halves the model" + (", --device-map auto splits it across the GPUs"
                                                                if machine.devices > 1 else "")
@@ -449,6 +507,10 @@ class PlanSettings:
     machine: str | None = setting(None, help="plan for a stated machine instead of this one: N×GPU-MEMORY and "
                                              "disk=SIZE, e.g. 8xA100-80GB,disk=2TB (cores=N, peak=TFLOPS)",
                                   shown="this machine")
+    device_memory: str | None = setting(None, help=(
+        "plan each device's work to this memory instead of what it has (e.g. 40GB: a GPU shared with other jobs); "
+        "eval and latents then hold as many layers' SAEs at once as fit it, a pass over the text per group"),
+                                        shown="the device's own")
 
 
 DEALT = ("activations", "eval", "latents", "autointerp")  # stages whose units are dealt across ranks

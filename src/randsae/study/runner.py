@@ -288,6 +288,14 @@ class Study:
         self.out, self.settings, self.progress, self.preflight = out, settings, progress, preflight
         self.stages = read_stages(out)
         self.world: World | None = None  # under torchrun: the ranks the work is dealt across (`run_dealt`)
+        self.groups: dict[str, int] = {}  # eval, latents: the layer groups the plan fits a device with
+
+    def group_layers(self, stage: str) -> int | None:
+        """The layers a group of `stage` holds, where the plan splits them into groups (None: all at once)."""
+        from randsae.study.plan import group_size
+
+        groups = self.groups.get(stage, 1)
+        return group_size(len(self.checked.layers), groups) if groups > 1 else None
 
     @property
     def checked(self) -> "Preflight":
@@ -747,6 +755,7 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
     examples = ExampleSettings(seed=s.seed, **s.examples)
     autointerp = AutointerpSettings(seed=s.seed, **s.autointerp)
     judged = examples.sample if autointerp.judged_latents is None else autointerp.judged_latents
+    host = 2 * check.shape.weight_bytes(s.model_dtype) if s.device_map is not None and check.shape else 0
     return Scale(units=units, base_units={u for u in units if base_unit(u) == u},
                  imported={"trained"} if s.sae is not None else set(), layers=len(check.layers),
                  through=max(check.layers) + 1, latents=latents,
@@ -754,7 +763,22 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
                  eval_tokens=min(s.eval_tokens, drawn - train), latent_tokens=s.latent_tokens, cache=cache,
                  cache_dtype=s.cache_dtype or "float16", model_dtype=s.model_dtype,
                  context_length=s.context_length, split=devices if s.device_map is not None else 1,
-                 sampled=examples.sample, judged=judged, ranks=ranks)
+                 sampled=examples.sample, judged=judged, ranks=ranks, fit_tokens=s.fit_tokens,
+                 judge_bytes=local_judge_bytes(s), host_bytes=host)
+
+
+def local_judge_bytes(settings: BaselineSettings) -> int:
+    """The local judge's peak on its device (its weights and one batch's key-value cache); 0 behind a server."""
+    from randsae.lm.models import load_config
+    from randsae.study.plan import judge_bytes, model_shape
+
+    options = judge_options(settings)
+    if "llm" not in options:
+        return 0
+    config = load_config(options["llm"])
+    heads = getattr(config, "num_attention_heads", 1)
+    kv_dim = getattr(config, "num_key_value_heads", heads) * (config.hidden_size // heads)
+    return judge_bytes(model_shape(config, options["llm"]), options["dtype"], options["batch_size"], kv_dim)
 
 
 def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine", out: Path, batch: int):
@@ -909,12 +933,13 @@ def stage_train(study: Study, variant: str) -> None:
     config, fixed = train_config(study, variant)
     auto = study.settings.schedule == "budget"
     deal = study.world is not None and study.world.distributed  # each rank its share of the layers
+    # no held-out check on the way out: the eval stage holds every SAE to its fitted baselines on more tokens
     if study.settings.cache:
         train_from_cache(study.directory(base_unit(variant), "acts"), "all", config, out, study.settings.device,
-                         progress=False, fixed=fixed, auto=auto, deal=deal)
+                         progress=False, fixed=fixed, auto=auto, check=False, deal=deal)
     else:
         train_from_model(source_of(study, variant), layer_list(study), config, out, study.settings.device,
-                         progress=False, fixed=fixed, auto=auto, deal=deal)
+                         progress=False, fixed=fixed, auto=auto, check=False, deal=deal)
 
 
 def import_saes(study: Study, out: Path) -> None:
@@ -970,7 +995,8 @@ def stage_eval(study: Study, variant: str) -> None:
     out = study.directory(variant, "eval")
     out.mkdir(parents=True, exist_ok=True)
     evaluate(study.directory(variant, "sae"), out, max_tokens=study.settings.eval_tokens,
-             device=study.settings.device, progress=False, fit_tokens=study.settings.fit_tokens)
+             device=study.settings.device, progress=False, fit_tokens=study.settings.fit_tokens,
+             group_layers=study.group_layers("eval"))
 
 
 def stage_latents(study: Study, variant: str) -> None:
@@ -984,7 +1010,8 @@ def stage_latents(study: Study, variant: str) -> None:
     on_the_fly = s.latent_tokens is not None or not s.cache
     build_latents(study.directory(variant, "sae"), out, settings=settings, device=s.device, progress=False,
                   max_tokens=s.latent_tokens if on_the_fly else None,
-                  model=(s.model, split_arm(parse_unit(variant)[0])[0]) if on_the_fly else None)
+                  model=(s.model, split_arm(parse_unit(variant)[0])[0]) if on_the_fly else None,
+                  group_layers=study.group_layers("latents"))
 
 
 def judge_options(settings: BaselineSettings) -> dict:
@@ -1055,6 +1082,9 @@ def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: 
             write_plan(out, *plan)
 
     study = Study(out, settings, progress, check)
+    if plan is not None:
+        study.groups = {stage: max(r.groups for r in plan[0] if r.stage == stage)
+                        for stage in ("eval", "latents") if any(r.stage == stage for r in plan[0])}
     if ranks_here() == 1:
         begin()
         study.run(WORK)
