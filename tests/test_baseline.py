@@ -104,6 +104,17 @@ def test_a_rerun_of_a_finished_study_redoes_nothing_and_other_settings_are_refus
     assert "holds a study with other settings (tokens)" in message
 
 
+def same_numbers(got: list[dict], want: list[dict]) -> None:
+    """Two tables' rows alike: numbers to rel 1e-6, every other cell equal."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        for column, value in b.items():
+            try:
+                assert float(a[column]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), column
+            except ValueError:
+                assert a[column] == value, column
+
+
 def run_cli(args: list[str], kill: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "RANDSAE_TEST_KILL": kill or ""}
     return subprocess.run([sys.executable, "-m", "randsae", *args], env=env, capture_output=True, text=True,
@@ -139,12 +150,7 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     for name in ("compare/results.csv", "compare/seed1/results.csv", "compare/verdict.csv"):
         got, want = read_rows(out / name), read_rows(reference / name)
         assert len(got) == len(want) == (len(METRICS) if name.endswith("verdict.csv") else 2)
-        for a, b in zip(got, want, strict=True):
-            for column, value in b.items():
-                try:
-                    assert float(a[column]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), column
-                except ValueError:
-                    assert a[column] == value, column
+        same_numbers(got, want)
     for unit in ("trained", "control", "trained/seed1", "control/seed1"):
         assert (out / unit / "autointerp" / "scores.csv").read_text() == \
             (reference / unit / "autointerp" / "scores.csv").read_text()

@@ -77,7 +77,8 @@ def test_pca_fitted_on_the_evaluated_contexts_is_a_bound_and_the_gate_follows_th
     assert on_training[0].result()["explained_variance"] > result["explained_variance"]
     row = EvalRow("synthetic", "trained", 0, k=4, pca_components=4, **result, ce_loss_score=0.5)
     assert below_baselines(row) == ""  # the old rule (the bound) would have flagged it
-    bound = EvalRow("synthetic", "trained", 0, k=4, pca_components=4, explained_variance=result["explained_variance"],
+    bound = EvalRow("synthetic", "trained", 0, k=4, pca_components=4,
+                    explained_variance=result["explained_variance"],
                     pca_explained_variance=result["pca_in_sample_explained_variance"])
     assert below_baselines(bound).startswith("EV ")
 

@@ -47,8 +47,13 @@ def other_run(c: Case, name: str) -> Path:
 
 
 def acts_with_layer_2(c: Case, change) -> Path:
+    return acts_with(c, "layer.2", change)
+
+
+def acts_with(c: Case, name: str, change) -> Path:
+    """A copy of the activation cache whose first shard's tensor `name` is changed."""
     acts = c.copy("acts")
-    edit_tensors(shard(acts), lambda t: t.__setitem__("layer.2", change(t["layer.2"])))
+    edit_tensors(shard(acts), lambda t: t.__setitem__(name, change(t[name])))
     return acts
 
 
@@ -220,7 +225,7 @@ CASES = {
     "baseline: --llm beside --llm-url": (lambda c: baseline(c, "--llm", "smollm2", "--llm-url",
                                                             "http://127.0.0.1:9/v1", "--llm-model", "m"),
                                          "names a local judge and --llm-url"),
-    "autointerp: --llm beside --llm-url": (
+    "autointerp: --llm smollm2, the default, beside --llm-url": (
         lambda c: ["lm", "autointerp", "--latents", str(c.runs / "latents"), "--llm", "smollm2", "--llm-url",
                    "http://127.0.0.1:9/v1", "--llm-model", "m", "--out", str(c.tmp / "ai")],
         "names a local judge and --llm-url"),
@@ -232,7 +237,7 @@ CASES = {
     "latents: an all-zero cache": (
         lambda c: latents_on(acts_with_layer_2(c, torch.zeros_like), c), "all equal"),
     "latents: token ids outside the vocabulary": (
-        lambda c: latents_on(acts_with_tokens(c, lambda t: t.fill_(10 ** 6)), c), "outside the tokenizer's"),
+        lambda c: latents_on(acts_with(c, "tokens", lambda t: t.fill_(10 ** 6)), c), "outside the tokenizer's"),
     "toy: one input and one feature": (lambda c: ["toy", "--latents", "4", "--l1", "0.1", "--seeds", "1",
                                                   "--epochs", "1", "--num-samples", "100", "--num-inputs", "1",
                                                   "--num-features", "1", "--out", str(c.tmp / "t")],
@@ -265,7 +270,8 @@ CASES = {
     "eval: a training sample of floats": (
         lambda c: eval_fly(c, lambda path: save_file({"tokens": torch.zeros(2, 64)}, str(path))), "not contexts"),
     "eval: an empty training sample": (
-        lambda c: eval_fly(c, lambda path: save_file({"tokens": torch.zeros(0, 64, dtype=torch.int64)}, str(path))),
+        lambda c: eval_fly(c, lambda path: save_file({"tokens": torch.zeros(0, 64, dtype=torch.int64)},
+                                                     str(path))),
         "holds no training context"),
     "eval: a training sample outside the vocabulary": (
         lambda c: eval_fly(c, lambda path: save_file({"tokens": torch.full((2, 64), 10 ** 6)}, str(path))),
@@ -281,12 +287,6 @@ def edited_manifest(c: Case, **changes) -> Path:
     acts = c.copy("acts")
     manifest = json.loads((acts / "manifest.json").read_text())
     (acts / "manifest.json").write_text(json.dumps({**manifest, **changes}))
-    return acts
-
-
-def acts_with_tokens(c: Case, change) -> Path:
-    acts = c.copy("acts")
-    edit_tensors(shard(acts), lambda t: t.__setitem__("tokens", change(t["tokens"])))
     return acts
 
 
@@ -355,8 +355,8 @@ def fly_runs(runs):  # noqa: F811
     from randsae.cli import main
 
     if not (runs / "fly").exists():
-        assert main(["-q", "lm", "train", "--model", str(runs / "model"), "--tokens", "2k", "--context-length", "64",
-                     "--layers", "1", *TRAIN, "--out", str(runs / "fly")]) == 0
+        assert main(["-q", "lm", "train", "--model", str(runs / "model"), "--tokens", "2k", "--context-length",
+                     "64", "--layers", "1", *TRAIN, "--out", str(runs / "fly")]) == 0
     return runs
 
 

@@ -3,13 +3,11 @@ layers in groups, a pass over the text each, sized by the plan from the device's
 the tables a single group gives; and the plan says so for the paper's models on the machines people have."""
 
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 from judges import ScriptedJudge
+from test_baseline import run_cli, same_numbers
 
 from randsae.cli import parse
 from randsae.cli.baseline import baseline_overrides
@@ -51,25 +49,15 @@ def grouping_memory(tiny_dir, judge, tmp_path) -> tuple[int, dict[str, int]]:
         machine = Machine("test", "cpu", 1, memory, 2**40, 2)
         rows = plan_study(check.shape, scale, RATES, machine)
         groups = {r.stage: r.groups for r in rows if r.stage in ("eval", "latents")}
-        if min(groups.values()) >= 2 and why_not_fits(rows, machine, True, "tiny", "float32", check.shape, 1) is None:
+        fits = why_not_fits(rows, machine, True, "tiny", "float32", check.shape, 1) is None
+        if min(groups.values()) >= 2 and fits:
             return memory, {stage: group_size(3, count) for stage, count in groups.items()}
     raise AssertionError("no device memory splits both stages")
 
 
-def run_cli(args: list[str], kill: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RANDSAE_TEST_KILL": kill or ""}
-    return subprocess.run([sys.executable, "-m", "randsae", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 def same_rows(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want) > 0
-    for a, b in zip(got, want, strict=True):
-        for column, value in b.items():
-            try:
-                assert float(a[column]) == pytest.approx(float(value), rel=1e-6, abs=1e-9), column
-            except ValueError:
-                assert a[column] == value, column
+    assert len(want) > 0
+    same_numbers(got, want)
 
 
 @pytest.mark.slow
@@ -83,8 +71,8 @@ def test_a_small_device_gets_eval_and_latents_in_groups_with_the_single_group_ta
         memory, first = grouping_memory(tiny_dir, judge, tmp_path)
         grouped = tmp_path / "grouped"
         args = study_args(tiny_dir, grouped, judge, "--device-memory", f"{memory}B")
-        # killed once the first group is written: eval's chunk sums per layer, its record, its table; latents' shard
-        # and manifest, then per layer its examples and table (and the record before the first table)
+        # killed once the first group is written: eval's chunk sums per layer, its record, its table; latents'
+        # shard and manifest, then per layer its examples and table (and the record before the first table)
         for kill, table, size in (("trained/eval", "eval/results.csv", first["eval"] + 2),
                                   ("trained/latents", "latents/latents.csv", 2 * first["latents"] + 3)):
             result = run_cli(args, kill=f"{kill}@{size}")
@@ -104,7 +92,8 @@ def test_a_small_device_gets_eval_and_latents_in_groups_with_the_single_group_ta
                   read_rows(reference / unit / "latents" / "latents.csv"))
         for layer in (0, 1, 2):
             name = f"examples/layer.{layer}.jsonl"
-            assert (grouped / unit / "latents" / name).read_text() == (reference / unit / "latents" / name).read_text()
+            got, want = (run / unit / "latents" / name for run in (grouped, reference))
+            assert got.read_text() == want.read_text()
         assert not (grouped / unit / "latents" / "cache").exists()  # a cache per group
     same_rows(read_rows(grouped / "compare" / "verdict.csv"), read_rows(reference / "compare" / "verdict.csv"))
 
@@ -112,9 +101,9 @@ def test_a_small_device_gets_eval_and_latents_in_groups_with_the_single_group_ta
 @pytest.mark.parametrize("machine", ["1xA100-80GB,disk=20TB", "8xA100-80GB,disk=20TB"])
 @pytest.mark.parametrize("model", ["pythia-160m", "pythia-1b", "pythia-6.9b"])
 def test_the_plan_gives_pythia_groups_on_80gb_devices(model, machine, tmp_path, capsys):
-    """The paper preset on Pythia's published shapes, planned offline for one and eight 80 GB GPUs: eval and latents
-    in as many layer groups as fit, each group's SAEs beside the model within the device; Pythia-6.9b planned, not
-    refused, on 8 × 80 GB."""
+    """The paper preset on Pythia's published shapes, planned offline for one and eight 80 GB GPUs: eval and
+    latents in as many layer groups as fit, each group's SAEs beside the model within the device; Pythia-6.9b
+    planned, not refused, on 8 × 80 GB."""
     from randsae.cli import main
     from randsae.study.shapes import write_shape
 

@@ -62,7 +62,7 @@ def test_what_does_not_fit_is_refused_in_one_sentence_naming_the_cheaper_setting
                  "8xA100-80GB,disk=1TB", "--out", out]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "more than the 1 TB free there; --no-cache trains on the fly" in error
-    # 6.9b: all 8 layers' SAEs (8.6 GB each) do not fit beside the float32 model on 80 GB: eval and latents in groups
+    # 6.9b: its 8 layers' SAEs (8.6 GB each) do not all fit beside the float32 model on 80 GB: groups
     assert main(["baseline", "--model", str(shapes["pythia-6.9b"]), "--plan", "--machine", A100S, "--out",
                  out]) == 0
     eval_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| eval |"))

@@ -158,10 +158,11 @@ class TrainingFit:
 
     def add(self, x: torch.Tensor, token_ids: torch.Tensor) -> None:
         """A batch of training tokens (tokens × d) and their ids (tokens)."""
-        x64 = x.detach().double().cpu()
+        x64 = x.detach().double()
         self.tokens += len(x64)
-        self.total += x64.sum(0)
-        self.gram += x64.T @ x64
+        self.total += x64.sum(0).cpu()
+        self.gram += (x64.T @ x64).cpu()  # on the tokens' device (a GPU's), then kept on the CPU
+        x64 = x64.cpu()
         ids, inverse = torch.unique(torch.cat([self.ids, token_ids.detach().cpu().long()]), return_inverse=True)
         sums = torch.zeros(len(ids), x64.shape[1], dtype=torch.float64)
         sums.index_add_(0, inverse, torch.cat([self.id_sums, x64]))
@@ -318,11 +319,10 @@ class TokenQuality:
                "context_share": 1 - float(within) / (variance * self.tokens),
                "held_out_contexts": len(per_context["tokens"])}
         if self.fitted is not None:
-            sums = self.chunk_sums()
-            out.update({
-                "pca_explained_variance": 1 - sums["pca_error"].sum().item() / (variance * self.tokens),
-                "token_lookup_explained_variance": 1 - sums["lookup_error"].sum().item() / (variance * self.tokens),
-                "unseen_token_share": self.unseen / self.tokens, "fit_tokens": self.fitted.tokens})
+            sums, total = self.chunk_sums(), variance * self.tokens
+            out.update({"pca_explained_variance": 1 - sums["pca_error"].sum().item() / total,
+                        "token_lookup_explained_variance": 1 - sums["lookup_error"].sum().item() / total,
+                        "unseen_token_share": self.unseen / self.tokens, "fit_tokens": self.fitted.tokens})
         return out
 
 

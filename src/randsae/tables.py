@@ -406,7 +406,8 @@ register(EVAL, "randsae.metrics.TokenQuality.result", [
     ("token_lookup_explained_variance", "token lookup explained variance",
      "explained variance on the held-out tokens of x̂ = the mean training activation of x's token id (the training "
      "mean for an id never seen): how much of the layer is the token alone"),
-    ("unseen_token_share", "unseen token ids", "share of held-out tokens whose id the training sample never holds"),
+    ("unseen_token_share", "unseen token ids", "share of held-out tokens whose id the training sample never "
+                                               "holds"),
     ("fit_tokens", "training sample", "training tokens the baselines are fitted on (and train_explained_variance "
                                       "measured on): the first of the cache, or of an on-the-fly run's contexts"),
     ("pca_in_sample_explained_variance", "PCA-k fitted on the evaluated tokens (a bound)",
@@ -475,11 +476,12 @@ register(VERDICT, "randsae.study.verdict.compare_arms", [
                                                 "value)"),
     ("trained_low, trained_high, twin_low, twin_high", "each arm's 95% interval",
      "Student's t over seeds, clipped to the metric's range (AUROC and accuracy [0, 1], cosine [−1, 1], explained "
-     "variance ≤ 1, L1 and entropy ≥ 0); one seed: percentile bootstrap over whole held-out contexts (reconstruction) "
-     "or over latents (entropy, AUROC), 1,000 resamples"),
+     "variance ≤ 1, L1 and entropy ≥ 0); one seed: percentile bootstrap over whole held-out contexts "
+     "(reconstruction) or over latents (entropy, AUROC), 1,000 resamples"),
     ("difference", "trained − twin", "the difference of the arms' values"),
-    ("low95, high95", "its 95% interval", "Welch's t over seeds, clipped to the range a difference of the metric can "
-                                          "take; one seed: the bootstrap draws' differences, paired by resample"),
+    ("low95, high95", "its 95% interval", "Welch's t over seeds, clipped to the range a difference of the metric "
+                                          "can take; one seed: the bootstrap draws' differences, paired by "
+                                          "resample"),
     ("low90, high90", "its 90% interval", "the same at 90%: the two one-sided tests at 5% each"),
     ("delta", "δ", "the smallest difference that counts (--delta-*; L1's relative to the trained mean)"),
     ("outcome", "the verdict", "differs: 95% excludes 0 and |difference| > δ; same: 90% inside ±δ; cannot tell: "
@@ -505,8 +507,8 @@ register(PLAN, "randsae.study.plan.plan_study", [
      "2 × V × d + 2 × layers × context × d per token; SAE training 6 × d × L, encoding 2 × d × L)", "s"),
     ("groups", "layer groups", "eval and latents: ⌈layers / the layers whose SAEs fit a device beside the model⌉, "
                                "one pass over the text each (randsae.study.plan.layer_groups)"),
-    ("host_memory_bytes", "host memory", "with --device-map: the model and its twin made whole on the CPU (2 × its "
-                                         "weights) before they are dispatched; else 0", "bytes"),
+    ("host_memory_bytes", "host memory", "with --device-map: the model and its twin made whole on the CPU (2 × "
+                                         "its weights) before they are dispatched; else 0", "bytes"),
 ])
 
 

@@ -74,9 +74,9 @@ def with_file(overrides: dict, path: str | None) -> dict:
 
 
 def run_baseline(args) -> int:
-    from randsae.lm.examples import ExampleSettings
     import dataclasses
 
+    from randsae.lm.examples import ExampleSettings
     from randsae.study.plan import parse_bytes, parse_machine, plan_table, this_machine
     from randsae.study.runner import baseline, check_out, planned, preflight, ranks_here, settings_for, stage_table
 

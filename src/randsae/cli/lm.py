@@ -18,8 +18,8 @@ from randsae.train_topk import SCHEDULES
 
 log = logging.getLogger("randsae")
 
-GROUP_HELP = ("hold at most this many layers' SAEs at once, a pass over the text per group: for a device that does "
-              "not hold every layer's beside the model (default: all at once)")
+GROUP_HELP = ("hold at most this many layers' SAEs at once, a pass over the text per group: for a device that "
+              "does not hold every layer's beside the model (default: all at once)")
 
 def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
     """The flags that say which model, variant and text the activations come from."""
@@ -201,7 +201,8 @@ def run_eval(args) -> None:
                                                                       ("--fit-tokens", args.fit_tokens)))
     with output_directory(args.out, command="lm eval", inputs={"--sae": args.sae, "--acts": args.acts}) as out:
         evaluate(args.sae, out, acts=args.acts, max_tokens=max_tokens, batch_size=args.batch_size,
-                 device=args.device, progress=not args.quiet, fit_tokens=fit_tokens, group_layers=args.group_layers)
+                 device=args.device, progress=not args.quiet, fit_tokens=fit_tokens,
+                 group_layers=args.group_layers)
 
 
 def run_latents(args) -> None:

@@ -202,7 +202,7 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
     summary = summarise(results, settings.result_names(), judge_name(judge), calibration, counts,
                         settings.bootstrap, settings.seed)
     io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
-    # the first scorer (fuzzing when it was run: the paper's), against the first negatives, that has a point to draw
+    # the first scorer (fuzzing when it was run: the paper's), against the first negatives, with a point to draw
     drawable = [(scorer, name) for scorer in SCORERS if scorer in settings.scorers
                 for name in (named(scorer, kind) for kind in settings.negatives)
                 if any(s.scorer == name and s.auroc == s.auroc and r.entropy == r.entropy
@@ -314,9 +314,9 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
                         f"{calls.path} and {out / 'scores.csv'}); the tables record what failed.")
     incomplete = sum(not r.complete for r in results)
     if results and incomplete == len(results):
-        raise RunFailed(f"every one of the {len(results)} latents has failed windows or no explanation from the judge "
-                        f"{judge_name(judge_info)} (see {calls.path}); the tables record what failed — run the same "
-                        "command again to retry them.")
+        raise RunFailed(f"every one of the {len(results)} latents has failed windows or no explanation from the "
+                        f"judge {judge_name(judge_info)} (see {calls.path}); the tables record what failed — run "
+                        "the same command again to retry them.")
     if incomplete:
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
                     "score only those (calls that succeeded are reused).", incomplete, len(results))

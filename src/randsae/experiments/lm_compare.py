@@ -27,11 +27,11 @@ SUMMARY_COLUMNS = ["explained_variance", "train_explained_variance", "pca_explai
                    "unseen_token_share", "cosine_sim", "l1", "l0", "dead_fraction", "ce_loss_score", "kl"]
 BASELINES_NOTE = ("Baselines (docs/choices.md \"Baselines fitted where the SAE was fitted\"): train_explained_"
                   "variance is the SAE on a sample of its training tokens; pca_explained_variance PCA-k and "
-                  "token_lookup_explained_variance each token's id mean, both fitted on that sample and scored on the "
-                  "held-out tokens, as the SAE is; pca_in_sample_explained_variance PCA-k fitted on the held-out "
-                  "tokens themselves, a bound no code fitted elsewhere meets; context_share the held-out variance "
-                  "each context's own mean explains; unseen_token_share the held-out tokens whose id the sample "
-                  "never held.")
+                  "token_lookup_explained_variance each token's id mean, both fitted on that sample and scored on "
+                  "the held-out tokens, as the SAE is; pca_in_sample_explained_variance PCA-k fitted on the "
+                  "held-out tokens themselves, a bound no code fitted elsewhere meets; context_share the held-out "
+                  "variance each context's own mean explains; unseen_token_share the held-out tokens whose id the "
+                  "sample never held.")
 ENTROPY_NOTE = ("Entropy: token-distribution entropy in nats (natural log) of each sampled latent's explainer "
                 "set (docs/paper.md §2.4), mean ± standard deviation over the sampled latents.")
 CE_NOTE = ("CE loss score: meaningful for the trained model only; for random variants the clean loss is "

@@ -144,7 +144,8 @@ class EvalRun:
         losses = {layer: {"ce_sae": 0.0, "ce_zero": 0.0, "kl": 0.0} for layer in saes}
         ce_clean = 0.0
         predicted = positions = 0
-        bar = tqdm(total=self.contexts.numel(), unit="tok", unit_scale=True, disable=not self.progress, desc="eval")
+        bar = tqdm(total=self.contexts.numel(), unit="tok", unit_scale=True, disable=not self.progress,
+                   desc="eval")
         for batch in self.contexts.split(self.batch_size):
             ids = batch.to(self.device)
             ce_clean += evaluate_batch(self.model, saes, ids, quality, losses, self.token_filter)

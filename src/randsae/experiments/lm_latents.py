@@ -36,8 +36,8 @@ def check_cache_tokens(cache, vocabulary: int, where) -> None:
         ids = cache.read_shard(index, "tokens")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocabulary):
             bad = int(ids.min()) if int(ids.min()) < 0 else int(ids.max())
-            raise BadInput(f"the cache {where} holds token id {bad}, outside the tokenizer's {vocabulary:,} ids; it "
-                           "is corrupt or was made with another model.")
+            raise BadInput(f"the cache {where} holds token id {bad}, outside the tokenizer's {vocabulary:,} ids; "
+                           "it is corrupt or was made with another model.")
 
 
 def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None, layers: str = "all",
@@ -136,16 +136,17 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
             log.info("layers %s: group %d of %d", group, first // size + 1, math.ceil(len(chosen) / size))
         saes = {layer: load_language_sae(trained[layer]).to(torch_device).eval() for layer in group}
         directory = out / ("cache" if len(group) == len(chosen) else "cache." + "-".join(map(str, group)))
-        encode_cache(chunks_of(group), saes, directory, {k: v for k, v in record.items() if k not in ("examples",)},
-                     context_length, total, batch_size=batch_size, device=torch_device, progress=progress)
+        recorded = {k: v for k, v in record.items() if k not in ("examples",)}
+        encode_cache(chunks_of(group), saes, directory, recorded, context_length, total, batch_size=batch_size,
+                     device=torch_device, progress=progress)
         latent_cache = open_latent_cache(directory)
         tokens = latent_cache.tokens().numpy().ravel()
         for layer in todo:
             with tqdm(total=saes[layer].num_latents, unit="latent", disable=not progress,
                       desc=f"layer {layer} records") as bar:
                 decoder = saes[layer].W_dec.detach().float().cpu().numpy()
-                summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode, bar.update,
-                                                decoder)
+                summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode,
+                                                bar.update, decoder)
             write_examples(examples_path(out, layer), sets)
             rows = [r for r in rows if r.layer != layer] + summaries
             if not path.exists():

@@ -241,8 +241,8 @@ def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: flo
                 "on the held-out text: the cache does not look like this model's activations — is it corrupt or "
                 "of another model?")
     if train_fvu is not None and train_fvu < pca_fvu < fvu:
-        return (f"On its own training tokens its FVU is {train_fvu:.4f}, better than PCA's: it fits what it saw and "
-                "does not generalise — give it more, and more varied, training text (--tokens).")
+        return (f"On its own training tokens its FVU is {train_fvu:.4f}, better than PCA's: it fits what it saw "
+                "and does not generalise — give it more, and more varied, training text (--tokens).")
     if schedule.steps < 1000:
         advice = (f"It trained for {schedule.steps:,} steps; give it more tokens (--tokens) or a smaller "
                   "--batch-size.")
@@ -334,8 +334,9 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                     break
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
+            sample = cache_sample(cache, [layer], FIT_TOKENS)
             checked = check_against_pca(model, {layer: trainer.sae}, held_out, token_filter, world.device,
-                                        schedule, cache_sample(cache, [layer], FIT_TOKENS), {layer: bar.fvu.get(layer)})
+                                        schedule, sample, {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
             save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
         (ranks or world).barrier()

@@ -49,8 +49,8 @@ class ToyConfig(SweepConfig):
         for name in ("num_samples", "num_inputs", "num_features"):
             check_positive_int(name, getattr(self, name))
         if self.num_inputs < 2:
-            raise BadInput(f"num_inputs must be at least 2, not {self.num_inputs}: features in one input dimension "
-                           "are all the same direction, up to sign, and nothing is in superposition.")
+            raise BadInput(f"num_inputs must be at least 2, not {self.num_inputs}: features in one input "
+                           "dimension are all the same direction, up to sign, and nothing is in superposition.")
         if not self.latents or any(n < 2 for n in self.latents):
             raise BadInput(f"latents must be integers of at least 2, not {self.latents!r}.")
         if self.decay not in ("power", "product"):

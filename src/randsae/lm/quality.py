@@ -51,7 +51,8 @@ def kept_tokens(hidden: torch.Tensor, ids: torch.Tensor,
     return hidden[keep].float(), ids[keep.to(ids.device)], contexts[keep.to(ids.device)]
 
 
-# A sample of training tokens: batches of (token ids: contexts × length, {layer: block output: contexts × length × d})
+# A sample of training tokens: batches of (token ids: contexts × length, {layer: its block output: contexts ×
+# length × d})
 Sample = Iterator[tuple[torch.Tensor, dict[int, torch.Tensor]]]
 
 
@@ -163,8 +164,10 @@ def held_out_checks(model, saes: dict[int, LanguageSAE], contexts: torch.Tensor,
     for layer in saes:
         result = quality[layer].result()
         train = trained_on[layer].result()["fvu"] if layer in trained_on else None
-        checks.append(HeldOutCheck(layer, quality[layer].tokens, result["fvu"], 1 - result["pca_explained_variance"],
-                                   1 - result["pca_in_sample_explained_variance"], train, quality[layer].components))
+        bound = 1 - result["pca_in_sample_explained_variance"]
+        fitted_pca = 1 - result["pca_explained_variance"]
+        checks.append(HeldOutCheck(layer, quality[layer].tokens, result["fvu"], fitted_pca, bound, train,
+                                   quality[layer].components))
     return checks
 
 

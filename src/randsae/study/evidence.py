@@ -1,6 +1,7 @@
 """What the verdict weighs, read from a study's stages: per unit (variant, seed) and layer, every verdict metric's
 value, and — in a one-seed study — its bootstrap draws: over whole held-out contexts for the reconstruction
-metrics (`lm eval`'s OUT/chunks, added up per context: tokens of one context are not independent), over sampled latents for entropy (`lm latents`) and each AUROC
+metrics (`lm eval`'s OUT/chunks, added up per context: tokens of one context are not independent), over sampled
+latents for entropy (`lm latents`) and each AUROC
 (`lm autointerp`). Writes OUT/compare/verdict.csv and OUT/compare/verdict.md."""
 
 import logging
@@ -205,8 +206,8 @@ def matrix_cell(r: VerdictRow) -> MatrixCell:
 
 
 def verdict_matrices(rows: list[VerdictRow]) -> list[tuple[int, list[str], list[str], list[list[MatrixCell]]]]:
-    """Per layer: (layer, metric labels, twins, cells[metric][twin]) — the metrics each with a row, in the verdict's
-    order; a cell the verdict has no row for is not comparable, "not measured"."""
+    """Per layer: (layer, metric labels, twins, cells[metric][twin]) — the metrics each with a row, in the
+    verdict's order; a cell the verdict has no row for is not comparable, "not measured"."""
     out = []
     for layer in by_layer(rows):
         metrics = list(dict.fromkeys(r.metric for r in layer.rows))

@@ -453,8 +453,8 @@ def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
     ranked = f"{ranks} rank{'s' if ranks > 1 else ''}"
     host = max((r.host_memory_bytes for r in rows), default=0)
     if host:
-        lines += ["", f"Host memory: about {format_bytes(host)} while each model and its twin are made whole on the "
-                      "CPU before --device-map dispatches them."]
+        lines += ["", f"Host memory: about {format_bytes(host)} while each model and its twin are made whole on "
+                      "the CPU before --device-map dispatches them."]
     lines += ["", f"Machine: {machine.describe()}; {ranked}: about {wall} from start to end.",
               "Time estimated from: " + "; ".join(bases) + "."]
     return "\n".join(lines) + "\n"

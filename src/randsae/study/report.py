@@ -431,8 +431,9 @@ def matrix_html(rows: list) -> str:
         head = "".join(f"<th>{e(t)}</th>" for t in twins)
         body = "".join(
             f"<tr><th>{e(label)}</th>" + "".join(
-                f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'><b>{e(OUTCOME_WORDS[c.outcome])}"
-                f"</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row) + "</tr>"
+                f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'>"
+                f"<b>{e(OUTCOME_WORDS[c.outcome])}</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row)
+            + "</tr>"
             for label, row in zip(metrics, cells, strict=True))
         parts.append(f"<table class='matrix'><caption>Layer {layer}: trained − twin, 95% interval</caption>"
                      f"<tr><th>metric</th>{head}</tr>{body}</table>")

@@ -102,8 +102,8 @@ class BaselineSettings:
     eval_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens for the quality eval",
                                shown="64k; the demo: every held-out token (14 contexts)")
     fit_tokens: int = setting(64_000, parse=parse_count, help=(
-        "training tokens each arm's baselines (PCA-k, token lookup) are fitted on and its SAEs' training explained "
-        "variance is measured on"))
+        "training tokens each arm's baselines (PCA-k, token lookup) are fitted on and its SAEs' training "
+        "explained variance is measured on"))
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
         "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
         "training cache"), shown="10M; the demo: cache")

@@ -158,8 +158,8 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
     """The verdict on one metric between the trained arm's and one twin's measures (one per seed)."""
     seeds = min(len(trained), len(twin))
     over_seeds = max(len(trained), len(twin)) > 1
-    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds, basis=seeds_basis(len(trained), len(twin))
-                     if over_seeds else f"1 seed: bootstrap over {metric.over}")
+    basis = seeds_basis(len(trained), len(twin)) if over_seeds else f"1 seed: bootstrap over {metric.over}"
+    row = VerdictRow(layer, metric.name, name, NOT_COMPARABLE, seeds=seeds, basis=basis)
     if _measured(trained):  # shown even where not comparable
         row.trained, row.trained_low, row.trained_high = _arm_interval(metric, trained)
     if _measured(twin):
@@ -173,8 +173,8 @@ def compare_arms(metric: Metric, trained: list[Measure], twin: list[Measure], se
     row.difference = row.trained - row.twin_value
     if over_seeds:
         a, b = (np.array([m.value for m in arm], dtype=float) for arm in (trained, twin))
-        (row.low95, row.high95), (row.low90, row.high90) = (metric.clip(welch_interval(a, b, level), difference=True)
-                                                            for level in (0.95, 0.90))
+        (row.low95, row.high95), (row.low90, row.high90) = (
+            metric.clip(welch_interval(a, b, level), difference=True) for level in (0.95, 0.90))
     else:
         t, w = trained[0].draws, twin[0].draws
         if t is None or w is None or not len(t) or not len(w):

@@ -37,8 +37,8 @@ class JudgeSettings:
                              help="with --llm-url: seconds before the first retry, doubling after each")
     windows_per_prompt: int = setting(5, help="with --llm-url: windows per judge prompt (the paper's)")
     dtype: str = setting("float32", flag="--judge-dtype",
-                         help="local judge: float32, bfloat16 (faster on GPUs and CPUs with bf16), float16, or auto "
-                              "(bfloat16 where the device computes it natively, else float32)")
+                         help="local judge: float32, bfloat16 (faster on GPUs and CPUs with bf16), float16, or "
+                              "auto (bfloat16 where the device computes it natively, else float32)")
     batch_size: int = setting(32, flag="--judge-batch-size", help="local judge: windows per forward pass")
     device: str = "auto"  # the local judge's; the command's --device
 
