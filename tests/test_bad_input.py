@@ -323,7 +323,7 @@ CASES = {
                                           "is not valid JSON"),
     "eval: not an SAE run": (lambda c: ["lm", "eval", "--sae", str(c.copy("toy")), "--out", str(c.copy("eval"))],
                              "config.json lacks the key 'source'"),
-    "compare: short row": (eval_short_row, "has 16 cells where its header has 21"),
+    "compare: short row": (eval_short_row, "has 23 cells where its header has 28"),
     "compare: no results": (lambda c: ["lm", "compare", str(c.copy("sae")), "--out", str(c.tmp / "cmp")],
                             "does not exist"),
     "compare: the same run twice": (lambda c: ["lm", "compare", str(c.copy("eval")), str(c.runs / "eval"), "--out",

@@ -32,7 +32,8 @@ def test_the_paper_preset_on_pythia_shapes_plans_without_the_hub_and_writes_noth
         args = ["baseline", "--model", str(shapes[name]), "--plan", "--machine", A100S, "--out", str(out)]
         assert main(args) == 0
         text = capsys.readouterr().out
-        assert text.startswith("| stage | units | tokens | disk written | peak memory per device | time |")
+        assert text.startswith("| stage | units | tokens | disk written | peak memory per device | layer groups | "
+                               "time |")
         for stage in ("train", "eval", "latents", "autointerp", "compare", "report", "total"):
             assert f"| {stage} |" in text, (name, stage)
         assert "| activations |" not in text  # the cache does not fit 2 TB: every layer on the fly
@@ -112,7 +113,7 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
     text = capsys.readouterr().out
     assert "measured here (" in text and "the judge's time is not estimated: it is a server" in text
     assert "| activations | 4 units |" in text
-    assert "| autointerp | 4 units | 0 | 0 B | 0 B | not estimated (a server judge) |" in text  # not a 0 s
+    assert "| autointerp | 4 units | 0 | 0 B | 0 B |  | not estimated (a server judge) |" in text  # not a 0 s
     assert "and the judge's time from start to end" in text
     kept = set(cache_dir("throughputs").glob("*.json")) - before
     assert len(kept) == 1

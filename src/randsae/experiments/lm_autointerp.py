@@ -27,7 +27,7 @@ from randsae.errors import BadInput, RunFailed, check_seed
 from randsae.lm.activations import parse_layers
 from randsae.lm.examples import NEGATIVES
 from randsae.lm.latents import open_latents
-from randsae.scorer_kinds import EMBEDS, PER_WINDOW, SCORER_KINDS, named
+from randsae.scorer_kinds import EMBEDS, PER_WINDOW, SCORER_KINDS, named, needs_explanation
 from randsae.settings import setting
 
 log = logging.getLogger(__name__)
@@ -313,10 +313,11 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
         raise RunFailed(f"the judge {judge_name(judge_info)} scored no latent with {', '.join(asked)} (see "
                         f"{calls.path} and {out / 'scores.csv'}); the tables record what failed.")
     incomplete = sum(not r.complete for r in results)
-    if results and incomplete == len(results):
-        raise RunFailed(f"every one of the {len(results)} latents has failed windows or no explanation from the "
-                        f"judge {judge_name(judge_info)} (see {calls.path}); the tables record what failed — run "
-                        "the same command again to retry them.")
+    explained = [r for r in results if any(needs_explanation(x.scorer) for x in r.results)]
+    if explained and all(r.explanation is None for r in explained):
+        raise RunFailed(f"the judge {judge_name(judge_info)} wrote no explanation for any of the {len(explained)} "
+                        f"latents whose scorers need one (see {calls.path}); the tables record what failed — run the "
+                        "same command again to retry them.")
     if incomplete:
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
                     "score only those (calls that succeeded are reused).", incomplete, len(results))
