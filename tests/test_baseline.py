@@ -73,7 +73,8 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     verdict = read_rows(study / "compare" / "verdict.csv")
     assert len(verdict) == 2 * 3 * len(METRICS) and {r["twin"] for r in verdict} == {"rerandomized", "step0",
                                                                                        "control"}
-    assert {r["basis"] for r in verdict} == {f"1 seed: bootstrap over {x}" for x in ("held-out contexts", "latents")}
+    assert {r["basis"] for r in verdict} == {f"1 seed: bootstrap over {x}"
+                                             for x in ("held-out contexts", "latents")}
     assert page.count("<tr><td>0</td>") == 3 * len(METRICS) and page.count("<tr><td>2</td>") == 3 * len(METRICS)
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()

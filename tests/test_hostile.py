@@ -280,6 +280,26 @@ CASES = {
     "baseline: --fit-tokens 0": (lambda c: baseline(c, "--fit-tokens", "0"), "argument --fit-tokens"),
     "baseline: --fit-tokens nonsense": (lambda c: baseline(c, "--fit-tokens", "many"), "argument --fit-tokens"),
     "baseline: --eval-tokens 0": (lambda c: baseline(c, "--eval-tokens", "0"), "argument --eval-tokens"),
+    # layer groups' surfaces
+    "eval: --group-layers 0": (lambda c: ["lm", "eval", "--sae", str(c.runs / "sae"), "--group-layers", "0",
+                                          "--out", str(c.tmp / "ev")], "--group-layers must be a positive"),
+    "eval: --group-layers two": (lambda c: ["lm", "eval", "--sae", str(c.runs / "sae"), "--group-layers", "two",
+                                            "--out", str(c.tmp / "ev")], "invalid int value: 'two'"),
+    "latents: --group-layers 0": (lambda c: latents_on(c.runs / "acts", c)[:-2] + ["--group-layers", "0", "--out",
+                                                                                  str(c.tmp / "la")],
+                                  "--group-layers must be a positive integer"),
+    "latents: --group-layers -3": (lambda c: latents_on(c.runs / "acts", c)[:-2] + ["--group-layers=-3", "--out",
+                                                                                   str(c.tmp / "la")],
+                                   "--group-layers must be a positive integer"),
+    "baseline: --device-memory lots": (lambda c: baseline(c, "--device-memory", "lots"),
+                                       "--device-memory must be a size such as 80GB"),
+    "baseline: --device-memory 0GB": (lambda c: baseline(c, "--device-memory", "0GB"),
+                                      "--device-memory must be a positive size"),
+    "baseline: --device-memory below the model": (lambda c: baseline(c, "--device-memory", "1MB"),
+                                                  "more than its 1 MB"),
+    "compare: the same latents twice": (
+        lambda c: ["lm", "compare", str(c.runs / "eval"), "--latents", str(c.runs / "latents"),
+                   str(c.runs / "latents"), "--out", str(c.tmp / "cmp")], "--latents names"),
 }
 
 

@@ -95,7 +95,10 @@ def run_baseline(args) -> int:
     else:
         machine = this_machine(Path(args.out), settings.device, ranks)
     if asked.device_memory is not None:
-        machine = dataclasses.replace(machine, device_memory=parse_bytes(asked.device_memory, "--device-memory"))
+        memory = parse_bytes(asked.device_memory, "--device-memory")
+        if memory < 1:
+            raise BadInput(f"--device-memory must be a positive size such as 40GB, not {asked.device_memory!r}.")
+        machine = dataclasses.replace(machine, device_memory=memory)
     settings, rows, problem = planned(settings, check, Path(args.out), machine, ranks)
     if asked.plan:
         print(plan_table(rows, machine, ranks), end="")

@@ -315,9 +315,9 @@ def autointerp(latents_dir: str | Path, out: Path, judge_options: dict, settings
     incomplete = sum(not r.complete for r in results)
     explained = [r for r in results if any(needs_explanation(x.scorer) for x in r.results)]
     if explained and all(r.explanation is None for r in explained):
-        raise RunFailed(f"the judge {judge_name(judge_info)} wrote no explanation for any of the {len(explained)} "
-                        f"latents whose scorers need one (see {calls.path}); the tables record what failed — run the "
-                        "same command again to retry them.")
+        raise RunFailed(f"the judge {judge_name(judge_info)} wrote no explanation for any of the "
+                        f"{len(explained)} latents whose scorers need one (see {calls.path}); the tables record "
+                        "what failed — run the same command again to retry them.")
     if incomplete:
         log.warning("%d of %d latents have failed windows or no explanation; run the same command again to "
                     "score only those (calls that succeeded are reused).", incomplete, len(results))
