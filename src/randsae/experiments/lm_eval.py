@@ -35,6 +35,7 @@ from randsae.lm.source import (
     read_train_sample,
 )
 from randsae.lm.token_filter import TokenFilter
+from randsae.lm.variants import restart_draws
 from randsae.metrics import TokenQuality
 from randsae.sae import LanguageSAE, architecture_of, load_language_sae
 from randsae.tables import EvalRow, read_table, write_table
@@ -138,6 +139,7 @@ class EvalRun:
         """The rows of a group of layers (their SAEs' directories): its baselines fitted, one pass over the
         held-out contexts, each layer's per-chunk sums written."""
         saes = {layer: load_language_sae(path).to(self.device).eval() for layer, path in paths.items()}
+        restart_draws(self.model)  # every group sees the control's noise a single pass would
         trained_on, fitted = self.baselines(saes)
         quality = {layer: TokenQuality(sae.num_inputs, sae.num_latents, sae.k, fitted.get(layer))
                    for layer, sae in saes.items()}

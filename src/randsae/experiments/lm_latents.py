@@ -24,6 +24,7 @@ from randsae.lm.latent_cache import Chunk, cache_chunks, encode_cache, model_chu
 from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
 from randsae.lm.models import load_tokenizer
 from randsae.lm.source import Source, check_same_source, later_contexts
+from randsae.lm.variants import restart_draws
 from randsae.sae import load_language_sae
 from randsae.sae.names import resolve
 
@@ -116,6 +117,7 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
         context_length, total = wanted.context_length, drawn.numel()
 
         def chunks_of(group: list[int]) -> Iterable[Chunk]:
+            restart_draws(lm)  # every group sees the control's noise a single pass would
             width = lm.config.hidden_size * context_length * 4 * len(group)
             return model_chunks(lm, drawn, group, chunk_contexts=max(8, SHARD_BYTES // width), batch_size=8)
 

@@ -161,6 +161,14 @@ def batch_share(model: LanguageModel, first: int, rows: int) -> Iterator[None]:
         embedding.window = None
 
 
+def restart_draws(model: LanguageModel) -> None:
+    """Start the model's draws (the control's noise) again from the first, as a freshly made model's: each pass
+    over the same text then sees the same noise (eval and latents make a pass per group of layers)."""
+    embedding = model.get_input_embeddings()
+    if isinstance(embedding, NoiseEmbedding):
+        embedding.generator = generator(embedding.seed, "control-noise", device=embedding.weight.device)
+
+
 def draw_unseen(model: LanguageModel, rows: int, context_length: int) -> None:
     """Advance the model's draws past a batch of `rows` contexts this rank has no share of."""
     embedding = model.get_input_embeddings()
