@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
@@ -479,7 +480,7 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
         ax.grid(False)
         for i, row in enumerate(cells):
             for j, cell in enumerate(row):
-                ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=OUTCOME_COLOURS[cell.outcome],
+                ax.add_patch(Rectangle((j, i), 1, 1, facecolor=OUTCOME_COLOURS[cell.outcome],
                                            edgecolor="white", linewidth=2))
                 ax.text(j + 0.5, i + 0.32, cell.outcome, ha="center", va="center", fontsize=8, weight="bold")
                 ax.text(j + 0.5, i + 0.68, _wrapped(cell.text), ha="center", va="center", fontsize=6, color="#333")
