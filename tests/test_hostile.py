@@ -231,6 +231,8 @@ CASES = {
         "names a local judge and --llm-url"),
     "train: a manifest naming another model": (
         lambda c: train_on(edited_manifest(c, model="gpt2"), c), "names the model 'gpt2', which does not load"),
+    "train: a manifest naming a model of another width": (
+        lambda c: train_on(edited_manifest(c, model="smollm2"), c), "whose 576 dimensions are not the cache's 32"),
     "train: --k above the latents": (
         lambda c: ["lm", "train", "--acts", str(c.runs / "acts"), "--k", "5000", "--expansion", "1", "--device",
                    "cpu", "--out", str(c.tmp / "new-sae")], "--k 5000 is above the SAE's"),
