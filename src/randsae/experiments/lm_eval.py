@@ -28,6 +28,7 @@ from randsae.lm.quality import Sample, below_baselines, cache_sample, evaluate_b
 from randsae.lm.source import (
     FIT_TOKENS,
     HELD_OUT_FILE,
+    TRAIN_SAMPLE_FILE,
     check_same_source,
     check_token_ids,
     load_variant,
@@ -67,7 +68,7 @@ def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model,
     contexts = read_train_sample(sae_dir)
     if contexts is None:
         return None, "no sample of the training tokens"
-    check_token_ids(contexts, model, sae_dir)
+    check_token_ids(contexts, model, sae_dir / TRAIN_SAMPLE_FILE)
     return (model_sample(model, contexts, layers, device, tokens),
             f"the first training contexts of {sae_dir}, through the model")
 
