@@ -186,9 +186,6 @@ VERDICT_NOTE = ("Each row compares the trained model's SAEs with one random twin
 
 
 # The verdict at a glance: per layer, metrics as rows and twins as columns, each cell its outcome and difference
-OUTCOME_WORDS = {"differs": "differs", "same": "same", "cannot tell": "cannot tell",
-                 "not comparable": "not comparable"}
-
 
 @dataclass
 class MatrixCell:
@@ -224,7 +221,7 @@ def matrix_markdown(rows: list[VerdictRow]) -> list[str]:
     for layer, metrics, twins, cells in verdict_matrices(rows):
         lines += [f"**Layer {layer}** (trained − twin, 95% interval)", "",
                   "| metric | " + " | ".join(twins) + " |", "|" + "---|" * (len(twins) + 1)]
-        lines += ["| " + label + " | " + " | ".join(f"{OUTCOME_WORDS[c.outcome]}: {c.text}" for c in row) + " |"
+        lines += ["| " + label + " | " + " | ".join(f"{c.outcome}: {c.text}" for c in row) + " |"
                   for label, row in zip(metrics, cells, strict=True)]
         lines.append("")
     return lines

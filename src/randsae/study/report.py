@@ -423,7 +423,7 @@ def matrix_html(rows: list) -> str:
     """The verdict at a glance: per layer a small table, metrics as rows and twins as columns, each cell the
     difference trained − twin with its 95% interval, coloured by outcome."""
     from randsae.plots import OUTCOME_COLOURS
-    from randsae.study.evidence import OUTCOME_WORDS, verdict_matrices
+    from randsae.study.evidence import verdict_matrices
 
     e = html.escape
     parts = ["<div class='matrices'>"]
@@ -432,12 +432,12 @@ def matrix_html(rows: list) -> str:
         body = "".join(
             f"<tr><th>{e(label)}</th>" + "".join(
                 f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'>"
-                f"<b>{e(OUTCOME_WORDS[c.outcome])}</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row)
+                f"<b>{e(c.outcome)}</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row)
             + "</tr>"
             for label, row in zip(metrics, cells, strict=True))
         parts.append(f"<table class='matrix'><caption>Layer {layer}: trained − twin, 95% interval</caption>"
                      f"<tr><th>metric</th>{head}</tr>{body}</table>")
-    legend = " ".join(f"<span class='cell' style='background:{colour}'>{e(OUTCOME_WORDS[o])}</span>"
+    legend = " ".join(f"<span class='cell' style='background:{colour}'>{e(o)}</span>"
                       for o, colour in OUTCOME_COLOURS.items())
     return "".join(parts) + f"</div><p class='meta'>{legend}</p>"
 

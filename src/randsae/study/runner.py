@@ -205,8 +205,6 @@ def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     values["verdict"] = VerdictSettings(**verdict) if isinstance(verdict, dict) else verdict
     for part in ("examples", "autointerp", "judge"):
         values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
-    if (overrides.get("judge") or {}).get("url") is not None and "llm" not in (overrides.get("judge") or {}):
-        values["judge"].pop("llm", None)  # a server named: the preset's local judge gives way
     if overrides.get("judge") and "url" in overrides["judge"]:
         values["judge"] = overrides["judge"]  # a server replaces the local judge, not merged into it
     settings = BaselineSettings(**values)
@@ -258,7 +256,8 @@ def paper_layers(num_layers: int, parameters: float) -> list[int]:
 
 
 NEW_SETTINGS = {"dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE,
-                "twin_sae": "same", "architecture": "topk", "model_dtype": "float32", "device_map": None}
+                "twin_sae": "same", "architecture": "topk", "model_dtype": "float32", "device_map": None,
+                "fit_tokens": 64_000}
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:
