@@ -512,3 +512,28 @@ def test_a_study_says_when_the_text_gave_fewer_tokens_than_asked(tmp_path):
     (tmp_path / "trained" / "sae" / "config.json").write_text(json.dumps({"source": {"tokens": 1_360_000}}))
     study = Study(tmp_path, {"settings": {"tokens": 1_000_000_000}}, [], {}, [])
     assert training_tokens(study) == "1,360,000 (asked 1,000,000,000: the text gives no more)"
+
+
+@pytest.mark.parametrize("negatives", ["random", "similar-tokens", "neighbours"])
+@pytest.mark.parametrize("scorer", ["fuzzing", "detection", "embedding", "tokens", "examples", "intruder"])
+def test_fig_20_finds_every_scorer_against_every_kind_of_negatives(scorer, negatives, tmp_path):
+    """Fig. 20 looks a scorer up by its result's name (`examples@similar-tokens`) and draws it; the intruder, which
+    gives an accuracy and no AUROC, draws nothing and fails nothing."""
+    import math
+
+    from randsae.autointerp.records import LatentResult, ScorerResult
+    from randsae.experiments.lm_autointerp import AutointerpSettings, figure_scorer
+    from randsae.plots import plot_entropy_auroc
+    from randsae.scorer_kinds import named
+
+    name = named(scorer, negatives)
+    auroc = math.nan if scorer == "intruder" else 0.7
+    results = [LatentResult("m", "trained", 3, latent, 1.0 + latent, "an explanation", ["a"],
+                            [ScorerResult(name, auroc + 0.01 * latent, 0.6, 10, 0)]) for latent in range(4)]
+    settings = AutointerpSettings(scorers=[scorer], negatives=[negatives])
+    drawn = figure_scorer(results, settings)
+    if scorer == "intruder":
+        assert drawn is None
+        return
+    assert drawn == (scorer, name)
+    assert plot_entropy_auroc(results, tmp_path / "fig20.png", drawn[1]).is_file()

@@ -190,6 +190,20 @@ def run_calibration(out: Path, judge_options: dict, settings: AutointerpSettings
     return calibration
 
 
+def figure_scorer(results: list[R.LatentResult], settings: AutointerpSettings) -> tuple[str, str] | None:
+    """(scorer, result name) Fig. 20 draws: the first scorer run (fuzzing when it was: the paper's), against the
+    first kind of negatives, with a latent that has both an entropy and an AUROC (`fuzzing@neighbours`); None where
+    no latent has."""
+    for scorer in SCORERS:
+        if scorer not in settings.scorers:
+            continue
+        for name in (named(scorer, kind) for kind in settings.negatives):
+            if any(s.scorer == name and s.auroc == s.auroc and r.entropy == r.entropy
+                   for r in results for s in r.results):
+                return scorer, name
+    return None
+
+
 def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpSettings, judge: dict,
                  calibration: R.Calibration | None, counts: dict, formats=("png",)) -> list[R.SummaryRow]:
     from randsae.plots import plot_entropy_auroc
@@ -202,15 +216,11 @@ def write_tables(out: Path, results: list[R.LatentResult], settings: AutointerpS
     summary = summarise(results, settings.result_names(), judge_name(judge), calibration, counts,
                         settings.bootstrap, settings.seed)
     io.write_rows(out / "summary.csv", R.SUMMARY_COLUMNS, [asdict(s) for s in summary])
-    # the first scorer (fuzzing when it was run: the paper's), against the first negatives, with a point to draw
-    drawable = [(scorer, name) for scorer in SCORERS if scorer in settings.scorers
-                for name in (named(scorer, kind) for kind in settings.negatives)
-                if any(s.scorer == name and s.auroc == s.auroc and r.entropy == r.entropy
-                       for r in results for s in r.results)]
-    if not drawable:
+    drawn = figure_scorer(results, settings)
+    if drawn is None:
         log.warning("no latent has an AUROC yet (every window failed or no latent was scored): no figure.")
     else:
-        scorer, name = drawable[0]
+        scorer, name = drawn
         llm = scorer in LLM_SCORERS
         note = (calibration.label(scorer) if calibration else "judge not calibrated") if llm else \
             f"{scorer} scorer: no LLM judge involved"
