@@ -310,7 +310,8 @@ class TokenQuality:
         eigenvalues = torch.linalg.eigvalsh(covariance).flip(0)
         variance = covariance.diagonal().sum().item()
         fvu_value = self.squared_error / (variance * self.tokens)
-        per_context = context_sums({k: v.numpy() for k, v in self.chunk_sums().items()})
+        sums = self.chunk_sums()
+        per_context = context_sums({k: v.numpy() for k, v in sums.items()})
         within = (per_context["squared_norm"] - (per_context["total"] ** 2).sum(-1) / per_context["tokens"]).sum()
         out = {"explained_variance": 1 - fvu_value, "fvu": fvu_value, "cosine_sim": self.cosine / self.tokens,
                "l1": self.l1 / self.tokens, "l0": self.l0 / self.tokens,
@@ -319,7 +320,7 @@ class TokenQuality:
                "context_share": 1 - float(within) / (variance * self.tokens),
                "held_out_contexts": len(per_context["tokens"])}
         if self.fitted is not None:
-            sums, total = self.chunk_sums(), variance * self.tokens
+            total = variance * self.tokens
             out.update({"pca_explained_variance": 1 - sums["pca_error"].sum().item() / total,
                         "token_lookup_explained_variance": 1 - sums["lookup_error"].sum().item() / total,
                         "unseen_token_share": self.unseen / self.tokens, "fit_tokens": self.fitted.tokens})

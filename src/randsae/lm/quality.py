@@ -40,14 +40,14 @@ def measure(sae: LanguageSAE, x: torch.Tensor, quality: TokenQuality, token_ids:
     return x_hat
 
 
-def kept_tokens(hidden: torch.Tensor, ids: torch.Tensor,
-                token_filter: TokenFilter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kept_tokens(hidden: torch.Tensor, ids: torch.Tensor, token_filter: TokenFilter,
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(the kept tokens' activations as float rows, their ids, their context's number in the batch) of `hidden`
-    (contexts × length × d) and `ids` (contexts × length)."""
+    (contexts × length × d) and `ids` (contexts × length); `keep`: the filter's mask, where the caller has it."""
     contexts = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)
     if not token_filter.active:
         return hidden.reshape(-1, hidden.shape[-1]).float(), ids.reshape(-1), contexts.reshape(-1)
-    keep = token_filter.mask(hidden)
+    keep = token_filter.mask(hidden) if keep is None else keep
     return hidden[keep].float(), ids[keep.to(ids.device)], contexts[keep.to(ids.device)]
 
 
@@ -109,7 +109,7 @@ def evaluate_batch(model, saes: dict[int, LanguageSAE], ids: torch.Tensor,
     for layer, sae in saes.items():
         output = outputs[layer]
         keep = token_filter.mask(output) if token_filter.active else None
-        x, token_ids, contexts = kept_tokens(output, ids.to(output.device), token_filter)
+        x, token_ids, contexts = kept_tokens(output, ids.to(output.device), token_filter, keep)
         x_hat = measure(sae, x, quality[layer], token_ids, contexts)
         if losses is None:
             continue
