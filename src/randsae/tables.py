@@ -339,6 +339,39 @@ def judge_at_chance(row, metric: str) -> bool:
     return str(flag) == "True"
 
 
+# --- judge-free probes -----------------------------------------------------------------------------------------
+
+@dataclass
+class ProbeRow(Table):
+    """One row of `lm probe`'s probing.csv: one task's probe at one layer — on the SAE's top-k latents (`sae`),
+    on every dimension of the block output (`input`: the ceiling) or on one-hot token ids (`tokens`: what the
+    token alone answers); k is 0 for the last two (every dimension)."""
+    model: str
+    variant: str
+    layer: int
+    family: str  # token, context or data (randsae.lm.probe_tasks)
+    task: str
+    probe: str  # sae, input or tokens
+    k: int
+    accuracy: float
+    train_examples: int
+    test_examples: int
+
+
+@dataclass
+class AbsorptionRow(Table):
+    """One row of `lm probe`'s absorption.csv: one first letter's absorption at one layer."""
+    model: str
+    variant: str
+    layer: int
+    letter: str
+    absorption_fraction: float
+    full_absorption: float
+    words: int  # held-out words of the letter that the probe calls right
+    main_latents: int
+    probe_f1: float
+
+
 # --- a study's plan ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -365,6 +398,8 @@ CORRELATIONS = "lm compare correlations.csv"
 VERDICT = "baseline compare/verdict.csv"
 DICTIONARY_SHARES = "baseline compare/dictionaries.csv"
 PLAN = "baseline plan.csv"
+PROBING = "lm probe probing.csv"
+ABSORPTION = "lm probe absorption.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -496,6 +531,23 @@ register(DICTIONARY_SHARES, "randsae.study.evidence.dictionary_shares", [
 ])
 register(SCORES, "randsae.metrics.auroc", [
     ("auroc", "a latent's AUROC", "AUROC of P(1) against the truth over that latent's scored windows"),
+])
+register(PROBING, "randsae.probing.sparse_accuracies", [
+    ("accuracy", "held-out probe accuracy", "a logistic regression (L2, C = 1) on the k latents with the largest "
+     "|mean difference| between the task's training positives and negatives, its accuracy on a balanced held-out "
+     "set (SAEBench's k-sparse probing); probe input: every block-output dimension; tokens: one-hot token ids"),
+    ("train_examples, test_examples", "examples", "the balanced training and held-out rows (half positives)"),
+])
+register(ABSORPTION, "randsae.probing.absorption", [
+    ("absorption_fraction", "mean absorption fraction", "over held-out words of the letter the ground-truth probe "
+     "calls right: the share of the probe's projection that the letter's main latents miss and up to 3 other "
+     "latents aligned with the probe (cosine ≥ 0.1) make up, when those make up ≥ 40% (SAEBench)"),
+    ("full_absorption", "full absorption rate", "share of those words where no main latent fires and the latent "
+     "projecting most on the probe (cosine ≥ 0.025) carries ≥ 40% of its projection"),
+    ("main_latents", "main latents", "k of the k-sparse probe, grown while each latent raises the held-out F1 by "
+     "≥ 0.03 (at most 10)"),
+    ("probe_f1", "ground-truth probe F1", "the probe on every block-output dimension, on the held-out words; a "
+                                           "letter under 0.6 is left out"),
 ])
 register(PLAN, "randsae.study.plan.plan_study", [
     ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),

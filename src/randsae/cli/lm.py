@@ -1,4 +1,4 @@
-"""`randsae lm …`: activations, train, eval, latents, autointerp, compare."""
+"""`randsae lm …`: activations, train, eval, probe, latents, autointerp, compare."""
 
 import argparse
 import logging
@@ -60,6 +60,7 @@ def add_lm_parser(sub, parser_class) -> None:
     from randsae.autointerp.clients import JudgeSettings
     from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.lm.examples import ExampleSettings
+    from randsae.experiments.lm_probe import ProbeSettings
     from randsae.train_topk import TopKTrainConfig
 
     lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")
@@ -92,6 +93,14 @@ def add_lm_parser(sub, parser_class) -> None:
     p.add_argument("--fit-tokens", default="64k", help="training tokens the baselines (PCA-k, token lookup) are "
                    "fitted on and the SAEs' training explained variance is measured on (default 64k)")
     p.add_argument("--batch-size", type=int, default=4, help="contexts per forward pass")
+    p.add_argument("--group-layers", type=int, default=None, help=GROUP_HELP)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--out", required=True)
+
+    p = lm_sub.add_parser("probe", help="k-sparse probing and first-letter absorption of trained SAEs (no judge)")
+    p.add_argument("--sae", required=True, help="a directory written by `randsae lm train`")
+    p.add_argument("--acts", help="the activation cache the SAEs were trained on (default: as recorded)")
+    add_flags(p, ProbeSettings)
     p.add_argument("--group-layers", type=int, default=None, help=GROUP_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--out", required=True)
@@ -205,6 +214,16 @@ def run_eval(args) -> None:
                  group_layers=args.group_layers)
 
 
+def run_probe(args) -> None:
+    from randsae.experiments.lm_probe import ProbeSettings, probe
+
+    settings = ProbeSettings(**coerce(ProbeSettings, given(args, ProbeSettings)))
+    inputs = {"--sae": args.sae, "--acts": args.acts, "--probe-data": settings.probe_data}
+    with output_directory(args.out, command="lm probe", inputs=inputs) as out:
+        probe(args.sae, out, settings, acts=args.acts, device=args.device, progress=not args.quiet,
+              group_layers=args.group_layers)
+
+
 def run_latents(args) -> None:
     from randsae.experiments.lm_latents import build_latents
     from randsae.lm.examples import ExampleSettings
@@ -263,5 +282,6 @@ def run_autointerp(args) -> None:
         autointerp(args.latents, out, judge, settings, progress=not args.quiet, formats=formats)
 
 
-LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "latents": run_latents,
+LM_COMMANDS = {"activations": run_activations, "train": run_train, "eval": run_eval, "probe": run_probe,
+               "latents": run_latents,
                "autointerp": run_autointerp, "compare": run_compare}
