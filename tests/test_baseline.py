@@ -14,7 +14,9 @@ from judges import ScriptedJudge
 from randsae.cli import main
 from randsae.errors import BadInput
 from randsae.io import read_rows
-from randsae.study.runner import STAGES
+from randsae.study.stages import UNIT_STAGES
+
+STAGES = tuple(s.name for s in UNIT_STAGES)
 from randsae.study.verdict import METRICS
 
 # the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
@@ -216,7 +218,9 @@ def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_pa
     """A stage's failure is that variant's alone; SIGTERM (raised as `Terminated`) and Ctrl-C stop the study,
     leaving the stage "running" for the rerun."""
     from randsae.cli import Terminated
-    from randsae.study.runner import BaselineSettings, Study, read_stages
+    from randsae.study.records import read_stages
+    from randsae.study.runner import Study
+    from randsae.study.settings import BaselineSettings
 
     def stages_raising(error) -> dict:
         def stage(name):

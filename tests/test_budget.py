@@ -95,7 +95,7 @@ def test_skipped_positions_are_left_out_of_training_and_every_metric(tiny_cache,
 
 
 def test_presets_and_the_papers_layer_rule():
-    from randsae.study.runner import paper_layers, settings_for
+    from randsae.study.settings import paper_layers, settings_for
 
     assert paper_layers(24, 4.05e8) == list(range(24))  # pythia-410m: every layer
     assert paper_layers(16, 1.0e9) == list(range(0, 16, 2))  # pythia-1b: every 2nd

@@ -71,7 +71,7 @@ def eval_as_control(c: Case) -> Path:
 def study_with_stages(c: Case, stages: str) -> list[str]:
     """A demo study's OUT whose config.json matches the command below and whose stages.json is `stages`."""
     from randsae import runs as contract
-    from randsae.study.runner import STUDY, settings_for
+    from randsae.study.settings import STUDY, settings_for
 
     out = c.tmp / "study"
     out.mkdir()

@@ -38,7 +38,8 @@ def study_args(tiny_dir, out, judge, *extra) -> list[str]:
 def grouping_memory(tiny_dir, judge, tmp_path) -> tuple[int, dict[str, int]]:
     """A device memory (bytes) under which the study's plan fits and splits eval and latents into 2+ groups, and
     the layers of each stage's first group."""
-    from randsae.study.runner import preflight, settings_for, study_scale
+    from randsae.study.preflight import preflight, study_scale
+    from randsae.study.settings import settings_for
 
     settings = settings_for("demo", baseline_overrides(parse(study_args(tiny_dir, tmp_path / "x", judge)[1:])))
     settings = dataclasses.replace(settings, cache=True)

@@ -6,7 +6,8 @@ import pytest
 from randsae.cli import main
 from randsae.errors import BadInput
 from randsae.study.plan import GPU_PEAK, Machine, PlanRow, parse_bytes, parse_machine, sae_train_bytes
-from randsae.study.runner import planned, preflight, settings_for
+from randsae.study.preflight import planned, preflight
+from randsae.study.settings import settings_for
 from randsae.study.shapes import write_shape
 
 A100S = "8xA100-80GB,disk=2TB"
@@ -107,7 +108,7 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
     args = ["baseline", "--model", str(tiny_dir), "--preset", "demo", "--layers", "0,2", "--tokens", "8k",
             "--context-length", "64", "--device", "cpu", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m",
             "--plan", "--out", str(tmp_path / "x")]
-    monkeypatch.setattr("randsae.study.runner.check_judge", lambda settings: None)  # no server behind the URL
+    monkeypatch.setattr("randsae.study.preflight.check_judge", lambda settings: None)  # no server behind the URL
     before = set(cache_dir("throughputs").glob("*.json")) if cache_dir("throughputs").is_dir() else set()
     assert main(args) == 0
     text = capsys.readouterr().out
@@ -132,7 +133,7 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
 def test_a_study_begun_keeps_the_cache_it_began_with(shapes, tmp_path):
     """The plan decides the cache once: a rerun (with less disk free, the cache being written) keeps it."""
     from randsae import runs
-    from randsae.study.runner import STUDY
+    from randsae.study.settings import STUDY
 
     settings = settings_for("paper", {"model": str(shapes["pythia-160m"])})
     check = preflight(settings)

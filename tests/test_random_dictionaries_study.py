@@ -18,7 +18,7 @@ from randsae.seeding import derive_seed
 def settings_of(args: list[str]):
     from randsae.cli import parse
     from randsae.cli.baseline import baseline_overrides, with_file
-    from randsae.study.runner import settings_for
+    from randsae.study.settings import settings_for
 
     parsed = parse(args)
     return settings_for(parsed.preset, with_file(baseline_overrides(parsed), parsed.config))
@@ -41,7 +41,7 @@ def test_a_study_with_a_frozen_decoder_arm(tiny_dir, tmp_path):
         (old / "config.json").write_text(json.dumps(record))
         old_args = [a for a in args if a not in ("--dictionaries", "trained,frozen-decoder")]
         old_args[old_args.index("--out") + 1] = str(old)
-        from randsae.study.runner import check_out
+        from randsae.study.settings import check_out
 
         check_out(old, settings_of(old_args))  # not refused as "other settings"
         assert main(args) == 0  # the same command again: everything done

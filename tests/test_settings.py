@@ -134,7 +134,7 @@ def test_a_judge_table_or_bare_judge_keys_set_the_judge_flags(tmp_path):
 
 def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):
     from randsae.cli.baseline import with_file
-    from randsae.study.runner import settings_for
+    from randsae.study.settings import settings_for
 
     path = tmp_path / "study.toml"
     path.write_text('model = "my-model"\nk = 16\ntokens = 50000\n\n[examples]\nsample = 24\n\n'

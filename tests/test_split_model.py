@@ -71,7 +71,7 @@ def test_a_device_map_that_cannot_be_read_is_one_sentence(tmp_path):
 
 
 def test_a_bfloat16_model_keeps_bfloat16_activations_to_the_cache(tiny_dir, tmp_path):
-    from randsae.study.runner import settings_for
+    from randsae.study.settings import settings_for
 
     settings = settings_for("demo", {"model": str(tiny_dir), "model_dtype": "bfloat16"})
     assert settings.cache_dtype == "bfloat16"

@@ -220,5 +220,6 @@ def absorption(x: np.ndarray, codes: SparseCodes, decoder: np.ndarray, direction
         strongest = np.argmax(np.where(values > 0, projections, 0.0), axis=1)  # an inactive latent projects 0
         top_cosine = np.where(values[rows, strongest] > 0, cosines[indices[rows, strongest]], 0.0)
         top_share = np.where(total > 0, np.maximum(projections[rows, strongest], 0.0) / total, 0.0)
-    full = ~is_main.any(1) & (top_cosine >= FULL_ABSORPTION_COSINE) & (total >= 0) & (top_share >= PROJECTION_SHARE)
+    full = (~is_main.any(1) & (top_cosine >= FULL_ABSORPTION_COSINE) & (total >= 0)
+            & (top_share >= PROJECTION_SHARE))
     return fraction, full

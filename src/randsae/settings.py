@@ -55,18 +55,21 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
-              defaults: dict[str, str] | None = None, prefix: str = "") -> None:
+              defaults: dict[str, str] | None = None, prefix: str = "",
+              helps: dict[str, str] | None = None) -> None:
     """A flag per documented field of `cls` (but `exclude`), its value stored under `prefix` + the field's
-    name. `defaults` replaces the stated default of some fields (a command whose preset differs)."""
+    name. `defaults` replaces the stated default of some fields (a command whose preset differs), `helps` the
+    help of some (a command that takes more values)."""
     hints = typing.get_type_hints(cls)
     for f in documented(cls):
         if f.name in exclude:
             continue
+        text = (helps or {}).get(f.name, f.metadata["help"])
         kind = _scalar(hints[f.name])
         shown = (defaults or {}).get(f.name) or _default_text(f)
         if kind is bool and f.default is None:  # undecided unless given: --x and --no-x
             parser.add_argument(flag_of(f), dest=prefix + f.name, action="store_const", const=True, default=None,
-                                help=f"{f.metadata['help']} (default {shown})")
+                                help=f"{text} (default {shown})")
             parser.add_argument("--no-" + flag_of(f).removeprefix("--"), dest=prefix + f.name,
                                 action="store_const", const=False, default=None, help=argparse.SUPPRESS)
             continue
@@ -74,10 +77,10 @@ def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
             on = f.default is not True
             name = flag_of(f) if on else "--no-" + flag_of(f).removeprefix("--")
             parser.add_argument(name, dest=prefix + f.name, action="store_const", const=on, default=None,
-                                help=f.metadata["help"])
+                                help=text)
             continue
         parser.add_argument(flag_of(f), dest=prefix + f.name, type=f.metadata.get("parse") or kind, default=None,
-                            metavar=f.name.upper(), help=f"{f.metadata['help']} (default {shown})")
+                            metavar=f.name.upper(), help=f"{text} (default {shown})")
 
 
 def given(args: argparse.Namespace, cls, exclude: Iterable[str] = (), prefix: str = "") -> dict[str, Any]:

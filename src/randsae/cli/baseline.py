@@ -8,10 +8,11 @@ from randsae.cli.common import output_directory
 from randsae.config import coerce
 from randsae.errors import BadInput
 from randsae.experiments.lm_autointerp import AutointerpSettings
+from randsae.experiments.lm_probe import ProbeSettings
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
 from randsae.study.plan import PlanSettings
-from randsae.study.runner import BaselineSettings
+from randsae.study.settings import BaselineSettings, all_scorers
 from randsae.study.verdict import VerdictSettings
 
 log = logging.getLogger("randsae")
@@ -27,7 +28,10 @@ def add_baseline_parser(sub) -> None:
     add_flags(p, VerdictSettings, prefix="verdict_")
     add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 24"})
     add_flags(p, AutointerpSettings, exclude=("layers", "seed"), prefix="autointerp_",
-              defaults={"judged_latents": "all get every scorer; the demo: 2"})
+              defaults={"judged_latents": "all get every scorer; the demo: 2", "scorers": "all"},
+              helps={"scorers": f"comma list of {', '.join(all_scorers())}: the latent scorers, and the probing "
+                                "stage's k-sparse probing and first-letter absorption (no judge)"})
+    add_flags(p, ProbeSettings, exclude=("seed", "absorption"), prefix="probing_")
     add_flags(p, JudgeSettings, prefix="judge_", defaults={"dtype": "float32; the demo: bfloat16"})
     p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
                                     "[examples], [autointerp], [judge] and [verdict] tables (flags override it)")
@@ -43,12 +47,14 @@ def baseline_overrides(args) -> dict:
     values["autointerp"] = coerce(AutointerpSettings, given(args, AutointerpSettings, exclude=("layers", "seed"),
                                                            prefix="autointerp_"))
     values["judge"] = given(args, JudgeSettings, prefix="judge_")
+    values["probing"] = coerce(ProbeSettings, given(args, ProbeSettings, exclude=("seed", "absorption"),
+                                                   prefix="probing_"))
     values["verdict"] = given(args, VerdictSettings, prefix="verdict_")
     JudgeSettings(**values["judge"])  # one sentence for a judge that cannot be, before the preset is read
     return values
 
 
-NESTED = ("examples", "autointerp", "judge", "verdict")
+NESTED = ("examples", "autointerp", "judge", "verdict", "probing")
 
 
 def with_file(overrides: dict, path: str | None) -> dict:
@@ -59,7 +65,7 @@ def with_file(overrides: dict, path: str | None) -> dict:
         return overrides
     values = read_config_file(path)
     trees = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "judge": JudgeSettings,
-             "verdict": VerdictSettings}
+             "verdict": VerdictSettings, "probing": ProbeSettings}
     if "preset" in values:
         raise BadInput(f"config file {path} names a preset; give it as --preset (the file's settings override "
                        "the preset's).")
@@ -78,11 +84,16 @@ def run_baseline(args) -> int:
 
     from randsae.lm.examples import ExampleSettings
     from randsae.study.plan import parse_bytes, parse_machine, plan_table, this_machine
-    from randsae.study.runner import baseline, check_out, planned, preflight, ranks_here, settings_for, stage_table
+    from randsae.study.preflight import planned, preflight, ranks_here
+    from randsae.study.records import stage_table
+    from randsae.study.runner import baseline
+    from randsae.study.settings import autointerp_settings, check_out, latent_scorers, probe_settings, settings_for
 
     settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
     ExampleSettings(seed=settings.seed, **settings.examples).validate()
-    AutointerpSettings(seed=settings.seed, **settings.autointerp).validate()
+    if latent_scorers(settings):
+        autointerp_settings(settings, settings.seed).validate()
+    probe_settings(settings, settings.seed).validate()
     check = preflight(settings)  # the judge included: its numbers, its server, its model
     asked = PlanSettings(**given(args, PlanSettings))
     if asked.machine is not None and not asked.plan:

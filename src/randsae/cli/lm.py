@@ -59,8 +59,8 @@ def source_from_args(args):
 def add_lm_parser(sub, parser_class) -> None:
     from randsae.autointerp.clients import JudgeSettings
     from randsae.experiments.lm_autointerp import AutointerpSettings
-    from randsae.lm.examples import ExampleSettings
     from randsae.experiments.lm_probe import ProbeSettings
+    from randsae.lm.examples import ExampleSettings
     from randsae.train_topk import TopKTrainConfig
 
     lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")

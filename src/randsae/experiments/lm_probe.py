@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from randsae import runs
@@ -83,7 +84,8 @@ class ProbeSettings:
     probe_min_examples: int = setting(20, help=(
         "a task is probed only with this many positives and negatives in each split"))
     probe_data_length: int = setting(128, help="--probe-data: tokens read of each text (SAEBench's)")
-    absorption: bool = setting(True, help="first-letter absorption beside the probes")
+    absorption: bool = setting(True, help="leave out first-letter absorption (measured beside the probes by "
+                                          "default)")
     seed: int = setting(0, help="seeds the balanced draws and --probe-data's split")
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
@@ -103,7 +105,8 @@ class ProbeSettings:
         for name in ("probe_train_tokens", "probe_test_tokens", "probe_train_examples", "probe_test_examples",
                      "probe_min_examples", "probe_data_length"):
             if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be a positive integer, not {getattr(self, name)}.")
+                raise BadInput(f"--{name.replace('_', '-')} must be a positive integer, not "
+                               f"{getattr(self, name)}.")
         for split in ("train", "test"):
             if getattr(self, f"probe_{split}_examples") < 2 * self.probe_min_examples:
                 raise BadInput(f"--probe-{split}-examples {getattr(self, f'probe_{split}_examples')} cannot hold "
@@ -130,7 +133,7 @@ def encode_rows(sae: LanguageSAE, x: torch.Tensor, batch: int = 4096) -> SparseC
             values.append(v.float().cpu())
             indices.append(i.cpu())
             width = max(width, v.shape[1])
-    pad = [(torch.nn.functional.pad(v, (0, width - v.shape[1])), torch.nn.functional.pad(i, (0, width - i.shape[1])))
+    pad = [(F.pad(v, (0, width - v.shape[1])), F.pad(i, (0, width - i.shape[1])))
            for v, i in zip(values, indices, strict=True)]
     return SparseCodes(torch.cat([v for v, _ in pad]), torch.cat([i for _, i in pad]), sae.num_latents)
 
@@ -265,7 +268,8 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
         sample, what = training_sample(sae_dir, source, acts, model, group, settings.probe_train_tokens,
                                        torch_device)
         if sample is None:
-            raise BadInput(f"{sae_dir} keeps no sample of its training tokens (an older run) to fit the probes on; "
+            raise BadInput(f"{sae_dir} keeps no sample of its training tokens (an older run) to fit the probes "
+                           "on; "
                            "train it again with this version.")
         train = gathered(sample, group)
         test = gathered(model_sample(model, contexts, group, torch_device, settings.probe_test_tokens), group)

@@ -41,7 +41,7 @@ RECONSTRUCTION = ("explained_variance", "cosine_sim", "l1")
 
 
 def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,
-                  autointerp_dir: Path | None, draws: bool) -> list[Measure]:
+                  autointerp_dir: Path | None, draws: bool, probing_dir: Path | None = None) -> list[Measure]:
     """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws. The
     unit's latent records and scores are read once, not once per layer."""
     from randsae.autointerp.records import read_latents, read_summary
@@ -63,7 +63,41 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
             measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
                                     None if sampled is None else sampled[name], below_baseline=flag))
         measures += latent_measures(variant, seed, row.layer, records, scores, flag, draws)
+        if probing_dir is not None:
+            measures += probe_measures(variant, seed, row.layer, probing_dir, flag, draws)
     return measures
+
+
+def probe_measures(variant: str, seed: int, layer: int, probing_dir: Path, flag: str,
+                   draws: bool) -> list[Measure]:
+    """Each task family's mean accuracy of the probes on the smallest k latents (its draws over the tasks, by
+    task name: paired across arms, which are probed on the same tasks), and the mean absorption fraction over the
+    letters probed (its draws over them)."""
+    from randsae.tables import AbsorptionRow, ProbeRow, read_table
+
+    probes = [r for r in read_table(probing_dir / "probing.csv", ProbeRow)
+              if r.layer == layer and r.probe == "sae"]
+    out = []
+    if probes:
+        k = min(r.k for r in probes)
+        for family in ("token", "context", "data"):
+            tasks = sorted((r.task, r.accuracy) for r in probes if r.family == family and r.k == k)
+            if not tasks:
+                continue
+            values = np.array([a for _, a in tasks])
+            out.append(Measure(variant, seed, layer, f"probing_{family}", float(values.mean()),
+                               mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", layer, family))
+                               if draws else None, below_baseline=flag))
+    path = probing_dir / "absorption.csv"
+    letters = [r.absorption_fraction for r in read_table(path, AbsorptionRow) if r.layer == layer] \
+        if path.is_file() else []
+    if letters:
+        values = np.array(letters)
+        out.append(Measure(variant, seed, layer, "absorption", float(values.mean()),
+                           mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", variant, layer,
+                                                                     "absorption")) if draws else None,
+                           below_baseline=flag))
+    return out
 
 
 def latent_measures(variant: str, seed: int, layer: int, records, scores: tuple[list, list] | None,
@@ -100,17 +134,19 @@ def latent_measures(variant: str, seed: int, layer: int, records, scores: tuple[
 
 def study_measures(study) -> list[Measure]:
     """Every unit's measures (a `randsae.study.runner.Study`): the units whose eval is done."""
-    from randsae.study.runner import parse_unit
+    from randsae.study.settings import parse_unit
 
     one_seed = study.settings.seeds == 1
     latents, autointerp = set(study.finished("latents")), set(study.finished("autointerp"))
+    probing = set(study.finished("probing"))
     measures = []
     for unit in study.finished("eval"):
         variant, index = parse_unit(unit)
         measures += unit_measures(
             variant, index, study.directory(unit, "eval"),
             study.directory(unit, "latents") if unit in latents else None,
-            study.directory(unit, "autointerp") if unit in autointerp else None, draws=one_seed)
+            study.directory(unit, "autointerp") if unit in autointerp else None, draws=one_seed,
+            probing_dir=study.directory(unit, "probing") if unit in probing else None)
     return measures
 
 
@@ -180,9 +216,10 @@ VERDICT_NOTE = ("Each row compares the trained model's SAEs with one random twin
                 "explained variance under that of PCA-k fitted on the same training tokens, or a CE loss score "
                 "below 0), a judge at chance on that scorer's known-answer set, or too few scored latents. The "
                 "intervals are over seeds (Student's t, clipped to the metric's range), or with one seed a "
-                "bootstrap over whole held-out contexts (reconstruction) or latents (entropy, AUROC), as the last "
-                "column says. The CE loss score is left out: it means little for a random model "
-                "(docs/choices.md).")
+                "bootstrap over whole held-out contexts (reconstruction), latents (entropy, AUROC), tasks "
+                "(k-sparse probing at the smallest k, paired: every arm is probed on the same tasks) or "
+                "letters (absorption), as the last column says. The CE loss score is left out: it means little "
+                "for a random model (docs/choices.md).")
 
 
 # The verdict at a glance: per layer, metrics as rows and twins as columns, each cell its outcome and difference

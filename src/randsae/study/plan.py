@@ -254,6 +254,10 @@ class Scale:
     fit_tokens: int = 64_000  # the training tokens each arm's baselines are fitted on
     judge_bytes: int = 0  # a local judge's peak on its device (`judge_bytes`); 0 behind a server
     host_bytes: int = 0  # a model split across devices: made whole on the CPU with its twin first
+    autointerp: bool = True  # --scorers names a latent scorer: the autointerp stage runs
+    probing: bool = False  # --scorers names probing or absorption: the probing stage runs
+    probe_train_tokens: int = 64_000
+    probe_test_tokens: int = 64_000
 
 
 def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:
@@ -307,7 +311,8 @@ def group_size(layers: int, groups: int) -> int:
 
 def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates, memory: int) -> list[PlanRow | None]:
     u = Unit.of(unit, shape, s, r, memory)
-    rows = [activations_row(u), train_row(u), eval_row(u), latents_row(u), autointerp_row(u)]
+    rows = [activations_row(u), train_row(u), eval_row(u), probing_row(u) if s.probing else None, latents_row(u),
+            autointerp_row(u) if s.autointerp else None]
     for row in rows:  # every stage that loads the model (a split one made whole on the CPU first)
         if row is not None and row.stage != "autointerp" and (row.tokens or row.stage == "train"):
             row.host_memory_bytes = s.host_bytes
@@ -362,6 +367,26 @@ def eval_row(u: Unit) -> PlanRow:
     return PlanRow(u.name, "eval", s.eval_tokens * passes, 0,
                    u.weights + batch + group_size(s.layers, groups) * per_layer,
                    r.load_seconds + s.eval_tokens * (passes * u.whole + encode) + fit, r.basis, groups)
+
+
+PROBE_FITS = 200  # logistic regressions a layer fits: ~40 tasks × (3 values of k, the input, the tokens)
+PROBE_FIT_SECONDS = 0.05  # one, on a few thousand examples (measured on 2 cores: 0.002–0.04 s)
+
+
+def probing_row(u: Unit) -> PlanRow:
+    """Per group of layers (eval's): the training sample (its cache, or through the model) and the held-out
+    contexts through the model; every layer's SAE encodes both; then the probes' fits, a fixed time each."""
+    s, r = u.s, u.r
+    train = min(s.train_tokens, s.probe_train_tokens)
+    test = min(s.drawn_tokens - s.train_tokens, s.probe_test_tokens)
+    per_layer = u.layer_sae_bytes + (train + test) * (u.d * FLOAT_BYTES + s.k * 8)
+    batch = 4 * s.context_length * u.d * FLOAT_BYTES * s.layers
+    groups = layer_groups(s.layers, u.weights + batch, per_layer, u.memory)
+    through = (test + (0 if s.cache else train)) * groups
+    encode = (train + test) * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
+    return PlanRow(u.name, "probing", through, 0, u.weights + batch + group_size(s.layers, groups) * per_layer,
+                   r.load_seconds + through * u.forward + encode + s.layers * PROBE_FITS * PROBE_FIT_SECONDS,
+                   r.basis, groups)
 
 
 def latents_row(u: Unit) -> PlanRow:
@@ -513,7 +538,7 @@ class PlanSettings:
                                         shown="the device's own")
 
 
-DEALT = ("activations", "eval", "latents", "autointerp")  # stages whose units are dealt across ranks
+DEALT = ("activations", "eval", "probing", "latents", "autointerp")  # stages whose units are dealt across ranks
 
 
 def wall_seconds(rows: list[PlanRow], ranks: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
-from randsae.study.runner import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
+from randsae.study.records import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
 from randsae.study.verdict import by_layer
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,9 @@ Welch's over seeds; with one seed a bootstrap stands in — over whole held-out 
 metrics (paired: both arms are measured on the same contexts), over latents for entropy and AUROC — and the table
 says which. Then, in this order (docs/choices.md "The verdict"):
 
+Probing (each task family's mean k-sparse accuracy at the smallest k) is bootstrapped over its tasks, paired (every
+arm is probed on the same tasks of the same text), and absorption over letters.
+
 - *not comparable*: an arm's SAE is below its simplest baselines (its explained variance below that of PCA-k
   fitted on the same training tokens, or CE < 0: it learnt less than PCA would have, so it says little about its
   network), the judge is at chance on that scorer, an arm has fewer scored latents than
@@ -37,6 +40,8 @@ class VerdictSettings:
     delta_cosine: float = setting(0.02, help="δ for the cosine similarity of input and reconstruction")
     delta_l1: float = setting(0.10, help="δ for the latents' L1, as a fraction of the trained arm's mean")
     delta_entropy: float = setting(0.25, help="δ for the latents' token entropy (nats)")
+    delta_probing: float = setting(0.02, help="δ for a task family's mean k-sparse probing accuracy")
+    delta_absorption: float = setting(0.05, help="δ for the mean first-letter absorption fraction")
     min_latents: int = setting(20, help="an arm with fewer scored latents gives no verdict on entropy or AUROC")
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
@@ -75,6 +80,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("entropy_mean", "token entropy", "delta_entropy", "latents", low=0),
     *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, f"delta_{SCORER_KINDS[name].measure}",
              "latents", scorer=name, low=0, high=1) for name in COMPARED),
+    *(Metric(f"probing_{family}", f"k-sparse probing, {family} tasks", "delta_probing", "tasks", low=0, high=1)
+      for family in ("token", "context", "data")),
+    Metric("absorption", "first-letter absorption", "delta_absorption", "letters", low=0, high=1),
 )}
 
 

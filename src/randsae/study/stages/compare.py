@@ -1,0 +1,35 @@
+"""The compare stage, once across the units: `lm compare` per seed (OUT/compare, OUT/compare/seed<i>), then the
+verdict across seeds and what separates trained from random (OUT/compare/verdict.csv, separation.csv)."""
+
+from pathlib import Path
+
+from randsae.errors import BadInput
+from randsae.study.records import Stage, StudyState
+
+
+def compare_directory(study: StudyState, index: int) -> Path:
+    """OUT/compare (seed 0: the figures and tables the report shows) or OUT/compare/seed<i>."""
+    return study.out / "compare" / (f"seed{index}" if index else "")
+
+
+def run(study: StudyState, _: str) -> None:
+    """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
+    from randsae.experiments.lm_compare import compare
+    from randsae.study.evidence import write_verdict
+
+    if not study.finished("eval", 0):
+        raise BadInput("no variant got as far as its quality eval; there is nothing to compare.")
+    for index in range(study.settings.seeds):
+        evaluated = study.finished("eval", index)
+        if not evaluated:
+            continue
+        out = compare_directory(study, index)
+        out.mkdir(parents=True, exist_ok=True)
+        compare([study.directory(u, "eval") for u in evaluated], out,
+                latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
+                autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
+                replace=True, strict=False)
+    write_verdict(study)
+
+
+STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False)
