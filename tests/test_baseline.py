@@ -15,9 +15,9 @@ from randsae.cli import main
 from randsae.errors import BadInput
 from randsae.io import read_rows
 from randsae.study.stages import UNIT_STAGES
+from randsae.study.verdict import METRICS
 
 STAGES = tuple(s.name for s in UNIT_STAGES)
-from randsae.study.verdict import METRICS
 
 # the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
 TINY = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",

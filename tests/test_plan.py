@@ -5,7 +5,8 @@ import pytest
 
 from randsae.cli import main
 from randsae.errors import BadInput
-from randsae.study.plan import GPU_PEAK, Machine, PlanRow, parse_bytes, parse_machine, sae_train_bytes
+from randsae.study.machines import GPU_PEAK, Machine, parse_bytes, parse_machine
+from randsae.study.plan import PlanRow, sae_train_bytes
 from randsae.study.preflight import planned, preflight
 from randsae.study.settings import settings_for
 from randsae.study.shapes import write_shape

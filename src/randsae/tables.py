@@ -399,6 +399,8 @@ VERDICT = "baseline compare/verdict.csv"
 DICTIONARY_SHARES = "baseline compare/dictionaries.csv"
 PLAN = "baseline plan.csv"
 PROBING = "lm probe probing.csv"
+SEPARATION = "baseline compare/separation.csv"
+PROBE_SUMMARY = "baseline compare/probing.csv"
 ABSORPTION = "lm probe absorption.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
@@ -548,6 +550,15 @@ register(ABSORPTION, "randsae.probing.absorption", [
      "≥ 0.03 (at most 10)"),
     ("probe_f1", "ground-truth probe F1", "the probe on every block-output dimension, on the held-out words; a "
                                            "letter under 0.6 is left out"),
+])
+register(SEPARATION, "randsae.study.summaries.separation", [
+    ("mean_z, largest_z", "standardised difference", "|trained − twin| / its standard error ((high95 − low95) / "
+     "3.92), mean and largest over the metric's comparable (layer, twin) cells; the rows ranked by the mean"),
+    ("differs, same, cannot_tell, not_comparable", "verdict counts", "the verdict's outcomes over the metric's "
+                                                                      "(layer, twin) cells"),
+])
+register(PROBE_SUMMARY, "randsae.study.summaries.probe_summary", [
+    ("accuracy", "family accuracy", "mean over the family's tasks of the arm's held-out probe accuracy"),
 ])
 register(PLAN, "randsae.study.plan.plan_study", [
     ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),

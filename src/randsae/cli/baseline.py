@@ -83,7 +83,8 @@ def run_baseline(args) -> int:
     import dataclasses
 
     from randsae.lm.examples import ExampleSettings
-    from randsae.study.plan import parse_bytes, parse_machine, plan_table, this_machine
+    from randsae.study.machines import parse_bytes, parse_machine, this_machine
+    from randsae.study.plan import plan_table
     from randsae.study.preflight import planned, preflight, ranks_here
     from randsae.study.records import stage_table
     from randsae.study.runner import baseline

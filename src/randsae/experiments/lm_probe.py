@@ -284,7 +284,8 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
         for layer in bar:
             measured = layer_rows(saes[layer], layer, train, test, tasks, test_tasks, token_filter, settings)
             if on_data is not None:
-                measured = (measured[0] + probe_layer(saes[layer], *on_data[layer], on_data["tasks"],
+                data_train, data_test = on_data[layer]
+                measured = (measured[0] + probe_layer(saes[layer], data_train, data_test, on_data["tasks"],
                                                       settings, pooled=on_data["texts"])[0], measured[1])
             base = {"model": model_name, "variant": variant, "layer": layer}
             rows += [ProbeRow(**base, **r) for r in measured[0]]

@@ -27,7 +27,8 @@ from randsae.study.settings import (
 )
 
 if TYPE_CHECKING:
-    from randsae.study.plan import Machine, PlanRow
+    from randsae.study.machines import Machine
+    from randsae.study.plan import PlanRow
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ explanation, scores, entropy, top tokens and example windows shaded by activatio
 import base64
 import html
 import logging
-import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
+from randsae.study.browser import LatentCard, browser_html, fmt, read_cards
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.records import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
 from randsae.study.verdict import by_layer
@@ -28,21 +28,8 @@ log = logging.getLogger(__name__)
 FIGURES = {"comparison": "Fig. 1–2: every metric per layer, a line per variant",
            "entropy_auroc": "Fig. 20: token-distribution entropy against fuzzing AUROC, a point per latent",
            "entropy": "Token-distribution entropy of the sampled latents, per variant and layer"}
-WINDOWS_SHOWN = 6  # explainer windows per latent card
 
 # --- reading a study -----------------------------------------------------------------------------------------
-
-@dataclass
-class LatentCard:
-    variant: str
-    layer: int
-    latent: int
-    entropy: float | None
-    explanation: str | None
-    scores: dict[str, float]
-    top_tokens: list[str]
-    windows: list[tuple[list[str], list[float]]]  # (token texts, activations)
-
 
 @dataclass
 class Study:
@@ -54,37 +41,17 @@ class Study:
 
 
 def read_study(out: Path) -> Study:
-    from randsae.autointerp.prompts import TokenTexts
-    from randsae.autointerp.records import read_calibration, read_latents
-    from randsae.lm.latents import open_latents
-    from randsae.lm.models import load_tokenizer
+    from randsae.autointerp.records import read_calibration
 
     config = io.read_json(out / "config.json")
     settings = config["settings"]
     stages = list(read_stages(out).values())
-    decode = TokenTexts(load_tokenizer(settings["model"], settings.get("revision")))
-    calibrations, cards = {}, []
+    calibrations = {}
     for variant in settings["variants"]:
-        scored = {}
         autointerp = out / variant / "autointerp"
         if (autointerp / "calibration.json").is_file():
             calibrations[variant] = read_calibration(autointerp / "calibration.json")
-        if (autointerp / "latents").is_dir():
-            scored = {(r.layer, r.latent): r for r in read_latents(autointerp)}
-        latents = out / variant / "latents"
-        if not (latents / "config.json").is_file():
-            continue
-        records = open_latents(latents)
-        for layer in records.layers:
-            for summary in sorted(records.sampled(layer), key=lambda s: s.latent):
-                result = scored.get((layer, summary.latent))
-                sets = records.examples(layer, summary.latent)
-                windows = [(decode(w.tokens), w.activations) for w in sets.explainer[:WINDOWS_SHOWN]]
-                scores = {r.scorer: r.auroc for r in result.results} if result else {}
-                cards.append(LatentCard(variant, layer, summary.latent, summary.entropy_explainer,
-                                        result.explanation if result else None, scores,
-                                        result.top_tokens if result else [], windows))
-    return Study(out, config, stages, calibrations, cards)
+    return Study(out, config, stages, calibrations, read_cards(out, settings))
 
 
 # --- writing it ------------------------------------------------------------------------------------------------
@@ -99,16 +66,6 @@ def copy_figures(out: Path) -> dict[str, Path]:
             shutil.copyfile(source, figures / f"{name}.png")
             found[name] = figures / f"{name}.png"
     return found
-
-
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or value == "":
-        return "–"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{number:.{digits}f}" if math.isfinite(number) else "–"
 
 
 def settings_rows(study: Study) -> list[tuple[str, str]]:
@@ -192,7 +149,7 @@ def arm_architectures(study: Study) -> str:
     def l0_of(layer: int, rows: list[EvalRow]) -> str:
         values = [r.l0 for r in rows if r.l0 is not None]
         l0 = sum(values) / len(values) if values else None
-        text = f"{layer}: {_fmt(l0, 1)}"
+        text = f"{layer}: {fmt(l0, 1)}"
         target = targets.get(str(layer)) if rows[0].variant != "trained" and rows[0].k is None else None
         if target and l0 is not None and abs(l0 / target - 1) > OFF_TARGET:
             text += f" (off its target {target:.1f} by {l0 / target - 1:+.0%})"
@@ -245,7 +202,8 @@ def calibration_lines(study: Study) -> list[str]:
 
 def plan_basis(out: Path) -> str:
     """The machine and the basis the plan was made on (OUT/plan.json, OUT/plan.csv)."""
-    from randsae.study.plan import IGNORED_BASES, Machine, PlanRow
+    from randsae.study.machines import Machine
+    from randsae.study.plan import IGNORED_BASES, PlanRow
     from randsae.tables import read_table
 
     info = io.read_json(out / "plan.json") if (out / "plan.json").is_file() else {}
@@ -273,7 +231,7 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 def markdown(study: Study, figures: dict[str, Path]) -> str:
     s = study.config["settings"]
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
-             "## Settings", "", "| setting | value |", "|---|---|"]
+             *summaries_markdown(study.out), "## Settings", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in settings_rows(study)]
     lines += ["", "## Stages", "", markdown_table(*stage_grid(study.stages))]
     grid = plan_grid(study.out, study.stages)
@@ -292,8 +250,8 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
               ""]
     for card in study.cards:
         lines.append(f"- {card.variant}, layer {card.layer}, latent {card.latent}: "
-                     f"{card.explanation or '(no explanation)'} — entropy {_fmt(card.entropy, 2)}, " +
-                     ", ".join(f"{k} {_fmt(v, 2)}" for k, v in card.scores.items()))
+                     f"{card.explanation or '(no explanation)'} — entropy {fmt(card.entropy, 2)}, " +
+                     ", ".join(f"{k} {fmt(v, 2)}" for k, v in card.scores.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -349,28 +307,6 @@ def _image(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def shaded(tokens: list[str], activations: list[float]) -> str:
-    top = max(activations, default=0.0) or 1.0
-    spans = []
-    for text, a in zip(tokens, activations, strict=True):
-        alpha = max(0.0, min(1.0, a / top))
-        style = f' style="background:rgba(255,120,0,{alpha:.2f})"' if alpha > 0 else ""
-        shown = html.escape(text).replace("\n", "↵\n")  # a shaded newline stays visible
-        spans.append(f'<span class="tok"{style} title="{a:.3g}">{shown}</span>')
-    return "".join(spans)
-
-
-def card_html(card: LatentCard) -> str:
-    e = html.escape
-    scores = ", ".join(f"{k} {_fmt(v, 2)}" for k, v in card.scores.items()) or "not scored"
-    windows = "".join(f'<div class="window">{shaded(t, a)}</div>' for t, a in card.windows)
-    return (f'<details class="latent-card" data-variant="{e(card.variant)}" data-layer="{card.layer}" '
-            f'data-latent="{card.latent}"><summary>latent {card.latent} · entropy {_fmt(card.entropy, 2)} · '
-            f'{e(scores)}</summary><div class="explanation">{e(card.explanation or "(no explanation)")}</div>'
-            f'<div class="meta">top tokens: {e(" · ".join(repr(t) for t in card.top_tokens[:10])) or "–"}</div>'
-            f'{windows}</details>')
-
-
 def page(study: Study, figures: dict[str, Path]) -> str:
     e = html.escape
     s = study.config["settings"]
@@ -378,7 +314,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
              "Each variant below is the same architecture with other weights (docs/paper.md §2.1); each got SAEs "
-             "trained and measured the same way.</p>",
+             "trained and measured the same way.</p>", summaries_html(study.out),
              "<section id='settings'><h2>Settings</h2><table>" +
              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
              "</table></section>",
@@ -394,18 +330,7 @@ def page(study: Study, figures: dict[str, Path]) -> str:
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
         parts.append(f"<section id='tables'><h2>Tables</h2>{markdown_html(summary.read_text())}</section>")
-    variants = [v for v in s["variants"] if any(c.variant == v for c in study.cards)]
-    browser = ["<section id='latents'><h2>Latent browser</h2><p>Each sampled latent: its explanation, AUROC "
-               "per scorer, token-distribution entropy, top tokens, and its strongest explainer windows with each "
-               "token shaded by its activation (hover for the value). Variants side by side.</p>"]
-    for layer in sorted({c.layer for c in study.cards}):
-        browser.append(f"<h3>Layer {layer}</h3><div class='side' style='--n:{len(variants)}'>")
-        for variant in variants:
-            cards = [c for c in study.cards if c.variant == variant and c.layer == layer]
-            browser.append(f"<div class='variant-column'><h4>{e(variant)}</h4>" + "".join(map(card_html, cards)) +
-                           "</div>")
-        browser.append("</div>")
-    parts.append("".join(browser) + "</section></body></html>")
+    parts.append(browser_html(study.cards, s["variants"]) + "</body></html>")
     return "\n".join(parts)
 
 
@@ -478,6 +403,59 @@ def dictionaries_html(rows: list) -> str:
     body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in share_cells(s)) + "</tr>" for s in shares)
     return (f"<h3 id='dictionaries'>Random dictionaries</h3><ul>{sentences}</ul><table><tr>{head}</tr>{body}"
             f"</table><p>{e(SHARE_NOTE)}</p>")
+
+
+SEPARATES = "Which metrics separate trained from random here"
+
+
+def summaries_markdown(out: Path) -> list[str]:
+    """The report's opening: the metrics ranked by how well they separate trained from random, then the probes
+    of every arm (none where the study has not compared)."""
+    from randsae.study.summaries import (
+        PROBE_NOTE,
+        SEPARATION_NOTE,
+        probe_grids,
+        read_summaries,
+        separation_grid,
+        separation_sentence,
+    )
+
+    ranked, probes = read_summaries(out)
+    lines = []
+    if ranked:
+        lines += [f"## {SEPARATES}", "", separation_sentence(ranked), "", markdown_table(*separation_grid(ranked)),
+                  "", SEPARATION_NOTE, ""]
+    if probes:
+        lines += ["## Probing (no judge)", ""]
+        for layer, header, rows in probe_grids(probes):
+            lines += [f"**Layer {layer}**", "", markdown_table(header, rows), ""]
+        lines += [PROBE_NOTE, ""]
+    return lines
+
+
+def summaries_html(out: Path) -> str:
+    from randsae.study.summaries import (
+        PROBE_NOTE,
+        SEPARATION_NOTE,
+        probe_grids,
+        read_summaries,
+        separation_grid,
+        separation_sentence,
+    )
+
+    e = html.escape
+    ranked, probes = read_summaries(out)
+    parts = []
+    if ranked:
+        parts.append(f"<section id='separation'><h2>{e(SEPARATES)}</h2><p>{e(separation_sentence(ranked))}</p>"
+                     f"{html_table(*separation_grid(ranked))}<p class='meta'>{emphasis_html(SEPARATION_NOTE)}</p>"
+                     "</section>")
+    if probes:
+        tables = "".join(f"<h3>Layer {layer}</h3>{html_table(header, rows)}" for layer, header, rows
+                         in probe_grids(probes))
+        parts.append(f"<section id='probing'><h2>Probing (no judge)</h2>{tables}<p class='meta'>"
+                     f"{e(PROBE_NOTE)}</p></section>")
+    return "".join(parts)
 
 
 def write_report(out: Path) -> tuple[Path, Path]:

@@ -37,7 +37,8 @@ from randsae.study.settings import STUDY, BaselineSettings, Preflight
 from randsae.study.stages import STAGES, STUDY_STAGES, UNIT_STAGES
 
 if TYPE_CHECKING:
-    from randsae.study.plan import Machine, PlanRow
+    from randsae.study.machines import Machine
+    from randsae.study.plan import PlanRow
 
 log = logging.getLogger(__name__)
 

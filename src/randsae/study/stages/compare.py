@@ -5,6 +5,7 @@ from pathlib import Path
 
 from randsae.errors import BadInput
 from randsae.study.records import Stage, StudyState
+from randsae.study.settings import parse_unit
 
 
 def compare_directory(study: StudyState, index: int) -> Path:
@@ -16,6 +17,7 @@ def run(study: StudyState, _: str) -> None:
     """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
     from randsae.experiments.lm_compare import compare
     from randsae.study.evidence import write_verdict
+    from randsae.study.summaries import write_summaries
 
     if not study.finished("eval", 0):
         raise BadInput("no variant got as far as its quality eval; there is nothing to compare.")
@@ -29,7 +31,9 @@ def run(study: StudyState, _: str) -> None:
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
                 replace=True, strict=False)
-    write_verdict(study)
+    rows = write_verdict(study)
+    write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
+                                      for u in study.finished("probing", 0)})
 
 
 STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False)
