@@ -37,10 +37,11 @@ from randsae.probing import (
     absorption,
     dense_probe,
     f1,
+    fit_linear,
     main_latents,
-    one_hot,
     sparse_accuracies,
     split_of,
+    token_lookup,
 )
 from randsae.sae import LanguageSAE, load_language_sae
 from randsae.seeding import derive_seed
@@ -160,11 +161,13 @@ def probe_layer(sae: LanguageSAE, train: Rows, test: Rows, tasks: list[Task], se
         test_features: Any = pooled_codes(test_codes, pooled[1])
     else:
         train_features, test_features = train_codes, test_codes
-    train_x, test_x = train.x.double().numpy(), test.x.double().numpy()
+    train_x, test_x = train.x.float().numpy(), test.x.float().numpy()
     if pooled is not None:
         train_x, test_x = mean_rows(train_x, pooled[0]), mean_rows(test_x, pooled[1])
-    tokens = _token_matrix(train.tokens, test.tokens)
+    tokens = _token_matrix(train.tokens, test.tokens) if pooled is not None else None
     decoder = sae.W_dec.detach().double().cpu().numpy()
+    letters = letter_probe(train, test, train_x, test_x, tasks, settings) \
+        if settings.absorption and pooled is None else None
     probes, absorbed = [], []
     for task in tasks:
         split = split_of(train.labels[task.name], test.labels[task.name], settings.probe_train_examples,
@@ -175,14 +178,17 @@ def probe_layer(sae: LanguageSAE, train: Rows, test: Rows, tasks: list[Task], se
         for k, accuracy in sparse_accuracies(train_features, test_features, split, settings.probe_k).items():
             probes.append({"family": task.family, "task": task.name, "probe": "sae", "k": k, "accuracy": accuracy,
                            **sizes})
-        ground_truth, accuracy = dense_probe(train_x, test_x, split)
+        _, accuracy = dense_probe(train_x, test_x, split, standardise=True)
         probes.append({"family": task.family, "task": task.name, "probe": "input", "k": 0, "accuracy": accuracy,
                        **sizes})
-        _, accuracy = dense_probe(tokens[:len(train_x)], tokens[len(train_x):], split)
+        if pooled is None:  # token rows: each id's majority label
+            accuracy = token_lookup(train.tokens, test.tokens, split)
+        else:  # texts: a regression on their bags of tokens
+            _, accuracy = dense_probe(tokens[:len(train_x)], tokens[len(train_x):], split)
         probes.append({"family": task.family, "task": task.name, "probe": "tokens", "k": 0, "accuracy": accuracy,
                        **sizes})
-        if settings.absorption and task.name.startswith("first letter ") and pooled is None:
-            row = letter_absorption(task, ground_truth, train_codes, test_codes, test, test_x, decoder, split)
+        if letters is not None and task.name.startswith("first letter "):
+            row = letter_absorption(task, letters, train_codes, test_codes, test_x, decoder, split)
             if row is not None:
                 absorbed.append(row)
     return probes, absorbed
@@ -196,33 +202,72 @@ def mean_rows(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def _token_matrix(train_tokens: Any, test_tokens: Any):
-    """The token-only probe's input for both splits stacked: one-hot ids, or the texts' bags of tokens."""
-    if isinstance(train_tokens, np.ndarray):
-        return one_hot(np.concatenate([train_tokens, test_tokens])).tocsr()
+    """The texts' bags of tokens, both splits stacked (the token-only probe's input for --probe-data)."""
     from scipy.sparse import vstack
 
     return vstack([train_tokens, test_tokens]).tocsr()
 
 
-def letter_absorption(task: Task, ground_truth, train_codes: SparseCodes, test_codes: SparseCodes, test: Rows,
+@dataclass
+class LetterProbe:
+    """The ground truth of absorption: one multinomial logistic regression over the first letters of the word
+    tokens (SAEBench's: one probe, a direction per letter), fitted on the training rows, raw (the directions are
+    the input's); `called` the held-out words' predicted letters."""
+    letters: list[str]
+    directions: np.ndarray  # letters × d
+    truth: np.ndarray  # each held-out word row's letter index
+    called: np.ndarray  # the probe's letter index for each
+    rows: np.ndarray  # the held-out word rows
+
+
+def letter_probe(train: Rows, test: Rows, train_x: np.ndarray, test_x: np.ndarray, tasks: list[Task],
+                 settings: ProbeSettings) -> LetterProbe | None:
+    """The letter probe of the first-letter tasks (None with fewer than two letters probed)."""
+    letters = [t.name.removeprefix("first letter ") for t in tasks if t.name.startswith("first letter ")]
+    if len(letters) < 2:
+        return None
+
+    def words(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        label = np.full(len(rows.x), -1)
+        for i, letter in enumerate(letters):
+            label[rows.labels[f"first letter {letter}"] == 1] = i
+        found = np.flatnonzero(label >= 0)
+        return found, label[found]
+
+    (train_rows, y_train), (test_rows, y_test) = words(train), words(test)
+    rng = np.random.default_rng(derive_seed(settings.seed, "letter probe"))
+    cap = settings.probe_train_examples
+    if len(train_rows) > cap:
+        keep = np.sort(rng.choice(len(train_rows), cap, replace=False))
+        train_rows, y_train = train_rows[keep], y_train[keep]
+    present = np.unique(y_train)
+    if len(present) < 2 or not len(test_rows):
+        return None
+    index = np.searchsorted(present, y_train)  # the letters present, numbered 0, 1, …
+    probe = fit_linear(train_x[train_rows], index, classes=max(3, len(present)))
+    directions = np.zeros((len(letters), train_x.shape[1]))
+    directions[present] = probe.weight[:len(present)]
+    called = present[np.minimum(probe.predict(test_x[test_rows]), len(present) - 1)]
+    return LetterProbe(letters, directions, y_test, called, test_rows)
+
+
+def letter_absorption(task: Task, letters: LetterProbe, train_codes: SparseCodes, test_codes: SparseCodes,
                       test_x: np.ndarray, decoder: np.ndarray, split) -> dict | None:
-    """One letter's absorption on the held-out words the ground-truth probe calls right; None where that probe
-    is too poor (F1 < MIN_PROBE_F1) for its calls to be the truth."""
-    test_rows, y = split.test
-    probe_f1 = f1(ground_truth.predict(test_x[test_rows]) == 1, y == 1)
-    if probe_f1 < MIN_PROBE_F1:
+    """One letter's absorption on the held-out words the letter probe calls right; None where that probe is too
+    poor on the letter (F1 < MIN_PROBE_F1) for its calls to be the truth."""
+    letter = task.name.removeprefix("first letter ")
+    index = letters.letters.index(letter)
+    truth, called = letters.truth == index, letters.called == index
+    probe_f1 = f1(called, truth)
+    words = letters.rows[truth & called]
+    if probe_f1 < MIN_PROBE_F1 or not len(words):
         return None
     main = main_latents(train_codes, test_codes, split)
-    words = np.flatnonzero(test.labels[task.name] == 1)
-    words = words[ground_truth.decision_function(test_x[words]) > 0]
-    if not len(words):
-        return None
-    index = torch.as_tensor(words, dtype=torch.long)
-    codes = SparseCodes(test_codes.values[index], test_codes.indices[index], test_codes.num_latents)
-    fraction, full = absorption(test_x[words], codes, decoder, ground_truth.coef_[0], main)
-    return {"letter": task.name.removeprefix("first letter "), "absorption_fraction": float(fraction.mean()),
-            "full_absorption": float(full.mean()), "words": len(words), "main_latents": len(main),
-            "probe_f1": probe_f1}
+    rows = torch.as_tensor(words, dtype=torch.long)
+    codes = SparseCodes(test_codes.values[rows], test_codes.indices[rows], test_codes.num_latents)
+    fraction, full = absorption(test_x[words], codes, decoder, letters.directions[index], main)
+    return {"letter": letter, "absorption_fraction": float(fraction.mean()), "full_absorption": float(full.mean()),
+            "words": len(words), "main_latents": len(main), "probe_f1": probe_f1}
 
 
 # --- the command -----------------------------------------------------------------------------------------------
