@@ -299,10 +299,48 @@ CASES = {
                                       "--device-memory must be a positive size"),
     "baseline: --device-memory below the model": (lambda c: baseline(c, "--device-memory", "1MB"),
                                                   "more than its 1 MB"),
+    # the probes' surfaces
+    "probe: --probe-data that does not exist": (lambda c: probe_with(c, "--probe-data", str(c.tmp / "no.jsonl")),
+                                                 "does not exist"),
+    "probe: --probe-data not JSON": (lambda c: probe_with(c, "--probe-data", written(c, "a.jsonl", "{oops\n")),
+                                     "line 1 is not JSON"),
+    "probe: --probe-data of one label": (
+        lambda c: probe_with(c, "--probe-data", written(c, "a.jsonl", '{"text": "a", "label": 1}\n' * 3)),
+        "a probe needs two or more"),
+    "probe: --probe-data without a label column": (
+        lambda c: probe_with(c, "--probe-data", written(c, "a.csv", "text,kind\nhello,1\n")),
+        "must have the columns text and label"),
+    "probe: --probe-data of a label that is a list": (
+        lambda c: probe_with(c, "--probe-data", written(c, "a.jsonl", '{"text": "a", "label": [1]}\n')),
+        "example 1 has no label"),
+    "probe: --probe-data a text file": (lambda c: probe_with(c, "--probe-data", written(c, "a.txt", "hello\n")),
+                                        "must be a .jsonl or .csv file"),
+    "probe: --probe-k 0": (lambda c: probe_with(c, "--probe-k", "0"), "--probe-k must name distinct positive"),
+    "probe: --probe-k one": (lambda c: probe_with(c, "--probe-k", "one"), "--probe-k must be a comma list"),
+    "probe: --probe-tasks words": (lambda c: probe_with(c, "--probe-tasks", "words"), "--probe-tasks takes each"),
+    "probe: --probe-min-examples beyond the examples": (
+        lambda c: probe_with(c, "--probe-min-examples", "5000"), "cannot hold --probe-min-examples 5000"),
+    "probe: a directory of no SAE run": (
+        lambda c: ["lm", "probe", "--sae", str(c.tmp), "--out", str(c.tmp / "pr")], "give a directory written by"),
+    "baseline: --scorers probing and nonsense": (lambda c: baseline(c, "--scorers", "probing,nonsense"),
+                                                 "unknown scorer 'nonsense'"),
+    "baseline: --probe-data without probing": (
+        lambda c: baseline(c, "--scorers", "tokens", "--probe-data", written(c, "a.jsonl", "{}\n")),
+        "add probing to --scorers"),
     "compare: the same latents twice": (
         lambda c: ["lm", "compare", str(c.runs / "eval"), "--latents", str(c.runs / "latents"),
                    str(c.runs / "latents"), "--out", str(c.tmp / "cmp")], "--latents names"),
 }
+
+
+def probe_with(c: Case, *args: str) -> list[str]:
+    return ["lm", "probe", "--sae", str(c.runs / "sae"), *args, "--device", "cpu", "--out", str(c.tmp / "pr")]
+
+
+def written(c: Case, name: str, text: str) -> str:
+    path = c.tmp / name
+    path.write_text(text)
+    return str(path)
 
 
 def edited_manifest(c: Case, **changes) -> Path:

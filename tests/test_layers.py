@@ -12,7 +12,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "randsae"
 LAYERS = [
     {"errors", "io", "seeding", "config", "resources", "cpu", "distributed", "tables", "runs", "settings", "hub",
      "scorer_kinds", "__init__"},
-    {"data", "transforms", "metrics", "sae"},
+    {"data", "transforms", "metrics", "probing", "sae"},
     {"train", "train_topk"},
     {"lm"},
     {"autointerp"},
@@ -73,6 +73,28 @@ def test_the_library_packages_hold_no_command_line(package):
     for module, names in graph().items():
         if module.startswith(package):
             assert not any(n.startswith("cli") for n in names), module
+
+
+def test_the_study_has_no_import_circle_and_no_long_file():
+    """study/: the records and settings below the stages, the runner on top — no module reaches itself through
+    its imports (function-level ones included), and none is over 500 lines."""
+    every = graph()
+    modules = {m: {o for o in names if o in every and o != m} for m, names in every.items() if m.startswith("study")}
+
+    def reaches(target: str, start: str, seen: set[str]) -> bool:
+        for other in modules.get(start, ()):
+            if other == target:
+                return True
+            if other not in seen:
+                seen.add(other)
+                if reaches(target, other, seen):
+                    return True
+        return False
+
+    circles = [module for module in modules if reaches(module, module, set())]
+    assert not circles, circles
+    long = {p.name: n for p in (SOURCE / "study").rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
 
 
 def edges() -> list[tuple[int, int]]:

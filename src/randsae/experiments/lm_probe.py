@@ -337,7 +337,8 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
             absorbed += [AbsorptionRow(**base, **r) for r in measured[1]]
         if runs.previous_record(out, COMMAND) is None:
             runs.write_record(out, COMMAND, record)
-        write_table(absorbed_table, absorbed, AbsorptionRow)
+        if settings.absorption:
+            write_table(absorbed_table, absorbed, AbsorptionRow)
         write_table(table, rows, ProbeRow)
         log.info("wrote %s", table)
     return rows

@@ -20,6 +20,7 @@ from randsae.metrics import (
     pooled_auroc_draws,
     pooled_mean_draws,
 )
+from randsae.probing import MIN_PROBE_F1
 from randsae.sae.dictionaries import split_arm
 from randsae.scorer_kinds import SCORER_KINDS
 from randsae.seeding import derive_seed
@@ -89,14 +90,16 @@ def probe_measures(variant: str, seed: int, layer: int, probing_dir: Path, flag:
                                mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", layer, family))
                                if draws else None, below_baseline=flag))
     path = probing_dir / "absorption.csv"
-    letters = [r.absorption_fraction for r in read_table(path, AbsorptionRow) if r.layer == layer] \
-        if path.is_file() else []
-    if letters:
-        values = np.array(letters)
-        out.append(Measure(variant, seed, layer, "absorption", float(values.mean()),
-                           mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", variant, layer,
-                                                                     "absorption")) if draws else None,
-                           below_baseline=flag))
+    if not path.is_file():  # --no-absorption
+        return out
+    values = np.array([r.absorption_fraction for r in read_table(path, AbsorptionRow) if r.layer == layer])
+    if not len(values):  # probed, and no letter's probe could be read
+        out.append(Measure(variant, seed, layer, "absorption", None, below_baseline=flag, latents=0,
+                           unmeasured=f"no letter's ground-truth probe reaches F1 {MIN_PROBE_F1}"))
+        return out
+    out.append(Measure(variant, seed, layer, "absorption", float(values.mean()),
+                       mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", variant, layer, "absorption"))
+                       if draws else None, len(values), flag))
     return out
 
 

@@ -46,7 +46,7 @@ def separation(rows: list[VerdictRow]) -> list[SeparationRow]:
         cells = [r for r in rows if r.metric == metric]
         z = [v for r in cells if (v := standardised(r)) is not None]
         count = {o: sum(r.outcome == o for r in cells) for o in (DIFFERS, SAME, CANNOT_TELL, NOT_COMPARABLE)}
-        reasons = "; ".join(dict.fromkeys(r.reason for r in cells if r.outcome == NOT_COMPARABLE))
+        reasons = "; ".join(dict.fromkeys(r.reason.split(" (")[0] for r in cells if r.outcome == NOT_COMPARABLE))
         out.append(SeparationRow(metric, METRICS[metric].label, len(cells), count[DIFFERS], count[SAME],
                                  count[CANNOT_TELL], count[NOT_COMPARABLE],
                                  sum(z) / len(z) if z else None, max(z) if z else None, reasons))

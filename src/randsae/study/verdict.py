@@ -65,6 +65,8 @@ class Metric:
     scorer: str | None = None  # an AUROC: the scorer whose judge must not be at chance
     low: float = -math.inf  # the metric's range: an interval is clipped to it (docs/choices.md "The verdict")
     high: float = math.inf
+    optional: bool = False  # a row only where an arm measured it (a stage --scorers may leave out)
+    fewest: int = 0  # the units (letters) an arm needs for a verdict
 
     def clip(self, interval: tuple[float, float], difference: bool = False) -> tuple[float, float]:
         """An interval of the metric (or of a difference of two arms' values) kept inside its range."""
@@ -80,9 +82,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("entropy_mean", "token entropy", "delta_entropy", "latents", low=0),
     *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, f"delta_{SCORER_KINDS[name].measure}",
              "latents", scorer=name, low=0, high=1) for name in COMPARED),
-    *(Metric(f"probing_{family}", f"k-sparse probing, {family} tasks", "delta_probing", "tasks", low=0, high=1)
-      for family in ("token", "context", "data")),
-    Metric("absorption", "first-letter absorption", "delta_absorption", "letters", low=0, high=1),
+    *(Metric(f"probing_{family}", f"k-sparse probing, {family} tasks", "delta_probing", "tasks", low=0, high=1,
+             optional=True) for family in ("token", "context", "data")),
+    Metric("absorption", "first-letter absorption", "delta_absorption", "letters", low=0, high=1, optional=True,
+           fewest=5),
 )}
 
 
@@ -96,9 +99,10 @@ class Measure:
     metric: str
     value: float | None
     draws: np.ndarray | None = None
-    latents: int | None = None  # scored latents (entropy, AUROC)
+    latents: int | None = None  # scored latents (entropy, AUROC), letters (absorption)
     below_baseline: str = ""
     judge_at_chance: bool = False
+    unmeasured: str = ""  # why the value is None, where the stage said
 
 
 @dataclass
@@ -147,7 +151,8 @@ def _measured(arm: list[Measure]) -> bool:
 
 def _why_not(metric: Metric, trained: list[Measure], twin: list[Measure], settings: VerdictSettings) -> str:
     if not (_measured(trained) and _measured(twin)):
-        return "not measured for every seed of both arms"
+        said = next((f"{m.unmeasured} ({m.variant})" for m in (*trained, *twin) if m.unmeasured), "")
+        return said or "not measured for every seed of both arms"
     for who, arm in (("the trained model's", trained), (f"{twin[0].variant}'s", twin)):
         below = next((m.below_baseline for m in arm if m.below_baseline), "")
         if below:
@@ -158,6 +163,10 @@ def _why_not(metric: Metric, trained: list[Measure], twin: list[Measure], settin
         fewest = min(m.latents or 0 for m in (*trained, *twin))
         if fewest < settings.min_latents:
             return f"{fewest} scored latents in an arm, fewer than {settings.min_latents}"
+    if metric.fewest:
+        fewest = min(m.latents or 0 for m in (*trained, *twin))
+        if fewest < metric.fewest:
+            return f"{fewest} {metric.over} in an arm, fewer than {metric.fewest}"
     return ""
 
 
@@ -219,6 +228,8 @@ def verdict_rows(measures: list[Measure], settings: VerdictSettings) -> list[Ver
         twins = list(dict.fromkeys(m.variant for m in measures if m.layer == layer and m.variant != "trained"))
         for metric in METRICS.values():
             trained = arms.get((layer, metric.name, "trained"), [])
+            if metric.optional and not any((layer, metric.name, v) in arms for v in ("trained", *twins)):
+                continue  # not asked for (--scorers, --probe-data)
             for twin in twins:
                 rows.append(compare_arms(metric, trained, arms.get((layer, metric.name, twin), []), settings,
                                          layer, twin))
