@@ -18,6 +18,8 @@ from randsae.study.stages import UNIT_STAGES
 from randsae.study.verdict import METRICS
 
 STAGES = tuple(s.name for s in UNIT_STAGES)
+# the metrics a study of the text's own tasks has: all but the probes of --probe-data
+STUDIED = [m for m in METRICS.values() if m.name != "probing_data"]
 
 # the tiny model, two blocks, small example sets; seed 1 (the tiny model *is* the seed-0 initialisation)
 TINY = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
@@ -73,11 +75,22 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     # the verdict: a sentence per layer, a row per (layer, metric, twin), the intervals a one-seed bootstrap
     assert page.count("<li><b>Layer 0</b>") == 1 and page.count("<li><b>Layer 2</b>") == 1
     verdict = read_rows(study / "compare" / "verdict.csv")
-    assert len(verdict) == 2 * 3 * len(METRICS) and {r["twin"] for r in verdict} == {"rerandomized", "step0",
+    assert len(verdict) == 2 * 3 * len(STUDIED) and {r["twin"] for r in verdict} == {"rerandomized", "step0",
                                                                                        "control"}
     assert {r["basis"] for r in verdict} == {f"1 seed: bootstrap over {x}"
-                                             for x in ("held-out contexts", "latents")}
-    assert page.count("<tr><td>0</td>") == 3 * len(METRICS) and page.count("<tr><td>2</td>") == 3 * len(METRICS)
+                                             for x in ("held-out contexts", "latents", "tasks", "letters")}
+    assert page.count("<tr><td>0</td>") == 3 * len(STUDIED) and page.count("<tr><td>2</td>") == 3 * len(STUDIED)
+    # it opens with what separates trained from random, and every arm's probes side by side
+    for section in ("separation", "probing"):
+        assert f"<section id='{section}'>" in page
+    ranked = read_rows(study / "compare" / "separation.csv")
+    assert {r["metric"] for r in ranked} == {m.name for m in STUDIED}
+    z = [float(r["mean_z"]) for r in ranked if r["mean_z"]]
+    assert z == sorted(z, reverse=True)
+    probes = read_rows(study / "compare" / "probing.csv")
+    assert {(r["arm"], r["probe"], r["k"]) for r in probes} == {
+        (v, p, k) for v in ("trained", "rerandomized", "step0", "control")
+        for p, k in (("sae", "1"), ("sae", "2"), ("sae", "5"), ("input", "0"), ("tokens", "0"))}
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()
     assert "## Verdict" in markdown and "figures/comparison.png" in markdown
@@ -152,7 +165,7 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     assert run_cli(tiny_args(tiny_dir, out, *common)).returncode == 0
     for name in ("compare/results.csv", "compare/seed1/results.csv", "compare/verdict.csv"):
         got, want = read_rows(out / name), read_rows(reference / name)
-        assert len(got) == len(want) == (len(METRICS) if name.endswith("verdict.csv") else 2)
+        assert len(got) == len(want) == (len(STUDIED) if name.endswith("verdict.csv") else 2)
         same_numbers(got, want)
     for unit in ("trained", "control", "trained/seed1", "control/seed1"):
         assert (out / unit / "autointerp" / "scores.csv").read_text() == \

@@ -316,12 +316,14 @@ CASES = {
     "probe: --probe-data a text file": (lambda c: probe_with(c, "--probe-data", written(c, "a.txt", "hello\n")),
                                         "must be a .jsonl or .csv file"),
     "probe: --probe-k 0": (lambda c: probe_with(c, "--probe-k", "0"), "--probe-k must name distinct positive"),
-    "probe: --probe-k one": (lambda c: probe_with(c, "--probe-k", "one"), "--probe-k must be a comma list"),
+    "probe: --probe-k one": (lambda c: probe_with(c, "--probe-k", "one"),
+                             "argument --probe-k: invalid comma list of whole numbers value: 'one'"),
     "probe: --probe-tasks words": (lambda c: probe_with(c, "--probe-tasks", "words"), "--probe-tasks takes each"),
     "probe: --probe-min-examples beyond the examples": (
         lambda c: probe_with(c, "--probe-min-examples", "5000"), "cannot hold --probe-min-examples 5000"),
     "probe: a directory of no SAE run": (
-        lambda c: ["lm", "probe", "--sae", str(c.tmp), "--out", str(c.tmp / "pr")], "give a directory written by"),
+        lambda c: ["lm", "probe", "--sae", written(c, "nothing/README", "") and str(c.tmp / "nothing"), "--out",
+                   str(c.tmp / "pr")], "give a directory written by"),
     "baseline: --scorers probing and nonsense": (lambda c: baseline(c, "--scorers", "probing,nonsense"),
                                                  "unknown scorer 'nonsense'"),
     "baseline: --probe-data without probing": (
@@ -339,6 +341,7 @@ def probe_with(c: Case, *args: str) -> list[str]:
 
 def written(c: Case, name: str, text: str) -> str:
     path = c.tmp / name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return str(path)
 

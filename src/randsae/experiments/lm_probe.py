@@ -55,10 +55,10 @@ PROBES = ("sae", "input", "tokens")
 
 
 def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise BadInput(f"--probe-k must be a comma list of whole numbers, not {text!r}.") from None
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+_ints.__name__ = "comma list of whole numbers"  # what argparse calls it in its one sentence
 
 
 def _names(text: str) -> list[str]:

@@ -82,7 +82,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("entropy_mean", "token entropy", "delta_entropy", "latents", low=0),
     *(Metric(SCORER_KINDS[name].column, SCORER_KINDS[name].label, f"delta_{SCORER_KINDS[name].measure}",
              "latents", scorer=name, low=0, high=1) for name in COMPARED),
-    *(Metric(f"probing_{family}", f"k-sparse probing, {family} tasks", "delta_probing", "tasks", low=0, high=1,
+    *(Metric(f"probing_{family}", f"{family}-task probing", "delta_probing", "tasks", low=0, high=1,
              optional=True) for family in ("token", "context", "data")),
     Metric("absorption", "first-letter absorption", "delta_absorption", "letters", low=0, high=1, optional=True,
            fewest=5),
@@ -151,7 +151,8 @@ def _measured(arm: list[Measure]) -> bool:
 
 def _why_not(metric: Metric, trained: list[Measure], twin: list[Measure], settings: VerdictSettings) -> str:
     if not (_measured(trained) and _measured(twin)):
-        said = next((f"{m.unmeasured} ({m.variant})" for m in (*trained, *twin) if m.unmeasured), "")
+        said = next((m.unmeasured + (" (the trained arm)" if m.variant == "trained" else "")
+                     for m in (*trained, *twin) if m.unmeasured), "")
         return said or "not measured for every seed of both arms"
     for who, arm in (("the trained model's", trained), (f"{twin[0].variant}'s", twin)):
         below = next((m.below_baseline for m in arm if m.below_baseline), "")
