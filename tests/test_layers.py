@@ -79,7 +79,8 @@ def test_the_study_has_no_import_circle_and_no_long_file():
     """study/: the records and settings below the stages, the runner on top — no module reaches itself through
     its imports (function-level ones included), and none is over 500 lines."""
     every = graph()
-    modules = {m: {o for o in names if o in every and o != m} for m, names in every.items() if m.startswith("study")}
+    modules = {m: {o for o in names if o in every and o != m}
+               for m, names in every.items() if m.startswith("study")}
 
     def reaches(target: str, start: str, seen: set[str]) -> bool:
         for other in modules.get(start, ()):

@@ -140,7 +140,7 @@ def test_rows_per_layer_metric_and_twin_and_the_sentence():
                 *seeds("rerandomized", "cosine_sim", [0.905, 0.904, 0.906, 0.905]),
                 *seeds("step0", "cosine_sim", [0.5, 0.5], below_baseline="EV<PCA-4")]
     rows = verdict_rows(measures, SETTINGS)
-    # every metric for each twin, unmeasured ones saying so; those of a stage --scorers may leave out only where run
+    # every metric for each twin, unmeasured ones saying so (those --scorers can leave out: only where run)
     assert len(rows) == sum(not m.optional for m in METRICS.values()) * 2
     assert [r.twin for r in rows[:2]] == ["rerandomized", "step0"]  # the study's order
     outcome = {(r.metric, r.twin): r.outcome for r in rows}
