@@ -88,6 +88,17 @@ def previous_record(out: Path, command: str) -> dict | None:
     return previous
 
 
+def same_settings(out: Path, command: str, record: dict, holds: str) -> dict | None:
+    """OUT/config.json's record (None: a new OUT), refused in one sentence naming what changed when its settings
+    are not `record`'s (`holds`: what OUT holds, e.g. "an evaluation")."""
+    previous = previous_record(out, command)
+    if previous is not None and settings_of(previous) != record:
+        changed = ", ".join(k for k in record if previous.get(k) != record[k])
+        raise BadInput(f"{out} holds {holds} with other settings ({changed}: see {Path(out) / 'config.json'}); "
+                       "choose another --out.")
+    return previous
+
+
 def write_record(out: Path, command: str, record: dict) -> Path:
     return io.write_json(Path(out) / "config.json", stamped(command, record))
 

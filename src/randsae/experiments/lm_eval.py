@@ -85,11 +85,7 @@ def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max
     source, held_out = read_run(sae_dir, acts)
     record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()) if acts else None,
               "max_tokens": max_tokens, "fit_tokens": fit_tokens}
-    previous = runs.previous_record(out, COMMAND)
-    if previous is not None and runs.settings_of(previous) != record:
-        changed = ", ".join(k for k in record if previous.get(k) != record[k])
-        raise BadInput(f"{out} holds an evaluation with other settings ({changed}: see {out / 'config.json'}); "
-                       "choose another --out.")
+    runs.same_settings(out, COMMAND, record, "an evaluation")
     if group_layers is not None and group_layers < 1:
         raise BadInput(f"--group-layers must be a positive integer, not {group_layers}.")
     layers = trained_layers(sae_dir)

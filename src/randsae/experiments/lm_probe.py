@@ -281,11 +281,7 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
     source = read_source(sae_dir)
     record = {"sae": str(sae_dir.resolve()), "acts": str(Path(acts).resolve()) if acts else None,
               **asdict(settings)}
-    previous = runs.previous_record(out, COMMAND)
-    if previous is not None and runs.settings_of(previous) != record:
-        changed = ", ".join(k for k in record if previous.get(k) != record[k])
-        raise BadInput(f"{out} holds probes with other settings ({changed}: see {out / 'config.json'}); choose "
-                       "another --out.")
+    runs.same_settings(out, COMMAND, record, "probes")
     if group_layers is not None and group_layers < 1:
         raise BadInput(f"--group-layers must be a positive integer, not {group_layers}.")
     data = read_probe_data(settings.probe_data) if settings.probe_data is not None else None

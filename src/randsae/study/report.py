@@ -21,6 +21,14 @@ from randsae.autointerp.clients import JudgeSettings
 from randsae.study.browser import LatentCard, browser_html, fmt, read_cards
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.records import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
+from randsae.study.summaries import (
+    PROBE_NOTE,
+    SEPARATION_NOTE,
+    probe_grids,
+    read_summaries,
+    separation_grid,
+    separation_sentence,
+)
 from randsae.study.verdict import by_layer
 
 log = logging.getLogger(__name__)
@@ -411,15 +419,6 @@ SEPARATES = "Which metrics separate trained from random here"
 def summaries_markdown(out: Path) -> list[str]:
     """The report's opening: the metrics ranked by how well they separate trained from random, then the probes
     of every arm (none where the study has not compared)."""
-    from randsae.study.summaries import (
-        PROBE_NOTE,
-        SEPARATION_NOTE,
-        probe_grids,
-        read_summaries,
-        separation_grid,
-        separation_sentence,
-    )
-
     ranked, probes = read_summaries(out)
     lines = []
     if ranked:
@@ -434,15 +433,6 @@ def summaries_markdown(out: Path) -> list[str]:
 
 
 def summaries_html(out: Path) -> str:
-    from randsae.study.summaries import (
-        PROBE_NOTE,
-        SEPARATION_NOTE,
-        probe_grids,
-        read_summaries,
-        separation_grid,
-        separation_sentence,
-    )
-
     e = html.escape
     ranked, probes = read_summaries(out)
     parts = []
