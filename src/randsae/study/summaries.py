@@ -119,7 +119,7 @@ def probe_summary(units: dict[str, Path]) -> list[ProbeSummaryRow]:
 
 def probe_label(probe: str, k: int) -> str:
     return {"sae": f"SAE, top-{k} latents", "input": "input, every dimension (ceiling)",
-            "tokens": "one-hot token ids (token only)"}[probe]
+            "tokens": "the token id alone (reference)"}[probe]
 
 
 def probe_grids(rows: list[ProbeSummaryRow]) -> list[tuple[int, list[str], list[list[str]]]]:
@@ -140,12 +140,13 @@ def probe_grids(rows: list[ProbeSummaryRow]) -> list[tuple[int, list[str], list[
 
 
 PROBE_NOTE = ("Held-out accuracy of SAEBench's k-sparse probes, averaged over each family's tasks (balanced: "
-              "chance is 0.5). token: the word's first letter, capitalised, punctuation — the one-hot token ids "
-              "answer them; context: the next token's class, inside brackets or quotes, seen earlier, late in "
-              "the line — only the context answers them; data: --probe-data. The input row is the ceiling (a "
-              "probe on every dimension of the block output); the token row is what the token alone gives. "
-              "Every arm is probed on the same tasks of the same text (docs/choices.md \"Probing and "
-              "absorption\").")
+              "chance is 0.5). token: the word's first letter, capitalised, punctuation — the token decides them; "
+              "context: the next token's class, inside brackets or quotes, seen earlier, late in the line — the "
+              "context decides them; data: --probe-data. The input row is the ceiling (a probe on every "
+              "dimension of the block output); the token row is what the token id alone predicts (each id's "
+              "majority label in training; the same for every arm): a task it answers as well as the SAE does "
+              "says nothing about what the network computed. Every arm is probed on the same tasks of the same "
+              "text (docs/choices.md \"Probing and absorption\").")
 
 
 def write_summaries(out: Path, rows: list[VerdictRow], probing: dict[str, Path]) -> None:
