@@ -191,3 +191,61 @@ def test_probe_data_runs_on_a_jsonl_file_of_labelled_texts(tiny_latents, tmp_pat
     assert all(int(r["test_examples"]) == 16 and int(r["train_examples"]) >= 60 for r in rows)
     config = json.loads((out / "config.json").read_text())
     assert config["probe_data"] == str(data) and config["probe_k"] == [1, 2]
+
+
+def plan_of(tiny_dir, tmp_path, *extra: str) -> list:
+    """The plan rows of a tiny-model study with these flags, at stated rates (nothing measured)."""
+    import dataclasses
+
+    from test_layer_groups import RATES
+
+    from randsae.cli import parse
+    from randsae.cli.baseline import baseline_overrides
+    from randsae.study.machines import Machine
+    from randsae.study.plan import plan_study
+    from randsae.study.preflight import preflight, study_scale
+    from randsae.study.settings import settings_for
+
+    args = parse(["baseline", "--model", str(tiny_dir), "--layers", "0,2", "--variants", "trained,control",
+                  "--device", "cpu", *extra, "--out", str(tmp_path / "study")])
+    settings = dataclasses.replace(settings_for("demo", baseline_overrides(args)), cache=True)
+    check = preflight(settings)
+    assert check.shape is not None
+    return plan_study(check.shape, study_scale(settings, check, 1, True), RATES,
+                      Machine("test", "cpu", 1, 2**34, 2**40, 2))
+
+
+def test_the_plan_has_a_probing_stage_where_the_scorers_ask_for_one(tiny_dir, tmp_path):
+    every = {(r.unit, r.stage) for r in plan_of(tiny_dir, tmp_path)}
+    assert {("trained", "probing"), ("control", "probing"), ("trained", "autointerp")} <= every
+    only = {(r.unit, r.stage) for r in plan_of(tiny_dir, tmp_path, "--scorers", "probing")}
+    assert ("trained", "probing") in only and not any(stage == "autointerp" for _, stage in only)
+    judged = {(r.unit, r.stage) for r in plan_of(tiny_dir, tmp_path, "--scorers", "tokens,fuzzing")}
+    assert ("trained", "autointerp") in judged and not any(stage == "probing" for _, stage in judged)
+    rows = [r for r in plan_of(tiny_dir, tmp_path) if r.stage == "probing"]
+    assert all(r.seconds > 0 and r.tokens > 0 and r.peak_memory_bytes > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_a_study_of_probes_alone_runs_without_a_judge_and_reads_your_labels(tiny_dir, tmp_path):
+    """--scorers probing,absorption: no autointerp stage, no judge asked; --probe-data's family reaches the verdict
+    and the report."""
+    from test_baseline import TINY
+
+    from randsae.cli import main
+
+    data = tmp_path / "labels.jsonl"
+    data.write_text("\n".join(json.dumps({"text": f"{word} " * 8 + "and so the day went", "label": label})
+                              for i in range(100) for word, label in ((("apple", "fruit"), ("river", "water"))[i % 2],))
+                    + "\n")
+    out = tmp_path / "study"
+    assert main(["-q", "baseline", "--model", str(tiny_dir), *TINY, "--variants", "trained,control",
+                 "--scorers", "probing,absorption", "--probe-data", str(data), "--probe-min-examples", "5",
+                 "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "none", "--out", str(out)]) == 0
+    stages = {(r["variant"], r["stage"]) for r in json.loads((out / "stages.json").read_text())}
+    assert ("trained", "probing") in stages and not any(stage == "autointerp" for _, stage in stages)
+    verdict = read_rows(out / "compare" / "verdict.csv")
+    assert {"probing_token", "probing_data"} <= {r["metric"] for r in verdict}
+    assert {r["family"] for r in read_rows(out / "compare" / "probing.csv")} >= {"token", "data"}
+    page = (out / "report.html").read_text()
+    assert "data-task probing" in page and "<section id='probing'>" in page

@@ -89,10 +89,13 @@ def check_text(settings: BaselineSettings) -> None:
 
 def check_judge(settings: BaselineSettings) -> None:
     """The judge the autointerp stage will ask can be: its settings, its server answering with the model, or
-    its local model found — checked now, not after every variant has trained."""
+    its local model found — checked now, not after every variant has trained. None where no scorer asks it."""
     import asyncio
 
     from randsae.autointerp.clients import make_judge
+
+    if not judge_asked(settings):
+        return
     from randsae.lm.models import load_config
 
     options = judge_options(settings)
@@ -192,13 +195,20 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
                  probe_test_tokens=probing.probe_test_tokens)
 
 
+def judge_asked(settings: BaselineSettings) -> bool:
+    """Whether a scorer of the study asks the judge (to explain, or to score)."""
+    from randsae.scorer_kinds import SCORER_KINDS
+
+    return any(SCORER_KINDS[s].uses_judge or SCORER_KINDS[s].needs_explanation for s in latent_scorers(settings))
+
+
 def local_judge_bytes(settings: BaselineSettings) -> int:
     """The local judge's peak on its device (its weights and one batch's key-value cache); 0 behind a server."""
     from randsae.lm.models import load_config
     from randsae.study.plan import judge_bytes, model_shape
 
     options = judge_options(settings)
-    if "llm" not in options:
+    if "llm" not in options or not judge_asked(settings):
         return 0
     config = load_config(options["llm"])
     heads = getattr(config, "num_attention_heads", 1)

@@ -118,7 +118,7 @@ def probe_summary(units: dict[str, Path]) -> list[ProbeSummaryRow]:
 
 
 def probe_label(probe: str, k: int) -> str:
-    return {"sae": f"SAE, top-{k} latents", "input": "input, every dimension (ceiling)",
+    return {"sae": f"SAE, top-{k} latent{'s' if k > 1 else ''}", "input": "input, every dimension (ceiling)",
             "tokens": "the token id alone (reference)"}[probe]
 
 
