@@ -235,9 +235,9 @@ def test_a_study_of_probes_alone_runs_without_a_judge_and_reads_your_labels(tiny
     from randsae.cli import main
 
     data = tmp_path / "labels.jsonl"
-    data.write_text("\n".join(json.dumps({"text": f"{word} " * 8 + "and so the day went", "label": label})
-                              for i in range(100) for word, label in ((("apple", "fruit"), ("river", "water"))[i % 2],))
-                    + "\n")
+    pairs = [("apple", "fruit"), ("river", "water")] * 50
+    data.write_text("".join(json.dumps({"text": f"{word} " * 8 + "and so the day went", "label": label}) + "\n"
+                            for word, label in pairs))
     out = tmp_path / "study"
     assert main(["-q", "baseline", "--model", str(tiny_dir), *TINY, "--variants", "trained,control",
                  "--scorers", "probing,absorption", "--probe-data", str(data), "--probe-min-examples", "5",
