@@ -181,7 +181,7 @@ def probe_layer(sae: LanguageSAE, train: Rows, test: Rows, tasks: list[Task], se
         _, accuracy = dense_probe(train_x, test_x, split, standardise=True)
         probes.append({"family": task.family, "task": task.name, "probe": "input", "k": 0, "accuracy": accuracy,
                        **sizes})
-        if pooled is None:  # token rows: each id's majority label
+        if tokens is None:  # token rows: each id's majority label
             accuracy = token_lookup(train.tokens, test.tokens, split)
         else:  # texts: a regression on their bags of tokens
             _, accuracy = dense_probe(tokens[:len(train_x)], tokens[len(train_x):], split)
