@@ -1,5 +1,5 @@
-"""What a study has done, as OUT holds it: each stage's record (OUT/stages.json), the units (a variant at one
-seed, `rerandomized/seed1`), where each unit's stage writes, and the tables of seconds and of the plan against
+"""What a study has done, as OUT holds it: each stage's record (OUT/stages.json), where each unit's stage
+writes (the `Stage` a stage module declares), and the tables of seconds and of the plan against
 what the stages took. `StudyState` is a study as every stage, the verdict and the report read it; the runner
 (`randsae.study.runner`) adds the running."""
 
@@ -52,7 +52,6 @@ def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:
 def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
     text = json.dumps([asdict(r) for r in stages.values()], indent=1)
     io.atomic_write(out / "stages.json", lambda p: p.write_text(text))
-
 
 
 # where each unit's stage writes: OUT/<unit>/<directory>
@@ -150,8 +149,6 @@ def stage_table(stages: dict[tuple[str, str], StageRecord]) -> str:
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                       *("| " + " | ".join(row) + " |" for row in rows)])
-
-
 
 
 def directory_bytes(path: Path) -> int:

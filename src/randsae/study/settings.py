@@ -33,7 +33,6 @@ def _latent_tokens(text: str) -> int | str:
     return "cache" if text.strip() == "cache" else parse_count(text)
 
 
-
 @dataclass
 class BaselineSettings:
     """Every setting of a study (OUT/config.json), each declared once with its help: the presets fill them,
@@ -251,7 +250,6 @@ def judge_options(settings: BaselineSettings) -> dict:
     from randsae.autointerp.clients import JudgeSettings
 
     return JudgeSettings(**settings.judge, device=settings.device).options()
-
 
 
 # --- the units: a variant at one seed ---------------------------------------------------------------------------
