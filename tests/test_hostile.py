@@ -505,6 +505,7 @@ def test_quiet_means_nothing_on_stderr_when_all_is_well(runs, tmp_path):  # noqa
     assert result.stderr == ""
 
 
+@pytest.mark.slow  # a whole study, end to end
 def test_the_entropy_figure_draws_a_scorer_against_hard_negatives(runs, tmp_path):  # noqa: F811
     """`--scorers examples --negatives similar-tokens`: the scores and Fig. 20 of `examples@similar-tokens`, exit 0
     (it used to look the scorer up without its negatives and exit 2 after writing its scores)."""
