@@ -249,3 +249,22 @@ def test_a_study_of_probes_alone_runs_without_a_judge_and_reads_your_labels(tiny
     assert {r["family"] for r in read_rows(out / "compare" / "probing.csv")} >= {"token", "data"}
     page = (out / "report.html").read_text()
     assert "data-task probing" in page and "<section id='probing'>" in page
+
+
+def test_an_arm_below_its_baselines_is_marked_on_the_probing_table(tmp_path):
+    """The report's probing table shows a below-baseline arm's numbers with the reason they do not count."""
+    from randsae.study.summaries import probe_grids, probe_summary
+    from randsae.tables import ProbeRow, write_table
+
+    units = {}
+    for arm, accuracy in (("trained", 0.7), ("step0", 0.5)):
+        units[arm] = tmp_path / arm
+        units[arm].mkdir()
+        write_table(units[arm] / "probing.csv", [ProbeRow("m", arm, 3, "token", "capitalised", "sae", 1, accuracy,
+                                                          40, 40)], ProbeRow)
+    rows = probe_summary(units, {("step0", 3): "EV 0.297 < PCA-32's 0.386"})
+    ((layer, header, cells, notes),) = probe_grids(rows)
+    assert layer == 3 and header == ["tasks", "probe", "trained", "step0 ¹"]
+    assert cells == [["token (1 tasks)", "SAE, top-1 latent", "0.700", "0.500"]]
+    assert notes == ["¹ step0: its SAE is below its baselines (EV 0.297 < PCA-32's 0.386): not comparable in the "
+                     "verdict."]

@@ -559,6 +559,8 @@ register(SEPARATION, "randsae.study.summaries.separation", [
 ])
 register(PROBE_SUMMARY, "randsae.study.summaries.probe_summary", [
     ("accuracy", "family accuracy", "mean over the family's tasks of the arm's held-out probe accuracy"),
+    ("below_baseline", "qualified by", "the arm's `lm eval` gate at that layer (its SAE below PCA-k fitted on its "
+                                       "training tokens): shown, not comparable in the verdict"),
 ])
 register(PLAN, "randsae.study.plan.plan_study", [
     ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),

@@ -50,6 +50,7 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
     from randsae.lm.latents import open_latents
 
     records = open_latents(latents_dir) if latents_dir is not None else None
+    probed = read_probes(probing_dir) if probing_dir is not None else None
     scores = None if autointerp_dir is None else (read_summary(autointerp_dir / "summary.csv"),
                                                   read_latents(autointerp_dir))
     measures = []
@@ -64,20 +65,27 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
             measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
                                     None if sampled is None else sampled[name], below_baseline=flag))
         measures += latent_measures(variant, seed, row.layer, records, scores, flag, draws)
-        if probing_dir is not None:
-            measures += probe_measures(variant, seed, row.layer, probing_dir, flag, draws)
+        if probed is not None:
+            measures += probe_measures(variant, seed, row.layer, probed, flag, draws)
     return measures
 
 
-def probe_measures(variant: str, seed: int, layer: int, probing_dir: Path, flag: str,
+def read_probes(probing_dir: Path) -> tuple[list, list | None]:
+    """(an `lm probe` run's probing rows, its absorption rows or None under --no-absorption)."""
+    from randsae.tables import AbsorptionRow, ProbeRow, read_table
+
+    path = probing_dir / "absorption.csv"
+    return (read_table(probing_dir / "probing.csv", ProbeRow),
+            read_table(path, AbsorptionRow) if path.is_file() else None)
+
+
+def probe_measures(variant: str, seed: int, layer: int, probed: tuple[list, list | None], flag: str,
                    draws: bool) -> list[Measure]:
     """Each task family's mean accuracy of the probes on the smallest k latents (its draws over the tasks, by
     task name: paired across arms, which are probed on the same tasks), and the mean absorption fraction over the
-    letters probed (its draws over them)."""
-    from randsae.tables import AbsorptionRow, ProbeRow, read_table
-
-    probes = [r for r in read_table(probing_dir / "probing.csv", ProbeRow)
-              if r.layer == layer and r.probe == "sae"]
+    letters probed (its draws over them); `probed`: `read_probes`."""
+    rows, absorbed = probed
+    probes = [r for r in rows if r.layer == layer and r.probe == "sae"]
     out = []
     if probes:
         k = min(r.k for r in probes)
@@ -89,10 +97,9 @@ def probe_measures(variant: str, seed: int, layer: int, probing_dir: Path, flag:
             out.append(Measure(variant, seed, layer, f"probing_{family}", float(values.mean()),
                                mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", layer, family))
                                if draws else None, below_baseline=flag))
-    path = probing_dir / "absorption.csv"
-    if not path.is_file():  # --no-absorption
+    if absorbed is None:  # --no-absorption
         return out
-    values = np.array([r.absorption_fraction for r in read_table(path, AbsorptionRow) if r.layer == layer])
+    values = np.array([r.absorption_fraction for r in absorbed if r.layer == layer])
     if not len(values):  # probed, and no letter's probe could be read
         out.append(Measure(variant, seed, layer, "absorption", None, below_baseline=flag, latents=0,
                            unmeasured=f"no letter's ground-truth probe reaches F1 {MIN_PROBE_F1}"))

@@ -426,8 +426,8 @@ def summaries_markdown(out: Path) -> list[str]:
                   "", SEPARATION_NOTE, ""]
     if probes:
         lines += ["## Probing (no judge)", ""]
-        for layer, header, rows in probe_grids(probes):
-            lines += [f"**Layer {layer}**", "", markdown_table(header, rows), ""]
+        for layer, header, rows, notes in probe_grids(probes):
+            lines += [f"**Layer {layer}**", "", markdown_table(header, rows), "", *notes, ""]
         lines += [PROBE_NOTE, ""]
     return lines
 
@@ -441,8 +441,9 @@ def summaries_html(out: Path) -> str:
                      f"{html_table(*separation_grid(ranked))}<p class='meta'>{emphasis_html(SEPARATION_NOTE)}</p>"
                      "</section>")
     if probes:
-        tables = "".join(f"<h3>Layer {layer}</h3>{html_table(header, rows)}" for layer, header, rows
-                         in probe_grids(probes))
+        tables = "".join(f"<h3>Layer {layer}</h3>{html_table(header, rows)}"
+                         + "".join(f"<p class='chance'>{e(note)}</p>" for note in notes)
+                         for layer, header, rows, notes in probe_grids(probes))
         parts.append(f"<section id='probing'><h2>Probing (no judge)</h2>{tables}<p class='meta'>"
                      f"{e(PROBE_NOTE)}</p></section>")
     return "".join(parts)

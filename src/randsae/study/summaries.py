@@ -101,17 +101,19 @@ class ProbeSummaryRow(Table):
     k: int  # 0: every dimension
     accuracy: float
     tasks: int
+    below_baseline: str = ""  # the arm's SAE at this layer is below its baselines: not comparable in the verdict
 
 
-def probe_summary(units: dict[str, Path]) -> list[ProbeSummaryRow]:
-    """{arm: its probing directory} → the family means of each arm's probing.csv."""
+def probe_summary(units: dict[str, Path], below: dict[tuple[str, int], str]) -> list[ProbeSummaryRow]:
+    """{arm: its probing directory} → the family means of each arm's probing.csv; `below`: (arm, layer) → why
+    its SAE is below its baselines, where it is."""
     out = []
     for arm, directory in units.items():
         rows = read_table(directory / "probing.csv", ProbeRow)
         groups: dict[tuple[int, str, str, int], list[float]] = {}
         for r in rows:
             groups.setdefault((r.layer, r.family, r.probe, r.k), []).append(r.accuracy)
-        out += [ProbeSummaryRow(layer, arm, family, probe, k, sum(v) / len(v), len(v))
+        out += [ProbeSummaryRow(layer, arm, family, probe, k, sum(v) / len(v), len(v), below.get((arm, layer), ""))
                 for (layer, family, probe, k), v in groups.items()]
     order = {"sae": 0, "input": 1, "tokens": 2}
     return sorted(out, key=lambda r: (r.layer, r.family, order.get(r.probe, 3), r.k))
@@ -122,12 +124,19 @@ def probe_label(probe: str, k: int) -> str:
             "tokens": "the token id alone (reference)"}[probe]
 
 
-def probe_grids(rows: list[ProbeSummaryRow]) -> list[tuple[int, list[str], list[list[str]]]]:
-    """Per layer: (layer, header, rows) — task family and probe as rows, arms as columns."""
+Grid = tuple[int, list[str], list[list[str]], list[str]]  # layer, header, rows, notes
+
+
+def probe_grids(rows: list[ProbeSummaryRow]) -> list[Grid]:
+    """Per layer: (layer, header, rows, notes) — task family and probe as rows, arms as columns; an arm whose SAE
+    is below its baselines marked ¹ in the header, the note saying why its numbers do not count."""
     out = []
     for layer in sorted({r.layer for r in rows}):
         part = [r for r in rows if r.layer == layer]
         arms = list(dict.fromkeys(r.arm for r in part))
+        below = {r.arm: r.below_baseline for r in part if r.below_baseline}
+        notes = [f"¹ {arm}: its SAE is below its baselines ({why}): not comparable in the verdict."
+                 for arm, why in below.items()]
         cells = {(r.family, r.probe, r.k, r.arm): r for r in part}
         lines = []
         for family, probe, k in dict.fromkeys((r.family, r.probe, r.k) for r in part):
@@ -135,7 +144,7 @@ def probe_grids(rows: list[ProbeSummaryRow]) -> list[tuple[int, list[str], list[
             tasks = next((c.tasks for c in found if c is not None), 0)
             lines.append([f"{family} ({tasks} tasks)", probe_label(probe, k),
                           *[f"{c.accuracy:.3f}" if c is not None else "–" for c in found]])
-        out.append((layer, ["tasks", "probe", *arms], lines))
+        out.append((layer, ["tasks", "probe", *[f"{a} ¹" if a in below else a for a in arms]], lines, notes))
     return out
 
 
@@ -149,11 +158,13 @@ PROBE_NOTE = ("Held-out accuracy of SAEBench's k-sparse probes, averaged over ea
               "text (docs/choices.md \"Probing and absorption\").")
 
 
-def write_summaries(out: Path, rows: list[VerdictRow], probing: dict[str, Path]) -> None:
-    """OUT/compare/separation.csv and, where arms were probed, OUT/compare/probing.csv."""
+def write_summaries(out: Path, rows: list[VerdictRow], probing: dict[str, Path],
+                    below: dict[tuple[str, int], str]) -> None:
+    """OUT/compare/separation.csv and, where arms were probed, OUT/compare/probing.csv (`below`: as
+    `probe_summary`)."""
     write_table(out / "compare" / "separation.csv", separation(rows), SeparationRow)
     if probing:
-        write_table(out / "compare" / "probing.csv", probe_summary(probing), ProbeSummaryRow)
+        write_table(out / "compare" / "probing.csv", probe_summary(probing, below), ProbeSummaryRow)
 
 
 def read_summaries(out: Path) -> tuple[list[SeparationRow], list[ProbeSummaryRow]]:

@@ -16,6 +16,7 @@ def compare_directory(study: StudyState, index: int) -> Path:
 def run(study: StudyState, _: str) -> None:
     """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
     from randsae.experiments.lm_compare import compare
+    from randsae.experiments.lm_eval import read_eval_rows
     from randsae.study.evidence import write_verdict
     from randsae.study.summaries import write_summaries
 
@@ -32,8 +33,10 @@ def run(study: StudyState, _: str) -> None:
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
                 replace=True, strict=False)
     rows = write_verdict(study)
+    below = {(parse_unit(u)[0], r.layer): r.below_baseline for u in study.finished("eval", 0)
+             for r in read_eval_rows(study.directory(u, "eval") / "results.csv") if r.below_baseline}
     write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
-                                      for u in study.finished("probing", 0)})
+                                      for u in study.finished("probing", 0)}, below)
 
 
 STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False)
