@@ -372,6 +372,28 @@ class AbsorptionRow(Table):
     probe_f1: float
 
 
+# --- where the truth is known ----------------------------------------------------------------------------------
+
+@dataclass
+class RecoveryRow(Table):
+    """One row of `randsae recovery`'s recovery.csv: one SAE (probabilities × architecture × dictionary) on the
+    independent-feature toy, measured after `samples` fresh training samples."""
+    probabilities: str  # constant or log-uniform
+    architecture: str
+    dictionary: str
+    samples: int
+    steps: int
+    explained_variance: float
+    recovered: int
+    recovered_fraction: float
+    mmcs: float
+    l0: float
+    dead_fraction: float
+    seconds: float  # training since the previous point
+    seconds_per_million: float  # the same, per million samples
+    elapsed: float  # training since the start of the unit
+
+
 # --- a study's plan ----------------------------------------------------------------------------------------
 
 @dataclass

@@ -109,9 +109,9 @@ class TopKTrainConfig:
             return self.layer_l0[str(layer)]
         return self.target_l0 if self.architecture == "jumprelu" and self.target_l0 is not None else self.k
 
-    def new_sae(self, d_model: int, layer: int, seed: int):
-        """An untrained SAE of this architecture for `layer` (`expansion` × d_model latents)."""
-        latents, sparsity = self.expansion * d_model, self.sparsity(layer)
+    def new_sae(self, d_model: int, layer: int, seed: int, latents: int | None = None):
+        """An untrained SAE of this architecture for `layer` (`expansion` × d_model latents, or `latents`)."""
+        latents, sparsity = latents or self.expansion * d_model, self.sparsity(layer)
         if self.architecture == "jumprelu":
             return JumpReLUTraining(d_model, latents, sparsity, seed=seed, bandwidth=self.jumprelu_bandwidth)
         k = max(1, min(latents, round(sparsity)))
@@ -276,6 +276,21 @@ class TopKTrainer:
         self.steps += 1
         self.tokens += total_tokens
         return fvu
+
+    def state(self) -> dict:
+        """What `restore` needs to go on exactly where this trainer is (torch.save-able, tensors and numbers)."""
+        return {"sae": self.sae.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "tokens_since_fired": self.tokens_since_fired,
+                "initial": self.initial, "steps": self.steps, "tokens": self.tokens}
+
+    def restore(self, state: dict) -> None:
+        """Go on from `state()` of a trainer made with the same SAE shape and settings."""
+        self.sae.load_state_dict(state["sae"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.tokens_since_fired.copy_(state["tokens_since_fired"])
+        self.initial = state["initial"]
+        self.steps, self.tokens = int(state["steps"]), int(state["tokens"])
 
     @torch.no_grad()
     def draw_dictionary(self, covariance: torch.Tensor | None) -> None:

@@ -77,6 +77,23 @@ class UnitDecoder(nn.Module):
     def after_step(self, out: "TopKOutput") -> None:
         """Called by the trainer after each optimiser step (running statistics, controllers)."""
 
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
+        with torch.no_grad():
+            return F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu_()
+
+    def selected_activations(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """The activations of latents `indices` (B × j) of each token, recomputed from their encoder rows
+        so that gradients reach only those rows."""
+        rows = F.embedding(indices, self.W_enc)  # B × j × d
+        pre = torch.bmm(rows, (x - self.b_dec).unsqueeze(-1)).squeeze(-1) + self.b_enc[indices]
+        return pre.relu()
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """Σ_j values[:, j] · W_dec[indices[:, j]] (+ b_dec), without the dense latent matrix."""
+        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
+        return out + self.b_dec if bias else out
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         norms = torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True)
@@ -101,29 +118,12 @@ class TopKSAE(UnitDecoder):
         super().__init__(num_inputs, num_latents, seed)
         self.k = k
 
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
-        with torch.no_grad():
-            return F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu_()
-
-    def selected_activations(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """The activations of latents `indices` (B × j) of each token, recomputed from their encoder rows
-        so that gradients reach only those rows."""
-        rows = F.embedding(indices, self.W_enc)  # B × j × d
-        pre = torch.bmm(rows, (x - self.b_dec).unsqueeze(-1)).squeeze(-1) + self.b_enc[indices]
-        return pre.relu()
-
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices), each B × k: the k largest activations of each token and their latents."""
         values, indices = self.pre_activations(x).topk(self.k, dim=-1, sorted=False)
         if torch.is_grad_enabled():
             values = self.selected_activations(x, indices)
         return values, indices
-
-    def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
-        """Σ_j values[:, j] · W_dec[indices[:, j]] (+ b_dec), without the dense latent matrix."""
-        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
-        return out + self.b_dec if bias else out
 
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
         """Encode and decode `x` (B × d). With `dead_mask` (num_latents bools), also decode the residual

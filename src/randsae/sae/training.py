@@ -76,6 +76,26 @@ class _JumpReLU(torch.autograd.Function):
         return grad_pre, grad_threshold, None
 
 
+@torch.no_grad()
+def batch_top(pre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, latents) of the `count` largest positive entries of `pre` (B × L) over the whole batch, in row
+    order. Each row offers its 4·count/B largest as candidates, and the batch's cut among the candidates is
+    found; a row whose every candidate is above that cut may hold more, and offers its whole row. The cut among
+    what was offered is then exact (ties at it are all kept)."""
+    rows, latents = pre.shape
+    count = min(count, pre.numel())
+    width = min(latents, 4 * -(-count // max(1, rows)))
+    values, indices = pre.topk(width, dim=-1, sorted=False)
+    cut = values.flatten().kthvalue(values.numel() - count + 1).values
+    offered = torch.zeros_like(pre, dtype=torch.bool).scatter_(1, indices, values >= cut)
+    overflow = values.min(-1).values > cut
+    if width < latents and bool(overflow.any()):
+        offered[overflow] = pre[overflow] >= cut
+    chosen = pre[offered]
+    cut = chosen.kthvalue(len(chosen) - count + 1).values if len(chosen) > count else cut
+    return ((pre >= cut) & offered & (pre > 0)).nonzero(as_tuple=True)
+
+
 class JumpReLUTraining(UnitDecoder):
     """A JumpReLU SAE in training toward `target_l0` active latents per token (the module docstring)."""
 
@@ -158,6 +178,22 @@ class BatchTopKTraining(UnitDecoder):
         self.register_buffer("threshold", torch.full((), -1.0))  # below 0: not yet measured
 
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """The batch's B·k largest activations, found without gradient and recomputed from their encoder rows
+        (as the TopK SAE's), decoded as an embedding bag: the same function and gradients as `forward_dense`,
+        without a dense B × latents matrix in the graph. Its `values` and `indices` are the kept entries, flat."""
+        rows, latents = batch_top(self.pre_activations(x), self.k * len(x))
+        values = (torch.linalg.vecdot(self.W_enc[latents], (x - self.b_dec)[rows]) + self.b_enc[latents]).relu()
+        counts = torch.bincount(rows, minlength=len(x))
+        offsets = torch.cumsum(counts, 0) - counts
+
+        def decode(weights: torch.Tensor) -> torch.Tensor:
+            return F.embedding_bag(latents, self.W_dec, offsets, mode="sum", per_sample_weights=weights) + self.b_dec
+
+        prefixes = tuple(decode(values * (latents < w)) for w in (self.widths or [])[:-1])
+        return TopKOutput(decode(values), values.detach(), latents, None, prefixes=prefixes)
+
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """`forward` written with the full latent matrix: the reference the tests compare against."""
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()
         flat = pre.flatten()
         kept = flat.detach().topk(min(len(flat), self.k * len(x))).indices
