@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
 from randsae.scorer_kinds import COMPARED, SCORER_KINDS  # noqa: E402
-from randsae.tables import CompareRow, SweepRow, judge_at_chance  # noqa: E402
+from randsae.tables import CompareRow, RecoveryRow, SweepRow, judge_at_chance  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg")
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
@@ -492,3 +492,42 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
             side.set_visible(False)
         ax.set_title(f"block {layer}: trained − twin [95% interval]", fontsize=9, pad=18)
     return _save(fig, path, notes=notes)
+
+
+DICTIONARY_STYLES = {"trained": ("#1f4e79", "-"), "frozen-decoder": ("#c0392b", "--"),
+                     "frozen-decoder-cov": ("#e67e22", "--"), "soft-frozen-decoder": ("#8e44ad", "-."),
+                     "frozen-encoder": ("#27ae60", ":")}
+
+
+@styled
+def plot_recovery(rows: Sequence[RecoveryRow], num_features: int, path: str | Path,
+                  formats: Sequence[str] = ("png",), notes: Sequence[str] = ()) -> Path | None:
+    """`randsae recovery`'s curve: recovered features (of `num_features`) and explained variance against the
+    training samples seen, a column per architecture, two rows per probability setting, a line per dictionary.
+    Returns None when the table is empty."""
+    if not rows:
+        return None
+    settings = list(dict.fromkeys(r.probabilities for r in rows))
+    architectures = list(dict.fromkeys(r.architecture for r in rows))
+    fig, axes = plt.subplots(2 * len(settings), len(architectures), figsize=(3.4 * len(architectures) + 1.8,
+                             2.6 * 2 * len(settings)), squeeze=False, sharex=True)
+    for i, probabilities in enumerate(settings):
+        for j, architecture in enumerate(architectures):
+            recovered, variance = axes[2 * i, j], axes[2 * i + 1, j]
+            for dictionary, (line_colour, style) in DICTIONARY_STYLES.items():
+                line = sorted((r.samples, r.recovered / num_features, r.explained_variance) for r in rows
+                              if (r.probabilities, r.architecture, r.dictionary) == (probabilities, architecture,
+                                                                                     dictionary))
+                if line:
+                    x = [point[0] for point in line]
+                    recovered.plot(x, [point[1] for point in line], style, color=line_colour, marker="o", ms=2.5,
+                                   label=dictionary)
+                    variance.plot(x, [point[2] for point in line], style, color=line_colour, marker="o", ms=2.5)
+            recovered.set(xscale="log", ylim=(-0.02, 1.02), title=f"{architecture} · {probabilities} p")
+            variance.set(xscale="log", ylim=(0, 1.02))
+            variance.set_xlabel("training samples seen (each fresh)")
+            if j == 0:
+                recovered.set_ylabel(f"recovered features\n(share of {num_features:,})")
+                variance.set_ylabel("explained variance\n(held-out)")
+    legend_outside(axes[0, -1])
+    return _save(fig, path, formats, notes)

@@ -28,7 +28,7 @@ def run_lm_command(args) -> None:
 
 COMMANDS = {"toy": toy.run_sweep_command, "glove": toy.run_sweep_command, "plot": toy.run_plot_command,
             "toy2d": toy.run_toy2d_command, "lm": run_lm_command, "export": toy.run_export_command,
-            "baseline": baseline.run_baseline}
+            "baseline": baseline.run_baseline, "recovery": toy.run_recovery_command}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     toy.add_plot_parser(sub)
     toy.add_toy2d_parser(sub)
     toy.add_export_parser(sub)
+    toy.add_recovery_parser(sub)
     lm.add_lm_parser(sub, Parser)
     baseline.add_baseline_parser(sub)
     for command in sub.choices.values():  # -q also after the subcommand, without overriding it before

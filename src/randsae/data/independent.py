@@ -124,8 +124,9 @@ class Stream:
         """size × n: each sample the sum of its active features at their magnitudes (an embedding bag)."""
         order = torch.argsort(codes.samples, stable=True)
         counts = torch.bincount(codes.samples, minlength=size)
-        return torch.nn.functional.embedding_bag(codes.features[order], self.directions, torch.cumsum(counts, 0) - counts,
-                                                 mode="sum", per_sample_weights=codes.magnitudes[order])
+        offsets = torch.cumsum(counts, 0) - counts
+        return torch.nn.functional.embedding_bag(codes.features[order], self.directions, offsets, mode="sum",
+                                                 per_sample_weights=codes.magnitudes[order])
 
     def batch(self, step: int, size: int) -> torch.Tensor:
         return self.samples(self.codes(size, "step", step), size)

@@ -121,7 +121,8 @@ class RecoveryConfig:
             raise BadInput(f"samples ({self.samples:,}) must be at least one batch ({self.batch_size:,}).")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise BadInput(f"device must be auto, cpu or cuda, not {self.device!r}.")
-        self.probability_spread(PROBABILITIES[1])  # a spread that puts a probability above 1: one sentence now
+        if "log-uniform" in self.probabilities:  # a spread that puts a probability above 1: one sentence now
+            self.probability_spread("log-uniform")
 
     @classmethod
     def from_dict(cls, values: dict) -> "RecoveryConfig":
@@ -145,11 +146,21 @@ class RecoveryConfig:
         return sorted({max(1, last >> j) for j in range(self.points)})
 
     def train_config(self, architecture: str, dictionary: str) -> TopKTrainConfig:
-        widths = matryoshka_widths(self.latents, self.matryoshka_fractions) if architecture == "matryoshka" else None
+        matryoshka = architecture == "matryoshka"
+        widths = matryoshka_widths(self.latents, self.matryoshka_fractions) if matryoshka else None
         return TopKTrainConfig(k=self.k, expansion=1, batch_size=self.batch_size, lr=self.lr,
                                warmup_steps=self.warmup_steps, seed=self.seed, dictionary=dictionary,
                                dictionary_cone=self.dictionary_cone, architecture=architecture,
                                target_l0=float(self.k), matryoshka_widths=widths, dead_tokens=10 * self.held_out)
+
+
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    # Korznikov et al.'s ratios (F = 32 n, m = n / 5, as many latents as features) at a quarter of the width: the
+    # trained TopK SAE's recovery flattens within a few million samples on 2 CPU cores
+    "quick": {"num_inputs": 25, "num_features": 800, "avg_active": 5.0, "latents": 800, "k": 5,
+              "samples": 4_194_304, "points": 9, "batch_size": 256, "lr": 3e-3},
+}
 
 
 def matryoshka_widths(latents: int, fractions: list[float]) -> list[int]:
@@ -279,3 +290,62 @@ def run_recovery(config: RecoveryConfig, out: str | Path, progress: bool = True)
         rows = train_unit(config, unit, stream, held_out, out, rows, bar)
     bar.close()
     return rows
+
+
+# a curve has stopped growing when the last doubling of samples added fewer recovered features than this share of
+# those already recovered (and than 1% of the features), and less than EV_GROWTH to the explained variance
+CONVERGED_GROWTH = 0.05
+EV_GROWTH = 0.005
+
+
+def last_points(rows: list[RecoveryRow]) -> dict[Unit, tuple[RecoveryRow, RecoveryRow | None]]:
+    """Each unit's last row and the one before it (None for a curve of one point)."""
+    curves: dict[Unit, list[RecoveryRow]] = {}
+    for row in sorted(rows, key=lambda r: r.steps):
+        curves.setdefault(unit_of(row), []).append(row)
+    return {unit: (curve[-1], curve[-2] if len(curve) > 1 else None) for unit, curve in curves.items()}
+
+
+def still_growing(last: RecoveryRow, before: RecoveryRow | None, num_features: int) -> bool:
+    if before is None:
+        return True
+    return (last.recovered - before.recovered >= max(CONVERGED_GROWTH * before.recovered, 0.01 * num_features)
+            or last.explained_variance - before.explained_variance >= EV_GROWTH)
+
+
+def summary_markdown(rows: list[RecoveryRow], config: RecoveryConfig) -> str:
+    """Korznikov et al.'s table from OUT: every unit at its last point, with the growth of its last doubling."""
+    lines = [f"Independent-feature toy: n = {config.num_inputs}, F = {config.num_features:,}, m = "
+             f"{config.avg_active:g}, {config.latents:,} latents at L0 {config.k}; batch {config.batch_size}, "
+             f"lr {config.lr:g}, seed {config.seed}. Recovered: best decoder cosine > "
+             f"{config.recovery_threshold:g}.",
+             "", "| p | architecture | dictionary | samples | explained variance | recovered | MMCS | L0 | "
+             "last doubling | training (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for unit, (last, before) in last_points(rows).items():
+        added = "–" if before is None else f"{last.recovered - before.recovered:+,}"
+        if unit.dictionary == "trained":
+            added += " (still growing)" if still_growing(last, before, config.num_features) else " (stopped)"
+        lines.append(f"| {unit.probabilities} | {unit.architecture} | {unit.dictionary} | {last.samples:,} | "
+                     f"{last.explained_variance:.3f} | {last.recovered:,} ({last.recovered_fraction:.1%}) | "
+                     f"{last.mmcs:.3f} | {last.l0:.1f} | {added} | {last.elapsed:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[RecoveryRow], config: RecoveryConfig, out: Path, formats: list[str],
+                  plots: bool = True) -> list[Path]:
+    """OUT/table.md and, unless `plots` is off, OUT/recovery.<format>."""
+    from randsae.plots import plot_recovery
+
+    written = [io.atomic_write(out / "table.md", lambda p: p.write_text(summary_markdown(rows, config)))]
+    growing = [u for u, (last, before) in last_points(rows).items()
+               if u.dictionary == "trained" and still_growing(last, before, config.num_features)]
+    notes = [f"n = {config.num_inputs}, F = {config.num_features:,}, m = {config.avg_active:g}; "
+             f"{config.latents:,} latents, L0 {config.k}; batch {config.batch_size}, lr {config.lr:g}; recovered: "
+             f"best decoder cosine > {config.recovery_threshold:g}."]
+    if growing:
+        notes.append("Still growing at the last point (trained): " + ", ".join(
+            f"{u.architecture} ({u.probabilities} p)" for u in growing) + " — a larger --samples would go further.")
+    if plots:
+        path = plot_recovery(rows, config.num_features, out / "recovery", formats, notes)
+        written += [path] if path is not None else []
+    return written

@@ -187,7 +187,8 @@ class BatchTopKTraining(UnitDecoder):
         offsets = torch.cumsum(counts, 0) - counts
 
         def decode(weights: torch.Tensor) -> torch.Tensor:
-            return F.embedding_bag(latents, self.W_dec, offsets, mode="sum", per_sample_weights=weights) + self.b_dec
+            bag = F.embedding_bag(latents, self.W_dec, offsets, mode="sum", per_sample_weights=weights)
+            return bag + self.b_dec
 
         prefixes = tuple(decode(values * (latents < w)) for w in (self.widths or [])[:-1])
         return TopKOutput(decode(values), values.detach(), latents, None, prefixes=prefixes)
