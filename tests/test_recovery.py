@@ -122,6 +122,12 @@ class Fault(Exception):
     pass
 
 
+def numbers(rows: list[RecoveryRow]) -> list[tuple]:
+    """The rows without their timings, in a fixed order."""
+    timing = {"seconds", "seconds_per_million", "elapsed"}
+    return sorted(tuple(v for k, v in dataclasses.asdict(r).items() if k not in timing) for r in rows)
+
+
 def test_a_run_broken_after_a_write_resumes_to_the_unbroken_table(tmp_path):
     config = small(samples=16_384, points=3, architectures=["topk", "batchtopk"], dictionaries=["trained"])
     whole = run_recovery(config, tmp_path / "whole", progress=False)
@@ -141,11 +147,6 @@ def test_a_run_broken_after_a_write_resumes_to_the_unbroken_table(tmp_path):
         finally:
             io.AFTER_WRITE.remove(fault)
         resumed = run_recovery(config, out, progress=False)
-        timing = {"seconds", "seconds_per_million", "elapsed"}
-
-        def numbers(rows):
-            return sorted(tuple(v for k, v in dataclasses.asdict(r).items() if k not in timing) for r in rows)
-
         assert numbers(resumed) == numbers(whole)
         assert numbers(read_table(out / "recovery.csv", RecoveryRow)) == numbers(whole)
 

@@ -133,7 +133,7 @@ def add_recovery_parser(sub) -> None:
     from randsae.experiments.recovery import RecoveryConfig
 
     p = sub.add_parser("recovery", help="where the truth is known: every SAE architecture, trained and with "
-                                        "random dictionaries, on the independent-feature toy, against samples seen")
+                                        "random dictionaries, on the independent-feature toy, by samples seen")
     p.add_argument("--out", required=True, help="output directory (recovery.csv, table.md, recovery.png, state/)")
     p.add_argument("--preset", choices=["paper", "quick"], default="paper",
                    help="paper: Korznikov et al.'s shape, 100 inputs, 3,200 features (default); quick: the same "

@@ -344,7 +344,7 @@ def write_outputs(rows: list[RecoveryRow], config: RecoveryConfig, out: Path, fo
              f"best decoder cosine > {config.recovery_threshold:g}."]
     if growing:
         notes.append("Still growing at the last point (trained): " + ", ".join(
-            f"{u.architecture} ({u.probabilities} p)" for u in growing) + " — a larger --samples would go further.")
+            f"{u.architecture} ({u.probabilities} p)" for u in growing) + " — a larger --samples goes further.")
     if plots:
         path = plot_recovery(rows, config.num_features, out / "recovery", formats, notes)
         written += [path] if path is not None else []
