@@ -69,6 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_topk.py
 	$(BIN)/python benchmarks/bench_latents.py
 	$(BIN)/python benchmarks/bench_autointerp.py
+	$(BIN)/python benchmarks/bench_recovery.py
 
 # Every path on a GPU against its baseline, one process, under 8 minutes on one H100 (`--smoke`: tiny shapes,
 # any device; the test suite runs that). On a bare CUDA machine: pip install --no-deps -e . first.

@@ -424,6 +424,7 @@ PROBING = "lm probe probing.csv"
 SEPARATION = "baseline compare/separation.csv"
 PROBE_SUMMARY = "baseline compare/probing.csv"
 ABSORPTION = "lm probe absorption.csv"
+RECOVERY = "recovery recovery.csv"
 
 register(SWEEP, "randsae.metrics.sae_metrics", [
     ("mse", "mean squared error", "mean over all entries of (x̂ − x)²"),
@@ -583,6 +584,19 @@ register(PROBE_SUMMARY, "randsae.study.summaries.probe_summary", [
     ("accuracy", "family accuracy", "mean over the family's tasks of the arm's held-out probe accuracy"),
     ("below_baseline", "qualified by", "the arm's `lm eval` gate at that layer (its SAE below PCA-k fitted on its "
                                        "training tokens): shown, not comparable in the verdict"),
+])
+register(RECOVERY, "randsae.experiments.recovery.measure", [
+    ("samples", "training samples seen", "steps × batch, every sample fresh (randsae.data.independent.Stream)"),
+    ("explained_variance", "explained variance", "1 − Σ (x̂ − x)² / Σ (x − mean x)² over the held-out samples, the "
+                                                 "SAE as it is used (BatchTopK, Matryoshka: its inference threshold)"),
+    ("recovered, recovered_fraction", "recovered features", "ground-truth features whose largest cosine with a "
+     "decoder direction is above --recovery-threshold (0.8), and their share of F"),
+    ("mmcs", "MMCS", "mean over features of that largest cosine"),
+    ("l0, dead_fraction", "L0, dead latents", "active latents per held-out sample; latents never active on them"),
+])
+register(RECOVERY, "randsae.experiments.recovery.train_unit", [
+    ("seconds, seconds_per_million, elapsed", "training time", "wall seconds training since the previous point "
+     "(per million samples), and since the start of the unit, without the measuring", "s"),
 ])
 register(PLAN, "randsae.study.plan.plan_study", [
     ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),
