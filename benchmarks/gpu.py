@@ -22,7 +22,11 @@ Tables, one per workload, each with its baseline:
    optimizer="adam"; its default is signum), tokens/s and peak GPU memory;
 3. activation caching and `lm eval` (every layer: SAE encode/decode, spliced and zeroed losses) on the 160m
    shape, tokens/s;
-4. correctness: each path on this device against the CPU on a small case, with the tolerance named.
+4. correctness: each path on this device against the CPU on a small case, with the tolerance named;
+5. the independent-feature toy (Korznikov et al.'s shape, 100 → 3,200, k = 20): every architecture's training
+   loop on a stream drawn on the device against `lm train`'s trainer on batches already there, samples/s; then
+   `randsae recovery` for the trained TopK and BatchTopK SAEs and a frozen random decoder, both probability
+   settings, 32M samples each: the recovery curve at the paper's shape, with the seconds each point took.
 Exit status 1 if any workload failed or a correctness line is off (the tables still print).
 """
 
@@ -42,10 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from one_at_a_time import train_one  # noqa: E402
 
 from randsae.data import sharkey  # noqa: E402
+from randsae.data.independent import Stream  # noqa: E402
+from randsae.experiments.recovery import RecoveryConfig, run_recovery  # noqa: E402
 from randsae.sae.relu import ReluSAE  # noqa: E402
 from randsae.sae.topk import TopKSAE  # noqa: E402
+from randsae.sae.training import BatchTopKTraining  # noqa: E402
 from randsae.train import train_relu_saes  # noqa: E402
-from randsae.train_topk import TopKTrainConfig, TopKTrainer  # noqa: E402
+from randsae.train_topk import ARCHITECTURES, TopKTrainConfig, TopKTrainer  # noqa: E402
 
 PYTHIA = {"70m": (512, 6, 8), "160m": (768, 12, 12), "410m": (1024, 24, 16)}  # hidden, layers, heads
 FAILURES: list[str] = []
@@ -300,14 +307,61 @@ def correctness(device: torch.device, smoke: bool) -> None:
         cpu_out = model(ids, output_hidden_states=True).hidden_states[-1]
         dev_out = model.to(device)(ids.to(device), output_hidden_states=True).hidden_states[-1].cpu()
     line("GPT-NeoX forward: last hidden state", (cpu_out - dev_out).abs().max().item(), 1e-3)
+    # BatchTopK: the sparse training forward against its dense reference on this device, gradients
+    sae = BatchTopKTraining(32, 256, 4, seed=0, widths=[128, 256]).to(device)
+    grads = []
+    for forward in (sae.forward, sae.forward_dense):
+        sae.zero_grad()
+        out = forward(xd)
+        sum((r - xd).square().sum() for r in (out.reconstruction, *out.prefixes)).backward()
+        grads.append([p.grad.detach().cpu() for p in sae.parameters()])
+    line("BatchTopK sparse against dense, same device: gradients", max((a - b).abs().max().item() for a, b in
+                                                                      zip(*grads, strict=True)), 1e-3)
     table(f"Correctness on {device} against the CPU", ["check", "max |difference|", "tolerance", "verdict"], rows)
+
+
+# --- 5. the independent-feature toy ---
+
+@workload("independent-feature toy")
+def recovery_toy(device: torch.device, smoke: bool) -> None:
+    d, latents, k = (16, 64, 2) if smoke else (100, 3200, 20)
+    batch, steps = (256, 3) if smoke else (4096, 20)
+    stream = Stream(d, latents, k, 1.0, 0.5, seed=0, device=device)
+    fixed = [stream.batch(i, batch) for i in range(steps)]
+    rows, base = [], None
+    for architecture in ARCHITECTURES:
+        widths = [latents // 2, latents * 4 // 5, latents] if architecture == "matryoshka" else None
+        config = TopKTrainConfig(k=k, batch_size=batch, architecture=architecture, target_l0=k,
+                                 matryoshka_widths=widths)
+        for loop in ("lm train's trainer", "recovery stream"):
+            trainer = TopKTrainer(config.new_sae(d, 0, seed=0, latents=latents).to(device), config)
+            if loop == "recovery stream":
+                # a fresh batch drawn on the device every step (the batches in memory only set the count)
+                samples = rate(lambda _, t=trainer: t.step(stream.batch(t.steps, batch)), fixed, device)[0]
+            else:
+                samples = rate(trainer.step, fixed, device)[0]
+            base = samples if (architecture, loop) == ("topk", "lm train's trainer") else base
+            rows.append([architecture, loop, f"{samples:,.0f}", f"{samples * 6 * d * latents / 1e9:.1f}",
+                         f"{samples / base:.2f}"])
+    table(f"Independent-feature toy training on {device}: {d} → {latents:,}, k = {k}, batch {batch}, median of "
+          f"{steps - 1} steps", ["architecture", "loop", "samples/s", "GFLOP/s (6·d·L)", "vs topk lm train"], rows)
+    config = RecoveryConfig(num_inputs=d, num_features=latents, avg_active=k, latents=latents, k=k,
+                            architectures=["topk", "batchtopk"], dictionaries=["trained", "frozen-decoder"],
+                            samples=8192 if smoke else 32 * 2**20, batch_size=batch, points=2 if smoke else 8,
+                            held_out=1024 if smoke else 16384, device=str(device))
+    with tempfile.TemporaryDirectory() as out:
+        curve = run_recovery(config, out, progress=False)
+    table(f"randsae recovery on {device}: recovered of {latents:,} and explained variance by samples seen",
+          ["p", "architecture", "dictionary", "samples", "recovered", "explained variance", "seconds"],
+          [[r.probabilities, r.architecture, r.dictionary, f"{r.samples:,}", r.recovered,
+            f"{r.explained_variance:.3f}", f"{r.seconds:.1f}"] for r in curve])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, any device: proves the script runs")
     parser.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
-    parser.add_argument("--only", default="toy,topk,lm,correctness", help="comma list of workloads")
+    parser.add_argument("--only", default="toy,topk,lm,correctness,recovery", help="comma list of workloads")
     args = parser.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -317,7 +371,7 @@ def main() -> int:
     started = time.perf_counter()
     chosen = set(args.only.split(","))
     for key, fn in (("correctness", correctness), ("toy", toy_sweep), ("topk", topk_training),
-                    ("lm", activations_and_eval)):
+                    ("lm", activations_and_eval), ("recovery", recovery_toy)):
         if key in chosen:
             fn(device, args.smoke)
     verdict = f"{len(FAILURES)} FAILED: " + "; ".join(FAILURES) if FAILURES else "every workload ran"

@@ -14,12 +14,13 @@ def test_gpu_script_smoke_runs_every_workload():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     for title in ("Toy sweep on cpu", "The paper's whole toy grid", "EXTRAPOLATED", "TopK training on cpu",
-                  "Pythia-160m shape", "Correctness on cpu"):
+                  "Pythia-160m shape", "Correctness on cpu", "Independent-feature toy training on cpu",
+                  "randsae recovery on cpu"):
         assert title in out, title
     for trainer in ("randsae sparse", "randsae dense", "sparsify"):
         assert f"| {trainer}" in out
     assert "sparsify not installed" not in out  # the interop extra installs it here: the baseline really ran
-    assert out.count("| ok") == 4 and "OFF" not in out
+    assert out.count("| ok") == 5 and "OFF" not in out
     assert "every workload ran" in out
 
 

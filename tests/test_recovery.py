@@ -59,6 +59,7 @@ def test_the_stream_sums_its_features_at_their_magnitudes():
 
 def test_certain_and_impossible_features_are_always_and_never_on():
     rows, features = bernoulli_positions(torch.tensor([1.0, 0.0, 0.5]), 1000, torch.Generator().manual_seed(0))
+    assert len(bernoulli_positions(torch.zeros(3), 10, torch.Generator())[0]) == 0
     counts = torch.bincount(features, minlength=3)
     assert counts[0] == 1000 and counts[1] == 0 and 400 < counts[2] < 600
     assert torch.equal(rows[features == 0].sort().values, torch.arange(1000))

@@ -81,14 +81,15 @@ def bernoulli_positions(p: torch.Tensor, rows: int, gen: torch.Generator) -> tup
     at 20 active per row draws 1/100 of the numbers)."""
     p = p.double()
     log_q = torch.log1p(-p.clamp(max=1.0))  # −inf where p is 1: every gap is 1
-    offset = torch.full_like(p, -1.0)  # the last success's row, per feature
-    found_rows, found_features = [], []
+    offset = torch.full_like(p, -1.0)  # the last success's row, per feature (on p's device, as every draw)
+    none = torch.zeros(0, dtype=torch.long, device=p.device)
+    found_rows, found_features = [none], [none]
     todo = torch.nonzero(p > 0).squeeze(1)
     while len(todo):
         expected = rows * p[todo]
         counts = (expected + 5 * expected.sqrt() + 8).clamp(max=rows + 1).long()
         owner = torch.repeat_interleave(todo, counts)
-        u = 1 - torch.rand(len(owner), generator=gen, dtype=torch.float64)  # (0, 1]
+        u = 1 - torch.rand(len(owner), generator=gen, dtype=torch.float64, device=p.device)  # (0, 1]
         gaps = (torch.log(u) / log_q[owner]).floor().clamp(max=rows + 1) + 1
         ends = torch.cumsum(gaps, 0)
         first = torch.cumsum(counts, 0) - counts  # each feature's first draw
@@ -104,20 +105,23 @@ def bernoulli_positions(p: torch.Tensor, rows: int, gen: torch.Generator) -> tup
 
 class Stream:
     """Fresh samples from one seed's features and probabilities: `batch(step, size)` is a function of (seed,
-    step) alone; `held_out(size)` a fixed set drawn apart from every step."""
+    step) alone; `held_out(size)` a fixed set drawn apart from every step. The features and probabilities are
+    `generate`'s for the same seed; the batches are drawn on `device` (a GPU's draws differ from the CPU's)."""
 
     def __init__(self, num_inputs: int, num_features: int, avg_active: float, spread: float = 1.0,
-                 magnitude_sigma: float = 0.5, seed: int = 0):
+                 magnitude_sigma: float = 0.5, seed: int = 0, device: str | torch.device = "cpu"):
         check_shape(num_features, avg_active, spread)
-        self.features = draw_features(num_inputs, num_features, generator(seed, "independent-features"))
-        self.p = probabilities(num_features, avg_active, spread, seed)
+        self.device = torch.device(device)
+        features = draw_features(num_inputs, num_features, generator(seed, "independent-features"))
+        self.features = features.to(self.device)
+        self.p = probabilities(num_features, avg_active, spread, seed).to(self.device)
         self.directions = self.features.T.contiguous()  # F × n, a feature a row
         self.magnitude_sigma, self.seed = magnitude_sigma, seed
 
     def codes(self, size: int, *purpose: str | int) -> Codes:
-        gen = generator(self.seed, "independent-stream", *purpose)
+        gen = generator(self.seed, "independent-stream", *purpose, device=self.device)
         rows, features = bernoulli_positions(self.p, size, gen)
-        magnitudes = torch.exp(torch.randn(len(rows), generator=gen) * self.magnitude_sigma)
+        magnitudes = torch.exp(torch.randn(len(rows), generator=gen, device=self.device) * self.magnitude_sigma)
         return Codes(rows, features, magnitudes)
 
     def samples(self, codes: Codes, size: int) -> torch.Tensor:

@@ -151,7 +151,7 @@ class RecoveryConfig:
         return TopKTrainConfig(k=self.k, expansion=1, batch_size=self.batch_size, lr=self.lr,
                                warmup_steps=self.warmup_steps, seed=self.seed, dictionary=dictionary,
                                dictionary_cone=self.dictionary_cone, architecture=architecture,
-                               target_l0=float(self.k), matryoshka_widths=widths, dead_tokens=10 * self.held_out)
+                               target_l0=float(self.k), matryoshka_widths=widths)
 
 
 PRESETS: dict[str, dict] = {
@@ -206,7 +206,7 @@ def measure(sae, stream: Stream, held_out: torch.Tensor, threshold: float) -> di
         active += int(on.sum())
         fired[indices[on]] = True
     variance = float((held_out - held_out.mean(0)).square().sum())
-    cosines = best_cosines(stream.features.to(held_out.device), sae.W_dec.float())
+    cosines = best_cosines(stream.features, sae.W_dec.float())
     recovered = int((cosines > threshold).sum())
     return {"explained_variance": 1 - squared_error / variance, "recovered": recovered,
             "recovered_fraction": recovered / len(cosines), "mmcs": float(cosines.mean()),
@@ -244,7 +244,7 @@ def train_unit(config: RecoveryConfig, unit: Unit, stream: Stream, held_out: tor
         start, steps_before = time.perf_counter(), trainer.steps
         while trainer.steps < point:
             check_terminated()
-            trainer.step(stream.batch(trainer.steps, config.batch_size).to(device))
+            trainer.step(stream.batch(trainer.steps, config.batch_size))
             bar.update(1)
         took = time.perf_counter() - start
         seconds += took
@@ -258,9 +258,9 @@ def train_unit(config: RecoveryConfig, unit: Unit, stream: Stream, held_out: tor
     return rows
 
 
-def stream_for(config: RecoveryConfig, probabilities: str) -> Stream:
+def stream_for(config: RecoveryConfig, probabilities: str, device: torch.device) -> Stream:
     return Stream(config.num_inputs, config.num_features, config.avg_active,
-                  config.probability_spread(probabilities), config.magnitude_sigma, config.seed)
+                  config.probability_spread(probabilities), config.magnitude_sigma, config.seed, device)
 
 
 def run_recovery(config: RecoveryConfig, out: str | Path, progress: bool = True) -> list[RecoveryRow]:
@@ -283,8 +283,8 @@ def run_recovery(config: RecoveryConfig, out: str | Path, progress: bool = True)
     streams: dict[str, tuple[Stream, torch.Tensor]] = {}
     for unit in todo:
         if unit.probabilities not in streams:
-            stream = stream_for(config, unit.probabilities)
-            streams = {unit.probabilities: (stream, stream.held_out(config.held_out).to(device))}
+            stream = stream_for(config, unit.probabilities, device)
+            streams = {unit.probabilities: (stream, stream.held_out(config.held_out))}
         stream, held_out = streams[unit.probabilities]
         bar.set_description(f"{unit.probabilities} {unit.architecture} {unit.dictionary}")
         rows = train_unit(config, unit, stream, held_out, out, rows, bar)
