@@ -14,7 +14,7 @@ from randsae.data.independent import Stream, bernoulli_positions
 from randsae.experiments import recovery
 from randsae.experiments.recovery import RecoveryConfig, run_recovery
 from randsae.sae.dictionaries import DICTIONARIES
-from randsae.sae.training import BatchTopKTraining, batch_top
+from randsae.sae.training import BatchTopKTraining, JumpReLUTraining, batch_top
 from randsae.tables import RecoveryRow, read_table
 from randsae.train_topk import ARCHITECTURES
 
@@ -65,25 +65,37 @@ def test_certain_and_impossible_features_are_always_and_never_on():
     assert torch.equal(rows[features == 0].sort().values, torch.arange(1000))
 
 
-def test_sparse_batch_topk_is_the_dense_function_with_the_dense_gradients():
-    for widths in (None, [16, 40, 64]):
-        sae = BatchTopKTraining(12, 64, 3, seed=1, widths=widths)
-        x = torch.randn(50, 12)
-        x[3] *= 30  # a row that holds more of the batch's largest than its share: the cut must widen for it
-        with torch.no_grad():
-            sae.b_enc.normal_()
-            sae.b_dec.normal_()
-        losses, grads = [], []
-        for forward in (sae.forward, sae.forward_dense):
-            sae.zero_grad()
-            out = forward(x)
-            loss = (out.reconstruction - x).square().sum() + sum((p - x).square().sum() for p in out.prefixes)
-            loss.backward()
-            losses.append(float(loss.detach()))
-            grads.append([p.grad.clone() for p in sae.parameters()])
-        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
-        for sparse, dense in zip(*grads, strict=True):
-            assert torch.allclose(sparse, dense, rtol=1e-4, atol=1e-4 * float(dense.abs().max()))
+def jumprelu() -> JumpReLUTraining:
+    sae = JumpReLUTraining(12, 64, 5, seed=1, bandwidth=0.5)  # wide: many entries near their threshold
+    sae.first_batch(torch.randn(300, 12, generator=torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        sae.log_threshold.add_(torch.randn(64, generator=torch.Generator().manual_seed(3)) * 0.2)
+    return sae
+
+
+@pytest.mark.parametrize("make", [lambda: BatchTopKTraining(12, 64, 3, seed=1),
+                                  lambda: BatchTopKTraining(12, 64, 3, seed=1, widths=[16, 40, 64]), jumprelu],
+                         ids=["batchtopk", "matryoshka", "jumprelu"])
+def test_the_sparse_training_forward_is_the_dense_function_with_the_dense_gradients(make):
+    sae = make()
+    x = torch.randn(300, 12, generator=torch.Generator().manual_seed(0))
+    x[3] *= 30  # a row that holds more of the batch's largest than its share: BatchTopK's cut must widen for it
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+    losses, grads, active = [], [], []
+    for forward in (sae.forward, sae.forward_dense):
+        sae.zero_grad()
+        out = forward(x)
+        loss = sum((r - x).square().sum() for r in (out.reconstruction, *out.prefixes)) / 100
+        loss = loss + (out.penalty if out.penalty is not None else 0)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        grads.append([p.grad.clone() for p in sae.parameters()])
+        active.append(int((out.values > 0).sum()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and active[0] == active[1] > 0
+    for (name, _), sparse, dense in zip(sae.named_parameters(), *grads, strict=True):
+        assert float(dense.abs().max()) > 0, name  # every parameter has a gradient to compare
+        assert torch.allclose(sparse, dense, rtol=1e-4, atol=1e-5 * float(dense.abs().max())), name
 
 
 def test_batch_top_keeps_exactly_the_largest_across_the_batch():

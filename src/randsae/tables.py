@@ -587,8 +587,8 @@ register(PROBE_SUMMARY, "randsae.study.summaries.probe_summary", [
 ])
 register(RECOVERY, "randsae.experiments.recovery.measure", [
     ("samples", "training samples seen", "steps × batch, every sample fresh (randsae.data.independent.Stream)"),
-    ("explained_variance", "explained variance", "1 − Σ (x̂ − x)² / Σ (x − mean x)² over the held-out samples, the "
-                                                 "SAE as it is used (BatchTopK, Matryoshka: its inference threshold)"),
+    ("explained_variance", "explained variance", "1 − Σ (x̂ − x)² / Σ (x − mean x)² over the held-out samples, "
+     "the SAE as it is used (BatchTopK, Matryoshka: its inference threshold)"),
     ("recovered, recovered_fraction", "recovered features", "ground-truth features whose largest cosine with a "
      "decoder direction is above --recovery-threshold (0.8), and their share of F"),
     ("mmcs", "MMCS", "mean over features of that largest cosine"),

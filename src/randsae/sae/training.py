@@ -133,6 +133,36 @@ class JumpReLUTraining(UnitDecoder):
         return [self.log_threshold.data, self.bandwidth]
 
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """`forward_dense`'s function and gradients from the active entries and those within ε/2 of their
+        threshold alone (few of B × latents): the active ones recomputed from their encoder rows and decoded as
+        an embedding bag; the threshold's straight-through gradients carried by terms whose value is 0 — for the
+        reconstruction, Σ over the near entries of −(θ/ε)(θ − sg θ) · sg W_dec row; for the L0, −(1/ε)(θ − sg θ)
+        per near entry, over B. Its `values` and `indices` are the active entries, flat."""
+        eps, threshold = float(self.bandwidth), self.threshold
+        with torch.no_grad():
+            pre = self.pre(x)
+            fixed = threshold.detach()
+            rows, latents = (pre > fixed).nonzero(as_tuple=True)
+            near_rows, near = ((pre - fixed).abs() < eps / 2).nonzero(as_tuple=True)
+        values = torch.linalg.vecdot(self.W_enc[latents], (x - self.b_dec)[rows]) + self.b_enc[latents]
+        moved = threshold - fixed  # 0, with the threshold's gradient
+        jump = -(fixed[near] / eps) * moved[near]
+        reconstruction = (self.bag(latents, rows, len(x), self.W_dec, values)
+                          + self.bag(near, near_rows, len(x), self.W_dec.detach(), jump) + self.b_dec)
+        l0 = (len(latents) - moved[near].sum() / eps) / len(x)
+        return TopKOutput(reconstruction, values.detach(), latents, None, penalty=l0 / self.target_l0)  # λ = 1
+
+    @staticmethod
+    def bag(latents: torch.Tensor, rows: torch.Tensor, count: int, weight: torch.Tensor,
+            values: torch.Tensor) -> torch.Tensor:
+        """Σ values · weight[latent] per row (`rows` ascending), count × d."""
+        sizes = torch.bincount(rows, minlength=count)
+        return F.embedding_bag(latents, weight, torch.cumsum(sizes, 0) - sizes, mode="sum",
+                               per_sample_weights=values)
+
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+        """The function written with the full latent matrix and the straight-through autograd functions: the
+        reference the tests compare `forward` against."""
         pre = self.pre(x)
         eps = float(self.bandwidth)
         z = _JumpReLU.apply(pre, self.threshold, eps)
@@ -144,7 +174,7 @@ class JumpReLUTraining(UnitDecoder):
 
     @torch.no_grad()
     def after_step(self, out: TopKOutput) -> None:
-        l0 = float((out.values > 0).sum()) / max(1, len(out.values))
+        l0 = float((out.values > 0).sum()) / max(1, len(out.reconstruction))
         self.offset.add_(L0_STEP * math.log(max(l0, 1e-3) / self.target_l0))
 
     def inference(self) -> JumpReLUSAE:
