@@ -55,8 +55,8 @@ class RecoveryConfig:
                                        help="comma list of: constant (every p = m / F), log-uniform")
     log_uniform_decades: float = setting(4.3, help="log-uniform p spans this many decades (the paper's 10^-5.5 … "
                                                    "10^-1.2), rescaled so the mean stays m / F")
-    magnitude_sigma: float = setting(0.5, help="σ of the features' log-normal magnitudes (the paper's is not "
-                                               "stated)")
+    magnitude_sigma: float = setting(0.5, help="σ of the features' log-normal magnitudes (not in what we could "
+                                               "read of the paper)")
     latents: int = setting(3200, help="SAE latents")
     k: int = setting(20, help="latents kept per sample (TopK, BatchTopK, Matryoshka); JumpReLU's target L0")
     architectures: list[str] = setting(default_factory=lambda: list(ARCHITECTURES), parse=parse_words,
