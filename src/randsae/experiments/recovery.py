@@ -319,15 +319,15 @@ def summary_markdown(rows: list[RecoveryRow], config: RecoveryConfig) -> str:
              f"{config.avg_active:g}, {config.latents:,} latents at L0 {config.k}; batch {config.batch_size}, "
              f"lr {config.lr:g}, seed {config.seed}. Recovered: best decoder cosine > "
              f"{config.recovery_threshold:g}.",
-             "", "| p | architecture | dictionary | samples | explained variance | recovered | MMCS | L0 | "
-             "last doubling | training (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "", "| p | architecture | dictionary | samples | explained variance | recovered | MMCS | L0 | dead | "
+             "last doubling | training (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for unit, (last, before) in last_points(rows).items():
         added = "–" if before is None else f"{last.recovered - before.recovered:+,}"
         if unit.dictionary == "trained":
             added += " (still growing)" if still_growing(last, before, config.num_features) else " (stopped)"
         lines.append(f"| {unit.probabilities} | {unit.architecture} | {unit.dictionary} | {last.samples:,} | "
                      f"{last.explained_variance:.3f} | {last.recovered:,} ({last.recovered_fraction:.1%}) | "
-                     f"{last.mmcs:.3f} | {last.l0:.1f} | {added} | {last.elapsed:.0f} |")
+                     f"{last.mmcs:.3f} | {last.l0:.1f} | {last.dead_fraction:.0%} | {added} | {last.elapsed:.0f} |")
     return "\n".join(lines) + "\n"
 
 
