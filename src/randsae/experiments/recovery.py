@@ -327,7 +327,8 @@ def summary_markdown(rows: list[RecoveryRow], config: RecoveryConfig) -> str:
             added += " (still growing)" if still_growing(last, before, config.num_features) else " (stopped)"
         lines.append(f"| {unit.probabilities} | {unit.architecture} | {unit.dictionary} | {last.samples:,} | "
                      f"{last.explained_variance:.3f} | {last.recovered:,} ({last.recovered_fraction:.1%}) | "
-                     f"{last.mmcs:.3f} | {last.l0:.1f} | {last.dead_fraction:.0%} | {added} | {last.elapsed:.0f} |")
+                     f"{last.mmcs:.3f} | {last.l0:.1f} | {last.dead_fraction:.0%} | {added} | "
+                     f"{last.elapsed:.0f} |")
     return "\n".join(lines) + "\n"
 
 
