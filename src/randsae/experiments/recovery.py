@@ -69,8 +69,8 @@ class RecoveryConfig:
     samples: int = setting(8_388_608, parse=parse_count, shown="8M (2^23)",
                            help="training samples per SAE, each fresh (the budget; 500k, 8M, …)")
     points: int = setting(8, help="points on the curve: samples seen doubling up to --samples")
-    batch_size: int = setting(1024, help="samples per optimiser step")
-    lr: float = setting(1e-3, help="Adam learning rate")
+    batch_size: int = setting(256, help="samples per optimiser step")
+    lr: float = setting(3e-3, help="Adam learning rate")
     warmup_steps: int = setting(1000, help="linear learning-rate warm-up, capped at a tenth of the run")
     held_out: int = setting(16384, help="fixed held-out samples every point is measured on")
     recovery_threshold: float = setting(0.8, help="a feature is recovered when some decoder direction's cosine "
@@ -159,7 +159,7 @@ PRESETS: dict[str, dict] = {
     # Korznikov et al.'s ratios (F = 32 n, m = n / 5, as many latents as features) at a quarter of the width: the
     # trained TopK SAE's recovery flattens within a few million samples on 2 CPU cores
     "quick": {"num_inputs": 25, "num_features": 800, "avg_active": 5.0, "latents": 800, "k": 5,
-              "samples": 4_194_304, "points": 9, "batch_size": 256, "lr": 3e-3},
+              "samples": 4_194_304, "points": 9},
 }
 
 
