@@ -49,7 +49,7 @@ def main() -> None:
     stream = Stream(d, latents, k, 1.0, 0.5, seed=0)
     print(f"\nSAE training on the independent-feature toy's shape: {d} → {latents:,} latents, k = {k}, "
           f"{torch.get_num_threads()} threads; median over {args.steps} steps; GFLOP/s at 6·d·L per sample")
-    print(f"{'loop':>34} {'batch':>6} {'samples/s':>11} {'GFLOP/s':>8} {'vs lm train':>11}")
+    print(f"{'loop':>38} {'batch':>6} {'samples/s':>11} {'GFLOP/s':>8} {'vs lm train':>11}")
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         fixed = [stream.batch(i, batch) for i in range(args.steps + 1)]
         lm = trainer("topk", d, latents, k, batch)
@@ -65,17 +65,24 @@ def main() -> None:
                                           args.steps)
             rows.append(("toy --k (a fixed set, rows gathered)", rate))
         for name, rate in rows:
-            print(f"{name:>34} {batch:>6} {rate:>11,.0f} {rate * flops / 1e9:>8.1f} {rate / base:>10.2f}×")
+            print(f"{name:>38} {batch:>6} {rate:>11,.0f} {rate * flops / 1e9:>8.1f} {rate / base:>10.2f}×")
     batch = 1024
-    print(f"\nEvery architecture in the recovery loop, batch {batch}")
-    print(f"{'architecture':>34} {'batch':>6} {'samples/s':>11} {'GFLOP/s':>8} {'vs topk':>11}")
+    print(f"\nEvery architecture in the recovery loop, batch {batch}: the training forward from the kept entries "
+          "(randsae) against the dense reference (`forward_dense`: the B × latents matrix in the graph)")
+    print(f"{'architecture':>14} {'batch':>6} {'dense/s':>9} {'randsae/s':>10} {'GFLOP/s':>8} {'vs dense':>9} "
+          f"{'vs topk':>8}")
     rates = {}
     for architecture in ARCHITECTURES:
-        t = trainer(architecture, d, latents, k, batch)
-        rates[architecture] = batch / median_seconds(lambda i, t=t: t.step(stream.batch(i, batch)), args.steps)
-        rate = rates[architecture]
-        print(f"{architecture:>34} {batch:>6} {rate:>11,.0f} {rate * flops / 1e9:>8.1f} "
-              f"{rate / rates['topk']:>10.2f}×")
+        measured = []
+        for dense in (True, False):
+            t = trainer(architecture, d, latents, k, batch)
+            if dense:
+                t.model = t.sae.forward_dense
+            measured.append(batch / median_seconds(lambda i, t=t: t.step(stream.batch(i, batch)), args.steps))
+        rates[architecture] = measured[1]
+        print(f"{architecture:>14} {batch:>6} {measured[0]:>9,.0f} {measured[1]:>10,.0f} "
+              f"{measured[1] * flops / 1e9:>8.1f} {measured[1] / measured[0]:>8.2f}× "
+              f"{measured[1] / rates['topk']:>7.2f}×")
 
 
 if __name__ == "__main__":
