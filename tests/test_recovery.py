@@ -206,3 +206,21 @@ def test_bad_settings_are_one_sentence(flags, words, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_batchtopk_takes_the_auxk_loss_as_topk_does_and_jumprelu_refuses_it():
+    from randsae.errors import BadInput
+    from randsae.train_topk import TopKTrainConfig
+
+    sae = BatchTopKTraining(12, 64, 3, seed=1)
+    x = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[10:30] = True
+    out = sae(x, dead)
+    pre = sae.pre_activations(x).masked_fill_(~dead, -1.0)
+    _, indices = pre.topk(6, dim=-1)  # d / 2 of the 20 dead latents
+    expected = sae.decode(sae.selected_activations(x, indices), indices, bias=False)
+    assert out.aux_reconstruction is not None and torch.allclose(out.aux_reconstruction, expected, atol=1e-6)
+    assert sae(x).aux_reconstruction is None
+    with pytest.raises(BadInput, match="JumpReLU SAE has none"):
+        TopKTrainConfig(architecture="jumprelu", auxk_alpha=1 / 32)

@@ -39,7 +39,7 @@ class TopKTrainConfig:
     lr: float | None = setting(None, shown="2e-4 / sqrt(latents / 2^14)", help="Adam learning rate")
     warmup_steps: int = setting(1000, help="linear learning-rate warm-up, capped at a tenth of a short run")
     auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (0: off; 1/32 in the OpenAI "
-                                          "recipe)")
+                                          "recipe); topk, batchtopk and matryoshka")
     dead_tokens: int = setting(10_000_000, parse=parse_count,
                                help="tokens without firing before a latent counts as dead")
     autocast: str = setting("none", help="none, or bf16 (bfloat16 autocast of the forward pass, for GPUs)")
@@ -91,6 +91,9 @@ class TopKTrainConfig:
         check_dictionary(self.dictionary, self.dictionary_cone)
         if self.architecture not in ARCHITECTURES:
             raise BadInput(f"architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}.")
+        if self.auxk_alpha > 0 and self.architecture == "jumprelu":
+            raise BadInput("auxk_alpha is the AuxK loss of TopK-style SAEs (topk, batchtopk, matryoshka); a "
+                           "JumpReLU SAE has none: leave it at 0.")
         if self.target_l0 is not None and not (self.target_l0 > 0 and math.isfinite(self.target_l0)):
             raise BadInput(f"target_l0 must be positive and finite, not {self.target_l0}.")
         if not (self.jumprelu_bandwidth > 0 and math.isfinite(self.jumprelu_bandwidth)):

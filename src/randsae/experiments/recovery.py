@@ -63,6 +63,10 @@ class RecoveryConfig:
                                        help="comma list of: " + ", ".join(ARCHITECTURES))
     dictionaries: list[str] = setting(default_factory=lambda: list(DICTIONARIES), parse=parse_words,
                                       help="comma list of: " + ", ".join(DICTIONARIES))
+    auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (topk, batchtopk, matryoshka; "
+                                          "1/32 in the OpenAI recipe; 0: off, as lm train)")
+    dead_samples: int = setting(65_536, parse=parse_count, help="samples without firing before a latent counts as "
+                                                                "dead (for AuxK)")
     matryoshka_fractions: list[float] = setting(default_factory=lambda: [0.5, 0.3, 0.2], parse=parse_floats,
                                                 help="matryoshka: the nested groups' shares of the latents, "
                                                      "smallest prefix first")
@@ -82,7 +86,8 @@ class RecoveryConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
-        for name in ("num_inputs", "num_features", "latents", "k", "points", "batch_size", "held_out", "samples"):
+        for name in ("num_inputs", "num_features", "latents", "k", "points", "batch_size", "held_out", "samples",
+                     "dead_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BadInput(f"{name} must be a positive integer, not {value!r}.")
@@ -115,6 +120,8 @@ class RecoveryConfig:
             raise BadInput(f"recovery_threshold must lie in (0, 1), not {self.recovery_threshold!r}.")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise BadInput(f"lr must be positive and finite, not {self.lr!r}.")
+        if not (self.auxk_alpha >= 0 and math.isfinite(self.auxk_alpha)):
+            raise BadInput(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha!r}.")
         if self.warmup_steps < 0:
             raise BadInput(f"warmup_steps must not be negative, not {self.warmup_steps}.")
         if self.samples < self.batch_size:
@@ -151,7 +158,8 @@ class RecoveryConfig:
         return TopKTrainConfig(k=self.k, expansion=1, batch_size=self.batch_size, lr=self.lr,
                                warmup_steps=self.warmup_steps, seed=self.seed, dictionary=dictionary,
                                dictionary_cone=self.dictionary_cone, architecture=architecture,
-                               target_l0=float(self.k), matryoshka_widths=widths)
+                               target_l0=float(self.k), matryoshka_widths=widths, dead_tokens=self.dead_samples,
+                               auxk_alpha=0.0 if architecture == "jumprelu" else self.auxk_alpha)
 
 
 PRESETS: dict[str, dict] = {

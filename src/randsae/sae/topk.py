@@ -94,6 +94,16 @@ class UnitDecoder(nn.Module):
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
         return out + self.b_dec if bias else out
 
+    def auxiliary(self, x: torch.Tensor, pre: torch.Tensor, dead_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """AuxK: the residual's decoding from each token's largest dead latents (at most d/2 of them), for the
+        trainer's auxiliary loss; None without a mask or a dead latent. `pre` (the pre-activations, without
+        gradient) is overwritten."""
+        if dead_mask is None or (num_dead := int(dead_mask.sum())) == 0:
+            return None
+        k_aux = min(self.num_inputs // 2, num_dead)
+        _, indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
+        return self.decode(self.selected_activations(x, indices), indices, bias=False)
+
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         norms = torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True)
@@ -132,12 +142,7 @@ class TopKSAE(UnitDecoder):
         _, indices = pre.topk(self.k, dim=-1, sorted=False)
         values = self.selected_activations(x, indices)
         reconstruction = self.decode(values, indices)
-        aux = None
-        if dead_mask is not None and (num_dead := int(dead_mask.sum())) > 0:
-            k_aux = min(self.num_inputs // 2, num_dead)
-            _, aux_indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
-            aux = self.decode(self.selected_activations(x, aux_indices), aux_indices, bias=False)
-        return TopKOutput(reconstruction, values, indices, aux)
+        return TopKOutput(reconstruction, values, indices, self.auxiliary(x, pre, dead_mask))
 
     def inference(self) -> "TopKSAE":
         return self

@@ -215,8 +215,10 @@ class BatchTopKTraining(UnitDecoder):
     def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
         """The batch's B·k largest activations, found without gradient and recomputed from their encoder rows
         (as the TopK SAE's), decoded as an embedding bag: the same function and gradients as `forward_dense`,
-        without a dense B × latents matrix in the graph. Its `values` and `indices` are the kept entries, flat."""
-        rows, latents = batch_top(self.pre_activations(x), self.k * len(x))
+        without a dense B × latents matrix in the graph. Its `values` and `indices` are the kept entries, flat.
+        With `dead_mask`, AuxK's decoding of the residual from each sample's largest dead latents, as TopK's."""
+        pre = self.pre_activations(x)
+        rows, latents = batch_top(pre, self.k * len(x))
         values = (torch.linalg.vecdot(self.W_enc[latents], (x - self.b_dec)[rows]) + self.b_enc[latents]).relu()
         counts = torch.bincount(rows, minlength=len(x))
         offsets = torch.cumsum(counts, 0) - counts
@@ -226,7 +228,8 @@ class BatchTopKTraining(UnitDecoder):
             return bag + self.b_dec
 
         prefixes = tuple(decode(values * (latents < w)) for w in (self.widths or [])[:-1])
-        return TopKOutput(decode(values), values.detach(), latents, None, prefixes=prefixes)
+        return TopKOutput(decode(values), values.detach(), latents, self.auxiliary(x, pre, dead_mask),
+                          prefixes=prefixes)
 
     def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
         """`forward` written with the full latent matrix: the reference the tests compare against."""
