@@ -523,9 +523,16 @@ def plot_recovery(rows: Sequence[RecoveryRow], num_features: int, path: str | Pa
                     recovered.plot(x, [point[1] for point in line], style, color=line_colour, marker="o", ms=2.5,
                                    label=dictionary)
                     variance.plot(x, [point[2] for point in line], style, color=line_colour, marker="o", ms=2.5)
+            trained = [r for r in rows if (r.probabilities, r.architecture, r.dictionary) ==
+                       (probabilities, architecture, "trained")]
+            if trained:  # what a low count comes with: latents that never fire
+                last = max(trained, key=lambda r: r.samples)
+                recovered.text(0.03, 0.93, f"trained: {last.dead_fraction:.0%} of latents dead", fontsize=7.5,
+                               transform=recovered.transAxes, va="top", color="#1f4e79")
             recovered.set(xscale="log", ylim=(-0.02, 1.02), title=f"{architecture} · {probabilities} p")
             variance.set(xscale="log", ylim=(0, 1.02))
-            variance.set_xlabel("training samples seen (each fresh)")
+            if i == len(settings) - 1:
+                variance.set_xlabel("training samples seen (each fresh)")
             if j == 0:
                 recovered.set_ylabel(f"recovered features\n(share of {num_features:,})")
                 variance.set_ylabel("explained variance\n(held-out)")
