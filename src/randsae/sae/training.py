@@ -22,7 +22,7 @@ budget's schedule) and saved in the form SAELens reads.
 Each trains from the entries that matter alone — the kept (or active) ones, recomputed from their encoder rows and
 decoded as an embedding bag, and JumpReLU's entries near their threshold — as the TopK SAE does: the same function
 and gradients as the dense `forward_dense` (tests/test_recovery.py), without a B × latents matrix in the graph
-(docs/speed.md: 3.6–4.5× on the toy's shape for BatchTopK and Matryoshka).
+(docs/speed.md: 1.1–1.4× on the toy's shape, more where memory is short).
 """
 
 import math
