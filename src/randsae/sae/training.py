@@ -21,8 +21,8 @@ budget's schedule) and saved in the form SAELens reads.
 
 Each trains from the entries that matter alone — the kept (or active) ones, recomputed from their encoder rows and
 decoded as an embedding bag, and JumpReLU's entries near their threshold — as the TopK SAE does: the same function
-and gradients as the dense `forward_dense` (tests/test_recovery.py), without a B × latents matrix in the graph
-(docs/speed.md: 1.1–1.4× on the toy's shape, and no B × latents matrix kept for the backward pass).
+and gradients as the dense `forward_dense` (tests/test_recovery.py), without a B × latents matrix kept for the
+backward pass (docs/speed.md: 1.1–1.4× faster on the toy's shape).
 """
 
 import math
