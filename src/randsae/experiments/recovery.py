@@ -275,12 +275,13 @@ def run_recovery(config: RecoveryConfig, out: str | Path, progress: bool = True)
     """Every unit not finished in OUT (resumable); returns the whole table."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    record = asdict(config)
+    device = resolve_device(config.device)
+    # the stream's draws differ between a CPU's and a GPU's generator: a run goes on where it began
+    record = {**asdict(config), "stream_device": device.type}
     previous = runs.same_settings(out, COMMAND, record, "a recovery run")
     rows = read_table(out / TABLE, RecoveryRow) if previous is not None and (out / TABLE).is_file() else []
     if previous is None:
         runs.write_record(out, COMMAND, record)
-    device = resolve_device(config.device)
     last = config.checkpoints()[-1]
     done = {unit_of(r) for r in rows if r.steps == last}
     todo = [u for u in units(config) if u not in done]
