@@ -3,8 +3,6 @@ architecture of `lm train` with every random dictionary on it, recovery where th
 fault triggered by what the run writes, and the command's outputs."""
 
 import dataclasses
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -164,9 +162,13 @@ def test_a_run_broken_after_a_write_resumes_to_the_unbroken_table(tmp_path):
         assert numbers(read_table(out / "recovery.csv", RecoveryRow)) == numbers(whole)
 
 
-def randsae(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "randsae", "-q", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+def randsae(capsys, *args) -> tuple[int, str]:
+    """`randsae -q ARGS` in this process (the CLI's own entry point): its exit code and what it wrote to stderr."""
+    from randsae.cli import main
+
+    capsys.readouterr()
+    code = main(["-q", *args])
+    return code, capsys.readouterr().err
 
 
 TINY = ["--num-inputs", "8", "--num-features", "64", "--avg-active", "2", "--latents", "64", "--k", "2",
@@ -174,21 +176,20 @@ TINY = ["--num-inputs", "8", "--num-features", "64", "--avg-active", "2", "--lat
         "topk,jumprelu", "--dictionaries", "trained,frozen-encoder"]
 
 
-def test_the_command_writes_its_table_and_figure_and_refuses_other_settings_in_the_same_out(tmp_path):
+def test_the_command_writes_its_table_and_figure_and_refuses_other_settings_in_the_same_out(tmp_path, capsys):
     out = tmp_path / "out"
-    result = randsae("recovery", *TINY, "--out", str(out), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    code, err = randsae(capsys, "recovery", *TINY, "--out", str(out))
+    assert code == 0, err
     table = (out / "table.md").read_text()
     assert table.count("| constant |") == 4 and table.count("| log-uniform |") == 4
     assert "(still growing)" in table or "(stopped)" in table
     assert (out / "recovery.png").stat().st_size > 10_000
     rows = read_table(out / "recovery.csv", RecoveryRow)
     assert len(rows) == 16 and {r.samples for r in rows} == {1024, 2048}
-    assert randsae("recovery", *TINY, "--out", str(out), cwd=tmp_path).returncode == 0  # all done: nothing to do
+    assert randsae(capsys, "recovery", *TINY, "--out", str(out))[0] == 0  # all done: nothing to do
     assert len(read_table(out / "recovery.csv", RecoveryRow)) == 16
-    refused = randsae("recovery", *TINY, "--lr", "0.01", "--out", str(out), cwd=tmp_path)
-    assert refused.returncode == 2 and "other settings (lr" in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1
+    code, err = randsae(capsys, "recovery", *TINY, "--lr", "0.01", "--out", str(out))
+    assert code == 2 and "other settings (lr" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -201,10 +202,10 @@ def test_the_command_writes_its_table_and_figure_and_refuses_other_settings_in_t
     (["--samples", "lots"], "argument --samples"),
     (["--k", "80"], "must not exceed the latents"),
 ])
-def test_bad_settings_are_one_sentence(flags, words, tmp_path):
-    result = randsae("recovery", *TINY, *flags, "--out", str(tmp_path / "out"), cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+def test_bad_settings_are_one_sentence(flags, words, tmp_path, capsys):
+    code, err = randsae(capsys, "recovery", *TINY, *flags, "--out", str(tmp_path / "out"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
     assert not (tmp_path / "out").exists()
 
 
