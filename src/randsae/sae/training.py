@@ -98,7 +98,8 @@ def batch_top(pre: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor
         offered[overflow] = pre[overflow] >= cut
     chosen = pre[offered]
     cut = chosen.kthvalue(len(chosen) - count + 1).values if len(chosen) > count else cut
-    return ((pre >= cut) & offered & (pre > 0)).nonzero(as_tuple=True)
+    rows_kept, latents_kept = ((pre >= cut) & offered & (pre > 0)).nonzero(as_tuple=True)
+    return rows_kept, latents_kept
 
 
 class JumpReLUTraining(UnitDecoder):
