@@ -18,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from randsae import io, runs
-from randsae.config import coerce, parse_count, resolve_device
+from randsae.config import coerce, parse_count, parse_list, resolve_device
 from randsae.data.independent import Stream
 from randsae.errors import BadInput, check_seed, check_terminated
+from randsae.experiments.sweep import check_positive_int
 from randsae.metrics import best_cosines
 from randsae.sae.dictionaries import DEFAULT_CONE, DICTIONARIES, check_dictionary
 from randsae.settings import setting
@@ -34,15 +35,8 @@ PROBABILITIES = ("constant", "log-uniform")
 TABLE = "recovery.csv"
 
 
-def parse_words(text: str) -> list[str]:
-    return [word.strip() for word in text.split(",") if word.strip()]
-
-
-def parse_floats(text: str) -> list[float]:
-    try:
-        return [float(word) for word in parse_words(text)]
-    except ValueError:
-        raise BadInput(f"cannot read {text!r} as a comma list of numbers.") from None
+def fractions(text: str) -> list[float]:
+    return parse_list(text, float)
 
 
 @dataclass
@@ -51,7 +45,7 @@ class RecoveryConfig:
     num_features: int = setting(3200, help="ground-truth features F, uniform on the unit sphere")
     avg_active: float = setting(20.0, help="mean active features per sample m (each feature on with mean "
                                            "probability m / F)")
-    probabilities: list[str] = setting(default_factory=lambda: list(PROBABILITIES), parse=parse_words,
+    probabilities: list[str] = setting(default_factory=lambda: list(PROBABILITIES),
                                        help="comma list of: constant (every p = m / F), log-uniform")
     log_uniform_decades: float = setting(4.3, help="log-uniform p spans this many decades (the paper's 10^-5.5 … "
                                                    "10^-1.2), rescaled so the mean stays m / F")
@@ -59,15 +53,16 @@ class RecoveryConfig:
                                                "read of the paper)")
     latents: int = setting(3200, help="SAE latents")
     k: int = setting(20, help="latents kept per sample (TopK, BatchTopK, Matryoshka); JumpReLU's target L0")
-    architectures: list[str] = setting(default_factory=lambda: list(ARCHITECTURES), parse=parse_words,
+    architectures: list[str] = setting(default_factory=lambda: list(ARCHITECTURES),
                                        help="comma list of: " + ", ".join(ARCHITECTURES))
-    dictionaries: list[str] = setting(default_factory=lambda: list(DICTIONARIES), parse=parse_words,
+    dictionaries: list[str] = setting(default_factory=lambda: list(DICTIONARIES),
                                       help="comma list of: " + ", ".join(DICTIONARIES))
     auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (topk, batchtopk, matryoshka; "
                                           "1/32 in the OpenAI recipe; 0: off, as lm train)")
     dead_samples: int = setting(65_536, parse=parse_count, help="samples without firing before a latent counts as "
                                                                 "dead (for AuxK)")
-    matryoshka_fractions: list[float] = setting(default_factory=lambda: [0.5, 0.3, 0.2], parse=parse_floats,
+    matryoshka_fractions: list[float] = setting(default_factory=lambda: [0.5, 0.3, 0.2],
+                                                parse=fractions,
                                                 help="matryoshka: the nested groups' shares of the latents, "
                                                      "smallest prefix first")
     samples: int = setting(8_388_608, parse=parse_count, shown="8M (2^23)",
@@ -88,9 +83,7 @@ class RecoveryConfig:
         check_seed(self.seed)
         for name in ("num_inputs", "num_features", "latents", "k", "points", "batch_size", "held_out", "samples",
                      "dead_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadInput(f"{name} must be a positive integer, not {value!r}.")
+            check_positive_int(name, getattr(self, name))
         if self.num_inputs < 2:
             raise BadInput(f"num_inputs must be at least 2, not {self.num_inputs}.")
         if not (0 < self.avg_active <= self.num_features and math.isfinite(self.avg_active)):
