@@ -16,7 +16,7 @@ import time
 import torch
 
 from randsae.data.independent import Stream
-from randsae.train_topk import ARCHITECTURES, TopKTrainConfig, TopKTrainer
+from randsae.training.trainer import ARCHITECTURES, TopKTrainConfig, TopKTrainer
 
 
 def trainer(architecture: str, d: int, latents: int, k: int, batch: int) -> TopKTrainer:

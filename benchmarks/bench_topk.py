@@ -14,7 +14,7 @@ import time
 import torch
 
 from randsae.sae.topk import TopKSAE
-from randsae.train_topk import TopKTrainConfig, TopKTrainer
+from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
 
 def tokens_per_second(trainer: TopKTrainer, batches: list[torch.Tensor], warmup: int) -> float:

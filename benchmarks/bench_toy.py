@@ -21,7 +21,7 @@ from one_at_a_time import train_one  # noqa: E402
 from randsae.config import resolve_device  # noqa: E402
 from randsae.data import sharkey  # noqa: E402
 from randsae.sae.relu import ReluSAE  # noqa: E402
-from randsae.train import train_relu_saes  # noqa: E402
+from randsae.training.toy import train_relu_saes  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:

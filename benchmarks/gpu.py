@@ -50,9 +50,9 @@ from randsae.data.independent import Stream  # noqa: E402
 from randsae.experiments.recovery import RecoveryConfig, run_recovery  # noqa: E402
 from randsae.sae.relu import ReluSAE  # noqa: E402
 from randsae.sae.topk import TopKSAE  # noqa: E402
-from randsae.sae.training import BatchTopKTraining  # noqa: E402
-from randsae.train import train_relu_saes  # noqa: E402
-from randsae.train_topk import ARCHITECTURES, TopKTrainConfig, TopKTrainer  # noqa: E402
+from randsae.training.forms import BatchTopKTraining  # noqa: E402
+from randsae.training.toy import train_relu_saes  # noqa: E402
+from randsae.training.trainer import ARCHITECTURES, TopKTrainConfig, TopKTrainer  # noqa: E402
 
 PYTHIA = {"70m": (512, 6, 8), "160m": (768, 12, 12), "410m": (1024, 24, 16)}  # hidden, layers, heads
 FAILURES: list[str] = []

@@ -10,7 +10,7 @@ import torch
 from randsae.cli import main
 from randsae.io import read_rows
 from randsae.lm.token_filter import TokenFilter
-from randsae.train_topk import TopKTrainConfig, default_lr, plan_schedule
+from randsae.training.trainer import TopKTrainConfig, default_lr, plan_schedule
 
 
 def test_the_paper_schedule_at_100m_tokens_and_a_shorter_one_below():

@@ -10,7 +10,7 @@ from test_topk import sparse_data
 from randsae.errors import BadInput
 from randsae.sae import TopKSAE
 from randsae.sae import dictionaries as D
-from randsae.train_topk import TopKTrainConfig, TopKTrainer
+from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
 
 def trainer(dictionary: str, cone: float = 0.8, seed: int = 1) -> TopKTrainer:

@@ -13,7 +13,7 @@ from randsae.lm.quality import below_baselines, fit_baselines
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import TokenQuality, chunk_bootstrap, chunk_weights, context_sums, percentile_interval
 from randsae.tables import EvalRow
-from randsae.train_topk import TopKTrainConfig, TopKTrainer
+from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
 D, LENGTH, VOCABULARY = 32, 64, 40
 

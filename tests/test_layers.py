@@ -13,7 +13,7 @@ LAYERS = [
     {"errors", "io", "seeding", "config", "resources", "cpu", "distributed", "tables", "runs", "settings", "hub",
      "scorer_kinds", "__init__"},
     {"data", "transforms", "metrics", "probing", "sae"},
-    {"train", "train_topk"},
+    {"training"},
     {"lm"},
     {"autointerp"},
     {"plots"},

@@ -10,7 +10,7 @@ from randsae.experiments.sweep import read_results
 from randsae.experiments.toy import ToyConfig, run_toy
 from randsae.metrics import recovery
 from randsae.sae.relu import ReluSAE
-from randsae.train import train_relu_saes
+from randsae.training.toy import train_relu_saes
 
 
 @pytest.mark.parametrize("spread", [1.0, 100.0])

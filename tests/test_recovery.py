@@ -12,9 +12,9 @@ from randsae.data.independent import Stream, bernoulli_positions
 from randsae.experiments import recovery
 from randsae.experiments.recovery import RecoveryConfig, run_recovery
 from randsae.sae.dictionaries import DICTIONARIES
-from randsae.sae.training import BatchTopKTraining, JumpReLUTraining, batch_top
+from randsae.training.forms import BatchTopKTraining, JumpReLUTraining, batch_top
 from randsae.tables import RecoveryRow, read_table
-from randsae.train_topk import ARCHITECTURES
+from randsae.training.trainer import ARCHITECTURES
 
 # the small toy: 16 inputs, 64 features, 2 active per sample, as many latents as features
 SMALL = dict(num_inputs=16, num_features=64, avg_active=2.0, latents=64, k=2, batch_size=256, lr=3e-3,
@@ -211,7 +211,7 @@ def test_bad_settings_are_one_sentence(flags, words, tmp_path, capsys):
 
 def test_batchtopk_takes_the_auxk_loss_as_topk_does_and_jumprelu_refuses_it():
     from randsae.errors import BadInput
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     sae = BatchTopKTraining(12, 64, 3, seed=1)
     x = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from randsae.sae.relu import ReluSAE
-from randsae.train import l1_scale, relu_sae_losses, relu_sae_step_gradients, train_relu_saes
+from randsae.training.toy import l1_scale, relu_sae_losses, relu_sae_step_gradients, train_relu_saes
 
 
 def test_init_orthogonal_unit_decoder_same_for_every_sae_in_stack():
@@ -135,7 +135,7 @@ def test_hand_written_gradients_with_a_handful_of_active_latents():
 
 
 def test_vanishing_adam_moments_are_zeroed_and_the_rest_kept():
-    from randsae.train import zero_vanishing_moments
+    from randsae.training.toy import zero_vanishing_moments
     p = torch.nn.Parameter(torch.zeros(4))
     opt = torch.optim.Adam([p])
     p.grad = torch.tensor([1.0, 1e-20, 0.0, -2.0])

@@ -12,7 +12,7 @@ from randsae.experiments.glove import GloveConfig
 from randsae.experiments.toy import ToyConfig
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, documented, flag_of, given
-from randsae.train_topk import TopKTrainConfig
+from randsae.training.trainer import TopKTrainConfig
 
 
 def subparser(*path: str) -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from randsae.sae import TopKSAE, load
-from randsae.train_topk import TopKTrainConfig, TopKTrainer, default_lr
+from randsae.training.trainer import TopKTrainConfig, TopKTrainer, default_lr
 
 
 def sparse_data(num: int, d: int = 32, features: int = 128, active: int = 3, seed: int = 0) -> torch.Tensor:

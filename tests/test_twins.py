@@ -125,7 +125,7 @@ def test_batchtopk_and_matryoshka_trained_by_randsae_open_in_saelens_unchanged(a
     from sae_lens import SAE
     from sae_lens.saes.sae import TrainingSAE
 
-    from randsae.train_topk import TopKTrainConfig, TopKTrainer
+    from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
     config = TopKTrainConfig(architecture=architecture, k=4, expansion=4, batch_size=128, warmup_steps=2)
     sae = config.new_sae(16, 0, seed=0)

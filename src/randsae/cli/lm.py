@@ -14,7 +14,7 @@ from randsae.cli.common import (
 from randsae.config import coerce
 from randsae.errors import BadInput, check_seed
 from randsae.settings import add_flags, given
-from randsae.train_topk import SCHEDULES
+from randsae.training.trainer import SCHEDULES
 
 log = logging.getLogger("randsae")
 
@@ -61,7 +61,7 @@ def add_lm_parser(sub, parser_class) -> None:
     from randsae.experiments.lm_autointerp import AutointerpSettings
     from randsae.experiments.lm_probe import ProbeSettings
     from randsae.lm.examples import ExampleSettings
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     lm = sub.add_parser("lm", help="language models: activations, TopK SAEs, quality metrics")
     lm_sub = lm.add_subparsers(dest="lm_command", required=True, parser_class=parser_class)
@@ -78,8 +78,8 @@ def add_lm_parser(sub, parser_class) -> None:
     add_flags(p, TopKTrainConfig)
     p.add_argument("--schedule", default="budget", choices=SCHEDULES,
                    help="budget (default): a smaller batch and a higher learning rate when the tokens give too "
-                        "few steps for the paper's; paper: the paper's batch and learning rate whatever the "
-                        "budget. --batch-size and --lr override either")
+                        "few steps for the recipe's; paper: the recipe's batch and learning rate whatever the "
+                        "budget (with --recipe sparsify: the paper's). --batch-size and --lr override either")
     p.add_argument("--no-check", action="store_true",
                    help="skip the check against PCA-k on held-out text (it runs the model on 16 contexts)")
     p.add_argument("--seeds", type=int, default=1, help="SAEs per layer, seeded --seed, --seed + 1, …: the first "
@@ -160,7 +160,7 @@ def run_activations(args) -> None:
 
 def run_train(args) -> None:
     from randsae.experiments.lm_train import train_from_cache, train_from_model
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     if (args.acts is None) == (args.model is None):
         raise BadInput("give either --acts (an activation cache) or --model (train on the fly).")

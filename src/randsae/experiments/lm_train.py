@@ -43,7 +43,7 @@ from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.dictionaries import arm_name
 from randsae.sae.topk import UnitDecoder
 from randsae.seeding import derive_seed
-from randsae.train_topk import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
+from randsae.training.trainer import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
 
 FAR_WORSE = 10.0  # a held-out FVU above this, with a training FVU below 1: a cache unlike the model's activations
 # held-out contexts the SAE is checked on against PCA-k when it is saved

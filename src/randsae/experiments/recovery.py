@@ -26,11 +26,13 @@ from randsae.metrics import best_cosines
 from randsae.sae.dictionaries import DEFAULT_CONE, DICTIONARIES, check_dictionary
 from randsae.settings import setting
 from randsae.tables import RecoveryRow, read_table, write_table
-from randsae.train_topk import ARCHITECTURES, TopKTrainConfig, TopKTrainer
+from randsae.training.recipes import RECIPE_HELP, check_training_values, recipe
+from randsae.training.trainer import ARCHITECTURES, TopKTrainConfig, TopKTrainer
 
 log = logging.getLogger(__name__)
 
 COMMAND = "recovery"
+TOY_BATCH = 1024  # samples per step where the recipe leaves the batch to the command
 PROBABILITIES = ("constant", "log-uniform")
 TABLE = "recovery.csv"
 
@@ -57,10 +59,17 @@ class RecoveryConfig:
                                        help="comma list of: " + ", ".join(ARCHITECTURES))
     dictionaries: list[str] = setting(default_factory=lambda: list(DICTIONARIES),
                                       help="comma list of: " + ", ".join(DICTIONARIES))
-    auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (topk, batchtopk, matryoshka; "
-                                          "1/32 in the OpenAI recipe; 0: off, as lm train)")
-    dead_samples: int = setting(65_536, parse=parse_count, help="samples without firing before a latent counts as "
-                                                                "dead (for AuxK)")
+    recipe: str = setting("randsae", help=RECIPE_HELP)
+    auxk_alpha: float | None = setting(None, shown="the recipe's",
+                                       help="weight of the AuxK loss on dead latents (topk, batchtopk, "
+                                            "matryoshka; 0: off)")
+    k_aux: int | None = setting(None, shown="the recipe's", help="AuxK: dead latents each sample reconstructs "
+                                                                 "its residual from")
+    dead_samples: int | None = setting(None, parse=parse_count, shown="the recipe's",
+                                       help="samples without firing before a latent counts as dead (for AuxK and "
+                                            "resampling)")
+    resample_every: int | None = setting(None, shown="the recipe's", help="every N steps, dead latents restart on "
+                                                                          "the worst-reconstructed samples")
     matryoshka_fractions: list[float] = setting(default_factory=lambda: [0.5, 0.3, 0.2],
                                                 parse=fractions,
                                                 help="matryoshka: the nested groups' shares of the latents, "
@@ -68,9 +77,14 @@ class RecoveryConfig:
     samples: int = setting(8_388_608, parse=parse_count, shown="8M (2^23)",
                            help="training samples per SAE, each fresh (the budget; 500k, 8M, …)")
     points: int = setting(8, help="points on the curve: samples seen doubling up to --samples")
-    batch_size: int = setting(256, help="samples per optimiser step")
-    lr: float = setting(3e-3, help="Adam learning rate")
-    warmup_steps: int = setting(1000, help="linear learning-rate warm-up, capped at a tenth of the run")
+    batch_size: int | None = setting(None, shown="the recipe's (randsae 1,024, bussmann 4,096)",
+                                     help="samples per optimiser step")
+    lr: float | None = setting(None, shown="the recipe's", help="Adam learning rate")
+    adam_beta2: float | None = setting(None, shown="the recipe's", help="Adam's β2")
+    warmup_steps: int | None = setting(None, shown="the recipe's",
+                                       help="linear learning-rate warm-up, capped at a tenth of the run")
+    decay_fraction: float | None = setting(None, shown="the recipe's",
+                                           help="linear learning-rate decay to 0 over this last share of the run")
     held_out: int = setting(16384, help="fixed held-out samples every point is measured on")
     recovery_threshold: float = setting(0.8, help="a feature is recovered when some decoder direction's cosine "
                                                   "to it is above this")
@@ -81,9 +95,11 @@ class RecoveryConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
-        for name in ("num_inputs", "num_features", "latents", "k", "points", "batch_size", "held_out", "samples",
-                     "dead_samples"):
+        for name in ("num_inputs", "num_features", "latents", "k", "points", "held_out", "samples"):
             check_positive_int(name, getattr(self, name))
+        for name in ("batch_size", "dead_samples", "k_aux"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         if self.num_inputs < 2:
             raise BadInput(f"num_inputs must be at least 2, not {self.num_inputs}.")
         if not (0 < self.avg_active <= self.num_features and math.isfinite(self.avg_active)):
@@ -111,14 +127,12 @@ class RecoveryConfig:
             raise BadInput(f"matryoshka_fractions {fractions!r} leave a group of {self.latents} latents empty.")
         if not 0 < self.recovery_threshold < 1:
             raise BadInput(f"recovery_threshold must lie in (0, 1), not {self.recovery_threshold!r}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise BadInput(f"lr must be positive and finite, not {self.lr!r}.")
-        if not (self.auxk_alpha >= 0 and math.isfinite(self.auxk_alpha)):
-            raise BadInput(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha!r}.")
-        if self.warmup_steps < 0:
-            raise BadInput(f"warmup_steps must not be negative, not {self.warmup_steps}.")
-        if self.samples < self.batch_size:
-            raise BadInput(f"samples ({self.samples:,}) must be at least one batch ({self.batch_size:,}).")
+        recipe(self.recipe)
+        check_training_values({"lr": self.lr, "adam_beta2": self.adam_beta2, "warmup_steps": self.warmup_steps,
+                               "decay_fraction": self.decay_fraction, "auxk_alpha": self.auxk_alpha,
+                               "resample_every": self.resample_every})
+        if self.samples < self.batch():
+            raise BadInput(f"samples ({self.samples:,}) must be at least one batch ({self.batch():,}).")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise BadInput(f"device must be auto, cpu or cuda, not {self.device!r}.")
         if "log-uniform" in self.probabilities:  # a spread that puts a probability above 1: one sentence now
@@ -137,8 +151,12 @@ class RecoveryConfig:
                            "fewer active features.")
         return spread
 
+    def batch(self) -> int:
+        """Samples per step: as given, else the recipe's (else TOY_BATCH)."""
+        return self.batch_size or recipe(self.recipe).batch_size or TOY_BATCH
+
     def steps(self) -> int:
-        return self.samples // self.batch_size
+        return self.samples // self.batch()
 
     def checkpoints(self) -> list[int]:
         """The steps after which the curve has a point: the last step, and halving back from it (distinct)."""
@@ -148,11 +166,17 @@ class RecoveryConfig:
     def train_config(self, architecture: str, dictionary: str) -> TopKTrainConfig:
         matryoshka = architecture == "matryoshka"
         widths = matryoshka_widths(self.latents, self.matryoshka_fractions) if matryoshka else None
-        return TopKTrainConfig(k=self.k, expansion=1, batch_size=self.batch_size, lr=self.lr,
-                               warmup_steps=self.warmup_steps, seed=self.seed, dictionary=dictionary,
+        return TopKTrainConfig(k=self.k, expansion=1, batch_size=self.batch(), recipe=self.recipe, lr=self.lr,
+                               adam_beta2=self.adam_beta2, warmup_steps=self.warmup_steps,
+                               decay_fraction=self.decay_fraction, seed=self.seed, dictionary=dictionary,
                                dictionary_cone=self.dictionary_cone, architecture=architecture,
                                target_l0=float(self.k), matryoshka_widths=widths, dead_tokens=self.dead_samples,
-                               auxk_alpha=0.0 if architecture == "jumprelu" else self.auxk_alpha)
+                               k_aux=self.k_aux, resample_every=self.resample_every, auxk_alpha=0.0 if architecture == "jumprelu" else self.auxk_alpha)
+
+    def hyperparameters(self, architecture: str = "topk") -> dict:
+        """What an SAE of this run trains with, every value the recipe set (config.json "recipe")."""
+        train = self.train_config(architecture, "trained")
+        return train.hyperparameters(self.num_inputs, self.latents, self.steps()).record()
 
 
 PRESETS: dict[str, dict] = {
@@ -245,14 +269,14 @@ def train_unit(config: RecoveryConfig, unit: Unit, stream: Stream, held_out: tor
         start, steps_before = time.perf_counter(), trainer.steps
         while trainer.steps < point:
             check_terminated()
-            trainer.step(stream.batch(trainer.steps, config.batch_size))
+            trainer.step(stream.batch(trainer.steps, config.batch()))
             bar.update(1)
         took = time.perf_counter() - start
         seconds += took
         metrics = measure(sae, stream, held_out, config.recovery_threshold)
-        row = RecoveryRow(unit.probabilities, unit.architecture, unit.dictionary, point * config.batch_size,
+        row = RecoveryRow(unit.probabilities, unit.architecture, unit.dictionary, point * config.batch(),
                           point, **metrics, seconds=took, seconds_per_million=took / max(1, point - steps_before)
-                          / config.batch_size * 1e6, elapsed=seconds)
+                          / config.batch() * 1e6, elapsed=seconds)
         rows.append(row)
         write_table(out / TABLE, rows, RecoveryRow)
         save_state(path, trainer, seconds)
@@ -270,7 +294,7 @@ def run_recovery(config: RecoveryConfig, out: str | Path, progress: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     # the stream's draws differ between a CPU's and a GPU's generator: a run goes on where it began
-    record = {**asdict(config), "stream_device": device.type}
+    record = {**asdict(config), "stream_device": device.type, "recipe_values": config.hyperparameters()}
     previous = runs.same_settings(out, COMMAND, record, "a recovery run")
     rows = read_table(out / TABLE, RecoveryRow) if previous is not None and (out / TABLE).is_file() else []
     if previous is None:
@@ -315,11 +339,20 @@ def still_growing(last: RecoveryRow, before: RecoveryRow | None, num_features: i
             or last.explained_variance - before.explained_variance >= EV_GROWTH)
 
 
+def recipe_text(config: RecoveryConfig) -> str:
+    """The recipe and the values it trained with, in a few words."""
+    h = config.hyperparameters()
+    auxk = f"AuxK {h['auxk_alpha']:.3g} (k_aux {h['k_aux']}, dead after {h['dead_tokens']:,} samples)" \
+        if h["auxk_alpha"] else "no AuxK"
+    return (f"recipe {config.recipe}: batch {h['batch_size']:,}, lr {h['lr']:.3g}, Adam β2 {h['adam_beta2']:g}, "
+            f"warm-up {h['warmup_steps']:,}, decay over the last {h['decay_steps']:,} steps, {auxk}")
+
+
 def summary_markdown(rows: list[RecoveryRow], config: RecoveryConfig) -> str:
     """Korznikov et al.'s table from OUT: every unit at its last point, with the growth of its last doubling."""
     lines = [f"Independent-feature toy: n = {config.num_inputs}, F = {config.num_features:,}, m = "
-             f"{config.avg_active:g}, {config.latents:,} latents at L0 {config.k}; batch {config.batch_size}, "
-             f"lr {config.lr:g}, seed {config.seed}. Recovered: best decoder cosine > "
+             f"{config.avg_active:g}, {config.latents:,} latents at L0 {config.k}; {recipe_text(config)}, "
+             f"seed {config.seed}. Recovered: best decoder cosine > "
              f"{config.recovery_threshold:g}.",
              "", "| p | architecture | dictionary | samples | explained variance | recovered | MMCS | L0 | dead | "
              "last doubling | training (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -343,7 +376,7 @@ def write_outputs(rows: list[RecoveryRow], config: RecoveryConfig, out: Path, fo
     growing = [u for u, (last, before) in last_points(rows).items()
                if u.dictionary == "trained" and still_growing(last, before, config.num_features)]
     notes = [f"n = {config.num_inputs}, F = {config.num_features:,}, m = {config.avg_active:g}; "
-             f"{config.latents:,} latents, L0 {config.k}; batch {config.batch_size}, lr {config.lr:g}; recovered: "
+             f"{config.latents:,} latents, L0 {config.k}; {recipe_text(config)}; recovered: "
              f"best decoder cosine > {config.recovery_threshold:g}."]
     if growing:
         notes.append("Still growing at the last point (trained): " + ", ".join(

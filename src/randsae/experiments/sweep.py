@@ -31,8 +31,8 @@ from randsae.sae.topk import TopKSAE
 from randsae.seeding import derive_seed, generator
 from randsae.settings import setting
 from randsae.tables import SweepRow, read_table, write_table
-from randsae.train import train_relu_saes
-from randsae.train_topk import TopKTrainConfig, TopKTrainer
+from randsae.training.toy import train_relu_saes
+from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ class TopKOutput(NamedTuple):
     values: torch.Tensor  # B × k, the kept latents' activations (≥ 0)
     indices: torch.Tensor  # B × k, which latents they are
     aux_reconstruction: torch.Tensor | None
-    # what the other architectures' training forms add (randsae.sae.training): the sparsity penalty already
+    # what the other architectures' training forms add (randsae.training.forms): the sparsity penalty already
     # weighted (JumpReLU's straight-through L0), and the reconstructions from each nested prefix (Matryoshka)
     penalty: torch.Tensor | None = None
     prefixes: tuple[torch.Tensor, ...] = ()
@@ -77,6 +77,9 @@ class UnitDecoder(nn.Module):
     def after_step(self, out: "TopKOutput") -> None:
         """Called by the trainer after each optimiser step (running statistics, controllers)."""
 
+    def restarted(self, latents: torch.Tensor) -> None:
+        """Called by the trainer after it restarted `latents` (a mask) on new directions."""
+
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU((x − b_dec) W_encᵀ + b_enc) for every latent: B × num_latents, without gradient."""
         with torch.no_grad():
@@ -94,13 +97,14 @@ class UnitDecoder(nn.Module):
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
         return out + self.b_dec if bias else out
 
-    def auxiliary(self, x: torch.Tensor, pre: torch.Tensor, dead_mask: torch.Tensor | None) -> torch.Tensor | None:
-        """AuxK: the residual's decoding from each token's largest dead latents (at most d/2 of them), for the
+    def auxiliary(self, x: torch.Tensor, pre: torch.Tensor, dead_mask: torch.Tensor | None,
+                  k_aux: int | None = None) -> torch.Tensor | None:
+        """AuxK: the residual's decoding from each token's `k_aux` largest dead latents (default d/2), for the
         trainer's auxiliary loss; None without a mask or a dead latent. `pre` (the pre-activations, without
         gradient) is overwritten."""
         if dead_mask is None or (num_dead := int(dead_mask.sum())) == 0:
             return None
-        k_aux = min(self.num_inputs // 2, num_dead)
+        k_aux = min(k_aux or self.num_inputs // 2, num_dead)
         _, indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
         return self.decode(self.selected_activations(x, indices), indices, bias=False)
 
@@ -135,14 +139,15 @@ class TopKSAE(UnitDecoder):
             values = self.selected_activations(x, indices)
         return values, indices
 
-    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                k_aux: int | None = None) -> TopKOutput:
         """Encode and decode `x` (B × d). With `dead_mask` (num_latents bools), also decode the residual
         from the top dead latents (AuxK, at most d/2 of them), for the trainer's auxiliary loss."""
         pre = self.pre_activations(x)
         _, indices = pre.topk(self.k, dim=-1, sorted=False)
         values = self.selected_activations(x, indices)
         reconstruction = self.decode(values, indices)
-        return TopKOutput(reconstruction, values, indices, self.auxiliary(x, pre, dead_mask))
+        return TopKOutput(reconstruction, values, indices, self.auxiliary(x, pre, dead_mask, k_aux))
 
     def inference(self) -> "TopKSAE":
         return self
@@ -152,7 +157,8 @@ class TopKSAE(UnitDecoder):
         return torch.zeros(len(values), self.num_latents, dtype=values.dtype,
                            device=values.device).scatter_(1, indices, values)
 
-    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                      k_aux: int | None = None) -> TopKOutput:
         """`forward` computed densely: the full latent matrix, a dense decoder product, dense gradients.
         The reference that tests and the benchmark compare against, not for training (and without AuxK)."""
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()

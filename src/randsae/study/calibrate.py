@@ -186,7 +186,7 @@ def sae_rates(d_model: int, latents: int, k: int, device, batch_size: int) -> tu
     LATENT_CAP latents."""
     import torch
 
-    from randsae.train_topk import TopKTrainConfig, TopKTrainer
+    from randsae.training.trainer import TopKTrainConfig, TopKTrainer
 
     latents = min(latents, LATENT_CAP)
     expansion = max(1, latents // d_model)
@@ -218,7 +218,7 @@ def latent_rates(d_model: int, latents: int, k: int, context_length: int, exampl
 
     from randsae.lm.latent_cache import encode_cache, open_latent_cache
     from randsae.lm.latents import layer_records
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     latents = min(latents, LATENT_CAP)
     expansion = max(1, latents // d_model)

@@ -40,7 +40,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
     from randsae.lm.activations import parse_layers
     from randsae.lm.models import load_config, read_device_map
     from randsae.study.plan import model_shape
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     resolve_device(settings.device)
     read_device_map(settings.device_map)
@@ -167,7 +167,7 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
     from randsae.lm.examples import ExampleSettings
     from randsae.lm.source import contexts_drawn
     from randsae.study.plan import Scale
-    from randsae.train_topk import plan_schedule
+    from randsae.training.trainer import plan_schedule
 
     s = settings
     units = study_units(s)

@@ -85,6 +85,7 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
             ("training tokens per variant", training_tokens(study)),
             ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
+            ("training recipe", recipe_text(study)),
             ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
              (f", lr {s['lr']}" if s.get("lr") else "")),
             ("tokens left out", (f"first {s['skip_positions']} positions " if s.get("skip_positions") else "") +
@@ -96,6 +97,19 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
             ("judge", judge), ("seed", str(s["seed"])), ("seeds", seeds_text(s)),
             ("made by", made_by(study.config))]
+
+
+def recipe_text(study: Study) -> str:
+    """The recipe the arms' SAEs trained under and every value it set, as the first arm's `lm train` record has
+    them (docs/choices.md "Training recipes")."""
+    name = study.config["settings"].get("recipe", "randsae")
+    for record in sorted(study.out.glob("*/sae/config.json")):
+        values = io.read_json(record).get("schedule", {}).get("hyperparameters")
+        if isinstance(values, dict) and values:
+            shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int)
+                              else f"{k} {v}" for k, v in values.items() if k != "recipe")
+            return f"{name} ({shown}; from {record.parent.parent.name}'s record)"
+    return name
 
 
 def training_tokens(study: Study) -> str:
@@ -143,7 +157,7 @@ OFF_TARGET = 0.10  # a twin whose held-out L0 is further than this from the L0 i
 
 
 def arm_architectures(study: Study) -> str:
-    """Each arm's SAE architecture and held-out L0 per layer (the mean over its seeds), as its quality eval
+    """Each arm's SAE architecture, held-out L0 and dead latents per layer (the mean over its seeds), as its quality eval
     measured them (`lm eval` results.csv); a twin trained to the user's SAEs' L0 that missed it by more than 10%
     says so."""
     from randsae.tables import EvalRow, read_table
@@ -157,7 +171,8 @@ def arm_architectures(study: Study) -> str:
     def l0_of(layer: int, rows: list[EvalRow]) -> str:
         values = [r.l0 for r in rows if r.l0 is not None]
         l0 = sum(values) / len(values) if values else None
-        text = f"{layer}: {fmt(l0, 1)}"
+        dead = [r.dead_fraction for r in rows if r.dead_fraction is not None]
+        text = f"{layer}: {fmt(l0, 1)}" + (f" ({sum(dead) / len(dead):.0%} dead)" if dead else "")
         target = targets.get(str(layer)) if rows[0].variant != "trained" and rows[0].k is None else None
         if target and l0 is not None and abs(l0 / target - 1) > OFF_TARGET:
             text += f" (off its target {target:.1f} by {l0 / target - 1:+.0%})"
@@ -167,7 +182,7 @@ def arm_architectures(study: Study) -> str:
         rows = [r for group in layers.values() for r in group]
         seeds = max(len(group) for group in layers.values())
         over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
-        return (f"{name}: {', '.join(sorted({r.architecture or 'topk' for r in rows}))}, L0 by layer{over} "
+        return (f"{name}: {', '.join(sorted({r.architecture or 'topk' for r in rows}))}, L0 (dead) by layer{over} "
                 f"{'; '.join(l0_of(layer, group) for layer, group in sorted(layers.items()))}")
 
     return " · ".join(arm(name, layers) for name, layers in found.items()) or "–"

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from randsae.study.plan import ModelShape
 
 TWIN_SAES = ("same", "topk")
-# what the trainer trains (randsae.train_topk.ARCHITECTURES; the study cannot import it at module level)
+# what the trainer trains (randsae.training.trainer.ARCHITECTURES; the study cannot import it at module level)
 TRAINED_ARCHITECTURES = ("topk", "jumprelu", "batchtopk", "matryoshka")
 # a user's SAE (its architecture as SAELens names it) → the architecture its twins train with --twin-sae same
 TWIN_OF = {"topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk", "matryoshka_batchtopk": "matryoshka"}
@@ -66,6 +66,8 @@ class BaselineSettings:
     k: int = setting(32, help="latents kept per token")
     expansion: int = setting(64, help="latents per input dimension", shown="64; the demo: 8")
     schedule: str = setting("budget", help="budget or paper, as `lm train --schedule`")
+    recipe: str = setting("randsae", help="how every arm's SAEs are trained, as `lm train --recipe`: randsae, "
+                                          "bussmann or sparsify (docs/choices.md \"Training recipes\")")
     batch_size: int | None = setting(None, help="tokens per optimiser step", shown="the budget rule")
     lr: float | None = setting(None, help="learning rate", shown="the budget rule")
     skip_positions: int = setting(0, help="as `lm train --skip-positions`")
@@ -127,8 +129,10 @@ class BaselineSettings:
                 flag = "--" + name.replace("_", "-")
                 raise BadInput(f"{flag} must be a positive integer, not {getattr(self, name)}.")
         check_seed(self.seed)
-        from randsae.train_topk import SCHEDULES
+        from randsae.training.recipes import recipe
+        from randsae.training.trainer import SCHEDULES
 
+        recipe(self.recipe)
         if self.schedule not in SCHEDULES:
             raise BadInput(f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}.")
         if self.twin_sae not in TWIN_SAES:
@@ -232,12 +236,13 @@ class Preflight:
 def train_config_for(s: BaselineSettings, check: Preflight, unit: str, architecture: str | None = None,
                      layer_l0: dict | None = None):
     """A unit's training settings (the architecture and per-layer L0 its twins match, where they do)."""
-    from randsae.train_topk import TopKTrainConfig
+    from randsae.training.trainer import TopKTrainConfig
 
     given = {"batch_size": s.batch_size, "lr": s.lr}
     architecture, layer_l0 = architecture or s.architecture, layer_l0 or {}
     config = TopKTrainConfig(k=check.sae_k or s.k, expansion=check.sae_expansion or s.expansion,
                              architecture=architecture, layer_l0=layer_l0, matryoshka_widths=check.sae_widths,
+                             recipe=s.recipe,
                              seed=s.seed + parse_unit(unit)[1], dictionary=split_arm(parse_unit(unit)[0])[1],
                              dictionary_cone=s.dictionary_cone,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,

@@ -19,16 +19,24 @@ from randsae.errors import BadInput, check_seed, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
 from randsae.sae.topk import TopKSAE, UnitDecoder
-from randsae.sae.training import BatchTopKTraining, JumpReLUTraining
+from randsae.seeding import generator
 from randsae.settings import setting
+from randsae.training import recipes
+from randsae.training.forms import BatchTopKTraining, JumpReLUTraining
+from randsae.training.recipes import RECIPE_HELP, Hyperparameters, effective_warmup
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
 ARCHITECTURES = ("topk", "jumprelu", "batchtopk", "matryoshka")
 
 
 def default_lr(num_latents: int) -> float:
-    """2e-4 / sqrt(num_latents / 2^14), the EleutherAI trainer's scaling."""
-    return 2e-4 / math.sqrt(num_latents / 2**14)
+    """2e-4 / sqrt(num_latents / 2^14), the EleutherAI trainer's scaling (the paper's rate)."""
+    return recipes.width_lr(num_latents)
+
+
+# the training settings a recipe fills when they are not given (randsae.training.recipes)
+RECIPE_FIELDS = ("lr", "adam_beta1", "adam_beta2", "warmup_steps", "decay_fraction", "auxk_alpha", "k_aux",
+                 "dead_tokens", "resample_every")
 
 
 @dataclass
@@ -36,12 +44,27 @@ class TopKTrainConfig:
     k: int = setting(32, help="latents kept per token")
     expansion: int = setting(64, help="latents per input dimension")
     batch_size: int = setting(4096, help="tokens per optimiser step, over all ranks")
-    lr: float | None = setting(None, shown="2e-4 / sqrt(latents / 2^14)", help="Adam learning rate")
-    warmup_steps: int = setting(1000, help="linear learning-rate warm-up, capped at a tenth of a short run")
-    auxk_alpha: float = setting(0.0, help="weight of the AuxK loss on dead latents (0: off; 1/32 in the OpenAI "
-                                          "recipe); topk, batchtopk and matryoshka")
-    dead_tokens: int = setting(10_000_000, parse=parse_count,
-                               help="tokens without firing before a latent counts as dead")
+    recipe: str = setting("randsae", help=RECIPE_HELP)
+    lr: float | None = setting(None, shown="the recipe's (randsae: 3 × 2e-4 / sqrt(latents / 2^14))",
+                               help="Adam learning rate")
+    adam_beta1: float | None = setting(None, shown="the recipe's (0.9)", help="Adam's β1")
+    adam_beta2: float | None = setting(None, shown="the recipe's (randsae 0.999, bussmann 0.99)", help="Adam's β2")
+    warmup_steps: int | None = setting(None, shown="the recipe's (randsae 1,000)",
+                                       help="linear learning-rate warm-up, capped at a tenth of a short run")
+    decay_fraction: float | None = setting(None, shown="the recipe's (randsae 0.2)",
+                                           help="the learning rate decays linearly to 0 over this last share of "
+                                                "the run (0: no decay)")
+    auxk_alpha: float | None = setting(None, shown="the recipe's (randsae 1/32, sparsify 0)",
+                                       help="weight of the AuxK loss on dead latents (0: off); topk, batchtopk and "
+                                            "matryoshka")
+    k_aux: int | None = setting(None, shown="the recipe's (randsae d/2, bussmann 512)",
+                                help="AuxK: dead latents each token reconstructs its residual from")
+    dead_tokens: int | None = setting(None, parse=parse_count, shown="the recipe's (randsae 20 batches)",
+                                      help="tokens without firing before a latent counts as dead (AuxK's and "
+                                           "resampling's window)")
+    resample_every: int | None = setting(None, shown="the recipe's (0: never)",
+                                         help="every N steps, dead latents restart on the directions of inputs the "
+                                              "SAE reconstructs worst (none in the decay)")
     autocast: str = setting("none", help="none, or bf16 (bfloat16 autocast of the forward pass, for GPUs)")
     seed: int = 0
     skip_positions: int = setting(0, help="leave out the first N positions of each context, in training and "
@@ -54,7 +77,7 @@ class TopKTrainConfig:
     dictionary_cone: float = setting(DEFAULT_CONE, help="soft-frozen-decoder: the smallest cosine a decoder "
                                                         "direction keeps to its initial one")
     architecture: str = setting("topk", help="topk (the paper's), jumprelu, batchtopk or matryoshka "
-                                             "(randsae.sae.training; docs/choices.md \"Twins trained like your "
+                                             "(randsae.training.forms; docs/choices.md \"Twins trained like your "
                                              "SAE\")")
     target_l0: float | None = setting(None, shown="k", help="jumprelu: the active latents per token it is trained "
                                                             "to (its L0 penalty follows the measured L0)")
@@ -72,15 +95,11 @@ class TopKTrainConfig:
 
     def validate(self) -> None:
         check_seed(self.seed)
-        for name in ("k", "expansion", "batch_size", "dead_tokens"):
+        for name in ("k", "expansion", "batch_size"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be a positive integer, not {getattr(self, name)}.")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise BadInput(f"lr must be positive and finite, not {self.lr}.")
-        if self.warmup_steps < 0:
-            raise BadInput(f"warmup_steps must not be negative, not {self.warmup_steps}.")
-        if not (self.auxk_alpha >= 0 and math.isfinite(self.auxk_alpha)):
-            raise BadInput(f"auxk_alpha must be finite and not negative, not {self.auxk_alpha}.")
+        recipes.recipe(self.recipe)
+        recipes.check_training_values({name: getattr(self, name) for name in RECIPE_FIELDS})
         if self.skip_positions < 0:
             raise BadInput(f"skip_positions must not be negative, not {self.skip_positions}.")
         ratio = self.max_norm_ratio
@@ -91,7 +110,7 @@ class TopKTrainConfig:
         check_dictionary(self.dictionary, self.dictionary_cone)
         if self.architecture not in ARCHITECTURES:
             raise BadInput(f"architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}.")
-        if self.auxk_alpha > 0 and self.architecture == "jumprelu":
+        if self.auxk_alpha and self.architecture == "jumprelu":
             raise BadInput("auxk_alpha is the AuxK loss of TopK-style SAEs (topk, batchtopk, matryoshka); a "
                            "JumpReLU SAE has none: leave it at 0.")
         if self.target_l0 is not None and not (self.target_l0 > 0 and math.isfinite(self.target_l0)):
@@ -104,6 +123,13 @@ class TopKTrainConfig:
         for layer, l0 in self.layer_l0.items():
             if not (l0 > 0 and math.isfinite(l0)):
                 raise BadInput(f"the L0 to match at layer {layer} must be positive and finite, not {l0}.")
+
+    def hyperparameters(self, num_inputs: int, num_latents: int, total_steps: int | None) -> Hyperparameters:
+        """What one SAE of this config trains with: the settings given, the recipe's for the rest (a JumpReLU
+        SAE has no AuxK)."""
+        values = recipes.resolve(self.recipe, {name: getattr(self, name) for name in RECIPE_FIELDS}, num_inputs,
+                                 num_latents, self.batch_size, total_steps)
+        return replace(values, auxk_alpha=0.0) if self.architecture == "jumprelu" else values
 
     def sparsity(self, layer: int) -> float:
         """The L0 an SAE of `layer` is trained to: the user's SAE's where the twins match one, else k (or
@@ -149,45 +175,43 @@ class Schedule:
     lr: float
     warmup_steps: int
     steps: int
-    rule: str  # "paper", "budget" or "flags"
+    rule: str  # "recipe", "budget" or "flags"
     reason: str
+    # every value the SAEs train with, the recipe's where not given (randsae.training.recipes.Hyperparameters)
+    hyperparameters: dict = field(default_factory=dict)
 
     def applied_to(self, config: TopKTrainConfig) -> TopKTrainConfig:
         return replace(config, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps)
 
 
-def effective_warmup(warmup_steps: int, total_steps: int | None) -> int:
-    """The warm-up a run of `total_steps` uses: capped at a tenth of a run shorter than 10 × the warm-up."""
-    if total_steps is not None and total_steps < 10 * warmup_steps:
-        return max(1, total_steps // 10)
-    return warmup_steps
-
-
 def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed: Set[str] = frozenset(),
                   auto: bool = True) -> Schedule:
     """The schedule for `tokens` tokens: the rule above for what the user did not fix (`fixed` holds the
-    config fields given as flags); `auto=False` keeps the config's values (the paper's unless given)."""
+    config fields given as flags); `auto=False` keeps the config's values (the recipe's unless given)."""
     batch = config.batch_size
     if auto and "batch_size" not in fixed:
         while batch > SMALLEST_BATCH and math.ceil(tokens / batch) < MIN_STEPS:
             batch //= 2
     steps = max(1, math.ceil(tokens / batch))
-    base = default_lr(num_latents)
+    recipe = recipes.recipe(config.recipe)
+    base = recipe.learning_rate(num_latents)
     boost = min(MAX_LR_BOOST, math.sqrt(REFERENCE_STEPS / steps)) if steps < REFERENCE_STEPS else 1.0
     lr = config.lr if config.lr is not None else base * (boost if auto else 1.0)
-    warmup = effective_warmup(config.warmup_steps, steps)
+    warmup = effective_warmup(recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps, steps)
     paper_steps = math.ceil(tokens / TopKTrainConfig.batch_size)
     if batch == TopKTrainConfig.batch_size and lr == base and config.lr is None:
-        rule, reason = "paper", f"the paper's batch and learning rate ({steps:,} steps)"
+        rule, reason = "recipe", f"the {config.recipe} recipe's batch and learning rate ({steps:,} steps)"
     elif not auto or {"batch_size", "lr"} <= set(fixed) | ({"lr"} if config.lr is not None else set()):
         rule, reason = "flags", f"as given ({steps:,} steps)"
     else:
         rule = "budget"
         steps_text = f"{paper_steps:,} step{'s' if paper_steps > 1 else ''}"
         reason = (f"{tokens:,} tokens give {steps_text} at the paper's batch of {TopKTrainConfig.batch_size:,}; "
-                  f"batch {batch:,} gives {steps:,}, and the learning rate is {lr / base:.2f} × the paper's "
-                  f"{base:.2e} for a run that short")
-    return Schedule(tokens, batch, lr, warmup, steps, rule, reason)
+                  f"batch {batch:,} gives {steps:,}, and the learning rate is {lr / base:.2f} × the {config.recipe} "
+                  f"recipe's {base:.2e} for a run that short")
+    run = replace(config, batch_size=batch, lr=lr, warmup_steps=warmup)
+    hyper = run.hyperparameters(max(1, num_latents // config.expansion), num_latents, steps).record()
+    return Schedule(tokens, batch, lr, warmup, steps, rule, reason, hyper)
 
 
 class TopKTrainer:
@@ -203,8 +227,8 @@ class TopKTrainer:
             self.model = DistributedDataParallel(sae, device_ids=device_ids)
         else:
             self.model = sae
-        lr = config.lr or default_lr(sae.num_latents)
-        self.warmup = effective_warmup(config.warmup_steps, total_steps)
+        self.hyper = config.hyperparameters(sae.num_inputs, sae.num_latents, total_steps)
+        self.total_steps = total_steps
         fused = world.device.type in ("cpu", "cuda")
         self.initial: torch.Tensor | None = None  # a soft-frozen decoder's initial directions
         sae.W_dec.requires_grad_(not D.decoder_frozen(config.dictionary))
@@ -212,9 +236,11 @@ class TopKTrainer:
         if config.dictionary != "trained" and not D.needs_data(config.dictionary):
             self.draw_dictionary(None)
         trained = [p for p in sae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trained, lr=lr, fused=fused)
+        hyper = self.hyper
+        self.optimizer = torch.optim.Adam(trained, lr=hyper.lr, betas=(hyper.adam_beta1, hyper.adam_beta2),
+                                          fused=fused)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup)))
+            self.optimizer, lambda step: hyper.lr_factor(step, total_steps))
         self.tokens_since_fired = torch.zeros(sae.num_latents, dtype=torch.long, device=world.device)
         self.steps = self.tokens = 0
 
@@ -237,10 +263,10 @@ class TopKTrainer:
                     self.draw_dictionary(D.covariance(stats[:d].double(), squares, float(stats[-1])))
                 for tensor in self.sae.first_batch(x):  # what each rank set from its share, made one
                     tensor.copy_(self.world.all_sum(tensor.clone()) / self.world.size)
-        dead = self.tokens_since_fired >= self.config.dead_tokens if self.config.auxk_alpha > 0 else None
+        dead = self.dead() if self.hyper.auxk_alpha > 0 else None
         dtype = AUTOCAST[self.config.autocast]
         with torch.autocast(self.world.device.type, dtype=dtype, enabled=dtype is not None):
-            out = self.model(x, dead)
+            out = self.model(x, dead, self.hyper.k_aux)
         error = out.reconstruction.float() - x
         squared_error = error.square().sum()
         loss = squared_error / total_variance * self.world.size
@@ -251,9 +277,9 @@ class TopKTrainer:
         if out.aux_reconstruction is not None:
             assert dead is not None  # the auxiliary loss is computed only with dead latents tracked
             num_dead = int(dead.sum())
-            scale = min(num_dead / (self.sae.num_inputs // 2), 1.0)
+            scale = min(num_dead / self.hyper.k_aux, 1.0)
             aux_error = (out.aux_reconstruction.float() + error.detach()).square().sum()
-            loss = loss + self.config.auxk_alpha * scale * aux_error / total_variance * self.world.size
+            loss = loss + self.hyper.auxk_alpha * scale * aux_error / total_variance * self.world.size
         check_terminated()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,7 +304,43 @@ class TopKTrainer:
                              "was saved: lower --lr and rerun.")
         self.steps += 1
         self.tokens += total_tokens
+        if self.config.dictionary == "trained" and self.hyper.resamples_at(self.steps, self.total_steps):
+            self.resample(x, error.detach())
         return fvu
+
+    def dead(self) -> torch.Tensor:
+        """The latents that fired on none of the last `dead_tokens` tokens."""
+        return self.tokens_since_fired >= self.hyper.dead_tokens
+
+    @torch.no_grad()
+    def resample(self, x: torch.Tensor, error: torch.Tensor) -> int:
+        """Restart each dead latent on the residual x − x̂ of an input drawn with probability ∝ its squared error
+        (Bricken et al. 2023): decoder row that direction, encoder row the same at the living rows'
+        mean norm, encoder bias 0, their Adam moments cleared. Drawn on the main rank and shared. Returns how
+        many were restarted."""
+        sae, dead = self.sae, self.dead()
+        count = int(dead.sum())
+        if count == 0:
+            return 0
+        directions = torch.zeros(count, sae.num_inputs, device=x.device)
+        if self.world.is_main:
+            weights = error.square().sum(1).double().cpu() + 1e-30
+            picks = torch.multinomial(weights, count, replacement=count > len(x),
+                                      generator=generator(sae.seed, "resample", self.steps)).to(x.device)
+            directions = -error[picks]
+            directions /= torch.linalg.vector_norm(directions, dim=1, keepdim=True).clamp_min(1e-12)
+        directions = self.world.all_sum(directions)
+        alive = torch.linalg.vector_norm(sae.W_enc[~dead], dim=1).mean() if bool((~dead).any()) else 1.0
+        sae.W_dec[dead] = directions.to(sae.W_dec.dtype)
+        sae.W_enc[dead] = (directions * alive).to(sae.W_enc.dtype)
+        sae.b_enc[dead] = 0.0
+        sae.restarted(dead)
+        for parameter in (sae.W_dec, sae.W_enc, sae.b_enc):
+            for moment in self.optimizer.state.get(parameter, {}).values():
+                if isinstance(moment, torch.Tensor) and moment.shape[:1] == dead.shape:
+                    moment[dead] = 0.0
+        self.tokens_since_fired[dead] = 0
+        return count
 
     def state(self) -> dict:
         """What `restore` needs to go on exactly where this trainer is (torch.save-able, tensors and numbers)."""

@@ -1,5 +1,5 @@
 """The training forms of the SAEs people release besides TopK, for the twins of a user's SAE: each
-is trained by the same trainer as the TopK SAE (`randsae.train_topk.TopKTrainer`: FVU, unit decoder rows, the
+is trained by the same trainer as the TopK SAE (`randsae.training.trainer.TopKTrainer`: FVU, unit decoder rows, the
 budget's schedule) and saved in the form SAELens reads.
 
 - JumpReLU (Rajamanoharan et al. 2024, "Jumping ahead"): z = ReLU(pre) · H(pre − θ), pre = (x − b_dec) W_encᵀ
@@ -138,7 +138,8 @@ class JumpReLUTraining(UnitDecoder):
         self.bandwidth.fill_(self.relative_bandwidth * scale)
         return [self.log_threshold.data, self.bandwidth]
 
-    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                k_aux: int | None = None) -> TopKOutput:
         """`forward_dense`'s function and gradients from the active entries and those within ε/2 of their
         threshold alone (few of B × latents): the active ones recomputed from their encoder rows and decoded as
         an embedding bag; the threshold's straight-through gradients carried by terms whose value is 0 — for the
@@ -166,7 +167,8 @@ class JumpReLUTraining(UnitDecoder):
         return F.embedding_bag(latents, weight, torch.cumsum(sizes, 0) - sizes, mode="sum",
                                per_sample_weights=values)
 
-    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                      k_aux: int | None = None) -> TopKOutput:
         """The function written with the full latent matrix and the straight-through autograd functions: the
         reference the tests compare `forward` against."""
         pre = self.pre(x)
@@ -182,6 +184,12 @@ class JumpReLUTraining(UnitDecoder):
     def after_step(self, out: TopKOutput) -> None:
         l0 = float((out.values > 0).sum()) / max(1, len(out.reconstruction))
         self.offset.add_(L0_STEP * math.log(max(l0, 1e-3) / self.target_l0))
+
+    @torch.no_grad()
+    def restarted(self, latents: torch.Tensor) -> None:
+        """A restarted latent's threshold starts at the living latents' median."""
+        if bool((~latents).any()):
+            self.log_threshold[latents] = self.log_threshold[~latents].median()
 
     def inference(self) -> JumpReLUSAE:
         sae = JumpReLUSAE(self.num_inputs, self.num_latents)
@@ -213,7 +221,8 @@ class BatchTopKTraining(UnitDecoder):
         self.architecture = "matryoshka_batchtopk" if widths is not None else "batchtopk"
         self.register_buffer("threshold", torch.full((), -1.0))  # below 0: not yet measured
 
-    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                k_aux: int | None = None) -> TopKOutput:
         """The batch's B·k largest activations, found without gradient and recomputed from their encoder rows
         (as the TopK SAE's), decoded as an embedding bag: the same function and gradients as `forward_dense`,
         without a dense B × latents matrix in the graph. Its `values` and `indices` are the kept entries, flat.
@@ -229,10 +238,11 @@ class BatchTopKTraining(UnitDecoder):
             return bag + self.b_dec
 
         prefixes = tuple(decode(values * (latents < w)) for w in (self.widths or [])[:-1])
-        return TopKOutput(decode(values), values.detach(), latents, self.auxiliary(x, pre, dead_mask),
+        return TopKOutput(decode(values), values.detach(), latents, self.auxiliary(x, pre, dead_mask, k_aux),
                           prefixes=prefixes)
 
-    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None) -> TopKOutput:
+    def forward_dense(self, x: torch.Tensor, dead_mask: torch.Tensor | None = None,
+                      k_aux: int | None = None) -> TopKOutput:
         """`forward` written with the full latent matrix: the reference the tests compare against."""
         pre = F.linear(x - self.b_dec, self.W_enc, self.b_enc).relu()
         flat = pre.flatten()
