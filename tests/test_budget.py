@@ -14,10 +14,10 @@ from randsae.training.trainer import TopKTrainConfig, default_lr, plan_schedule
 
 
 def test_the_paper_schedule_at_100m_tokens_and_a_shorter_one_below():
-    config, latents = TopKTrainConfig(expansion=64), 64 * 768
+    config, latents = TopKTrainConfig(expansion=64, recipe="sparsify"), 64 * 768  # the paper's trainer
     paper = plan_schedule(config, 100_000_000, latents)
     assert (paper.batch_size, paper.lr, paper.warmup_steps) == (4096, default_lr(latents), 1000)
-    assert paper.rule == "paper"
+    assert paper.rule == "recipe" and paper.hyperparameters["auxk_alpha"] == 0  # and every value recorded
     small = plan_schedule(config, 100_000, latents)
     assert small.rule == "budget" and small.batch_size == 256 and small.steps == 391
     assert small.lr == pytest.approx(default_lr(latents) * math.sqrt(5000 / 391))
@@ -29,7 +29,12 @@ def test_the_paper_schedule_at_100m_tokens_and_a_shorter_one_below():
     assert given.batch_size == 1024 and given.steps == 98
     assert plan_schedule(TopKTrainConfig(lr=1e-3), 100_000, latents, fixed={"lr"}).lr == 1e-3
     kept = plan_schedule(config, 100_000, latents, auto=False)
-    assert (kept.batch_size, kept.lr, kept.rule) == (4096, default_lr(latents), "paper")
+    assert (kept.batch_size, kept.lr, kept.rule) == (4096, default_lr(latents), "recipe")
+    # randsae's recipe: its own base rate, decay and AuxK, the same budget rule over them
+    ours = plan_schedule(TopKTrainConfig(expansion=64), 100_000_000, latents)
+    assert ours.lr == pytest.approx(3 * default_lr(latents)) and ours.rule == "recipe"
+    assert ours.hyperparameters["decay_steps"] == round(0.2 * ours.steps)
+    assert ours.hyperparameters["dead_tokens"] == 20 * 4096 and ours.hyperparameters["auxk_alpha"] == 1 / 32
 
 
 def test_token_filter_leaves_out_first_positions_and_outliers():

@@ -63,13 +63,14 @@ def test_trainer_defaults_follow_the_paper():
     assert default_lr(36_864) == pytest.approx(2e-4 / math.sqrt(36_864 / 2**14))
     x = sparse_data(512)
     sae = TopKSAE(32, 128, k=3)
-    trainer = TopKTrainer(sae, TopKTrainConfig(k=3, batch_size=512, warmup_steps=100), total_steps=10_000)
+    trainer = TopKTrainer(sae, TopKTrainConfig(k=3, batch_size=512, warmup_steps=100, recipe="sparsify"),
+                          total_steps=10_000)
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(default_lr(128) / 100)  # warm-up
     trainer.step(x)
     assert torch.allclose(sae.b_dec, x.mean(0), atol=1e-3)  # the decoder bias starts at the data mean
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(default_lr(128) * 2 / 100)
     short = TopKTrainer(TopKSAE(32, 128, k=3), TopKTrainConfig(warmup_steps=1000), total_steps=50)
-    assert short.warmup == 5  # a run shorter than ten warm-ups warms up over its first tenth
+    assert short.hyper.warmup_steps == 5  # a run shorter than ten warm-ups warms up over its first tenth
 
 
 def test_topk_sae_beats_pca_with_as_many_components_on_sparse_data():

@@ -115,7 +115,7 @@ def test_a_study_of_a_saelens_jumprelu_sae_trains_twins_like_it(their_saes, tiny
     report = (out / "report.md").read_text()
     twins = "jumprelu" if twin_sae == "same" else "topk"
     assert f"{twins} twins of the same size, trained to your SAEs' measured L0 (--twin-sae {twin_sae})" in report
-    assert "trained: jumprelu, L0 by layer 0: " in report  # each arm's architecture and held-out L0
+    assert "trained: jumprelu, L0 (dead) by layer 0: " in report  # each arm's architecture, held-out L0, dead
 
 
 @pytest.mark.parametrize("architecture", ["batchtopk", "matryoshka"])
