@@ -51,7 +51,8 @@ class HeldDead:
 
 
 def tokens_per_second(trainer, batches: list[torch.Tensor], warmup: int) -> float:
-    """Median tokens/s of `trainer` (anything with `step(x)`, or a step function) over the batches after `warmup`."""
+    """Median tokens/s of `trainer` (anything with `step(x)`, or a step function) over the batches after
+    `warmup`."""
     step = trainer if callable(trainer) else trainer.step
     for batch in batches[:warmup]:
         step(batch)
@@ -94,7 +95,8 @@ def main() -> None:
         step = sparsify_step(args.d, latents, args.k, device)
         rates["sparsify"] = tokens_per_second(step, batches, warmup=1) if step is not None else float("nan")
         ratio = f"{rates['recipe'] / rates['sparsify']:.2f}×" if step is not None else "not installed"
-        print(f"{latents:>8,} " + " ".join(f"{rates[n]:>9,.0f}" for n in ("dense", "randsae", "recipe", "sparsify"))
+        names = ("dense", "randsae", "recipe", "sparsify")
+        print(f"{latents:>8,} " + " ".join(f"{rates[n]:>9,.0f}" for n in names)
               + f" {ratio:>16}")
 
 

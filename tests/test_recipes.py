@@ -1,6 +1,6 @@
-"""Training recipes (randsae.training.recipes): what each sets, that a given setting wins, that the run records every
-value, that the randsae recipe trains a TopK SAE to recover a small toy's features with its latents alive, and that
-its remedies (decay, AuxK's window, resampling) do what they say."""
+"""Training recipes (randsae.training.recipes): what each sets, that a given setting wins, that the run records
+every value, that the randsae recipe trains a TopK SAE to recover a small toy's features with its latents alive,
+and that its remedies (decay, AuxK's window, resampling) do what they say."""
 
 import json
 
@@ -59,7 +59,8 @@ def test_resampling_restarts_the_dead_latents_alone_on_the_worst_reconstructed_i
     moved = (sae.W_dec.detach() - before).norm(dim=1)
     assert int((trainer.tokens_since_fired[:5] == 0).sum()) == 5  # their clocks start again
     exp_avg = trainer.optimizer.state[sae.W_dec]["exp_avg"]
-    assert float(exp_avg[:5].abs().max()) == 0.0 and float(exp_avg[5:].abs().max()) > 0  # fresh moments, theirs only
+    assert float(exp_avg[:5].abs().max()) == 0.0  # fresh moments for the restarted latents
+    assert float(exp_avg[5:].abs().max()) > 0  # and theirs only
     assert float(moved[:5].min()) > 10 * float(moved[5:].max())  # they jumped; the living took one small step
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(32), atol=1e-5)
     assert float(sae.b_enc.detach()[:5].abs().max()) == 0.0  # and fire again
@@ -85,8 +86,8 @@ def randsae(capsys, *args) -> tuple[int, str]:
 
 
 TINY = ["--num-inputs", "8", "--num-features", "32", "--avg-active", "2", "--latents", "32", "--k", "2",
-        "--samples", "2048", "--points", "1", "--batch-size", "256", "--held-out", "256", "--architectures", "topk",
-        "--dictionaries", "trained", "--probabilities", "constant", "--no-plots"]
+        "--samples", "2048", "--points", "1", "--batch-size", "256", "--held-out", "256",
+        "--architectures", "topk", "--dictionaries", "trained", "--probabilities", "constant", "--no-plots"]
 
 
 def test_the_recipe_and_every_value_it_set_land_in_config_json(tmp_path, capsys):

@@ -12,8 +12,8 @@ from randsae.data.independent import Stream, bernoulli_positions
 from randsae.experiments import recovery
 from randsae.experiments.recovery import RecoveryConfig, run_recovery
 from randsae.sae.dictionaries import DICTIONARIES
-from randsae.training.forms import BatchTopKTraining, JumpReLUTraining, batch_top
 from randsae.tables import RecoveryRow, read_table
+from randsae.training.forms import BatchTopKTraining, JumpReLUTraining, batch_top
 from randsae.training.trainer import ARCHITECTURES
 
 # the small toy: 16 inputs, 64 features, 2 active per sample, as many latents as features

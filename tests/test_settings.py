@@ -86,7 +86,8 @@ def test_a_settings_file_is_read_field_by_field_and_flags_override_it(tmp_path, 
     path.write_text('kk = 8\n')
     assert main(["-q", "lm", "train", "--acts", str(tmp_path / "none"), "--config", str(path), "--out",
                  str(tmp_path / "out")]) == 2
-    known = "unknown setting 'kk'; known settings are acts, adam_beta1, adam_beta2, architecture, autocast, auxk_alpha"
+    known = ("unknown setting 'kk'; known settings are acts, adam_beta1, adam_beta2, architecture, autocast, "
+             "auxk_alpha")
     assert known in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 

@@ -394,6 +394,19 @@ class RecoveryRow(Table):
     elapsed: float  # training since the start of the unit
 
 
+@dataclass
+class CurveRow(Table):
+    """One point of `lm train`'s learning curve (OUT/curve.csv): a layer's SAE after `tokens` training tokens, on
+    the fixed held-out sample and the fixed sample of its training tokens (randsae.training.curves)."""
+    layer: int
+    steps: int
+    tokens: int
+    held_out_explained_variance: float
+    train_explained_variance: float
+    l0: float
+    dead_fraction: float
+
+
 # --- a study's plan ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -420,6 +433,7 @@ CORRELATIONS = "lm compare correlations.csv"
 VERDICT = "baseline compare/verdict.csv"
 DICTIONARY_SHARES = "baseline compare/dictionaries.csv"
 PLAN = "baseline plan.csv"
+CURVE = "lm train curve.csv"
 PROBING = "lm probe probing.csv"
 SEPARATION = "baseline compare/separation.csv"
 PROBE_SUMMARY = "baseline compare/probing.csv"
@@ -597,6 +611,15 @@ register(RECOVERY, "randsae.experiments.recovery.measure", [
 register(RECOVERY, "randsae.experiments.recovery.train_unit", [
     ("seconds, seconds_per_million, elapsed", "training time", "wall seconds training since the previous point "
      "(per million samples), and since the start of the unit, without the measuring", "s"),
+])
+register(CURVE, "randsae.training.curves.reconstruction", [
+    ("steps, tokens", "training seen", "optimiser steps and tokens trained on at the point: the run's last step "
+                                       "and halving back from it (--curve-points points)"),
+    ("held_out_explained_variance", "held-out explained variance", "1 − Σ‖x̂ − x‖² / Σ‖x − mean x‖² on the fixed "
+     "held-out sample (--curve-tokens tokens of the held-out contexts), the SAE as it is used"),
+    ("train_explained_variance", "training explained variance", "the same on the first --curve-tokens tokens it "
+                                                                "trained on"),
+    ("l0, dead_fraction", "L0, dead latents", "active latents per held-out token; latents active on none of them"),
 ])
 register(PLAN, "randsae.study.plan.plan_study", [
     ("tokens", "tokens read", "the stage's tokens through the model or from the cache"),

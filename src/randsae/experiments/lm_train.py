@@ -4,6 +4,7 @@ time, or on the fly from a model, one forward pass feeding every layer's SAE.
 OUT/config.json    training settings and the activations' source (the cache's manifest or the model's)
 OUT/layer.<i>/     cfg.json + sae_weights.safetensors (SAELens layout), read back by randsae.sae.load
 OUT/held_out.safetensors   the held-out contexts, for `randsae lm eval`
+OUT/curve.csv      each layer's learning curve (`CurveRow`; OUT/layer.<i>/curve.csv, written with the layer)
 A rerun into the same directory skips the layers already saved; other settings are refused.
 """
 
@@ -23,7 +24,7 @@ from randsae.distributed import World, joined_world
 from randsae.errors import BadInput
 from randsae.io import check_fields, json_round_trip, read_json
 from randsae.lm.activations import check_activations, open_cache, parse_layers, residual_stream
-from randsae.lm.quality import Sample, cache_sample, held_out_checks, model_sample
+from randsae.lm.quality import Sample, cache_sample, held_out_checks, kept_tokens, model_sample
 from randsae.lm.source import (
     FIT_TOKENS,
     HELD_OUT_FILE,
@@ -43,7 +44,9 @@ from randsae.resources import FLOAT_BYTES, check_memory
 from randsae.sae.dictionaries import arm_name
 from randsae.sae.topk import UnitDecoder
 from randsae.seeding import derive_seed
-from randsae.training.trainer import Schedule, TopKTrainConfig, TopKTrainer, default_lr, plan_schedule
+from randsae.tables import CurveRow, read_table, write_table
+from randsae.training.curves import doubling_steps, reconstruction
+from randsae.training.trainer import Schedule, TopKTrainConfig, TopKTrainer, plan_schedule
 
 FAR_WORSE = 10.0  # a held-out FVU above this, with a training FVU below 1: a cache unlike the model's activations
 # held-out contexts the SAE is checked on against PCA-k when it is saved
@@ -206,7 +209,7 @@ def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: S
     run = schedule.applied_to(config)
     check_training_memory(d_model, run, count, world.device)
     if schedule.rule == "budget" and world.is_main:
-        log.warning("schedule: %s (the paper's settings: --schedule paper)", schedule.reason)
+        log.warning("schedule: %s (the recipe's batch and rate at any budget: --schedule paper)", schedule.reason)
     return run, schedule
 
 
@@ -268,10 +271,78 @@ def checking_model(source: dict, device: torch.device, d_model: int):
     return model
 
 
+CURVE_FILE = "curve.csv"
+
+
+def sample_rows(sample: Sample, layers: list[int], token_filter: TokenFilter,
+                tokens: int) -> dict[int, torch.Tensor]:
+    """{layer: the first `tokens` kept tokens of `sample` at that layer, as float rows on the CPU}."""
+    parts: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for ids, hidden in sample:
+        for layer in layers:
+            x, _, _ = kept_tokens(hidden[layer], ids.to(hidden[layer].device), token_filter)
+            parts[layer].append(x.cpu())
+        if min(sum(len(p) for p in chunks) for chunks in parts.values()) >= tokens:
+            break
+    return {layer: torch.cat(chunks)[:tokens] for layer, chunks in parts.items()}
+
+
+class Curves:
+    """Each layer's learning curve in one run (randsae.training.curves): the steps it is measured after, its fixed
+    held-out and training samples, its rows; written with the layer's SAE."""
+
+    def __init__(self, steps: int, points: int, held_out: dict[int, torch.Tensor], train: dict[int, torch.Tensor]):
+        self.points = set(doubling_steps(steps, points))
+        self.held_out, self.train = held_out, train
+        self.rows: dict[int, list[CurveRow]] = {}
+
+    def after_step(self, layer: int, trainer: TopKTrainer) -> None:
+        if trainer.steps not in self.points or layer not in self.held_out:
+            return
+        device = trainer.sae.W_enc.device
+        held = reconstruction(trainer.sae, self.held_out[layer].to(device))
+        train = reconstruction(trainer.sae, self.train[layer].to(device))
+        self.rows.setdefault(layer, []).append(CurveRow(
+            layer, trainer.steps, trainer.tokens, held["explained_variance"], train["explained_variance"],
+            held["l0"], held["dead_fraction"]))
+
+    def finish(self, layer: int, trainer: TopKTrainer) -> None:
+        """The run's last point, where the run ended off the planned steps (a cache's last batch short)."""
+        if self.rows.get(layer) and self.rows[layer][-1].steps != trainer.steps:
+            self.points.add(trainer.steps)
+            self.after_step(layer, trainer)
+
+    def write(self, out: Path, layer: int) -> None:
+        if layer in self.rows:
+            layer_directory(out, layer).mkdir(parents=True, exist_ok=True)
+            write_table(layer_directory(out, layer) / CURVE_FILE, self.rows[layer], CurveRow)
+
+
+def new_curves(config: TopKTrainConfig, steps: int, layers: list[int], model, held_out: torch.Tensor,
+               train_sample: Sample, token_filter: TokenFilter, device: torch.device) -> Curves | None:
+    """The learning curves of `layers` (None with --curve-points 0 or without a model to run the held-out text):
+    the first --curve-tokens kept tokens of the held-out contexts and of the training sample."""
+    if not config.curve_points or model is None or not layers:
+        return None
+    tokens = config.curve_tokens
+    held = sample_rows(model_sample(model, held_out, layers, device, tokens), layers, token_filter, tokens)
+    return Curves(steps, config.curve_points, held, sample_rows(train_sample, layers, token_filter, tokens))
+
+
+def gather_curves(out: Path) -> None:
+    """OUT/curve.csv: every saved layer's curve, in layer order."""
+    rows = [row for layer, path in trained_layers(out).items() if (path / CURVE_FILE).is_file()
+            for row in read_table(path / CURVE_FILE, CurveRow)]
+    if rows:
+        write_table(out / CURVE_FILE, rows, CurveRow)
+
+
 def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: float | None,
-               check: dict | None = None) -> None:
+               check: dict | None = None, curves: Curves | None = None) -> None:
     if not trainer.world.is_main:
         return
+    if curves is not None:  # before the weights: a layer is done when its weights are
+        curves.write(out, layer)
     blocks = source.get("blocks_module")  # caches from before it was recorded lack it
     metadata = {"model_name": source["model"], "hook_name": f"{blocks}.{layer}" if blocks else None,
                 "context_size": source.get("context_length"), "prepend_bos": False,
@@ -279,8 +350,8 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
                     {"revision": source["revision"]} if source.get("revision") else None}
     extra = {"layer": layer, "model": source["model"], "variant": source["variant"]["variant"],
              "tokens_trained": trainer.tokens, "steps": trainer.steps, "ranks": trainer.world.size,
-             "final_fvu": fvu, "lr": trainer.config.lr or default_lr(trainer.sae.num_latents),
-             "batch_size": trainer.config.batch_size, **(check or {})}
+             "final_fvu": fvu, "lr": trainer.hyper.lr, "batch_size": trainer.config.batch_size,
+             "recipe": trainer.hyper.record(), **(check or {})}
     path = trainer.sae.save(layer_directory(out, layer), metadata, extra)
     log.info("layer %d: %d tokens, running FVU %.4f → %s", layer, trainer.tokens, fvu or float("nan"), path)
 
@@ -313,7 +384,8 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         share, ranks = (dealt(todo, world), world) if deal else (todo, None)
         if deal:  # each rank its own layers, alone; rank 0 writes the run's record first
             world = World(device=world.device)
-        model = checking_model(source, world.device, cache.d_model) if check and share and world.is_main else None
+        wanted = (check or config.curve_points > 0) and share and world.is_main  # the check and the curves run it
+        model = checking_model(source, world.device, cache.d_model) if wanted else None
         if model is not None:
             check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
@@ -326,6 +398,8 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         bar = Progress(tokens * len(share), progress and world.is_main)
         for layer in share:
             trainer = TopKTrainer(new_sae(cache.d_model, run, layer), run, world, total_steps=schedule.steps)
+            curves = new_curves(run, schedule.steps, [layer], model, held_out,
+                                cache_sample(cache, [layer], run.curve_tokens), token_filter, world.device)
             seen = 0
             for batch in cache.iter_batches(layer, run.batch_size, shuffle=True, seed=config.seed,
                                             token_filter=token_filter):
@@ -334,12 +408,18 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                     break
                 bar.update(layer, len(batch), trainer.step(world.shard(batch)))
                 seen += len(batch)
+                if curves is not None:
+                    curves.after_step(layer, trainer)
+            if curves is not None:
+                curves.finish(layer, trainer)
             sample = cache_sample(cache, [layer], FIT_TOKENS)
-            checked = check_against_pca(model, {layer: trainer.sae}, held_out, token_filter, world.device,
-                                        schedule, sample, {layer: bar.fvu.get(layer)})
+            checked = check_against_pca(model if check else None, {layer: trainer.sae}, held_out, token_filter,
+                                        world.device, schedule, sample, {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
-            save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer))
+            save_layer(out, layer, trainer, source, bar.fvu.get(layer), checked.get(layer), curves)
         (ranks or world).barrier()
+        if (ranks or world).is_main:
+            gather_curves(out)
         bar.close()
         return todo
 
@@ -374,6 +454,9 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         steps = math.ceil(len(train) / per_step)
         trainers = {layer: TopKTrainer(new_sae(d_model, run, layer), run, world, total_steps=steps)
                     for layer in todo}
+        curves = new_curves(run, steps, todo, model if world.is_main else None, held_out,
+                            model_sample(model, train, todo, world.device, run.curve_tokens), token_filter,
+                            world.device)
         bar = Progress(train.numel() * len(todo), progress and world.is_main)
 
         def train_on(layer: int, hidden: torch.Tensor) -> None:
@@ -381,6 +464,8 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
             before = trainer.tokens
             fvu = trainer.step(token_filter.apply(hidden))
             bar.update(layer, trainer.tokens - before, fvu)
+            if curves is not None:
+                curves.after_step(layer, trainer)
 
         for batch in train.split(per_step):
             first = sum(len(part) for part in batch.tensor_split(world.size)[:world.rank])
@@ -392,8 +477,12 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
                    if check and world.is_main else {})
         write_record(out, config, manifest, held_out, world, schedule, train)
         for layer, trainer in trainers.items():
-            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
+            if curves is not None:
+                curves.finish(layer, trainer)
+            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer), curves)
         world.barrier()
+        if world.is_main:
+            gather_curves(out)
         bar.close()
         return todo
 
@@ -419,6 +508,9 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
         owner = {layer: i % world.size for i, layer in enumerate(todo)}
         trainers = {layer: TopKTrainer(new_sae(d_model, run, layer), run, alone, total_steps=steps)
                     for layer in mine}
+        curves = new_curves(run, steps, mine, model, held_out,
+                            model_sample(model, train, mine, world.device, run.curve_tokens), token_filter,
+                            world.device)
         bar = Progress(train.numel() * len(mine), progress and world.is_main)
 
         for batch in train.split(per_step):
@@ -444,12 +536,18 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
                 before = trainer.tokens
                 fvu = trainer.step(token_filter.apply(shared[layer]))
                 bar.update(layer, trainer.tokens - before, fvu)
+                if curves is not None:
+                    curves.after_step(layer, trainer)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
         checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule,
                                      model_sample(model, train, list(saes), world.device, FIT_TOKENS))
                    if check else {})
         for layer, trainer in trainers.items():
-            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer))
+            if curves is not None:
+                curves.finish(layer, trainer)
+            save_layer(out, layer, trainer, manifest, bar.fvu.get(layer), checked.get(layer), curves)
         world.barrier()
+        if world.is_main:
+            gather_curves(out)
         bar.close()
         return todo

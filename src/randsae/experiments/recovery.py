@@ -26,6 +26,7 @@ from randsae.metrics import best_cosines
 from randsae.sae.dictionaries import DEFAULT_CONE, DICTIONARIES, check_dictionary
 from randsae.settings import setting
 from randsae.tables import RecoveryRow, read_table, write_table
+from randsae.training.curves import doubling_steps, reconstruction
 from randsae.training.recipes import RECIPE_HELP, check_training_values, recipe
 from randsae.training.trainer import ARCHITECTURES, TopKTrainConfig, TopKTrainer
 
@@ -160,8 +161,7 @@ class RecoveryConfig:
 
     def checkpoints(self) -> list[int]:
         """The steps after which the curve has a point: the last step, and halving back from it (distinct)."""
-        last = self.steps()
-        return sorted({max(1, last >> j) for j in range(self.points)})
+        return doubling_steps(self.steps(), self.points)
 
     def train_config(self, architecture: str, dictionary: str) -> TopKTrainConfig:
         matryoshka = architecture == "matryoshka"
@@ -171,7 +171,8 @@ class RecoveryConfig:
                                decay_fraction=self.decay_fraction, seed=self.seed, dictionary=dictionary,
                                dictionary_cone=self.dictionary_cone, architecture=architecture,
                                target_l0=float(self.k), matryoshka_widths=widths, dead_tokens=self.dead_samples,
-                               k_aux=self.k_aux, resample_every=self.resample_every, auxk_alpha=0.0 if architecture == "jumprelu" else self.auxk_alpha)
+                               k_aux=self.k_aux, resample_every=self.resample_every,
+                               auxk_alpha=0.0 if architecture == "jumprelu" else self.auxk_alpha)
 
     def hyperparameters(self, architecture: str = "topk") -> dict:
         """What an SAE of this run trains with, every value the recipe set (config.json "recipe")."""
@@ -220,22 +221,12 @@ def units(config: RecoveryConfig) -> list[Unit]:
 @torch.no_grad()
 def measure(sae, stream: Stream, held_out: torch.Tensor, threshold: float) -> dict:
     """Explained variance, L0 and dead latents of the SAE as it is used (its inference form) on the held-out
-    set; each feature's best decoder cosine: recovered (above `threshold`) and their mean (MMCS)."""
-    model = sae.inference().to(held_out.device)
-    fired = torch.zeros(sae.num_latents, dtype=torch.bool, device=held_out.device)
-    squared_error, active = 0.0, 0
-    for chunk in held_out.split(4096):
-        values, indices = model.encode(chunk)
-        squared_error += float((model.decode(values, indices) - chunk).square().sum())
-        on = values > 0
-        active += int(on.sum())
-        fired[indices[on]] = True
-    variance = float((held_out - held_out.mean(0)).square().sum())
+    set (`curves.reconstruction`); each feature's best decoder cosine: recovered (above `threshold`) and their
+    mean (MMCS)."""
     cosines = best_cosines(stream.features, sae.W_dec.float())
     recovered = int((cosines > threshold).sum())
-    return {"explained_variance": 1 - squared_error / variance, "recovered": recovered,
-            "recovered_fraction": recovered / len(cosines), "mmcs": float(cosines.mean()),
-            "l0": active / len(held_out), "dead_fraction": float((~fired).float().mean())}
+    return {**reconstruction(sae, held_out), "recovered": recovered,
+            "recovered_fraction": recovered / len(cosines), "mmcs": float(cosines.mean())}
 
 
 def state_path(out: Path, unit: Unit) -> Path:

@@ -157,9 +157,9 @@ OFF_TARGET = 0.10  # a twin whose held-out L0 is further than this from the L0 i
 
 
 def arm_architectures(study: Study) -> str:
-    """Each arm's SAE architecture, held-out L0 and dead latents per layer (the mean over its seeds), as its quality eval
-    measured them (`lm eval` results.csv); a twin trained to the user's SAEs' L0 that missed it by more than 10%
-    says so."""
+    """Each arm's SAE architecture, held-out L0 and dead latents per layer (the mean over its seeds), as its
+    quality eval measured them (`lm eval` results.csv); a twin trained to the user's SAEs' L0 that missed it by
+    more than 10% says so."""
     from randsae.tables import EvalRow, read_table
 
     targets = measured_l0(study)

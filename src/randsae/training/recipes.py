@@ -57,8 +57,8 @@ class Recipe:
 DEAD_BATCHES = 20
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("randsae", "width-scaled lr ×3, warm-up and decay to 0 over the last 20%, AuxK 1/32 on latents dead for "
-           "20 batches", lr=None, lr_scale=3.0, batch_size=1024, adam_beta1=0.9, adam_beta2=0.999,
+    Recipe("randsae", "width-scaled lr ×3, warm-up and decay to 0 over the last 20%, AuxK 1/32 on latents dead "
+           "for 20 batches", lr=None, lr_scale=3.0, batch_size=1024, adam_beta1=0.9, adam_beta2=0.999,
            warmup_steps=1000, decay_fraction=0.2, auxk_alpha=1 / 32, k_aux=None, dead_batches=DEAD_BATCHES,
            dead_tokens=10_000_000, resample_every=0),
     Recipe("bussmann", "Bussmann et al.'s BatchTopK code: Adam β 0.9/0.99, lr 3e-4, batch 4,096, AuxK 1/32 with "

@@ -55,22 +55,26 @@ class TopKTrainConfig:
                                            help="the learning rate decays linearly to 0 over this last share of "
                                                 "the run (0: no decay)")
     auxk_alpha: float | None = setting(None, shown="the recipe's (randsae 1/32, sparsify 0)",
-                                       help="weight of the AuxK loss on dead latents (0: off); topk, batchtopk and "
-                                            "matryoshka")
+                                       help="weight of the AuxK loss on dead latents (0: off); topk, batchtopk "
+                                            "and matryoshka")
     k_aux: int | None = setting(None, shown="the recipe's (randsae d/2, bussmann 512)",
                                 help="AuxK: dead latents each token reconstructs its residual from")
     dead_tokens: int | None = setting(None, parse=parse_count, shown="the recipe's (randsae 20 batches)",
                                       help="tokens without firing before a latent counts as dead (AuxK's and "
                                            "resampling's window)")
     resample_every: int | None = setting(None, shown="the recipe's (0: never)",
-                                         help="every N steps, dead latents restart on the directions of inputs the "
-                                              "SAE reconstructs worst (none in the decay)")
+                                         help="every N steps, dead latents restart on the directions of inputs "
+                                              "the SAE reconstructs worst (none in the decay)")
     autocast: str = setting("none", help="none, or bf16 (bfloat16 autocast of the forward pass, for GPUs)")
     seed: int = 0
     skip_positions: int = setting(0, help="leave out the first N positions of each context, in training and "
                                           "every metric (0: none, the paper's)")
     max_norm_ratio: float | None = setting(None, shown="none, the paper's",
                                            help="leave out tokens whose norm is above this × their batch's median")
+    curve_points: int = setting(8, help="points of each SAE's learning curve (OUT/curve.csv): measured after the "
+                                        "last step and halving back from it (0: none)")
+    curve_tokens: int = setting(8192, parse=parse_count, help="held-out tokens, and training tokens, each point "
+                                                              "of the learning curve is measured on")
     dictionary: str = setting("trained", help="trained (the paper's), or a random dictionary: frozen-decoder, "
                                               "frozen-decoder-cov, soft-frozen-decoder, frozen-encoder "
                                               "(docs/choices.md \"Random dictionaries\")")
@@ -95,7 +99,9 @@ class TopKTrainConfig:
 
     def validate(self) -> None:
         check_seed(self.seed)
-        for name in ("k", "expansion", "batch_size"):
+        if self.curve_points < 0:
+            raise BadInput(f"curve_points must not be negative, not {self.curve_points}.")
+        for name in ("k", "expansion", "batch_size", "curve_tokens"):
             if getattr(self, name) < 1:
                 raise BadInput(f"{name} must be a positive integer, not {getattr(self, name)}.")
         recipes.recipe(self.recipe)
@@ -207,8 +213,8 @@ def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed:
         rule = "budget"
         steps_text = f"{paper_steps:,} step{'s' if paper_steps > 1 else ''}"
         reason = (f"{tokens:,} tokens give {steps_text} at the paper's batch of {TopKTrainConfig.batch_size:,}; "
-                  f"batch {batch:,} gives {steps:,}, and the learning rate is {lr / base:.2f} × the {config.recipe} "
-                  f"recipe's {base:.2e} for a run that short")
+                  f"batch {batch:,} gives {steps:,}, and the learning rate is {lr / base:.2f} × the "
+                  f"{config.recipe} recipe's {base:.2e} for a run that short")
     run = replace(config, batch_size=batch, lr=lr, warmup_steps=warmup)
     hyper = run.hyperparameters(max(1, num_latents // config.expansion), num_latents, steps).record()
     return Schedule(tokens, batch, lr, warmup, steps, rule, reason, hyper)
