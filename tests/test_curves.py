@@ -79,3 +79,41 @@ def test_what_a_curve_says():
     assert convergence([]).state == "no curve" and convergence([]).finished
     rising = convergence([(1000, 0.50, None), (2000, 0.60, None)])
     assert not rising.finished and "+0.100 > δ 0.01" in rising.reason and "1,000 to 2,000 tokens" in rising.reason
+
+
+def test_the_verdict_does_not_compare_an_sae_still_learning_or_overfitting(tmp_path):
+    from randsae.study.evidence import unfinished_layers
+    from randsae.study.verdict import METRICS, NOT_COMPARABLE, Measure, VerdictSettings, compare_arms
+    from randsae.tables import write_table
+
+    # a run whose layer 3 rose by 0.05 over its last doubling and whose layer 5 overfits
+    rows = [CurveRow(3, 10, 2560, 0.50, 0.52, 8.0, 0.0), CurveRow(3, 20, 5120, 0.55, 0.56, 8.0, 0.0),
+            CurveRow(5, 10, 2560, 0.60, 0.62, 8.0, 0.0), CurveRow(5, 20, 5120, 0.58, 0.70, 8.0, 0.0),
+            CurveRow(7, 10, 2560, 0.60, 0.62, 8.0, 0.0), CurveRow(7, 20, 5120, 0.605, 0.63, 8.0, 0.0)]
+    write_table(tmp_path / "curve.csv", rows, CurveRow)
+    unfinished = unfinished_layers(tmp_path, 0.01)
+    assert set(unfinished) == {3, 5}  # layer 7 converged
+    assert unfinished[3].startswith("still learning (held-out EV rose 0.500 → 0.550")
+    assert unfinished[5].startswith("overfitting (held-out EV fell 0.600 → 0.580 while training EV rose")
+    assert unfinished_layers(tmp_path, 0.1) == {5: unfinished[5]}  # a wider δ: layer 3 counts as converged
+    assert unfinished_layers(tmp_path / "released", 0.01) == {}  # no curve: not refused
+
+    settings = VerdictSettings()
+    trained = [Measure("trained", s, 3, "explained_variance", 0.8 + s / 100) for s in range(3)]
+    twin = [Measure("step0", s, 3, "explained_variance", 0.5 + s / 100, unfinished=unfinished[3])
+            for s in range(3)]
+    row = compare_arms(METRICS["explained_variance"], trained, twin, settings, 3, "step0")
+    assert row.outcome == NOT_COMPARABLE and row.reason.startswith("step0's SAE is still learning (held-out EV")
+    assert row.trained is not None and row.twin_value is not None  # both arms shown, not counted
+    twin = [Measure("step0", s, 3, "explained_variance", 0.5 + s / 100) for s in range(3)]
+    assert compare_arms(METRICS["explained_variance"], trained, twin, settings, 3, "step0").outcome != NOT_COMPARABLE
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "-0.1"])
+def test_a_bad_converged_delta_is_one_sentence(value, tmp_path, capsys):
+    capsys.readouterr()
+    code = main(["-q", "baseline", "--preset", "demo", "--converged-delta", value, "--plan", "--out",
+                 str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "converged-delta" in err[0], err
+    assert not (tmp_path / "out").exists()

@@ -41,10 +41,30 @@ RESAMPLES = 1000
 RECONSTRUCTION = ("explained_variance", "cosine_sim", "l1")
 
 
+def unfinished_layers(sae_dir: Path, delta: float) -> dict[int, str]:
+    """{layer: "still learning (…)" or "overfitting (…)"} of an SAE run whose learning curve (OUT/curve.csv) says
+    so; a run without a curve (SAEs randsae did not train) is not refused."""
+    from randsae.tables import CurveRow, read_table
+    from randsae.training.curves import convergence
+
+    path = sae_dir / "curve.csv"
+    rows = read_table(path, CurveRow) if path.is_file() else []
+    found = {}
+    for layer in sorted({r.layer for r in rows}):
+        points = [(r.tokens, r.held_out_explained_variance, r.train_explained_variance)
+                  for r in sorted(rows, key=lambda r: r.steps) if r.layer == layer]
+        state = convergence(points, delta)
+        if not state.finished:
+            found[layer] = f"{state.state} ({state.reason})"
+    return found
+
+
 def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,
-                  autointerp_dir: Path | None, draws: bool, probing_dir: Path | None = None) -> list[Measure]:
-    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws. The
-    unit's latent records and scores are read once, not once per layer."""
+                  autointerp_dir: Path | None, draws: bool, probing_dir: Path | None = None,
+                  unfinished: dict[int, str] | None = None) -> list[Measure]:
+    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws;
+    `unfinished`: the layers whose SAE has not finished learning, and why. The unit's latent records and scores
+    are read once, not once per layer."""
     from randsae.autointerp.records import read_latents, read_summary
     from randsae.experiments.lm_eval import read_chunks, read_eval_rows
     from randsae.lm.latents import open_latents
@@ -64,9 +84,12 @@ def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | N
         for name in RECONSTRUCTION:
             measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
                                     None if sampled is None else sampled[name], below_baseline=flag))
+        start = len(measures) - len(RECONSTRUCTION)
         measures += latent_measures(variant, seed, row.layer, records, scores, flag, draws)
         if probed is not None:
             measures += probe_measures(variant, seed, row.layer, probed, flag, draws)
+        for measure in measures[start:]:
+            measure.unfinished = (unfinished or {}).get(row.layer, "")
     return measures
 
 
@@ -156,7 +179,8 @@ def study_measures(study) -> list[Measure]:
             variant, index, study.directory(unit, "eval"),
             study.directory(unit, "latents") if unit in latents else None,
             study.directory(unit, "autointerp") if unit in autointerp else None, draws=one_seed,
-            probing_dir=study.directory(unit, "probing") if unit in probing else None)
+            probing_dir=study.directory(unit, "probing") if unit in probing else None,
+            unfinished=unfinished_layers(study.directory(unit, "sae"), study.settings.verdict.converged_delta))
     return measures
 
 

@@ -43,6 +43,9 @@ class VerdictSettings:
     delta_probing: float = setting(0.02, help="δ for a task family's mean k-sparse probing accuracy")
     delta_absorption: float = setting(0.05, help="δ for the mean first-letter absorption fraction")
     min_latents: int = setting(20, help="an arm with fewer scored latents gives no verdict on entropy or AUROC")
+    converged_delta: float = setting(0.01, help="an SAE whose held-out explained variance rose by more than this "
+                                                "over its learning curve's last doubling is still learning: its "
+                                                "comparisons are not comparable")
 
     def __post_init__(self) -> None:  # an invalid settings object cannot exist
         self.validate()
@@ -53,6 +56,9 @@ class VerdictSettings:
         for name, value in vars(self).items():
             if not (value > 0 and math.isfinite(value)):
                 raise BadInput(f"--{name.replace('_', '-')} must be a positive number, not {value}.")
+        if self.converged_delta >= 1:
+            raise BadInput(f"--converged-delta must lie in (0, 1) (a change of explained variance), not "
+                           f"{self.converged_delta}.")
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Measure:
     below_baseline: str = ""
     judge_at_chance: bool = False
     unmeasured: str = ""  # why the value is None, where the stage said
+    unfinished: str = ""  # why the arm's SAE has not finished learning (still learning, overfitting), from its curve
 
 
 @dataclass
@@ -158,6 +165,10 @@ def _why_not(metric: Metric, trained: list[Measure], twin: list[Measure], settin
         below = next((m.below_baseline for m in arm if m.below_baseline), "")
         if below:
             return f"{who} SAE is below its baselines ({below})"
+    for who, arm in (("the trained model's", trained), (f"{twin[0].variant}'s", twin)):
+        unfinished = next((m.unfinished for m in arm if m.unfinished), "")
+        if unfinished:
+            return f"{who} SAE is {unfinished}"
     if metric.scorer is not None and any(m.judge_at_chance for m in (*trained, *twin)):
         return f"the judge is at chance on {metric.scorer}"
     if metric.over == "latents":
