@@ -106,7 +106,8 @@ def test_the_verdict_does_not_compare_an_sae_still_learning_or_overfitting(tmp_p
     assert row.outcome == NOT_COMPARABLE and row.reason.startswith("step0's SAE is still learning (held-out EV")
     assert row.trained is not None and row.twin_value is not None  # both arms shown, not counted
     twin = [Measure("step0", s, 3, "explained_variance", 0.5 + s / 100) for s in range(3)]
-    assert compare_arms(METRICS["explained_variance"], trained, twin, settings, 3, "step0").outcome != NOT_COMPARABLE
+    finished = compare_arms(METRICS["explained_variance"], trained, twin, settings, 3, "step0")
+    assert finished.outcome != NOT_COMPARABLE
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "nan", "-0.1"])

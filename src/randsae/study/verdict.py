@@ -109,7 +109,7 @@ class Measure:
     below_baseline: str = ""
     judge_at_chance: bool = False
     unmeasured: str = ""  # why the value is None, where the stage said
-    unfinished: str = ""  # why the arm's SAE has not finished learning (still learning, overfitting), from its curve
+    unfinished: str = ""  # why its SAE has not finished learning (still learning, overfitting), from its curve
 
 
 @dataclass
