@@ -201,8 +201,12 @@ def plan_schedule(config: TopKTrainConfig, tokens: int, num_latents: int, fixed:
     steps = max(1, math.ceil(tokens / batch))
     recipe = recipes.recipe(config.recipe)
     base = recipe.learning_rate(num_latents)
-    boost = min(MAX_LR_BOOST, math.sqrt(REFERENCE_STEPS / steps)) if steps < REFERENCE_STEPS else 1.0
-    lr = config.lr if config.lr is not None else base * (boost if auto else 1.0)
+    boost = min(MAX_LR_BOOST, math.sqrt(REFERENCE_STEPS / steps)) if steps < REFERENCE_STEPS and auto else 1.0
+    if recipe.lr is None:  # a width-scaled rate: the recipe's multiple of it, or the budget's where that is higher
+        raised = recipes.width_lr(num_latents) * max(recipe.lr_scale, boost)
+    else:
+        raised = base * boost
+    lr = config.lr if config.lr is not None else raised
     warmup = effective_warmup(recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps, steps)
     paper_steps = math.ceil(tokens / TopKTrainConfig.batch_size)
     if batch == TopKTrainConfig.batch_size and lr == base and config.lr is None:
