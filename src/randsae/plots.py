@@ -26,7 +26,7 @@ from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 from randsae.io import atomic_write  # noqa: E402
 from randsae.scorer_kinds import COMPARED, SCORER_KINDS  # noqa: E402
-from randsae.tables import CompareRow, RecoveryRow, SweepRow, judge_at_chance  # noqa: E402
+from randsae.tables import CompareRow, CurveRow, RecoveryRow, SweepRow, judge_at_chance  # noqa: E402
 
 FORMATS = ("png", "pdf", "svg")
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
@@ -536,5 +536,36 @@ def plot_recovery(rows: Sequence[RecoveryRow], num_features: int, path: str | Pa
             if j == 0:
                 recovered.set_ylabel(f"recovered features\n(share of {num_features:,})")
                 variance.set_ylabel("explained variance\n(held-out)")
+    legend_outside(axes[0, -1])
+    return _save(fig, path, formats, notes)
+
+
+def plot_curves(curves: dict[str, Sequence[CurveRow]], path: str | Path, formats: Sequence[str] = ("png",),
+                notes: Sequence[str] = ()) -> Path | None:
+    """Learning curves (`lm train`'s curve.csv): held-out explained variance against training tokens, a column
+    per layer, a line per arm (dashed: the same SAE on a sample of its training tokens); under it, the latents
+    dead on the held-out sample. Returns None when no arm has a curve."""
+    layers = sorted({r.layer for rows in curves.values() for r in rows})
+    if not layers:
+        return None
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.6 * len(layers) + 1.8, 5.2), squeeze=False, sharex="col",
+                             gridspec_kw={"height_ratios": [3, 1.3]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, layer in enumerate(layers):
+        variance, dead = axes[0, j], axes[1, j]
+        for i, (arm, rows) in enumerate(curves.items()):
+            line = sorted((r.tokens, r.held_out_explained_variance, r.train_explained_variance, r.dead_fraction)
+                          for r in rows if r.layer == layer)
+            if not line:
+                continue
+            x, colour = [p[0] for p in line], colours[i % len(colours)]
+            variance.plot(x, [p[1] for p in line], "-o", ms=3, color=colour, label=arm)
+            variance.plot(x, [p[2] for p in line], "--", lw=1, color=colour)
+            dead.plot(x, [p[3] for p in line], "-o", ms=3, color=colour)
+        variance.set(xscale="log", title=f"layer {layer}")
+        dead.set(xscale="log", ylim=(-0.02, 1.02), xlabel="training tokens")
+        if j == 0:
+            variance.set_ylabel("explained variance\n(solid: held-out; dashed: training)")
+            dead.set_ylabel("dead latents\n(held-out)")
     legend_outside(axes[0, -1])
     return _save(fig, path, formats, notes)

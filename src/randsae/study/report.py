@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 FIGURES = {"comparison": "Fig. 1–2: every metric per layer, a line per variant",
            "entropy_auroc": "Fig. 20: token-distribution entropy against fuzzing AUROC, a point per latent",
-           "entropy": "Token-distribution entropy of the sampled latents, per variant and layer"}
+           "entropy": "Token-distribution entropy of the sampled latents, per variant and layer",
+           "curves": "Learning curves: each arm's SAE by training tokens, held-out and training explained "
+                     "variance and dead latents"}
 
 # --- reading a study -----------------------------------------------------------------------------------------
 
@@ -86,6 +88,7 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("training tokens per variant", training_tokens(study)),
             ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
             ("training recipe", recipe_text(study)),
+            ("learning curves", curves_text(study)),
             ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
              (f", lr {s['lr']}" if s.get("lr") else "")),
             ("tokens left out", (f"first {s['skip_positions']} positions " if s.get("skip_positions") else "") +
@@ -110,6 +113,27 @@ def recipe_text(study: Study) -> str:
                               else f"{k} {v}" for k, v in values.items() if k != "recipe")
             return f"{name} ({shown}; from {record.parent.parent.name}'s record)"
     return name
+
+
+def curves_text(study: Study) -> str:
+    """Each arm's SAEs by their learning curve's last doubling, per layer (compare/curves.png draws them):
+    converged, still learning, overfitting, or no curve (SAEs randsae did not train: marked, not refused)."""
+    from randsae.tables import CurveRow, read_table
+    from randsae.training.curves import convergence
+
+    delta = study.config["settings"].get("verdict", {}).get("converged_delta", 0.01)
+    arms = []
+    for sae_dir in sorted(study.out.glob("*/sae")):
+        path = sae_dir / "curve.csv"
+        if not path.is_file():
+            arms.append(f"{sae_dir.parent.name}: no curve (SAEs randsae did not train)")
+            continue
+        rows = read_table(path, CurveRow)
+        states = [f"{layer}: " + convergence([(r.tokens, r.held_out_explained_variance, r.train_explained_variance)
+                                              for r in sorted(rows, key=lambda r: r.steps) if r.layer == layer],
+                                             delta).state for layer in sorted({r.layer for r in rows})]
+        arms.append(f"{sae_dir.parent.name}: " + "; ".join(states))
+    return " · ".join(arms) or "–"
 
 
 def training_tokens(study: Study) -> str:

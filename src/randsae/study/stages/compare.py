@@ -32,11 +32,26 @@ def run(study: StudyState, _: str) -> None:
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
                 replace=True, strict=False)
+    draw_curves(study)
     rows = write_verdict(study)
     below = {(parse_unit(u)[0], r.layer): r.below_baseline for u in study.finished("eval", 0)
              for r in read_eval_rows(study.directory(u, "eval") / "results.csv") if r.below_baseline}
     write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
                                       for u in study.finished("probing", 0)}, below)
+
+
+def draw_curves(study: StudyState) -> None:
+    """OUT/compare/curves.png: each arm's learning curves at seed 0 (the arms whose SAEs randsae trained)."""
+    from randsae.plots import plot_curves
+    from randsae.tables import CurveRow, read_table
+
+    curves = {parse_unit(u)[0]: read_table(path, CurveRow) for u in study.finished("train", 0)
+              if (path := study.directory(u, "sae") / "curve.csv").is_file()}
+    delta = study.settings.verdict.converged_delta
+    plot_curves(curves, study.out / "compare" / "curves", notes=[
+        f"An SAE whose held-out explained variance rose by more than {delta:g} over its last doubling is still "
+        "learning, one whose held-out EV fell while its training EV rose is overfitting: the verdict does not "
+        "compare either. Arms without a line are SAEs randsae did not train (no curve)."])
 
 
 STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False)
