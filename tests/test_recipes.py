@@ -111,3 +111,28 @@ def test_the_randsae_recipe_recovers_a_small_toy_with_its_latents_alive(tmp_path
                             dictionaries=["trained"])
     (row,) = run_recovery(config, tmp_path, progress=False)
     assert row.recovered_fraction >= 0.9 and row.dead_fraction < 0.05, row
+
+
+@pytest.mark.parametrize("line, words", [
+    ('lr = "fast"', "setting lr must be a float, not 'fast'"),
+    ('batch_size = "big"', "setting batch_size must be an int, not 'big'"),
+    ("recipe = 5", "setting recipe must be a str, not 5"),
+    ('adam_beta2 = "x"', "setting adam_beta2 must be a float"),
+    ('dead_samples = "lots"', "cannot read"),
+    ("decay_fraction = 2.0", "decay_fraction must be in [0, 1]"),
+])
+def test_a_config_files_optional_settings_are_checked_by_their_type(line, words, tmp_path, capsys):
+    config = tmp_path / "recipe.toml"
+    config.write_text(line + "\n")
+    code, err = randsae(capsys, "recovery", *TINY, "--config", str(config), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_files_counts_read_as_the_flag_reads_them(tmp_path, capsys):
+    config = tmp_path / "recipe.toml"
+    config.write_text('dead_samples = "4k"\nrecipe = "sparsify"\n')
+    code, err = randsae(capsys, "recovery", *TINY, "--config", str(config), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert record["dead_samples"] == 4000 and record["recipe_values"]["dead_tokens"] == 4000

@@ -75,7 +75,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     """Check `values` against the fields of dataclass `cls`, converting strings where a field wants a list."""
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     unknown = sorted(set(values) - names)
     if unknown:
         raise BadInput(f"unknown setting {unknown[0]!r}; known settings are {', '.join(sorted(names))}.")
@@ -84,6 +85,13 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         hint = hints[name]
         if hint in SCALARS:
             out[name] = strict_scalar(name, value, hint)
+            continue
+        optional = optional_scalar(hint)
+        if optional is not None:  # "X or None": checked as an X unless it is None
+            parse = fields[name].metadata.get("parse")
+            out[name] = value if value is None else (
+                parse(value) if isinstance(value, str) and parse is not None and optional is not str
+                else strict_scalar(name, value, optional))
             continue
         if get_origin(hint) is list:
             (item_type,) = get_args(hint)
@@ -98,6 +106,15 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 SCALARS = (bool, int, float, str)
+
+
+def optional_scalar(hint: Any) -> type | None:
+    """X of a field typed `X | None` with X a scalar, else None."""
+    args = get_args(hint)
+    if len(args) == 2 and type(None) in args:
+        (kind,) = [a for a in args if a is not type(None)]
+        return kind if kind in SCALARS else None
+    return None
 
 
 def strict_scalar(name: str, value: Any, kind: type) -> Any:
