@@ -204,12 +204,14 @@ def evaluate(sae: ReluSAE | TopKSAE, dataset: Dataset, sparsity_stats: str = "pe
 def train_topk(sae: TopKSAE, dataset: Dataset, config: "SweepConfig", seed: int, dictionary: str,
                progress) -> None:
     """One TopK SAE on the training rows, `config.epochs` passes in a seeded order (the ReLU stacks' order),
-    with `dictionary` kept as `randsae.sae.dictionaries` says."""
+    with `dictionary` kept as `randsae.sae.dictionaries` says; the sweep's own rate and warm-up, no decay and no
+    dead-latent remedy (the sparsify recipe's: the toy sweep compares dictionaries under one plain trainer)."""
     assert config.k is not None
     rows = dataset.train_rows.to(dataset.data.device)
     steps = config.epochs * math.ceil(len(rows) / config.batch_size)
     trainer = TopKTrainer(sae, TopKTrainConfig(k=config.k, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                                warmup_steps=min(1000, steps // 10), dictionary=dictionary,
+                                               recipe="sparsify",
                                                dictionary_cone=config.dictionary_cone), total_steps=steps)
     order_gen = generator(seed, "minibatch-order", device=dataset.data.device)
     for _ in range(config.epochs):
