@@ -58,7 +58,8 @@ def tiny_latents(tiny_dir, tmp_path_factory):
                  "--layers", "0,2", "--out", str(root / "acts")]) == 0
     # the paper's trainer (--recipe sparsify): these SAEs stand for any SAE whose latents are being explained
     assert main(["-q", "lm", "train", "--acts", str(root / "acts"), "--k", "4", "--expansion", "4",
-                 "--batch-size", "256", "--device", "cpu", "--recipe", "sparsify", "--out", str(root / "sae")]) == 0
+                 "--batch-size", "256", "--device", "cpu", "--recipe", "sparsify", "--out",
+                 str(root / "sae")]) == 0
     assert main(["-q", "lm", "latents", "--sae", str(root / "sae"), "--min-examples", "5", "--sample", "4",
                  "--max-examples", "50", "--explainer-examples", "6", "--test-examples", "10", "--quantiles", "5",
                  "--non-activating", "10", "--device", "cpu", "--out", str(root / "latents")]) == 0
