@@ -225,3 +225,49 @@ def test_batchtopk_takes_the_auxk_loss_as_topk_does_and_jumprelu_refuses_it():
     assert sae(x).aux_reconstruction is None
     with pytest.raises(BadInput, match="JumpReLU SAE has none"):
         TopKTrainConfig(architecture="jumprelu", auxk_alpha=1 / 32)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--log-uniform-decades", "400"], "log_uniform_decades must lie in (0, 30]"),
+    (["--architectures", "jumprelu", "--auxk-alpha", "0.5"], "a JumpReLU SAE has none"),
+])
+def test_more_bad_settings_are_one_sentence(flags, words, tmp_path, capsys):
+    code, err = randsae(capsys, "recovery", *TINY, *flags, "--out", str(tmp_path / "out"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and words in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_points_past_the_runs_steps_are_the_steps_there_are(tmp_path, capsys):
+    code, err = randsae(capsys, "recovery", *TINY, "--points", "1000000000000", "--architectures", "topk",
+                        "--dictionaries", "trained", "--probabilities", "constant", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    rows = read_table(tmp_path / "out" / "recovery.csv", RecoveryRow)
+    assert [r.steps for r in rows] == [1, 2, 4, 8]  # 2,048 samples at batch 256: every doubling there is
+
+
+@pytest.mark.parametrize("content", [b"not a state", b"", "other"], ids=["garbage", "truncated", "other-unit"])
+def test_a_damaged_state_file_is_one_sentence_naming_it(content, tmp_path, capsys):
+    args = [*TINY, "--architectures", "topk", "--dictionaries", "trained", "--probabilities", "constant",
+            "--points", "2", "--out", str(tmp_path / "out")]
+    path = tmp_path / "out" / "state" / "constant-topk-trained.pt"
+
+    def fault(written):
+        if written == path:
+            raise Fault(written)  # killed once the first point's state is saved
+
+    io.AFTER_WRITE.append(fault)
+    try:
+        with pytest.raises(Fault):
+            randsae(capsys, "recovery", *args)
+    finally:
+        io.AFTER_WRITE.remove(fault)
+    if content == "other":  # a JumpReLU unit's state where TopK's was
+        state = torch.load(path, weights_only=True)
+        state["sae"]["log_threshold"] = torch.zeros(64)
+        torch.save(state, path)
+    else:
+        path.write_bytes(content)
+    code, err = randsae(capsys, "recovery", *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and str(path) in lines[0] and "not a saved state" in lines[0], err

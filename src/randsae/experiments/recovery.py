@@ -10,6 +10,7 @@ state, so that a killed run resumes at the unit's last point and sees the batche
 
 import logging
 import math
+import pickle
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from randsae.training.trainer import ARCHITECTURES, TopKTrainConfig, TopKTrainer
 log = logging.getLogger(__name__)
 
 COMMAND = "recovery"
+MAX_DECADES = 30  # a log-uniform spread wider than 10^30 has probabilities below any float32 sample's reach
 TOY_BATCH = 1024  # samples per step where the recipe leaves the batch to the command
 PROBABILITIES = ("constant", "log-uniform")
 TABLE = "recovery.csv"
@@ -106,8 +108,8 @@ class RecoveryConfig:
         if not (0 < self.avg_active <= self.num_features and math.isfinite(self.avg_active)):
             raise BadInput(f"avg_active must lie in (0, num_features = {self.num_features}], not "
                            f"{self.avg_active!r}.")
-        if not (self.log_uniform_decades > 0 and math.isfinite(self.log_uniform_decades)):
-            raise BadInput(f"log_uniform_decades must be positive, not {self.log_uniform_decades!r}.")
+        if not (0 < self.log_uniform_decades <= MAX_DECADES):
+            raise BadInput(f"log_uniform_decades must lie in (0, {MAX_DECADES}], not {self.log_uniform_decades!r}.")
         if not (self.magnitude_sigma >= 0 and math.isfinite(self.magnitude_sigma)):
             raise BadInput(f"magnitude_sigma must be finite and not negative, not {self.magnitude_sigma!r}.")
         if self.k > self.latents:
@@ -129,6 +131,9 @@ class RecoveryConfig:
         if not 0 < self.recovery_threshold < 1:
             raise BadInput(f"recovery_threshold must lie in (0, 1), not {self.recovery_threshold!r}.")
         recipe(self.recipe)
+        if self.architectures == ["jumprelu"] and self.auxk_alpha:
+            raise BadInput("auxk_alpha is the AuxK loss of TopK-style SAEs (topk, batchtopk, matryoshka); a JumpReLU "
+                           "SAE has none: leave it unset or add those architectures.")
         check_training_values({"lr": self.lr, "adam_beta2": self.adam_beta2, "warmup_steps": self.warmup_steps,
                                "decay_fraction": self.decay_fraction, "auxk_alpha": self.auxk_alpha,
                                "resample_every": self.resample_every})
@@ -233,6 +238,21 @@ def state_path(out: Path, unit: Unit) -> Path:
     return out / "state" / f"{unit.name}.pt"
 
 
+def resume(trainer: TopKTrainer, path: Path, device: torch.device) -> float:
+    """Restore `trainer` from its saved state at `path`; the seconds it had trained. A file that is not a state of
+    this unit (unreadable, truncated, another architecture's) is one sentence naming it."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        seconds = float(state.pop("seconds"))
+        trainer.restore(state)
+    except (RuntimeError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+            pickle.UnpicklingError) as error:
+        why = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        raise BadInput(f"{path} is not a saved state of this unit ({why}); delete it to train the unit again from "
+                       "its start.") from None
+    return seconds
+
+
 def save_state(path: Path, trainer: TopKTrainer, seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {**trainer.state(), "seconds": seconds}
@@ -249,9 +269,7 @@ def train_unit(config: RecoveryConfig, unit: Unit, stream: Stream, held_out: tor
     trainer = TopKTrainer(sae, train_config, total_steps=config.steps())
     path, seconds = state_path(out, unit), 0.0
     if path.is_file():
-        state = torch.load(path, map_location=device, weights_only=True)
-        seconds = state.pop("seconds")
-        trainer.restore(state)
+        seconds = resume(trainer, path, device)
     # a point's row is written before its state: rows past the state (a kill between the two) are made again
     rows = [r for r in rows if unit_of(r) != unit or r.steps <= trainer.steps]
     points = [step for step in config.checkpoints() if step > trainer.steps]

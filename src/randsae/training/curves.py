@@ -19,7 +19,7 @@ import torch
 def doubling_steps(last: int, points: int) -> list[int]:
     """The steps after which a curve of `points` points over a run of `last` steps is measured: the last step,
     and halving back from it (distinct, at least 1), ascending."""
-    return sorted({max(1, last >> j) for j in range(points)})
+    return sorted({max(1, last >> j) for j in range(min(points, last.bit_length() + 1))})
 
 
 @torch.no_grad()
