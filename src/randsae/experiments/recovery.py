@@ -109,7 +109,8 @@ class RecoveryConfig:
             raise BadInput(f"avg_active must lie in (0, num_features = {self.num_features}], not "
                            f"{self.avg_active!r}.")
         if not (0 < self.log_uniform_decades <= MAX_DECADES):
-            raise BadInput(f"log_uniform_decades must lie in (0, {MAX_DECADES}], not {self.log_uniform_decades!r}.")
+            raise BadInput(f"log_uniform_decades must lie in (0, {MAX_DECADES}], not "
+                           f"{self.log_uniform_decades!r}.")
         if not (self.magnitude_sigma >= 0 and math.isfinite(self.magnitude_sigma)):
             raise BadInput(f"magnitude_sigma must be finite and not negative, not {self.magnitude_sigma!r}.")
         if self.k > self.latents:
@@ -132,8 +133,8 @@ class RecoveryConfig:
             raise BadInput(f"recovery_threshold must lie in (0, 1), not {self.recovery_threshold!r}.")
         recipe(self.recipe)
         if self.architectures == ["jumprelu"] and self.auxk_alpha:
-            raise BadInput("auxk_alpha is the AuxK loss of TopK-style SAEs (topk, batchtopk, matryoshka); a JumpReLU "
-                           "SAE has none: leave it unset or add those architectures.")
+            raise BadInput("auxk_alpha is the AuxK loss of TopK-style SAEs (topk, batchtopk, matryoshka); a "
+                           "JumpReLU SAE has none: leave it unset or add those architectures.")
         check_training_values({"lr": self.lr, "adam_beta2": self.adam_beta2, "warmup_steps": self.warmup_steps,
                                "decay_fraction": self.decay_fraction, "auxk_alpha": self.auxk_alpha,
                                "resample_every": self.resample_every})
