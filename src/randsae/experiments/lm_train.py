@@ -258,13 +258,15 @@ def why_below(schedule: Schedule, pca_fvu: float, fvu: float = 0.0, running: flo
 
 
 def checking_model(source: dict, device: torch.device, d_model: int):
-    """The model a cache was made from, for the held-out check; one sentence when it does not load or is not the
-    model whose activations the cache holds (`--no-check` trains without the check)."""
+    """The model a cache was made from, for the held-out check and the learning curves; one sentence when it does
+    not load or is not the model whose activations the cache holds (`--no-check --curve-points 0` trains
+    without either)."""
     try:
         model, _ = load_variant(source["model"], source.get("revision"), source["variant"], device)
     except (OSError, ValueError, KeyError, BadInput) as error:
         raise BadInput(f"the cache names the model {source['model']!r}, which does not load here ({error}); "
-                       "give --no-check to train without the held-out check.") from None
+                       "give --no-check --curve-points 0 to train without the held-out check and the learning "
+                       "curves, which run it.") from None
     if model.config.hidden_size != d_model:
         raise BadInput(f"the cache names the model {source['model']!r}, whose {model.config.hidden_size} "
                        f"dimensions are not the cache's {d_model}: it was made with another model.")
