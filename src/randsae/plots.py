@@ -8,7 +8,7 @@ vector output for papers).
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -540,7 +540,7 @@ def plot_recovery(rows: Sequence[RecoveryRow], num_features: int, path: str | Pa
     return _save(fig, path, formats, notes)
 
 
-def plot_curves(curves: dict[str, Sequence[CurveRow]], path: str | Path, formats: Sequence[str] = ("png",),
+def plot_curves(curves: Mapping[str, Sequence[CurveRow]], path: str | Path, formats: Sequence[str] = ("png",),
                 notes: Sequence[str] = ()) -> Path | None:
     """Learning curves (`lm train`'s curve.csv): held-out explained variance against training tokens, a column
     per layer, a line per arm (dashed: the same SAE on a sample of its training tokens); under it, the latents
