@@ -64,7 +64,7 @@ def test_a_registry_name_resolves_offline_through_saelens_and_is_kept(hub):
 
 
 def test_a_hub_folder_resolves_offline(hub):
-    from randsae.experiments.lm_train import foreign_layers
+    from randsae.lm.sae_run import foreign_layers
     from randsae.sae.names import resolve
 
     path = resolve("hf:someone/my-saes/res/model.layers.2")

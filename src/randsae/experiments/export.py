@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from randsae.errors import BadInput
-from randsae.experiments.lm_train import trained_layers
 from randsae.io import read_json, write_json
+from randsae.lm.sae_run import trained_layers
 from randsae.sae import ARCHITECTURES, ReluSAE, TopKSAE
 from randsae.sae.files import read_sae_files
 

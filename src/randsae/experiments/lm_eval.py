@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from randsae import io, runs
 from randsae.config import resolve_device
 from randsae.errors import BadInput
-from randsae.experiments.lm_train import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.activations import open_cache
 from randsae.lm.quality import Sample, below_baselines, cache_sample, evaluate_batch, fit_baselines, model_sample
+from randsae.lm.sae_run import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.source import (
     FIT_TOKENS,
     HELD_OUT_FILE,

@@ -17,12 +17,12 @@ from tqdm.auto import tqdm
 from randsae import io, runs
 from randsae.config import resolve_device
 from randsae.errors import BadInput
-from randsae.experiments.lm_train import arm_of, foreign_layers, read_source, trained_layers
 from randsae.lm.activations import SHARD_BYTES, open_cache, parse_layers
 from randsae.lm.examples import ExampleSettings, write_examples
 from randsae.lm.latent_cache import Chunk, cache_chunks, encode_cache, model_chunks, open_latent_cache
 from randsae.lm.latents import COLUMNS, examples_path, layer_records, read_summaries, summary_row
 from randsae.lm.models import load_tokenizer
+from randsae.lm.sae_run import arm_of, foreign_layers, read_source, trained_layers
 from randsae.lm.source import Source, check_same_source, later_contexts
 from randsae.lm.variants import restart_draws
 from randsae.sae import load_language_sae

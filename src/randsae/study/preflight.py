@@ -113,7 +113,7 @@ def check_judge(settings: BaselineSettings) -> None:
 
 
 def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
-    from randsae.experiments.lm_train import foreign_layers, trained_layers
+    from randsae.lm.sae_run import foreign_layers, trained_layers
     from randsae.sae.files import read_sae_files
     from randsae.sae.names import resolve
 

@@ -65,8 +65,8 @@ def train_config(study: StudyState, unit: str):
 def import_saes(study: StudyState, out: Path) -> None:
     """The user's SAEs as the trained arm: each saved in `lm train`'s layout beside the activations' record,
     so that every later stage reads them as it reads the twins'."""
-    from randsae.experiments.lm_train import layer_directory
     from randsae.lm.activations import open_cache
+    from randsae.lm.sae_run import layer_directory
     from randsae.lm.source import read_held_out, write_held_out
     from randsae.lm.token_filter import TokenFilter
     from randsae.sae import architecture_of, load_language_sae

@@ -1,0 +1,84 @@
+"""Reading an SAE run's directory — what `lm train` writes, or SAEs of other tools laid out as it reads them: the
+layers it holds, the activations' source it records, its arm's name, its training settings. Every command that
+takes `--sae` reads a run through these."""
+
+import re
+from pathlib import Path
+
+from randsae.errors import BadInput
+from randsae.io import check_fields, read_json
+from randsae.sae.dictionaries import arm_name
+
+
+def layer_directory(out: Path, layer: int) -> Path:
+    return out / f"layer.{layer}"
+
+
+def trained_layers(sae_dir: Path) -> dict[int, Path]:
+    """{layer: its SAE directory} of a run, for every layer whose weights were saved."""
+    layers = {}
+    for path in Path(sae_dir).glob("layer.*"):
+        if (path / "sae_weights.safetensors").is_file() and path.name.split(".", 1)[1].isdigit():
+            layers[int(path.name.split(".", 1)[1])] = path
+    return dict(sorted(layers.items()))
+
+
+def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
+    """{layer: SAE directory} of SAEs that `lm train` did not write: a sparsify folder of hookpoint folders
+    named `<blocks>.<i>` (as `randsae export` and sparsify write them), or one SAE directory (SAELens,
+    sparsify or randsae), whose single layer `layers` must name."""
+    sae_dir = Path(sae_dir)
+    if (sae_dir / "cfg.json").is_file():
+        if layers.isdigit():
+            return {int(layers): sae_dir}
+        block = hooked_block(read_json(sae_dir / "cfg.json"))
+        if block is None:
+            raise BadInput(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
+        return {block: sae_dir}
+    found = {}
+    for path in sae_dir.iterdir() if sae_dir.is_dir() else []:
+        suffix = path.name.rsplit(".", 1)[-1]
+        if (path / "cfg.json").is_file() and "." in path.name and suffix.isdigit():
+            found[int(suffix)] = path
+    if not found:
+        raise FileNotFoundError(f"{sae_dir / 'config.json'} does not exist; give a directory written by "
+                                "`randsae lm train`, a sparsify folder of hookpoints, or one SAE directory.")
+    return dict(sorted(found.items()))
+
+
+# the hook names that mean a block's output, randsae's layer i: TransformerLens's and the module names
+BLOCK_OUTPUT = re.compile(r"^(?:blocks\.(\d+)\.hook_resid_post|(?:[\w.]*\.)?(?:layers|h)\.(\d+))$")
+
+
+def hooked_block(cfg: dict) -> int | None:
+    """The block whose output an SAE's cfg.json says it reads (SAELens's `metadata.hook_name` or `hook_name`),
+    or None when its hook is not a block's output."""
+    metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
+    hook = metadata.get("hook_name") or cfg.get("hook_name")
+    match = BLOCK_OUTPUT.match(hook) if isinstance(hook, str) else None
+    return int(match.group(1) or match.group(2)) if match else None
+
+
+def read_source(sae_dir: Path) -> dict:
+    """The activations' source recorded by a run (OUT/config.json), checked."""
+    path = Path(sae_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; give a directory written by `randsae lm train`.")
+    source = read_json(path, {"source": dict})["source"]
+    check_fields(source, {"model": str, "variant": dict}, f"{path} (source)")
+    check_fields(source["variant"], {"variant": str, "seed": int}, f"{path} (source.variant)")
+    return source
+
+
+def arm_of(sae_dir: Path, source: dict) -> str:
+    """The name the tables give a run's SAEs: the variant, and a random dictionary after a `+`."""
+    return arm_name(source["variant"]["variant"], read_train_settings(sae_dir).get("dictionary", "trained"))
+
+
+def read_train_settings(sae_dir: Path) -> dict:
+    """The training settings a run recorded (OUT/config.json "train"); {} for SAEs randsae did not train."""
+    path = Path(sae_dir) / "config.json"
+    recorded = read_json(path) if path.is_file() else {}
+    if "train" in recorded:  # a sparsify export records the source and not how its SAEs were trained
+        check_fields(recorded, {"train": dict}, path)
+    return recorded.get("train", {})
