@@ -136,3 +136,30 @@ def test_a_config_files_counts_read_as_the_flag_reads_them(tmp_path, capsys):
     assert code == 0, err
     record = json.loads((tmp_path / "out" / "config.json").read_text())
     assert record["dead_samples"] == 4000 and record["recipe_values"]["dead_tokens"] == 4000
+
+
+def test_auxk_over_the_dead_latents_is_the_gathered_form_with_its_gradients():
+    """AuxK computed densely over the dead latents alone gives the reconstruction and gradients of the form that
+    gathers each token's k_aux largest dead latents' rows (the reference written out here)."""
+    sae = TopKSAE(12, 64, 3, seed=1)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(50, 12, generator=torch.Generator().manual_seed(0))
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[5:40] = True
+
+    def gathered(x: torch.Tensor) -> torch.Tensor:
+        _, indices = sae.pre_activations(x).masked_fill_(~dead, -1.0).topk(6, dim=-1, sorted=False)
+        return sae.decode(sae.selected_activations(x, indices), indices, bias=False)
+
+    results = []
+    for form in (gathered, lambda x: sae.auxiliary(x, sae.pre_activations(x), dead)):
+        sae.zero_grad()
+        out = form(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)]))
+    (reference, expected), (dense, found) = results
+    assert torch.allclose(dense, reference, atol=1e-5)
+    for a, b in zip(expected, found, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert float(expected[0][~dead].abs().max()) == 0  # only the dead latents' encoder rows learn from it

@@ -100,13 +100,16 @@ class UnitDecoder(nn.Module):
     def auxiliary(self, x: torch.Tensor, pre: torch.Tensor, dead_mask: torch.Tensor | None,
                   k_aux: int | None = None) -> torch.Tensor | None:
         """AuxK: the residual's decoding from each token's `k_aux` largest dead latents (default d/2), for the
-        trainer's auxiliary loss; None without a mask or a dead latent. `pre` (the pre-activations, without
-        gradient) is overwritten."""
-        if dead_mask is None or (num_dead := int(dead_mask.sum())) == 0:
+        trainer's auxiliary loss; None without a mask or a dead latent. Computed densely over the dead latents
+        alone (tokens × dead: few while the SAE is healthy), which costs far less than gathering k_aux encoder and
+        decoder rows per token. `pre` (every latent's pre-activations) is not needed for it."""
+        if dead_mask is None or not bool(dead_mask.any()):
             return None
-        k_aux = min(k_aux or self.num_inputs // 2, num_dead)
-        _, indices = pre.masked_fill_(~dead_mask, -1.0).topk(k_aux, dim=-1, sorted=False)
-        return self.decode(self.selected_activations(x, indices), indices, bias=False)
+        dead = dead_mask.nonzero().squeeze(1)
+        k_aux = min(k_aux or self.num_inputs // 2, len(dead))
+        activations = F.linear(x - self.b_dec, self.W_enc[dead], self.b_enc[dead]).relu()  # tokens × dead
+        values, kept = activations.topk(k_aux, dim=-1, sorted=False)
+        return torch.zeros_like(activations).scatter(1, kept, values) @ self.W_dec[dead]
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
