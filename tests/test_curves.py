@@ -43,6 +43,7 @@ def test_the_curve_doubles_to_the_runs_end_for_every_layer(tiny_cache, tmp_path)
         assert mine[-1].held_out_explained_variance > mine[0].held_out_explained_variance  # it learnt
 
 
+@pytest.mark.slow  # two whole runs and a kill
 def test_a_resumed_run_draws_the_unbroken_runs_curve(tiny_cache, tmp_path):
     whole = tmp_path / "whole"
     assert main(["-q", "lm", "train", "--acts", str(tiny_cache), *TRAIN, "--out", str(whole)]) == 0
