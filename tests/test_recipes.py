@@ -104,6 +104,7 @@ def test_the_recipe_and_every_value_it_set_land_in_config_json(tmp_path, capsys)
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # 4M samples of training
 def test_the_randsae_recipe_recovers_a_small_toy_with_its_latents_alive(tmp_path):
     """The issue's small toy: 16 inputs, 64 features, 2 active per sample, 64 latents at L0 2 (TopK)."""
     config = RecoveryConfig(num_inputs=16, num_features=64, avg_active=2.0, latents=64, k=2, held_out=4096,
