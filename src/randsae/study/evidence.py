@@ -44,19 +44,10 @@ RECONSTRUCTION = ("explained_variance", "cosine_sim", "l1")
 def unfinished_layers(sae_dir: Path, delta: float) -> dict[int, str]:
     """{layer: "still learning (…)" or "overfitting (…)"} of an SAE run whose learning curve (OUT/curve.csv) says
     so; a run without a curve (SAEs randsae did not train) is not refused."""
-    from randsae.tables import CurveRow, read_table
-    from randsae.training.curves import convergence
+    from randsae.training.curves import run_convergence
 
-    path = sae_dir / "curve.csv"
-    rows = read_table(path, CurveRow) if path.is_file() else []
-    found = {}
-    for layer in sorted({r.layer for r in rows}):
-        points = [(r.tokens, r.held_out_explained_variance, r.train_explained_variance)
-                  for r in sorted(rows, key=lambda r: r.steps) if r.layer == layer]
-        state = convergence(points, delta)
-        if not state.finished:
-            found[layer] = f"{state.state} ({state.reason})"
-    return found
+    return {layer: f"{state.state} ({state.reason})" for layer, state in run_convergence(sae_dir, delta).items()
+            if not state.finished}
 
 
 def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,

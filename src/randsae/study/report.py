@@ -118,21 +118,15 @@ def recipe_text(study: Study) -> str:
 def curves_text(study: Study) -> str:
     """Each arm's SAEs by their learning curve's last doubling, per layer (compare/curves.png draws them):
     converged, still learning, overfitting, or no curve (SAEs randsae did not train: marked, not refused)."""
-    from randsae.tables import CurveRow, read_table
-    from randsae.training.curves import convergence
+    from randsae.training.curves import run_convergence
 
     delta = study.config["settings"].get("verdict", {}).get("converged_delta", 0.01)
     arms = []
     for sae_dir in sorted(study.out.glob("*/sae")):
-        path = sae_dir / "curve.csv"
-        if not path.is_file():
-            arms.append(f"{sae_dir.parent.name}: no curve (SAEs randsae did not train)")
-            continue
-        rows = read_table(path, CurveRow)
-        states = [f"{layer}: " + convergence([(r.tokens, r.held_out_explained_variance, r.train_explained_variance)
-                                              for r in sorted(rows, key=lambda r: r.steps) if r.layer == layer],
-                                             delta).state for layer in sorted({r.layer for r in rows})]
-        arms.append(f"{sae_dir.parent.name}: " + "; ".join(states))
+        states = run_convergence(sae_dir, delta)
+        arms.append(f"{sae_dir.parent.name}: " + ("; ".join(f"{layer}: {state.state}" for layer, state in
+                                                           states.items())
+                                                 or "no curve (SAEs randsae did not train)"))
     return " · ".join(arms) or "–"
 
 

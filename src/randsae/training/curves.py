@@ -74,6 +74,19 @@ def convergence(points: list[tuple[int, float, float | None]], delta: float = CO
     return Convergence("converged", f"held-out EV {ev_before:.3f} → {ev_last:.3f} over the last doubling")
 
 
+def run_convergence(sae_dir, delta: float = CONVERGED_DELTA) -> dict[int, Convergence]:
+    """{layer: its curve's convergence} of an SAE run's OUT/curve.csv ({} for a run without one)."""
+    from pathlib import Path
+
+    from randsae.tables import CurveRow, read_table
+
+    path = Path(sae_dir) / "curve.csv"
+    rows = sorted(read_table(path, CurveRow), key=lambda r: r.steps) if path.is_file() else []
+    return {layer: convergence([(r.tokens, r.held_out_explained_variance, r.train_explained_variance)
+                                for r in rows if r.layer == layer], delta)
+            for layer in sorted({r.layer for r in rows})}
+
+
 def check_delta(delta: float) -> None:
     from randsae.errors import BadInput
 
