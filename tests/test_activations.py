@@ -142,6 +142,7 @@ def test_token_embeddings_as_toy_data_and_as_vectors(tmp_path):
     assert main(["-q", "toy", "--data", "embeddings:", "--out", str(tmp_path / "bad")]) == 2
 
 
+@pytest.mark.slow
 def test_datasets_streaming_path_on_a_local_data_set(tokenizer, tmp_path, monkeypatch):
     # the code that streams RedPajama from the hub, pointed at a local directory laid out as a data set
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

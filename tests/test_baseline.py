@@ -180,6 +180,7 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     assert "2 seeds per arm" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_bring_your_own_saes_stand_for_the_trained_arm(tiny_latents, tiny_dir, tmp_path):
     """The tiny model's SAEs (k = 4, 4 latents per dimension) as the trained arm: imported as they are, and
     the twin's SAEs get the same k and size."""

@@ -135,6 +135,7 @@ def test_splicing_a_block_output_into_itself_changes_nothing(tiny_dir):
     assert torch.allclose(log_probs(model, embeds), clean)  # the hooks are gone afterwards
 
 
+@pytest.mark.slow
 def test_ce_loss_score_on_the_embedded_model(tmp_path):
     acts, sae_dir = tmp_path / "acts", tmp_path / "sae"
     assert main(["-q", "lm", "activations", "--layers", "6", "--tokens", "24k", "--out", str(acts)]) == 0

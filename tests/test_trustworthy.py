@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from randsae.cli.common import LOCK_FILE
 from randsae.io import read_rows
 
@@ -73,6 +75,7 @@ def test_sigterm_is_one_sentence_and_exit_143(tmp_path):
     assert not (tmp_path / "run").exists()  # it had written nothing: the directory it made is gone
 
 
+@pytest.mark.slow
 def test_diverged_saes_are_recorded_as_such_and_retried_not_skipped(tmp_path):
     out = tmp_path / "run"
     first = randsae("-q", "toy", *TINY, "--epochs", "2", "--lr", "1e30", "--out", str(out))

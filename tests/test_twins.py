@@ -92,6 +92,7 @@ def their_saes(jumprelu_run):
     return saelens_copy(jumprelu_run / "sae", jumprelu_run / "theirs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("twin_sae", ["same", "topk"])
 def test_a_study_of_a_saelens_jumprelu_sae_trains_twins_like_it(their_saes, tiny_dir, tmp_path, twin_sae):
     out = tmp_path / twin_sae
