@@ -47,7 +47,7 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/randsae toy --preset quick --out runs/quick
-	$(BIN)/randsae toy2d --out runs/quick
+	$(BIN)/randsae toy2d --out runs/demo2d
 	$(MAKE) demo-lm
 
 # Stage 2: `randsae baseline --preset demo`, the whole random-baseline study of the embedded SmolLM2-135M:

@@ -579,3 +579,47 @@ def test_fig_20_finds_every_scorer_against_every_kind_of_negatives(scorer, negat
         return
     assert drawn == (scorer, name)
     assert plot_entropy_auroc(results, tmp_path / "fig20.png", drawn[1]).is_file()
+
+
+# every command, aimed at a directory that holds a user's own file and no record of a run
+NEVER_OVERWRITE = {
+    "toy": lambda c: ["toy", "--latents", "16", "--l1", "0.1", "--seeds", "1", "--epochs", "1", "--num-samples",
+                      "300", "--num-inputs", "8", "--num-features", "16", "--no-plots"],
+    "glove": lambda c: ["glove", "--vectors", str(c.runs / "vectors.txt"), "--latent-multiples", "1", "--l1",
+                        "0.1", "--seeds", "1", "--epochs", "1", "--no-plots"],
+    "plot": lambda c: ["plot", str(c.runs / "toy")],
+    "toy2d": lambda c: ["toy2d", "--num-samples", "100"],
+    "export": lambda c: ["export", str(c.runs / "sae"), "--format", "sparsify"],
+    "recovery": lambda c: ["recovery", "--preset", "quick", "--samples", "4k", "--points", "1", "--no-plots"],
+    "lm activations": lambda c: ["lm", "activations", "--model", str(c.runs / "model"), "--tokens", "2k",
+                                 "--context-length", "64", "--layers", "0"],
+    "lm train": lambda c: ["lm", "train", "--acts", str(c.runs / "acts"), *TRAIN],
+    "lm eval": lambda c: ["lm", "eval", "--sae", str(c.runs / "sae"), "--tokens", "256"],
+    "lm probe": lambda c: ["lm", "probe", "--sae", str(c.runs / "sae"), "--device", "cpu"],
+    "lm latents": lambda c: ["lm", "latents", "--sae", str(c.runs / "sae"), *LATENTS],
+    "lm autointerp": lambda c: ["lm", "autointerp", "--latents", str(c.runs / "latents")],
+    "lm compare": lambda c: ["lm", "compare", str(c.runs / "eval")],
+    "baseline": lambda c: ["baseline", "--preset", "demo", "--model", str(c.runs / "model"), "--layers", "0"],
+}
+
+
+@pytest.mark.parametrize("command", list(NEVER_OVERWRITE))
+def test_no_command_writes_over_a_file_it_did_not_write(command, runs, tmp_path, capsys):  # noqa: F811
+    """A non-empty --out that holds no record of a randsae run is refused in one sentence naming a file found
+    there, and the user's files are byte-identical afterwards (a command used to overwrite a user's table.md
+    or results.csv and exit 0)."""
+    from randsae.cli import main
+
+    if command == "glove":
+        (runs / "vectors.txt").write_text("".join(f"w{i} " + " ".join(str((i * j) % 7 - 3) for j in range(8))
+                                                  + "\n" for i in range(40)))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("my,own\n1,2\n")
+    (out / "table.md").write_text("| my notes |\n")
+    before = checksums([out])
+    code = main(["-q", *NEVER_OVERWRITE[command](Case(runs, tmp_path)), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "holds results.csv and no record of a randsae run" in err[0], err
+    assert checksums([out]) == before and sorted(p.name for p in out.iterdir()) == ["results.csv", "table.md"]

@@ -150,3 +150,15 @@ def check_out(out: Path, command: str, inputs: Inputs) -> None:
     holds = held_by(out) if out.is_dir() else None
     if holds is not None and holds[0] != command:
         raise BadInput(f"{out} holds {holds[1]}; choose another --out.")
+    if holds is None:
+        check_no_foreign_files(out)
+
+
+def check_no_foreign_files(out: Path) -> None:
+    """OUT, when it exists and holds no record of a run, holds nothing else either (hidden files aside): one
+    sentence naming a file found there. No command writes over a file it did not write."""
+    names = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    found = next((name for name in names if not name.startswith(".")), None)
+    if found is not None:
+        raise BadInput(f"--out {out} holds {found} and no record of a randsae run; choose an empty or new --out "
+                       "(randsae never writes over a file it did not write).")

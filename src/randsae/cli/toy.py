@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from randsae import runs
 from randsae.cli.common import add_config_argument, add_format_argument, figure_formats, output_directory
 from randsae.errors import BadInput, check_seed
 from randsae.settings import add_flags, given
@@ -55,7 +56,7 @@ def run_sweep_command(args) -> None:
                                   "glove": (glove.GloveConfig, glove.PRESETS, glove.run_glove)}[args.command]
     config = sweep_config(args, config_class, presets)
     formats = figure_formats(args)
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command=config_class.COMMAND) as out:
         run(config, out, progress=not args.quiet)
         finish_sweep(args, out, formats)
 
@@ -80,7 +81,10 @@ def run_plot_command(args) -> None:
     rows = read_results(table)
     if not rows:
         raise BadInput(f"{table} has no rows to plot.")
-    with output_directory(args.out or args.run) as out:
+    into_run = args.out is None or Path(args.out).resolve() == Path(args.run).resolve()
+    with output_directory(args.out or args.run, command=None if into_run else "plot") as out:
+        if not into_run:  # figures of their own: a record says which run they draw
+            runs.write_record(out, "plot", {"run": str(Path(args.run).resolve()), "formats": formats})
         for path in plot_results(rows, out, formats=formats):
             log.info("wrote %s", path)
 
@@ -104,9 +108,10 @@ def run_toy2d_command(args) -> None:
     check_seed(args.seed)
     formats = figure_formats(args)
     check_memory(lomax.bytes_needed(args.num_samples), f"the 2-D demo with {args.num_samples:,} samples")
-    with output_directory(args.out) as out:
+    with output_directory(args.out, command="toy2d") as out:
         demo = lomax.generate(args.num_samples, seed=args.seed)
         path = plot_lomax(demo.inputs.numpy(), demo.outputs.numpy(), out / "lomax_2d.png", formats=formats)
+        runs.write_record(out, "toy2d", {"num_samples": args.num_samples, "seed": args.seed, "formats": formats})
         log.info("wrote %s", path)
 
 

@@ -149,10 +149,10 @@ def build_latents(sae_dir: str | Path, out: Path, acts: str | Path | None = None
                 decoder = saes[layer].W_dec.detach().float().cpu().numpy()
                 summaries, sets = layer_records(latent_cache, layer, tokens, settings, identity, decode,
                                                 bar.update, decoder)
-            write_examples(examples_path(out, layer), sets)
-            rows = [r for r in rows if r.layer != layer] + summaries
             if not path.exists():
                 runs.write_record(out, "lm latents", record)
+            write_examples(examples_path(out, layer), sets)
+            rows = [r for r in rows if r.layer != layer] + summaries
             io.write_rows(table, COLUMNS, [summary_row(r) for r in rows])
             eligible = sum(s.eligible for s in summaries)
             sampled = [s.entropy_explainer for s in summaries if s.sampled]

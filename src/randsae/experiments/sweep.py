@@ -337,6 +337,9 @@ def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]],
             sae = TopKSAE(input_dim, size, config.k, seed=derive_seed(seed, "sae", size)).to(device)
             train_topk(sae, dataset, config, seed, dictionary, bar)
         results = evaluate(sae, dataset, config.sparsity_stats, config.recovery_threshold)
+        if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
+            runs.write_record(out, config.COMMAND, record)
+            wrote_config = True
         for i, (coef, metrics) in enumerate(zip(stack_coefs, results, strict=True)):
             status = "diverged" if is_diverged(metrics) else "ok"
             row = SweepRow(data, transform, input_dim, size, coef, seed, config.epochs, **metrics, status=status,
@@ -347,9 +350,6 @@ def train_stacks(config: SweepConfig, out: Path, todo: dict[tuple, list[float]],
                 continue
             if config.save_weights:
                 save_weights(sae, i, row, out)
-        if not wrote_config:  # the record goes down with the first results made under it (every rank: the same)
-            runs.write_record(out, config.COMMAND, record)
-            wrote_config = True
         write_table(table, own if world.distributed else rows + own, SweepRow)
     bar.close()
     if diverged:

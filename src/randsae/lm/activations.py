@@ -144,6 +144,8 @@ def cache_activations(model: LanguageModel, contexts: torch.Tensor, layers: list
         if state.get(key) != value:
             raise BadInput(f"{out} holds a cache made with {key}={state.get(key)!r}, not {value!r}; "
                              "choose another --out.")
+    if not path.exists():
+        write_json(path, state)  # the cache's record goes down before its first shard
     device = next(model.parameters()).device
     starts = range(0, len(contexts), shard_contexts)
     bar = tqdm(total=len(contexts) * length, unit="tok", unit_scale=True, disable=not progress)

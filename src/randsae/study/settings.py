@@ -216,8 +216,8 @@ def check_out(out: Path, settings: BaselineSettings) -> None:
             what = ", ".join(changed) or "see config.json"
             raise BadInput(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
                              "its settings.")
-    elif out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-        raise BadInput(f"{out} is not empty and holds no study; choose another --out.")
+    else:
+        runs.check_no_foreign_files(out)
 
 
 @dataclass
