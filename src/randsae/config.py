@@ -95,8 +95,9 @@ def coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
             continue
         if get_origin(hint) is list:
             (item_type,) = get_args(hint)
-            if isinstance(value, str):
-                value = (parse_coefficients(value) if item_type is float
+            parse = fields[name].metadata.get("parse")
+            if isinstance(value, str):  # the text the flag would take, read by the flag's own parser
+                value = (parse(value) if parse is not None else parse_coefficients(value) if item_type is float
                          else parse_list(value, item_type))
             elif not isinstance(value, list):
                 value = [value]

@@ -151,6 +151,7 @@ def check_out(out: Path, command: str, inputs: Inputs) -> None:
     if holds is not None and holds[0] != command:
         raise BadInput(f"{out} holds {holds[1]}; choose another --out.")
     if holds is None:
+        previous_record(out, command)  # a config.json that is not JSON: said so
         check_no_foreign_files(out)
 
 

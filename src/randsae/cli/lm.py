@@ -43,6 +43,7 @@ def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
 
 def source_from_args(args):
     from randsae.lm.source import Source
+    from randsae.lm.text import check_embedded_tokens
     from randsae.lm.variants import VARIANTS
 
     if args.variant not in VARIANTS:
@@ -50,10 +51,11 @@ def source_from_args(args):
     if args.context_length < 2:
         raise BadInput(f"--context-length must be at least 2, not {args.context_length}.")
     check_seed(args.seed)
+    tokens = parse_count(args.tokens or "1M")
+    check_embedded_tokens(args.dataset, tokens)
     return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
                   dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
-                  text_column=args.text_column, context_length=args.context_length,
-                  tokens=parse_count(args.tokens or "1M"))
+                  text_column=args.text_column, context_length=args.context_length, tokens=tokens)
 
 
 def add_lm_parser(sub, parser_class) -> None:

@@ -272,6 +272,20 @@ def letter_absorption(task: Task, letters: LetterProbe, train_codes: SparseCodes
 
 # --- the command -----------------------------------------------------------------------------------------------
 
+def check_widths(saes: dict[int, LanguageSAE], settings: ProbeSettings, acts: str | Path | None, model) -> None:
+    """--probe-k within every SAE's latents, and --acts a cache of the SAEs' model: one sentence otherwise."""
+    from randsae.lm.activations import read_manifest
+
+    for layer, sae in saes.items():
+        if max(settings.probe_k) > sae.num_latents:
+            raise BadInput(f"--probe-k {max(settings.probe_k)} is more than the {sae.num_latents} latents of the "
+                           f"SAE of layer {layer}.")
+    width = model.config.hidden_size
+    if acts is not None and read_manifest(Path(acts))["d_model"] != width:
+        raise BadInput(f"--acts {acts} holds activations {read_manifest(Path(acts))['d_model']} wide, but the "
+                       f"SAEs' model has a residual stream of {width}; is it another model's cache?")
+
+
 def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | Path | None = None,
           device: str = "auto", progress: bool = True, group_layers: int | None = None) -> list[ProbeRow]:
     """Probe every layer of `sae_dir` not yet in OUT/probing.csv; returns the whole table. OUT holds one SAE
@@ -284,7 +298,7 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
     runs.same_settings(out, COMMAND, record, "probes")
     if group_layers is not None and group_layers < 1:
         raise BadInput(f"--group-layers must be a positive integer, not {group_layers}.")
-    data = read_probe_data(settings.probe_data) if settings.probe_data is not None else None
+    data = check_probe_data(settings)
     layers = trained_layers(sae_dir)
     if not layers:
         raise BadInput(f"{sae_dir} holds no trained SAE (no layer.<i>/sae_weights.safetensors).")
@@ -306,6 +320,7 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
     for first in range(0, len(todo), size):
         group = todo[first:first + size]
         saes = {layer: load_language_sae(layers[layer]).to(torch_device).eval() for layer in group}
+        check_widths(saes, settings, acts, model)
         sample, what = training_sample(sae_dir, source, acts, model, group, settings.probe_train_tokens,
                                        torch_device)
         if sample is None:
@@ -328,6 +343,10 @@ def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | P
                 data_train, data_test = on_data[layer]
                 measured = (measured[0] + probe_layer(saes[layer], data_train, data_test, on_data["tasks"],
                                                       settings, pooled=on_data["texts"])[0], measured[1])
+            if not measured[0]:
+                raise BadInput(f"no task had --probe-min-examples {settings.probe_min_examples} positives and as "
+                               f"many negatives in each split at layer {layer}; probe more tokens "
+                               "(--probe-train-tokens, --probe-test-tokens) or lower --probe-min-examples.")
             base = {"model": model_name, "variant": variant, "layer": layer}
             rows += [ProbeRow(**base, **r) for r in measured[0]]
             absorbed += [AbsorptionRow(**base, **r) for r in measured[1]]
@@ -365,6 +384,32 @@ def layer_rows(sae: LanguageSAE, layer: int, train, test, tasks: list[Task], tes
                        settings)
 
 
+def data_parts(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The user's texts split 80/20, seeded: (training text numbers, held-out text numbers)."""
+    order = np.random.default_rng(derive_seed(seed, "probe-data")).permutation(count)
+    cut = max(1, min(count - 1, round(0.8 * count)))
+    return order[:cut], order[cut:]
+
+
+def check_probe_data(settings: ProbeSettings) -> tuple[list[str], list[str]] | None:
+    """--probe-data read and checked before any work (None when not given): its texts and labels, refused in one
+    sentence when no class has --probe-min-examples texts, and as many of the others, on each side of the split."""
+    if settings.probe_data is None:
+        return None
+    texts, labels = read_probe_data(settings.probe_data)
+    parts = data_parts(len(texts), settings.seed)
+    most = 0
+    for task in data_tasks(labels):
+        sides = [task.labels[part] for part in parts]
+        most = max(most, min(min(int((side == 1).sum()), int((side == 0).sum())) for side in sides))
+    if most < settings.probe_min_examples:
+        raise BadInput(f"--probe-data {settings.probe_data}: no label has --probe-min-examples "
+                       f"{settings.probe_min_examples} texts (and as many of the others) in both the 80% fitted "
+                       f"and the 20% tested; the most is {most} of its {len(texts)} texts — give more texts or a "
+                       "lower --probe-min-examples.")
+    return texts, labels
+
+
 def data_split(model, tokenizer, data: tuple[list[str], list[str]], layers: list[int], settings: ProbeSettings,
                device: torch.device) -> dict:
     """The user's texts through the model, split 80/20 (seeded): per layer (train Rows, test Rows) of token rows,
@@ -372,13 +417,11 @@ def data_split(model, tokenizer, data: tuple[list[str], list[str]], layers: list
     from scipy.sparse import csr_matrix
 
     texts, labels = data
-    order = np.random.default_rng(derive_seed(settings.seed, "probe-data")).permutation(len(texts))
-    cut = max(1, min(len(texts) - 1, round(0.8 * len(texts))))
     tasks = data_tasks(labels)
     out: dict = {layer: [] for layer in layers}
     numbers = []
     vocabulary = len(tokenizer)
-    for part in (order[:cut], order[cut:]):
+    for part in data_parts(len(texts), settings.seed):
         hidden: dict[int, list] = {layer: [] for layer in layers}
         number, bags = [], []
         for n, i in enumerate(part):

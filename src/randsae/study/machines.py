@@ -2,6 +2,7 @@
 free disk) or one stated with --machine (`parse_machine`: N×GPU-MEMORY, disk=SIZE, …) with its GPUs' peak
 rates."""
 
+import math
 import os
 import re
 import shutil
@@ -59,7 +60,11 @@ def parse_machine(text: str) -> Machine:
     if "disk" not in options:
         raise BadInput(f"--machine {text!r} says no disk=SIZE (the free space where OUT would lie).")
     disk = parse_bytes(options["disk"], "--machine disk")
-    cores = int(options["cores"]) if options.get("cores", "").isdigit() else 16
+    cores = 16
+    if "cores" in options:
+        if not options["cores"].strip().isdigit() or int(options["cores"]) < 1:
+            raise BadInput(f"--machine {text!r}: cores must be a positive whole number, not {options['cores']!r}.")
+        cores = int(options["cores"])
     if first.lower() == "cpu":
         memory = parse_bytes(options.get("memory", "64GB"), "--machine memory")
         return Machine("CPU", "cpu", 1, memory, disk, cores, stated=True)
@@ -68,7 +73,13 @@ def parse_machine(text: str) -> Machine:
         raise BadInput(f"--machine {text!r} must start with N×GPU-MEMORY (e.g. 8xA100-80GB) or cpu.")
     count, gpu, memory = int(match.group(1)), match.group(2).upper(), parse_bytes(match.group(3), "GPU memory")
     if "peak" in options:
-        peak = float(options["peak"]) * 1e12
+        try:
+            peak = float(options["peak"]) * 1e12
+        except ValueError:
+            peak = math.nan
+        if not (math.isfinite(peak) and peak > 0):
+            raise BadInput(f"--machine {text!r}: peak must be a positive number of TFLOP/s, not "
+                           f"{options['peak']!r}.")
     elif gpu in GPU_PEAK:
         peak = GPU_PEAK[gpu]
     else:

@@ -22,6 +22,7 @@ from randsae.study.settings import (
     latent_scorers,
     paper_layers,
     probes_wanted,
+    study_scorers,
     study_units,
     train_config_for,
 )
@@ -62,6 +63,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
                        if v is not None}).validate()
     check_text(settings)
     check_judge(settings)
+    check_probing(settings)
     if settings.layers == "paper":
         vocab = getattr(config, "vocab_size", 0)
         layers = paper_layers(num_layers, 12 * num_layers * d_model ** 2 + 2 * vocab * d_model)
@@ -75,8 +77,9 @@ def preflight(settings: BaselineSettings) -> Preflight:
 
 def check_text(settings: BaselineSettings) -> None:
     """A text file given as --dataset exists and holds a document (a hub data set is streamed later)."""
-    from randsae.lm.text import EMBEDDED_CORPUS, documents
+    from randsae.lm.text import EMBEDDED_CORPUS, check_embedded_tokens, documents
 
+    check_embedded_tokens(settings.dataset, settings.tokens)
     path = Path(settings.dataset).expanduser()
     if settings.dataset == EMBEDDED_CORPUS or not (path.suffix in (".txt", ".jsonl") or path.exists()):
         return
@@ -87,6 +90,19 @@ def check_text(settings: BaselineSettings) -> None:
         raise BadInput(f"--dataset {path} holds no text.")
 
 
+def check_probing(settings: BaselineSettings) -> None:
+    """--probe-data read and checked as the probing stage will split it at each seed: now, not after every
+    variant has trained (a hub data set is read then)."""
+    from randsae.experiments.lm_probe import check_probe_data
+    from randsae.study.settings import probe_settings
+
+    data = settings.probing.get("probe_data")
+    if not probes_wanted(settings) or data is None or str(data).startswith("hf:"):
+        return
+    for index in range(settings.seeds):
+        check_probe_data(probe_settings(settings, settings.seed + index))
+
+
 def check_judge(settings: BaselineSettings) -> None:
     """The judge the autointerp stage will ask can be: its settings, its server answering with the model, or
     its local model found — checked now, not after every variant has trained. None where no scorer asks it."""
@@ -95,6 +111,10 @@ def check_judge(settings: BaselineSettings) -> None:
     from randsae.autointerp.clients import make_judge
 
     if not judge_asked(settings):
+        if settings.judge.get("url"):
+            raise BadInput(f"--llm-url {settings.judge['url']} names a judge, but no scorer of --scorers "
+                           f"{','.join(study_scorers(settings))} asks one; leave out --llm-url or add a scorer "
+                           "that asks the judge (fuzzing, detection, …).")
         return
     from randsae.lm.models import load_config
 

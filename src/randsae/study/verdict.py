@@ -59,6 +59,11 @@ class VerdictSettings:
         if self.converged_delta >= 1:
             raise BadInput(f"--converged-delta must lie in (0, 1) (a change of explained variance), not "
                            f"{self.converged_delta}.")
+        for metric in METRICS.values():  # a δ as wide as a bounded metric's range calls every difference the same
+            value, width = getattr(self, metric.delta), metric.high - metric.low
+            if not metric.relative and math.isfinite(width) and value >= width:
+                raise BadInput(f"--{metric.delta.replace('_', '-')} {value} covers the whole range of "
+                               f"{metric.label} ({metric.low:g} … {metric.high:g}); give a δ below {width:g}.")
 
 
 @dataclass(frozen=True)
