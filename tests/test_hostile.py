@@ -329,10 +329,106 @@ CASES = {
     "baseline: --probe-data without probing": (
         lambda c: baseline(c, "--scorers", "tokens", "--probe-data", written(c, "a.jsonl", "{}\n")),
         "add probing to --scorers"),
+    # round five: the probes' files, the study's preflight, δ, --machine and config files
+    "probe: --probe-data CSV with a cell over 131,072 characters": (
+        lambda c: probe_with(c, "--probe-data", written(c, "a.csv", f"text,label\n{'a' * 200_000},1\nb,2\n")),
+        "no label has --probe-min-examples 20"),
+    "probe: --probe-data of 30 one-text classes": (
+        lambda c: probe_with(c, "--probe-data", written(c, "a.jsonl", "".join(
+            json.dumps({"text": f"text {i}", "label": i}) + "\n" for i in range(30)))),
+        "no label has --probe-min-examples 20 texts"),
+    "probe: every task below --probe-min-examples": (
+        lambda c: probe_with(c, "--probe-train-tokens", "64", "--probe-test-tokens", "64",
+                             "--probe-min-examples", "40"), "no task had --probe-min-examples 40"),
+    "probe: --probe-k beyond the SAE's latents": (lambda c: probe_with(c, "--probe-k", "1,100000"),
+                                                  "--probe-k 100000 is more than the 64 latents"),
+    "probe: --acts another model's cache": (lambda c: probe_with(c, "--acts", str(narrower_cache(c))),
+                                            "is it another model's cache?"),
+    "baseline: --probe-data missing": (
+        lambda c: baseline(c, "--scorers", "probing", "--probe-data", str(c.tmp / "no.jsonl")), "does not exist"),
+    "baseline --plan: --probe-data missing": (
+        lambda c: baseline(c, "--plan", "--scorers", "probing", "--probe-data", str(c.tmp / "no.jsonl")),
+        "does not exist"),
+    "baseline: --probe-data of one label": (
+        lambda c: baseline(c, "--scorers", "probing", "--probe-data",
+                           written(c, "a.jsonl", '{"text": "a", "label": 1}\n' * 3)), "a probe needs two or more"),
+    "baseline --plan: --probe-data without a text column": (
+        lambda c: baseline(c, "--plan", "--scorers", "probing", "--probe-data",
+                           written(c, "a.csv", "words,label\nhello,1\n")), "must have the columns text and label"),
+    "baseline: --probe-data not UTF-8": (
+        lambda c: baseline(c, "--scorers", "probing", "--probe-data", str(c.file("a.jsonl", b"\xff\xfe{}\n"))),
+        "is not UTF-8 text"),
+    "baseline: --probe-data too few per class": (
+        lambda c: baseline(c, "--scorers", "probing", "--probe-data", written(c, "a.jsonl", "".join(
+            json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(30)))),
+        "no label has --probe-min-examples"),
+    "baseline: --scorers probing with --llm-url": (
+        lambda c: baseline(c, "--scorers", "probing", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m"),
+        "names a judge, but no scorer of --scorers probing asks one"),
+    "baseline: --delta-probing 1.5": (lambda c: baseline(c, "--delta-probing", "1.5"),
+                                      "--delta-probing 1.5 covers the whole range"),
+    "baseline: --delta-absorption 2": (lambda c: baseline(c, "--delta-absorption", "2"),
+                                       "--delta-absorption 2.0 covers the whole range"),
+    "baseline: config delta_absorption = 5": (
+        lambda c: baseline(c, "--config", written(c, "s.toml", "[verdict]\ndelta_absorption = 5\n")),
+        "--delta-absorption 5.0 covers the whole range"),
+    "baseline --plan: --machine peak=abc": (
+        lambda c: baseline(c, "--plan", "--machine", "8xA100-80GB,disk=2TB,peak=abc"),
+        "peak must be a positive number of TFLOP/s, not 'abc'"),
+    "baseline --plan: --machine peak=0": (
+        lambda c: baseline(c, "--plan", "--machine", "8xA100-80GB,disk=2TB,peak=0"),
+        "peak must be a positive number"),
+    "baseline --plan: --machine peak=-5": (
+        lambda c: baseline(c, "--plan", "--machine", "8xA100-80GB,disk=2TB,peak=-5"),
+        "peak must be a positive number"),
+    "baseline --plan: --machine peak=nan": (
+        lambda c: baseline(c, "--plan", "--machine", "8xA100-80GB,disk=2TB,peak=nan"),
+        "peak must be a positive number"),
+    "baseline --plan: --machine cores=0": (lambda c: baseline(c, "--plan", "--machine", "cpu,disk=2TB,cores=0"),
+                                           "cores must be a positive whole number"),
+    "baseline --plan: --machine cores=-4": (lambda c: baseline(c, "--plan", "--machine", "cpu,disk=2TB,cores=-4"),
+                                            "cores must be a positive whole number"),
+    "baseline: config [probing] probe_data = 5": (
+        lambda c: baseline(c, "--config", written(c, "s.toml", "[probing]\nprobe_data = 5\n")),
+        "probe_data must be a str"),
+    "baseline: config cache = \"no\"": (lambda c: baseline(c, "--config", written(c, "s.toml", 'cache = "no"\n')),
+                                         "cache must be a bool"),
+    "baseline: config dictionaries named twice": (
+        lambda c: baseline(c, "--config", written(c, "s.toml", 'dictionaries = "trained,trained"\n')),
+        "must name each dictionary once"),
+    "recovery: config matryoshka_fractions a range": (
+        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "0.1:0.9:2"\n')),
+        "cannot read '0.1:0.9:2' as a list"),
+    "recovery: config matryoshka_fractions 2,-1": (
+        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "2,-1"\n')),
+        "matryoshka_fractions must be positive shares summing to 1"),
+    "recovery: config matryoshka_fractions 1e30": (
+        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "1e30"\n')),
+        "matryoshka_fractions must be positive shares summing to 1"),
+    "activations: --tokens 1b on the embedded text": (
+        lambda c: ["lm", "activations", "--tokens", "1b", "--out", str(c.tmp / "a")],
+        "more than the embedded Shakespeare text holds"),
+    "baseline: 100M tokens of the embedded text": (
+        lambda c: baseline(c, "--tokens", "100M"), "more than the embedded Shakespeare text holds"),
     "compare: the same latents twice": (
         lambda c: ["lm", "compare", str(c.runs / "eval"), "--latents", str(c.runs / "latents"),
                    str(c.runs / "latents"), "--out", str(c.tmp / "cmp")], "--latents names"),
 }
+
+
+def recovery_with(c: Case, *args: str) -> list[str]:
+    return ["recovery", "--preset", "quick", *args, "--out", str(c.tmp / "rec")]
+
+
+def narrower_cache(c: Case) -> Path:
+    """A copy of the activation cache as another model's would be: every layer 16 wide, the manifest saying so."""
+    acts = c.copy("acts")
+    manifest = json.loads((acts / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        edit_tensors(acts / entry["file"], lambda t: t.update({k: v[:, :16].contiguous() for k, v in t.items()
+                                                                if k.startswith("layer.")}))
+    (acts / "manifest.json").write_text(json.dumps({**manifest, "d_model": 16}))
+    return acts
 
 
 def probe_with(c: Case, *args: str) -> list[str]:
@@ -623,3 +719,18 @@ def test_no_command_writes_over_a_file_it_did_not_write(command, runs, tmp_path,
     assert code == 2 and len(err) == 1, err
     assert "holds results.csv and no record of a randsae run" in err[0], err
     assert checksums([out]) == before and sorted(p.name for p in out.iterdir()) == ["results.csv", "table.md"]
+
+
+def test_probe_data_reads_what_is_valid_however_it_is_written(tmp_path):
+    """A JSON string holding U+2028 is JSON; a CSV's byte-order mark is no part of its first column; 1, 1.0 and
+    "1.0" are one class (each used to be refused, or split into two classes)."""
+    from randsae.lm.probe_tasks import read_probe_data
+
+    lines = tmp_path / "a.jsonl"
+    lines.write_text(json.dumps({"text": "one\u2028two", "label": 1}, ensure_ascii=False) + "\n"
+                     + json.dumps({"text": "three", "label": 1.0}) + "\n"
+                     + json.dumps({"text": "x", "label": 0}) + "\n", encoding="utf-8")
+    assert read_probe_data(lines) == (["one\u2028two", "three", "x"], ["1", "1", "0"])
+    table = tmp_path / "a.csv"
+    table.write_bytes("\ufefftext,label\nhello,1.0\nworld,2\n".encode())
+    assert read_probe_data(table) == (["hello", "world"], ["1", "2"])
