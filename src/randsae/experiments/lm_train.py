@@ -126,15 +126,16 @@ def new_sae(d_model: int, config: TopKTrainConfig, layer: int) -> UnitDecoder:
 
 
 def choose_schedule(config: TopKTrainConfig, tokens: int, d_model: int, fixed: Set[str], auto: bool,
-                    world: World, count: int) -> tuple[TopKTrainConfig, Schedule]:
+                    world: World, count: int, progress: bool = True) -> tuple[TopKTrainConfig, Schedule]:
     """The schedule for this budget, checked to fit in memory, then said in one line when the rule changed
-    the paper's."""
+    the paper's (a warning; under -q, where only what went wrong is said, a note: config.json records it)."""
     check_sparsity(config, d_model)
     schedule = plan_schedule(config, tokens, config.expansion * d_model, fixed, auto)
     run = schedule.applied_to(config)
     check_training_memory(d_model, run, count, world.device)
     if schedule.rule == "budget" and world.is_main:
-        log.warning("schedule: %s (the recipe's batch and rate at any budget: --schedule paper)", schedule.reason)
+        say = log.warning if progress else log.info
+        say("schedule: %s (the recipe's batch and rate at any budget: --schedule paper)", schedule.reason)
     return run, schedule
 
 
@@ -316,7 +317,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
         if model is not None:
             check_token_ids(held_out, model, Path(acts) / HELD_OUT_FILE)
         tokens = min(cache.num_tokens, max_tokens or cache.num_tokens)
-        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1)
+        run, schedule = choose_schedule(config, tokens, cache.d_model, fixed, auto, world, 1, progress)
         if ranks is not None:
             if ranks.is_main:
                 write_record(out, config, source, held_out, world, schedule)
@@ -375,7 +376,8 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
         if not todo:
             return todo
         d_model = model.config.hidden_size
-        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, world, len(todo))
+        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, world, len(todo),
+                                        progress)
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
         per_step = max(world.size, run.batch_size // source.context_length)
         steps = math.ceil(len(train) / per_step)
@@ -426,7 +428,8 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
         d_model = model.config.hidden_size
         mine = dealt(todo, world)
         alone = World(device=world.device)
-        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, alone, max(1, len(mine)))
+        run, schedule = choose_schedule(config, train.numel(), d_model, fixed, auto, alone, max(1, len(mine)),
+                                        progress)
         if world.is_main:
             write_record(out, config, manifest, held_out, alone, schedule, train)
         token_filter = TokenFilter(config.skip_positions, config.max_norm_ratio)
