@@ -362,9 +362,6 @@ CASES = {
         lambda c: baseline(c, "--scorers", "probing", "--probe-data", written(c, "a.jsonl", "".join(
             json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(30)))),
         "no label has --probe-min-examples"),
-    "baseline: --scorers probing with --llm-url": (
-        lambda c: baseline(c, "--scorers", "probing", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m"),
-        "names a judge, but no scorer of --scorers probing asks one"),
     "baseline: --delta-probing 1.5": (lambda c: baseline(c, "--delta-probing", "1.5"),
                                       "--delta-probing 1.5 covers the whole range"),
     "baseline: --delta-absorption 2": (lambda c: baseline(c, "--delta-absorption", "2"),
@@ -762,3 +759,14 @@ def test_the_toy_generator_gives_the_same_bytes_for_a_seed_under_concurrent_load
             hog.kill()
             hog.wait()
     assert len(digests[0]) == 64 and len(set(digests)) == 1, digests
+
+
+def test_a_study_says_when_its_judge_is_not_used(tiny_dir, tmp_path):
+    """--llm-url beside --scorers that ask no judge: said in one line, and the plan still made."""
+    result = run_case(["-q", "baseline", "--preset", "demo", "--model", str(tiny_dir), "--layers", "0",
+                       "--scorers", "probing", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m", "--plan", "--out",
+                       str(tmp_path / "s")], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "WARNING randsae.study.preflight: --llm-url http://127.0.0.1:9/v1 names a judge, but no scorer of "
+        "--scorers probing asks one: the judge is not used"]

@@ -23,7 +23,7 @@ def shapes(tmp_path_factory):
 
 def plan(shape_dir, machine: str, **overrides) -> tuple:
     settings = settings_for("paper", {"model": str(shape_dir), **overrides})
-    check = preflight(settings)
+    check = preflight(settings, plan=True)
     stated = parse_machine(machine)
     return planned(settings, check, shape_dir / "out", stated, stated.devices), check
 
@@ -137,7 +137,7 @@ def test_a_study_begun_keeps_the_cache_it_began_with(shapes, tmp_path):
     from randsae.study.settings import STUDY
 
     settings = settings_for("paper", {"model": str(shapes["pythia-160m"])})
-    check = preflight(settings)
+    check = preflight(settings, plan=True)
     out = tmp_path / "study"
     out.mkdir()
     runs.write_record(out, "baseline", {"study": STUDY, "settings": {"cache": True}})

@@ -37,16 +37,22 @@ def cache_first(local: bool, load: Callable[..., Any], name: str, kind: str = "m
         return load(local_files_only=True)
     except OSError:
         pass
+    require_hub(f"{kind} {name!r} is not in the local Hugging Face cache",
+                f"download it where there is a network, or {otherwise}")
+    return load()
+
+
+def require_hub(subject: str, otherwise: str) -> None:
+    """The hub can be reached, found by one short probe — or one sentence, "`subject` and the hub cannot be reached
+    (or HF_HUB_OFFLINE is set); `otherwise`", at once instead of the client's minute of retries."""
+    import os
+
     import httpx
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE:
-        raise BadInput(f"{kind} {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                       f"download it first or {otherwise}.")
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise BadInput(f"{subject} and HF_HUB_OFFLINE is set; {otherwise}.")
     try:
         httpx.head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
     except httpx.HTTPError:
-        raise BadInput(f"{kind} {name!r} is not in the local Hugging Face cache and the hub "
-                       f"({constants.ENDPOINT}) cannot be reached; download it where there is a network, or "
-                       f"{otherwise}.") from None
-    return load()
+        raise BadInput(f"{subject} and the hub ({constants.ENDPOINT}) cannot be reached; {otherwise}.") from None

@@ -83,6 +83,7 @@ def run_baseline(args) -> int:
     import dataclasses
 
     from randsae.lm.examples import ExampleSettings
+    from randsae.lm.text import describe_corpus
     from randsae.study.machines import parse_bytes, parse_machine, this_machine
     from randsae.study.plan import plan_table
     from randsae.study.preflight import planned, preflight, ranks_here
@@ -95,11 +96,11 @@ def run_baseline(args) -> int:
     if latent_scorers(settings):
         autointerp_settings(settings, settings.seed).validate()
     probe_settings(settings, settings.seed).validate()
-    check = preflight(settings)  # the judge included: its numbers, its server, its model
     asked = PlanSettings(**given(args, PlanSettings))
     if asked.machine is not None and not asked.plan:
         raise BadInput("--machine states another machine to plan for; give it with --plan (a run plans for the "
                        "machine it runs on).")
+    check = preflight(settings, plan=asked.plan)  # the judge included: its numbers, its server, its model
     ranks = ranks_here()
     if asked.machine is not None:
         machine = parse_machine(asked.machine)
@@ -113,7 +114,8 @@ def run_baseline(args) -> int:
         machine = dataclasses.replace(machine, device_memory=memory)
     settings, rows, problem = planned(settings, check, Path(args.out), machine, ranks)
     if asked.plan:
-        print(plan_table(rows, machine, ranks), end="")
+        print(plan_table(rows, machine, ranks, f"{describe_corpus(settings.dataset)}, {settings.tokens:,} "
+                                               "training tokens asked per variant"), end="")
     if problem is not None:
         raise BadInput(problem)
     if asked.plan:

@@ -3,6 +3,7 @@ tokenised, joined with EOS and cut into fixed-length contexts."""
 
 import importlib.util
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,6 +12,8 @@ import torch
 
 from randsae.errors import BadInput
 from randsae.seeding import generator
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_CORPUS = "shakespeare"
 _MARKUP = [(re.compile(r"^#+\s*", re.M), ""), (re.compile(r"\*\*|__"), ""),
@@ -69,22 +72,117 @@ def file_documents(path: Path, text_column: str = "text") -> Iterator[str]:
         yield path.read_text(encoding="utf-8")
 
 
+# what a data set repository's files are, by their endings: the `datasets` builder that reads them
+DATA_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".lz4")
+SCRIPTS_REFUSED = "scripts are no longer supported"  # what `datasets` (4 and later) says of a loading script
+
+
+def data_format(name: str) -> str | None:
+    """The builder that reads the data file `name` (compressed or not), or None for any other file."""
+    lower = name.lower()
+    for ending in COMPRESSIONS:
+        lower = lower.removesuffix(ending)
+    return next((kind for suffix, kind in DATA_FORMATS.items() if lower.endswith(suffix)), None)
+
+
+def data_files(names: list[str], split: str) -> tuple[str, list[str]]:
+    """(builder, files) among a repository's file names: its data files of the commonest format, those that
+    name `split` where some do (in a folder or file name), in name order; one sentence when there are none."""
+    found = sorted(n for n in names if data_format(n) and not any(p.startswith(".") for p in n.split("/")))
+    if not found:
+        raise BadInput("it ships a loading script and no data file (.jsonl, .json, .parquet, .csv or .txt, "
+                       "compressed or not) to read instead.")
+    kinds = [data_format(n) for n in found]
+    kind = max(set(kinds), key=lambda k: (kinds.count(k), k))
+    files = [n for n in found if data_format(n) == kind]
+    named = [n for n in files if re.search(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)", n)]
+    return kind, named or files
+
+
+def repository_files(name: str) -> tuple[list[str], str]:
+    """(relative file names, the prefix that makes them readable) of a local directory or a hub repository."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return [str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()], f"{path}/"
+    from huggingface_hub import HfApi
+
+    return HfApi().list_repo_files(name, repo_type="dataset"), f"hf://datasets/{name}/"
+
+
+def script_free(name: str, split: str):
+    """The data set `name` read from its data files directly, its loading script left unrun (the installed
+    `datasets` runs none), said in one sentence."""
+    from datasets import load_dataset
+
+    names, prefix = repository_files(name)
+    try:
+        kind, files = data_files(names, split)
+    except BadInput as error:
+        raise BadInput(f"cannot read data set {name!r}: {error}") from None
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    log.info("data set %s ships a loading script, which the installed datasets does not run: reading its %d %s "
+             "file%s directly (%s)", name, len(files), kind, "s" if len(files) != 1 else "", shown)
+    return load_dataset(kind, data_files=[prefix + f for f in files], split="train", streaming=True)
+
+
 def hub_documents(name: str, config: str | None = None, split: str = "train",
                   text_column: str = "text") -> Iterator[str]:
-    """A Hugging Face data set, streamed (nothing is downloaded whole)."""
+    """A Hugging Face data set (a hub name, or a local directory laid out as one), streamed: nothing is
+    downloaded whole. Where the repository ships a loading script, its data files are read directly. Documents
+    with no text (empty, or null) are left out."""
     try:
         from datasets import load_dataset
     except ImportError:
         raise BadInput("streaming a hub data set needs the `datasets` package (pip install datasets).") from None
     try:
-        stream = load_dataset(name, config, split=split, streaming=True)
+        try:
+            stream = load_dataset(name, config, split=split, streaming=True)
+        except RuntimeError as e:
+            if SCRIPTS_REFUSED not in str(e):
+                raise
+            stream = script_free(name, split)
     except (OSError, ConnectionError, ValueError) as e:  # includes the hub's not-found errors
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BadInput(f"cannot stream data set {name!r}: {message}") from None
     for record in stream:
         if text_column not in record:
             raise BadInput(f"data set {name!r} has no column {text_column!r} (it has {', '.join(record)}).")
-        yield record[text_column]
+        text = record[text_column]
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+PAPER_CORPUS = "togethercomputer/RedPajama-Data-1T-Sample"  # docs/paper.md §2: what the paper's SAEs trained on
+KNOWN_SIZES = {PAPER_CORPUS: "about 1B tokens from 7 sources, by its data card"}  # what --plan says of a corpus
+
+
+def is_local_text(source: str) -> bool:
+    """Whether `source` is read from this machine: the embedded text, a file, a directory."""
+    path = Path(source).expanduser()
+    return source == EMBEDDED_CORPUS or path.suffix in (".txt", ".jsonl") or path.exists()
+
+
+def describe_corpus(source: str) -> str:
+    """What a text source is and how many tokens it holds, where that is known without reading it."""
+    if source == EMBEDDED_CORPUS:
+        return "the embedded Shakespeare text (about 1.36M tokens of SmolLM2's tokenizer)"
+    if source in KNOWN_SIZES:
+        return f"{source} ({KNOWN_SIZES[source]})"
+    if is_local_text(source):
+        return f"{source} (read from this machine; its size is known once read)"
+    return f"{source} (a hub data set; its size is not known before it is read)"
+
+
+def check_reachable(source: str) -> None:
+    """A hub data set can be streamed from here, found before anything runs: one sentence otherwise, saying how
+    to give a local copy."""
+    from randsae.hub import require_hub
+
+    if not is_local_text(source):
+        require_hub(f"--dataset {source} is a Hugging Face hub data set",
+                    f"give a local copy instead: a directory of its files (`huggingface-cli download --repo-type "
+                    f"dataset {source} --local-dir DIR` where there is a network), or a .jsonl or .txt file")
 
 
 def documents(source: str = EMBEDDED_CORPUS, text_column: str = "text", config: str | None = None,

@@ -370,8 +370,9 @@ def by_stage(rows: list[PlanRow]) -> list[PlanRow]:
     return [*out, totals(rows)]
 
 
-def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
-    """The plan per stage as a Markdown table, with the machine and the estimate's basis under it."""
+def plan_table(rows: list[PlanRow], machine: Machine, ranks: int, text: str | None = None) -> str:
+    """The plan per stage as a Markdown table, with the machine, the text (`text`: what it is) and the
+    estimate's basis under it."""
     lines = ["| stage | units | tokens | disk written | peak memory per device | layer groups | time |",
              "|---|---|---|---|---|---|---|"]
     untimed = any(r.basis == NOT_TIMED for r in rows)
@@ -388,8 +389,10 @@ def plan_table(rows: list[PlanRow], machine: Machine, ranks: int) -> str:
     if host:
         lines += ["", f"Host memory: about {format_bytes(host)} while each model and its twin are made whole on "
                       "the CPU before --device-map dispatches them."]
-    lines += ["", f"Machine: {machine.describe()}; {ranked}: about {wall} from start to end.",
-              "Time estimated from: " + "; ".join(bases) + "."]
+    lines += ["", f"Machine: {machine.describe()}; {ranked}: about {wall} from start to end."]
+    if text is not None:
+        lines.append(f"Text: {text}.")
+    lines.append("Time estimated from: " + "; ".join(bases) + ".")
     return "\n".join(lines) + "\n"
 
 

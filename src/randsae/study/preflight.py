@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-def preflight(settings: BaselineSettings) -> Preflight:
+def preflight(settings: BaselineSettings, plan: bool = False) -> Preflight:
     """Every check that needs no work, before anything is written: the device, the model (its config loads),
     the layers and the context length lie in it, the training settings, the text, the judge, the user's SAEs
     read its width. One sentence (BadInput) otherwise: a study never finds its own settings wrong minutes in."""
@@ -61,7 +61,7 @@ def preflight(settings: BaselineSettings) -> Preflight:
                     max_norm_ratio=settings.max_norm_ratio, dictionary_cone=settings.dictionary_cone,
                     **{k: v for k, v in {"batch_size": settings.batch_size, "lr": settings.lr}.items()
                        if v is not None}).validate()
-    check_text(settings)
+    check_text(settings, plan)
     check_judge(settings)
     check_probing(settings)
     if settings.layers == "paper":
@@ -75,11 +75,14 @@ def preflight(settings: BaselineSettings) -> Preflight:
     return check
 
 
-def check_text(settings: BaselineSettings) -> None:
-    """A text file given as --dataset exists and holds a document (a hub data set is streamed later)."""
-    from randsae.lm.text import EMBEDDED_CORPUS, check_embedded_tokens, documents
+def check_text(settings: BaselineSettings, plan: bool = False) -> None:
+    """A text file given as --dataset exists and holds a document; a hub data set can be reached (not for a
+    --plan, made where the study will not run: it is streamed later); the embedded text holds the tokens."""
+    from randsae.lm.text import EMBEDDED_CORPUS, check_embedded_tokens, check_reachable, documents
 
     check_embedded_tokens(settings.dataset, settings.tokens)
+    if not plan:
+        check_reachable(settings.dataset)
     path = Path(settings.dataset).expanduser()
     if settings.dataset == EMBEDDED_CORPUS or not (path.suffix in (".txt", ".jsonl") or path.exists()):
         return
@@ -112,9 +115,8 @@ def check_judge(settings: BaselineSettings) -> None:
 
     if not judge_asked(settings):
         if settings.judge.get("url"):
-            raise BadInput(f"--llm-url {settings.judge['url']} names a judge, but no scorer of --scorers "
-                           f"{','.join(study_scorers(settings))} asks one; leave out --llm-url or add a scorer "
-                           "that asks the judge (fuzzing, detection, …).")
+            log.warning("--llm-url %s names a judge, but no scorer of --scorers %s asks one: the judge is not "
+                        "used", settings.judge["url"], ",".join(study_scorers(settings)))
         return
     from randsae.lm.models import load_config
 

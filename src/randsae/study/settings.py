@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from randsae import io, runs
 from randsae.config import parse_count
 from randsae.errors import BadInput, check_seed
+from randsae.lm.text import PAPER_CORPUS
 from randsae.lm.variants import VARIANTS
 from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
 from randsae.settings import setting
@@ -43,8 +44,10 @@ class BaselineSettings:
                                   help=f"comma list of {', '.join(VARIANTS)}", shown="all five; the demo: four")
     layers: str = setting("all", help="'all', 'paper' (every layer to 410m parameters, every 2nd to 1b, every 4th "
                                       "above) or a comma list", shown="all; the paper preset: paper")
-    dataset: str = setting("shakespeare", help="shakespeare (embedded), a .txt/.jsonl file or a Hugging Face "
-                                               "data set")
+    dataset: str = setting("shakespeare", help=(
+        "shakespeare (embedded), a .txt/.jsonl file, a directory of a data set's files or a Hugging Face data set "
+        "(one that ships a loading script is read from its data files)"),
+        shown=f"the paper preset: {PAPER_CORPUS}; the demo: shakespeare")
     dataset_config: str | None = setting(None, help="the data set's configuration", shown="none")
     text_column: str = setting("text", help="the data set's column of text")
     context_length: int = setting(256, help="tokens per context")
@@ -168,7 +171,7 @@ PRESETS = {
              "judge": {"llm": "smollm2", "dtype": "auto"}},
     # docs/paper.md §2: R = 64, k = 32, 100M training tokens, every layer to 410m parameters (every 2nd to 1b,
     # every 4th above), a 10M-token latent cache, 100 latents, 40/100/100 example sets
-    "paper": {"layers": "paper"},
+    "paper": {"layers": "paper", "dataset": PAPER_CORPUS},
 }
 
 
