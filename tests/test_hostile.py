@@ -764,8 +764,8 @@ def test_the_toy_generator_gives_the_same_bytes_for_a_seed_under_concurrent_load
 def test_a_study_says_when_its_judge_is_not_used(tiny_dir, tmp_path):
     """--llm-url beside --scorers that ask no judge: said in one line, and the plan still made."""
     result = run_case(["-q", "baseline", "--preset", "demo", "--model", str(tiny_dir), "--layers", "0",
-                       "--scorers", "probing", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m", "--plan", "--out",
-                       str(tmp_path / "s")], tmp_path)
+                       "--scorers", "probing", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m", "--plan",
+                       "--out", str(tmp_path / "s")], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "WARNING randsae.study.preflight: --llm-url http://127.0.0.1:9/v1 names a judge, but no scorer of "
