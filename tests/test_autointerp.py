@@ -318,6 +318,7 @@ def test_an_unreachable_judge_stops_the_run_before_any_work(tiny_latents, tmp_pa
     assert run.returncode == 2 and "does not serve model 'llama-70b'" in run.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_concurrency_bounds_requests_in_flight(tiny_latents, truth, tmp_path):
     for concurrency in (1, 6):
         with ScriptedJudge("truthful", truth, latency=0.05) as judge:

@@ -109,3 +109,18 @@ def test_activations_from_a_scripted_repository_directory(tiny_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = json.loads((tmp_path / "acts" / "manifest.json").read_text())
     assert manifest["dataset"] == str(corpus) and manifest["num_contexts"] >= 2000 // 32
+
+
+def test_the_readmes_paper_command_plans_on_a_local_copy(tiny_dir, tmp_path):
+    """The README's command with a local copy of RedPajama (laid out as the hub repository) standing in for the
+    hub, the model swapped for a small one and --plan added: the study's preflight reads the copy's files."""
+    line = next(text for text in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+                if "--dataset data/RedPajama-Data-1T-Sample" in text)
+    args = line.split("#")[0].split()[1:]
+    copy = redpajama_like(tmp_path / "data" / "RedPajama-Data-1T-Sample")
+    args = [str(copy) if a == "data/RedPajama-Data-1T-Sample" else str(tiny_dir) if a == "EleutherAI/pythia-160m"
+            else str(tmp_path / "p160m") if a == "runs/p160m" else a for a in args]
+    result = randsae(*args, "--plan", "--machine", "1xH100-80GB,disk=1TB", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"Text: {copy} (read from this machine" in result.stdout
+    assert not (tmp_path / "p160m").exists()

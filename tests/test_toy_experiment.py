@@ -69,6 +69,7 @@ def test_nonsensical_configs_are_refused(bad):
         ToyConfig(**bad)
 
 
+@pytest.mark.slow
 def test_killed_run_loses_only_the_stack_in_flight(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "randsae", "-q", "toy", "--out", str(out), "--data", "sharkey,gaussian",

@@ -35,6 +35,7 @@ def start_long_toy(out: Path) -> subprocess.Popen:
     raise AssertionError("the first run never took its directory")
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_directory_in_use_is_refused_and_kill_9_releases_it(tmp_path):
     out = tmp_path / "run"
     first = start_long_toy(out)
@@ -53,6 +54,7 @@ def test_a_second_run_into_a_directory_in_use_is_refused_and_kill_9_releases_it(
     assert not (out / LOCK_FILE).exists()  # a run that ends normally removes it
 
 
+@pytest.mark.slow
 def test_other_commands_share_the_lock(tmp_path):
     out = tmp_path / "run"
     first = start_long_toy(out)
@@ -118,6 +120,7 @@ def test_a_full_disk_is_one_sentence_naming_the_directory(tmp_path, monkeypatch,
                    "kept, free space and rerun to resume."]
 
 
+@pytest.mark.slow
 def test_a_diverging_topk_run_says_so_and_leaves_no_trace(tiny_dir, tmp_path):
     from randsae.cli import main
 

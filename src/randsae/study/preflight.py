@@ -45,6 +45,10 @@ def preflight(settings: BaselineSettings, plan: bool = False) -> Preflight:
 
     resolve_device(settings.device)
     read_device_map(settings.device_map)
+    if settings.sae is not None:  # a name that cannot be had is said before the model is loaded
+        from randsae.sae.names import resolve
+
+        resolve(settings.sae)
     config = load_config(settings.model, settings.revision)
     num_layers, d_model = config.num_hidden_layers, config.hidden_size
     limit = getattr(config, "max_position_embeddings", None)
@@ -86,9 +90,9 @@ def check_text(settings: BaselineSettings, plan: bool = False) -> None:
     path = Path(settings.dataset).expanduser()
     if settings.dataset == EMBEDDED_CORPUS or not (path.suffix in (".txt", ".jsonl") or path.exists()):
         return
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"--dataset {path} does not exist.")
-    first = itertools.islice(documents(settings.dataset, settings.text_column), 1000)
+    first = itertools.islice(documents(settings.dataset, settings.text_column, settings.dataset_config), 1000)
     if not any(str(doc).strip() for doc in first):
         raise BadInput(f"--dataset {path} holds no text.")
 
