@@ -26,14 +26,20 @@ def trained_layers(sae_dir: Path) -> dict[int, Path]:
 def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
     """{layer: SAE directory} of SAEs that `lm train` did not write: a sparsify folder of hookpoint folders
     named `<blocks>.<i>` (as `randsae export` and sparsify write them), or one SAE directory (SAELens,
-    sparsify or randsae), whose single layer `layers` must name."""
+    sparsify or randsae), whose block its cfg.json's hook names, or `layers` where it names none (the two must
+    agree where both do)."""
     sae_dir = Path(sae_dir)
     if (sae_dir / "cfg.json").is_file():
+        block = hooked_block(read_json(sae_dir / "cfg.json"), sae_dir)
         if layers.isdigit():
+            if block is not None and block != int(layers):
+                raise BadInput(f"the SAE in {sae_dir} reads block {block}'s output (its hook, "
+                               f"{hook_name(read_json(sae_dir / 'cfg.json'))}), not block {layers}'s; give "
+                               f"--layers {block}.")
             return {int(layers): sae_dir}
-        block = hooked_block(read_json(sae_dir / "cfg.json"))
         if block is None:
-            raise BadInput(f"{sae_dir} is a single SAE; say which block it reads with --layers N.")
+            raise BadInput(f"{sae_dir} is a single SAE whose cfg.json names no hook; say which block's output it "
+                           "reads with --layers N.")
         return {block: sae_dir}
     found = {}
     for path in sae_dir.iterdir() if sae_dir.is_dir() else []:
@@ -48,15 +54,31 @@ def foreign_layers(sae_dir: Path, layers: str) -> dict[int, Path]:
 
 # the hook names that mean a block's output, randsae's layer i: TransformerLens's and the module names
 BLOCK_OUTPUT = re.compile(r"^(?:blocks\.(\d+)\.hook_resid_post|(?:[\w.]*\.)?(?:layers|h)\.(\d+))$")
+BLOCK_INPUT = re.compile(r"^blocks\.(\d+)\.hook_resid_pre$")  # block i's input: block i − 1's output
+READ_HOOKS = ("a block's output (blocks.N.hook_resid_post, model.layers.N) or input (blocks.N.hook_resid_pre, "
+              "N ≥ 1)")
 
 
-def hooked_block(cfg: dict) -> int | None:
-    """The block whose output an SAE's cfg.json says it reads (SAELens's `metadata.hook_name` or `hook_name`),
-    or None when its hook is not a block's output."""
+def hook_name(cfg: dict) -> str | None:
+    """The hook an SAE's cfg.json names (SAELens's `metadata.hook_name` or `hook_name`), or None."""
     metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
     hook = metadata.get("hook_name") or cfg.get("hook_name")
-    match = BLOCK_OUTPUT.match(hook) if isinstance(hook, str) else None
-    return int(match.group(1) or match.group(2)) if match else None
+    return hook if isinstance(hook, str) and hook else None
+
+
+def hooked_block(cfg: dict, where: Path | str = "the SAE") -> int | None:
+    """The block whose output an SAE reads, by the hook its cfg.json names: a block's output as it is, block i's
+    input (`resid_pre`, i ≥ 1) as block i − 1's output, which is the same tensor. None where it names no hook;
+    one sentence for a hook randsae does not hook (attention or MLP outputs, `resid_mid`, the embeddings)."""
+    hook = hook_name(cfg)
+    if hook is None:
+        return None
+    output, block_input = BLOCK_OUTPUT.match(hook), BLOCK_INPUT.match(hook)
+    if output:
+        return int(output.group(1) or output.group(2))
+    if block_input and int(block_input.group(1)) >= 1:
+        return int(block_input.group(1)) - 1
+    raise BadInput(f"the SAE in {where} reads {hook}, which randsae does not hook; it reads SAEs of {READ_HOOKS}.")
 
 
 def read_source(sae_dir: Path) -> dict:
