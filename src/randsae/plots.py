@@ -7,6 +7,7 @@ vector output for papers).
 """
 
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
@@ -86,7 +87,9 @@ def _save(fig, path: str | Path, formats: Sequence[str] = ("png",), notes: Seque
     if notes:  # under everything already drawn (tick labels and axis labels reach below the axes)
         bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()
         left = fig.get_tightbbox(fig.canvas.get_renderer()).x0 / fig.get_figwidth()
-        fig.text(left, bottom - 0.01, "\n".join(notes), fontsize=7, ha="left", va="top", color="#444444")
+        width = max(60, round(fig.get_figwidth() * 17))  # characters of 7-point text across the figure
+        text = "\n".join(textwrap.fill(note, width) for note in notes)
+        fig.text(left, bottom - 0.01, text, fontsize=7, ha="left", va="top", color="#444444")
     written = []
     for fmt in formats:
         target = path.with_suffix(f".{fmt}")
@@ -540,6 +543,7 @@ def plot_recovery(rows: Sequence[RecoveryRow], num_features: int, path: str | Pa
     return _save(fig, path, formats, notes)
 
 
+@styled
 def plot_curves(curves: Mapping[str, Sequence[CurveRow]], path: str | Path, formats: Sequence[str] = ("png",),
                 notes: Sequence[str] = ()) -> Path | None:
     """Learning curves (`lm train`'s curve.csv): held-out explained variance against training tokens, a column
@@ -550,18 +554,18 @@ def plot_curves(curves: Mapping[str, Sequence[CurveRow]], path: str | Path, form
         return None
     fig, axes = plt.subplots(2, len(layers), figsize=(3.6 * len(layers) + 1.8, 5.2), squeeze=False, sharex="col",
                              gridspec_kw={"height_ratios": [3, 1.3]})
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    others: list[str] = []
     for j, layer in enumerate(layers):
         variance, dead = axes[0, j], axes[1, j]
-        for i, (arm, rows) in enumerate(curves.items()):
+        for arm, rows in curves.items():
             line = sorted((r.tokens, r.held_out_explained_variance, r.train_explained_variance, r.dead_fraction)
                           for r in rows if r.layer == layer)
             if not line:
                 continue
-            x, colour = [p[0] for p in line], colours[i % len(colours)]
-            variance.plot(x, [p[1] for p in line], "-o", ms=3, color=colour, label=arm)
-            variance.plot(x, [p[2] for p in line], "--", lw=1, color=colour)
-            dead.plot(x, [p[3] for p in line], "-o", ms=3, color=colour)
+            x, shade = [p[0] for p in line], colour(arm.split("+")[0], VARIANT_COLOURS, others)
+            variance.plot(x, [p[1] for p in line], "-o", ms=3, color=shade, label=arm)
+            variance.plot(x, [p[2] for p in line], "--", lw=1, color=shade)
+            dead.plot(x, [p[3] for p in line], "-o", ms=3, color=shade)
         variance.set(xscale="log", title=f"layer {layer}")
         dead.set(xscale="log", ylim=(-0.02, 1.02), xlabel="training tokens")
         if j == 0:
