@@ -93,9 +93,9 @@ def data_files(names: list[str], split: str) -> tuple[str, list[str]]:
     if not found:
         raise BadInput("it ships a loading script and no data file (.jsonl, .json, .parquet, .csv or .txt, "
                        "compressed or not) to read instead.")
-    kinds = [data_format(n) for n in found]
+    kinds = [data_format(n) or "" for n in found]
     kind = max(set(kinds), key=lambda k: (kinds.count(k), k))
-    files = [n for n in found if data_format(n) == kind]
+    files = [n for n, k in zip(found, kinds, strict=True) if k == kind]
     named = [n for n in files if re.search(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)", n)]
     return kind, named or files
 
