@@ -83,6 +83,15 @@ def study_with_stages(c: Case, stages: str) -> list[str]:
     return ["baseline", "--preset", "demo", "--model", c.model, "--layers", "0", "--out", str(out)]
 
 
+def configured(command, text: str):
+    """A case: `command` (a builder of arguments) given a --config file holding `text`."""
+    return lambda c: command(c, "--config", written(c, "settings.toml", text))
+
+
+def recovery_with(c: Case, *args: str) -> list[str]:
+    return ["recovery", "--preset", "quick", *args, "--out", str(c.tmp / "rec")]
+
+
 def baseline(c: Case, *args: str) -> list[str]:
     return ["baseline", "--preset", "demo", "--model", c.model, "--layers", "0", *args, "--out",
             str(c.tmp / "study")]
@@ -367,7 +376,7 @@ CASES = {
     "baseline: --delta-absorption 2": (lambda c: baseline(c, "--delta-absorption", "2"),
                                        "--delta-absorption 2.0 covers the whole range"),
     "baseline: config delta_absorption = 5": (
-        lambda c: baseline(c, "--config", written(c, "s.toml", "[verdict]\ndelta_absorption = 5\n")),
+        configured(baseline, "[verdict]\ndelta_absorption = 5\n"),
         "--delta-absorption 5.0 covers the whole range"),
     "baseline --plan: --machine peak=abc": (
         lambda c: baseline(c, "--plan", "--machine", "8xA100-80GB,disk=2TB,peak=abc"),
@@ -385,22 +394,20 @@ CASES = {
                                            "cores must be a positive whole number"),
     "baseline --plan: --machine cores=-4": (lambda c: baseline(c, "--plan", "--machine", "cpu,disk=2TB,cores=-4"),
                                             "cores must be a positive whole number"),
-    "baseline: config [probing] probe_data = 5": (
-        lambda c: baseline(c, "--config", written(c, "s.toml", "[probing]\nprobe_data = 5\n")),
-        "probe_data must be a str"),
-    "baseline: config cache = \"no\"": (lambda c: baseline(c, "--config", written(c, "s.toml", 'cache = "no"\n')),
-                                         "cache must be a bool"),
+    "baseline: config [probing] probe_data = 5": (configured(baseline, "[probing]\nprobe_data = 5\n"),
+                                                  "probe_data must be a str"),
+    "baseline: config cache = \"no\"": (configured(baseline, 'cache = "no"\n'), "cache must be a bool"),
     "baseline: config dictionaries named twice": (
-        lambda c: baseline(c, "--config", written(c, "s.toml", 'dictionaries = "trained,trained"\n')),
+        configured(baseline, 'dictionaries = "trained,trained"\n'),
         "must name each dictionary once"),
     "recovery: config matryoshka_fractions a range": (
-        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "0.1:0.9:2"\n')),
+        configured(recovery_with, 'matryoshka_fractions = "0.1:0.9:2"\n'),
         "cannot read '0.1:0.9:2' as a list"),
     "recovery: config matryoshka_fractions 2,-1": (
-        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "2,-1"\n')),
+        configured(recovery_with, 'matryoshka_fractions = "2,-1"\n'),
         "matryoshka_fractions must be positive shares summing to 1"),
     "recovery: config matryoshka_fractions 1e30": (
-        lambda c: recovery_with(c, "--config", written(c, "r.toml", 'matryoshka_fractions = "1e30"\n')),
+        configured(recovery_with, 'matryoshka_fractions = "1e30"\n'),
         "matryoshka_fractions must be positive shares summing to 1"),
     "activations: --tokens 1b on the embedded text": (
         lambda c: ["lm", "activations", "--tokens", "1b", "--out", str(c.tmp / "a")],
@@ -411,10 +418,6 @@ CASES = {
         lambda c: ["lm", "compare", str(c.runs / "eval"), "--latents", str(c.runs / "latents"),
                    str(c.runs / "latents"), "--out", str(c.tmp / "cmp")], "--latents names"),
 }
-
-
-def recovery_with(c: Case, *args: str) -> list[str]:
-    return ["recovery", "--preset", "quick", *args, "--out", str(c.tmp / "rec")]
 
 
 def narrower_cache(c: Case) -> Path:
