@@ -50,8 +50,10 @@ def require_hub(subject: str, otherwise: str) -> None:
     import httpx
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+    if constants.HF_HUB_OFFLINE:
         raise BadInput(f"{subject} and HF_HUB_OFFLINE is set; {otherwise}.")
+    if os.environ.get("HF_DATASETS_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        raise BadInput(f"{subject} and HF_DATASETS_OFFLINE is set; {otherwise}.")
     try:
         httpx.head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)
     except httpx.HTTPError:
