@@ -115,7 +115,11 @@ def script_free(name: str, split: str):
     `datasets` runs none), said in one sentence."""
     from datasets import load_dataset
 
-    names, prefix = repository_files(name)
+    try:
+        names, prefix = repository_files(name)
+    except Exception as error:  # noqa: BLE001 — the hub client's errors (not found, gated, offline) as one sentence
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise BadInput(f"cannot list the files of data set {name!r}: {first}") from None
     try:
         kind, files = data_files(names, split)
     except BadInput as error:
