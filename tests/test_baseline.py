@@ -94,6 +94,12 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     assert "AT CHANCE" in page  # a random judge is flagged as such
     markdown = (study / "report.md").read_text()
     assert "## Verdict" in markdown and "figures/comparison.png" in markdown
+    # the report opens as the README does: the verdict, what separates, the probes; settings and stages after
+    for text, mark in ((markdown, "## {}"), (page, "<h2>{}</h2>")):
+        heads = [text.index(mark.format(h)) for h in ("Verdict", "Which metrics separate trained from random here",
+                                                      "Probing (no judge)", "Judge calibration", "Settings",
+                                                      "Stages")]
+        assert heads == sorted(heads), heads
     # the plan made before the run, beside what each stage took
     from randsae.study.plan import PlanRow
     from randsae.tables import read_table

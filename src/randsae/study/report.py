@@ -271,19 +271,21 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(study: Study, figures: dict[str, Path]) -> str:
     s = study.config["settings"]
+    # as the README opens: the verdict, what separates, the probes; what qualifies them; how it was made after
+    verdict = study.out / "compare" / "verdict.md"
     lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
-             *summaries_markdown(study.out), "## Settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in settings_rows(study)]
+             verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
+             *summaries_markdown(study.out), "## Judge calibration", "",
+             *[f"- {x}" for x in calibration_lines(study)], "", "## Figures", ""]
+    lines += [f"![{caption}](figures/{name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()
+              if name in figures]
+    lines += ["## Settings", "", "| setting | value |", "|---|---|",
+              *[f"| {k} | {v} |" for k, v in settings_rows(study)]]
     lines += ["", "## Stages", "", markdown_table(*stage_grid(study.stages))]
     grid = plan_grid(study.out, study.stages)
     if grid is not None:
         lines += ["", "### The plan beside what it took", "", plan_basis(study.out), "", markdown_table(*grid)]
-    lines += ["", "## Judge calibration", "", *[f"- {x}" for x in calibration_lines(study)], ""]
-    verdict = study.out / "compare" / "verdict.md"
-    lines += [verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
-              "## Figures", ""]
-    lines += [f"![{caption}](figures/{name}.png)\n\n*{caption}*\n" for name, caption in FIGURES.items()
-              if name in figures]
+    lines.append("")
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
         lines += ["## Tables", "", summary.read_text()]
@@ -355,19 +357,18 @@ def page(study: Study, figures: dict[str, Path]) -> str:
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
              "Each variant below is the same architecture with other weights (docs/paper.md §2.1); each got SAEs "
-             "trained and measured the same way.</p>", summaries_html(study.out),
-             "<section id='settings'><h2>Settings</h2><table>" +
-             "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
-             "</table></section>",
-             "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.stages)) + plan_html(study) +
-             "</section>",
+             "trained and measured the same way.</p>", verdict_html(study), summaries_html(study.out),
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
              "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
                      for x in calibration_lines(study)) + "</ul></section>"]
-    parts.append(verdict_html(study))
     parts.append("<section id='figures'><h2>Figures</h2>" + "".join(
         f"<figure id='fig-{name}'><img src='{_image(path)}' alt='{e(FIGURES[name])}'>"
         f"<figcaption>{e(FIGURES[name])}</figcaption></figure>" for name, path in figures.items()) + "</section>")
+    parts += ["<section id='settings'><h2>Settings</h2><table>" +
+              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
+              "</table></section>",
+              "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.stages)) + plan_html(study) +
+              "</section>"]
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
         parts.append(f"<section id='tables'><h2>Tables</h2>{markdown_html(summary.read_text())}</section>")
