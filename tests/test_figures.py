@@ -178,3 +178,20 @@ def test_sparsity_stats_the_authors_way_differ_for_collapsed_saes():
     assert l1_over_sqrt_l2(z) == pytest.approx(4 / math.sqrt(math.sqrt(10)) / 4)
     assert l1_over_sqrt_l2_batch_mean(z) == pytest.approx(1 / math.sqrt(math.sqrt(10) / 4))
     assert hoyer_batch_mean(torch.zeros(3, 8)) == 1.0
+
+
+def test_a_reason_many_cells_share_is_said_once():
+    """The verdict's figure marks a not-comparable reason shared by three or more cells (a), (b), … and says it
+    once under the figure; a reason of one or two cells stays in its cells."""
+    from types import SimpleNamespace
+
+    from randsae.plots import shared_reasons
+
+    def cell(outcome, text):
+        return SimpleNamespace(outcome=outcome, text=text)
+
+    learning, below = "the trained model's SAE is still learning", "step0's SAE is below its baselines"
+    cells = [[cell("not comparable", learning), cell("not comparable", below), cell("differs", "+0.1")]
+             for _ in range(3)] + [[cell("not comparable", "one alone"), cell("not comparable", learning),
+                                    cell("same", "+0.0")]]
+    assert shared_reasons([(3, ["m"] * 4, ["a", "b", "c"], cells)]) == {learning: "(a)", below: "(b)"}

@@ -8,7 +8,7 @@ vector output for papers).
 
 import math
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
@@ -465,6 +465,15 @@ def _wrapped(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def shared_reasons(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
+                   fewest: int = 3) -> dict[str, str]:
+    """{reason: mark} of the not-comparable reasons that `fewest` or more cells share, most shared first: said
+    once under the verdict's figure as (a), (b), …, and only marked in their cells."""
+    counts = Counter(c.text for m in matrices for row in m[3] for c in row if c.outcome == "not comparable")
+    shared = [text for text, n in counts.most_common() if n >= fewest][:26]
+    return {text: f"({chr(ord('a') + i)})" for i, text in enumerate(shared)}
+
+
 @styled
 def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
                         path: str | Path, notes: Sequence[str] = ()) -> Path:
@@ -475,6 +484,7 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
         raise BadInput("the verdict has no row to draw.")
     rows = max(len(m[1]) for m in matrices)
     columns = [len(m[2]) for m in matrices]
+    marks = shared_reasons(matrices)
     fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 1.2),
                              gridspec_kw={"width_ratios": columns}, squeeze=False)
     for ax, (layer, metrics, twins, cells) in zip(axes[0], matrices, strict=True):
@@ -486,7 +496,8 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
                 ax.add_patch(Rectangle((j, i), 1, 1, facecolor=OUTCOME_COLOURS[cell.outcome],
                                            edgecolor="white", linewidth=2))
                 ax.text(j + 0.5, i + 0.32, cell.outcome, ha="center", va="center", fontsize=8, weight="bold")
-                ax.text(j + 0.5, i + 0.68, _wrapped(cell.text), ha="center", va="center", fontsize=6, color="#333")
+                shown, size = (marks[cell.text], 8) if cell.text in marks else (_wrapped(cell.text), 6)
+                ax.text(j + 0.5, i + 0.68, shown, ha="center", va="center", fontsize=size, color="#333")
         ax.set_xticks([j + 0.5 for j in range(len(twins))], list(twins))
         ax.xaxis.tick_top()
         ax.set_yticks([i + 0.5 for i in range(len(metrics))], list(metrics) if ax is axes[0][0] else [])
@@ -494,7 +505,7 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
         for side in ax.spines.values():
             side.set_visible(False)
         ax.set_title(f"block {layer}: trained − twin [95% interval]", fontsize=9, pad=18)
-    return _save(fig, path, notes=notes)
+    return _save(fig, path, notes=[*(f"{mark} not comparable: {text}" for text, mark in marks.items()), *notes])
 
 
 DICTIONARY_STYLES = {"trained": ("#1f4e79", "-"), "frozen-decoder": ("#c0392b", "--"),
