@@ -43,7 +43,7 @@ def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
 
 def source_from_args(args):
     from randsae.lm.source import Source
-    from randsae.lm.text import check_embedded_tokens, check_reachable
+    from randsae.lm.text import check_text_source
     from randsae.lm.variants import VARIANTS
 
     if args.variant not in VARIANTS:
@@ -52,8 +52,7 @@ def source_from_args(args):
         raise BadInput(f"--context-length must be at least 2, not {args.context_length}.")
     check_seed(args.seed)
     tokens = parse_count(args.tokens or "1M")
-    check_embedded_tokens(args.dataset, tokens)
-    check_reachable(args.dataset)
+    check_text_source(args.dataset, tokens)
     return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
                   dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
                   text_column=args.text_column, context_length=args.context_length, tokens=tokens)

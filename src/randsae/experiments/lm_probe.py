@@ -11,6 +11,7 @@ OUT/absorption.csv one per (layer, letter); a layer written is not probed again.
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -280,10 +281,10 @@ def check_widths(saes: dict[int, LanguageSAE], settings: ProbeSettings, acts: st
         if max(settings.probe_k) > sae.num_latents:
             raise BadInput(f"--probe-k {max(settings.probe_k)} is more than the {sae.num_latents} latents of the "
                            f"SAE of layer {layer}.")
-    width = model.config.hidden_size
-    if acts is not None and read_manifest(Path(acts))["d_model"] != width:
-        raise BadInput(f"--acts {acts} holds activations {read_manifest(Path(acts))['d_model']} wide, but the "
-                       f"SAEs' model has a residual stream of {width}; is it another model's cache?")
+    width, cached = model.config.hidden_size, read_manifest(Path(acts))["d_model"] if acts is not None else None
+    if cached is not None and cached != width:
+        raise BadInput(f"--acts {acts} holds activations {cached} wide, but the SAEs' model has a residual stream "
+                       f"of {width}; is it another model's cache?")
 
 
 def probe(sae_dir: str | Path, out: Path, settings: ProbeSettings, acts: str | Path | None = None,
@@ -391,23 +392,27 @@ def data_parts(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[:cut], order[cut:]
 
 
-def check_probe_data(settings: ProbeSettings) -> tuple[list[str], list[str]] | None:
-    """--probe-data read and checked before any work (None when not given): its texts and labels, refused in one
-    sentence when no class has --probe-min-examples texts, and as many of the others, on each side of the split."""
+def check_probe_data(settings: ProbeSettings, seeds: Iterable[int] = ()) -> tuple[list[str], list[str]] | None:
+    """--probe-data read once and checked before any work (None when not given): its texts and labels, refused in
+    one sentence when no class has --probe-min-examples texts, and as many of the others, on each side of the
+    split that `settings.seed` (and each of `seeds`, a study's) draws."""
     if settings.probe_data is None:
         return None
     texts, labels = read_probe_data(settings.probe_data)
-    parts = data_parts(len(texts), settings.seed)
-    most = 0
-    for task in data_tasks(labels):
-        sides = [task.labels[part] for part in parts]
-        most = max(most, min(min(int((side == 1).sum()), int((side == 0).sum())) for side in sides))
+    tasks = data_tasks(labels)
+    most = min(usable_texts(tasks, data_parts(len(texts), seed)) for seed in {settings.seed, *seeds})
     if most < settings.probe_min_examples:
         raise BadInput(f"--probe-data {settings.probe_data}: no label has --probe-min-examples "
                        f"{settings.probe_min_examples} texts (and as many of the others) in both the 80% fitted "
                        f"and the 20% tested; the most is {most} of its {len(texts)} texts — give more texts or a "
                        "lower --probe-min-examples.")
     return texts, labels
+
+
+def usable_texts(tasks: list[Task], parts: tuple[np.ndarray, np.ndarray]) -> int:
+    """The most texts of one class, with as many of the others, that every side of a split holds."""
+    return max((min(min(int((side == 1).sum()), int((side == 0).sum())) for side in (t.labels[p] for p in parts))
+                for t in tasks), default=0)
 
 
 def data_split(model, tokenizer, data: tuple[list[str], list[str]], layers: list[int], settings: ProbeSettings,

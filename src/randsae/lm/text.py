@@ -178,12 +178,13 @@ def describe_corpus(source: str) -> str:
     return f"{source} (a hub data set; its size is not known before it is read)"
 
 
-def check_reachable(source: str) -> None:
-    """A hub data set can be streamed from here, found before anything runs: one sentence otherwise, saying how
-    to give a local copy."""
+def check_text_source(source: str, tokens: int, reach: bool = True) -> None:
+    """Before anything runs: the embedded text holds the `tokens` asked, and (with `reach`) a hub data set can be
+    streamed from here — one sentence otherwise, saying how to give a local copy."""
     from randsae.hub import require_hub
 
-    if not is_local_text(source):
+    check_embedded_tokens(source, tokens)
+    if reach and not is_local_text(source):
         require_hub(f"--dataset {source} is a Hugging Face hub data set",
                     f"give a local copy instead: a directory of its files (`huggingface-cli download --repo-type "
                     f"dataset {source} --local-dir DIR` where there is a network), or a .jsonl or .txt file")

@@ -82,13 +82,11 @@ def preflight(settings: BaselineSettings, plan: bool = False) -> Preflight:
 def check_text(settings: BaselineSettings, plan: bool = False) -> None:
     """A text file given as --dataset exists and holds a document; a hub data set can be reached (not for a
     --plan, made where the study will not run: it is streamed later); the embedded text holds the tokens."""
-    from randsae.lm.text import EMBEDDED_CORPUS, check_embedded_tokens, check_reachable, documents
+    from randsae.lm.text import EMBEDDED_CORPUS, check_text_source, documents, is_local_text
 
-    check_embedded_tokens(settings.dataset, settings.tokens)
-    if not plan:
-        check_reachable(settings.dataset)
+    check_text_source(settings.dataset, settings.tokens, reach=not plan)
     path = Path(settings.dataset).expanduser()
-    if settings.dataset == EMBEDDED_CORPUS or not (path.suffix in (".txt", ".jsonl") or path.exists()):
+    if settings.dataset == EMBEDDED_CORPUS or not is_local_text(settings.dataset):
         return
     if not path.exists():
         raise BadInput(f"--dataset {path} does not exist.")
@@ -106,8 +104,8 @@ def check_probing(settings: BaselineSettings) -> None:
     data = settings.probing.get("probe_data")
     if not probes_wanted(settings) or data is None or str(data).startswith("hf:"):
         return
-    for index in range(settings.seeds):
-        check_probe_data(probe_settings(settings, settings.seed + index))
+    check_probe_data(probe_settings(settings, settings.seed), seeds=range(settings.seed,
+                                                                          settings.seed + settings.seeds))
 
 
 def check_judge(settings: BaselineSettings) -> None:
