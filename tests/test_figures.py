@@ -181,11 +181,11 @@ def test_sparsity_stats_the_authors_way_differ_for_collapsed_saes():
 
 
 def test_a_reason_many_cells_share_is_said_once():
-    """The verdict's figure marks a not-comparable reason shared by three or more cells (a), (b), … and says it
-    once under the figure; a reason of one or two cells stays in its cells."""
+    """The verdict's matrices (figure, report, markdown) mark a not-comparable reason shared by three or more
+    cells (a), (b), … and say it once under them; a reason of one or two cells stays in its cells."""
     from types import SimpleNamespace
 
-    from randsae.plots import shared_reasons
+    from randsae.study.evidence import shared_reasons
 
     def cell(outcome, text):
         return SimpleNamespace(outcome=outcome, text=text)

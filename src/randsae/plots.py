@@ -8,7 +8,7 @@ vector output for papers).
 
 import math
 import textwrap
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
@@ -465,26 +465,19 @@ def _wrapped(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
-def shared_reasons(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
-                   fewest: int = 3) -> dict[str, str]:
-    """{reason: mark} of the not-comparable reasons that `fewest` or more cells share, most shared first: said
-    once under the verdict's figure as (a), (b), …, and only marked in their cells."""
-    counts = Counter(c.text for m in matrices for row in m[3] for c in row if c.outcome == "not comparable")
-    shared = [text for text, n in counts.most_common() if n >= fewest][:26]
-    return {text: f"({chr(ord('a') + i)})" for i, text in enumerate(shared)}
-
-
 @styled
 def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
-                        path: str | Path, notes: Sequence[str] = ()) -> Path:
+                        path: str | Path, notes: Sequence[str] = (),
+                        marks: Mapping[str, str] | None = None) -> Path:
     """The verdict at a glance: per layer a grid, metrics as rows and random twins as columns, each cell its
     outcome and the difference trained − twin with its 95% interval (or why it is not comparable), coloured by
-    outcome. `matrices`: (layer, metric labels, twins, cells[metric][twin]), each cell with `.outcome`, `.text`."""
+    outcome. `matrices`: (layer, metric labels, twins, cells[metric][twin]), each cell with `.outcome`, `.text`;
+    `marks`: {reason: mark} of reasons said once under the figure, the mark alone in their cells."""
     if not matrices:
         raise BadInput("the verdict has no row to draw.")
     rows = max(len(m[1]) for m in matrices)
     columns = [len(m[2]) for m in matrices]
-    marks = shared_reasons(matrices)
+    marks = marks or {}
     fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 1.2),
                              gridspec_kw={"width_ratios": columns}, squeeze=False)
     for ax, (layer, metrics, twins, cells) in zip(axes[0], matrices, strict=True):

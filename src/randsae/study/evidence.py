@@ -6,6 +6,7 @@ latents for entropy (`lm latents`) and each AUROC
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,7 +198,10 @@ def draw_verdict(rows: list[VerdictRow], path: Path) -> Path:
     from randsae.plots import plot_verdict_matrix
 
     basis = "; ".join(dict.fromkeys(r.basis for r in rows if r.basis))
-    return plot_verdict_matrix(verdict_matrices(rows), path, notes=[f"intervals: {basis}"] if basis else [])
+    matrices = verdict_matrices(rows)
+    marks = shared_reasons(matrices)
+    return plot_verdict_matrix(matrices, path, marks=marks, notes=[*reason_notes(marks),
+                                                                   *([f"intervals: {basis}"] if basis else [])])
 
 
 def _number(value: float | None, signed: bool = False, scale: float | None = None) -> str:
@@ -278,15 +282,30 @@ def verdict_matrices(rows: list[VerdictRow]) -> list[tuple[int, list[str], list[
     return out
 
 
+def shared_reasons(matrices: list[tuple[int, list[str], list[str], list[list[MatrixCell]]]],
+                   fewest: int = 3) -> dict[str, str]:
+    """{reason: mark} of the not-comparable reasons that `fewest` or more cells share, most shared first: said
+    once under a verdict matrix as (a), (b), …, and only marked in their cells."""
+    counts = Counter(c.text for m in matrices for row in m[3] for c in row if c.outcome == NOT_COMPARABLE)
+    shared = [text for text, n in counts.most_common() if n >= fewest][:26]
+    return {text: f"({chr(ord('a') + i)})" for i, text in enumerate(shared)}
+
+
+def reason_notes(marks: dict[str, str]) -> list[str]:
+    return [f"{mark} {NOT_COMPARABLE}: {text}" for text, mark in marks.items()]
+
+
 def matrix_markdown(rows: list[VerdictRow]) -> list[str]:
     lines = []
-    for layer, metrics, twins, cells in verdict_matrices(rows):
+    matrices = verdict_matrices(rows)
+    marks = shared_reasons(matrices)
+    for layer, metrics, twins, cells in matrices:
         lines += [f"**Layer {layer}** (trained − twin, 95% interval)", "",
                   "| metric | " + " | ".join(twins) + " |", "|" + "---|" * (len(twins) + 1)]
-        lines += ["| " + label + " | " + " | ".join(f"{c.outcome}: {c.text}" for c in row) + " |"
-                  for label, row in zip(metrics, cells, strict=True)]
+        lines += ["| " + label + " | " + " | ".join(f"{c.outcome}: {marks.get(c.text, c.text)}" for c in row)
+                  + " |" for label, row in zip(metrics, cells, strict=True)]
         lines.append("")
-    return lines
+    return lines + [f"- {note}" for note in reason_notes(marks)] + ([""] if marks else [])
 
 
 def verdict_markdown(rows: list[VerdictRow], settings: VerdictSettings) -> str:

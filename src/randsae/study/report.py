@@ -390,23 +390,28 @@ def matrix_html(rows: list) -> str:
     """The verdict at a glance: per layer a small table, metrics as rows and twins as columns, each cell the
     difference trained − twin with its 95% interval, coloured by outcome."""
     from randsae.plots import OUTCOME_COLOURS
-    from randsae.study.evidence import verdict_matrices
+    from randsae.study.evidence import reason_notes, shared_reasons, verdict_matrices
 
     e = html.escape
     parts = ["<div class='matrices'>"]
-    for layer, metrics, twins, cells in verdict_matrices(rows):
+    matrices = verdict_matrices(rows)
+    marks = shared_reasons(matrices)
+    for layer, metrics, twins, cells in matrices:
         head = "".join(f"<th>{e(t)}</th>" for t in twins)
         body = "".join(
             f"<tr><th>{e(label)}</th>" + "".join(
                 f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'>"
-                f"<b>{e(c.outcome)}</b><br><span class='meta'>{e(c.text)}</span></td>" for c in row)
+                f"<b>{e(c.outcome)}</b><br><span class='meta'>{e(marks.get(c.text, c.text))}</span></td>"
+                for c in row)
             + "</tr>"
             for label, row in zip(metrics, cells, strict=True))
         parts.append(f"<table class='matrix'><caption>Layer {layer}: trained − twin, 95% interval</caption>"
                      f"<tr><th>metric</th>{head}</tr>{body}</table>")
     legend = " ".join(f"<span class='cell' style='background:{colour}'>{e(o)}</span>"
                       for o, colour in OUTCOME_COLOURS.items())
-    return "".join(parts) + f"</div><p class='meta'>{legend}</p>"
+    notes = "".join(f"<li>{e(note)}</li>" for note in reason_notes(marks))
+    shared = f"<ul class='meta'>{notes}</ul>" if notes else ""
+    return "".join(parts) + f"</div><p class='meta'>{legend}</p>{shared}"
 
 
 def verdict_html(study: Study) -> str:
