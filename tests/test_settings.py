@@ -41,7 +41,7 @@ def test_every_documented_field_is_a_flag_whose_help_states_its_default(command,
             continue
         action = options[flag_of(f)]
         assert action.default is None  # only given flags override a preset or a file
-        assert f.metadata["help"] in action.help
+        assert f.metadata["help"].replace("%", "%%") in action.help  # argparse reads "%%" as "%"
         if command != ("baseline",) and not f.metadata.get("shown") and not isinstance(default, list):
             stated = f"{default:,}" if isinstance(default, int) and default >= 10_000 else (
                 f"{default:g}" if isinstance(default, float) else str(default))
@@ -161,3 +161,46 @@ def test_a_settings_file_may_name_a_setting_by_its_flag(tmp_path):
     path.write_text('prompt-format = "simple"\njudged_latents = 3\n')
     args = parse(["lm", "autointerp", "--latents", "L", "--config", str(path), "--out", "O"])
     assert (args.style, args.judged_latents) == ("simple", 3)
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every (sub)command's parser, by its path."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from commands(child, (*path, name))
+
+
+def test_every_commands_help_renders():
+    """A help text is prose: a "%" in a setting's help ("the last 20%") once made `lm train --help` and
+    `recovery --help` raise from argparse's formatter."""
+    seen = []
+    for path, parser in commands(build_parser()):
+        text = parser.format_help()
+        assert "usage:" in text, path
+        seen.append(" ".join(path))
+    assert {"lm train", "recovery", "baseline", "toy"} <= set(seen)
+    assert "the last 20%" in " ".join(subparser("lm", "train").format_help().split())
+
+
+def test_baseline_help_states_every_presets_values():
+    """What `--preset demo` (and paper) sets is shown beside each flag's default, from the presets
+    themselves: a value changed in a preset cannot leave the help behind."""
+    from randsae.settings import value_text
+    from randsae.study.settings import PRESETS, BaselineSettings
+
+    text = " ".join(subparser("baseline").format_help().split())
+    parts = {"examples": ExampleSettings, "judge": JudgeSettings}
+    checked = 0
+    for name, values in PRESETS.items():
+        for key, value in values.items():
+            cls, shown = (parts[key], value) if key in parts else (BaselineSettings, {key: value})
+            fields = {f.name: f for f in documented(cls)}
+            for field_name, field_value in shown.items():
+                if field_name in fields:
+                    # argparse wraps words at spaces only, so the stated value is one unbroken run of words
+                    assert f"the {name} preset: {value_text(fields[field_name], field_value)}" in text, field_name
+                    checked += 1
+    assert checked >= 12
+    assert "the demo preset: 3,9" in text and "the demo preset: 32,000" in text

@@ -34,7 +34,16 @@ def _scalar(hint) -> type:
 def _default_text(f: dataclasses.Field) -> str:
     if f.metadata.get("shown"):
         return f.metadata["shown"]
-    value = f.default_factory() if f.default is _MISSING and f.default_factory is not _MISSING else f.default
+    return value_text(f, f.default_factory() if f.default is _MISSING and f.default_factory is not _MISSING
+                      else f.default)
+
+
+def value_text(f: dataclasses.Field, value: Any) -> str:
+    """A value of field `f` as its flag would take it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return flag_of(f) if value else "--no-" + flag_of(f).removeprefix("--")
     if isinstance(value, list):
         return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if len(value) <= 8 else \
             f"{len(value)} values"
@@ -56,17 +65,21 @@ def flag_of(f: dataclasses.Field) -> str:
 
 def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
               defaults: dict[str, str] | None = None, prefix: str = "",
-              helps: dict[str, str] | None = None) -> None:
+              helps: dict[str, str] | None = None, presets: dict[str, dict] | None = None) -> None:
     """A flag per documented field of `cls` (but `exclude`), its value stored under `prefix` + the field's
     name. `defaults` replaces the stated default of some fields (a command whose preset differs), `helps` the
-    help of some (a command that takes more values)."""
+    help of some (a command that takes more values); `presets` ({name: {field: value}}) adds each preset's
+    value of a field to its stated default, from the values the preset sets."""
     hints = typing.get_type_hints(cls)
     for f in documented(cls):
         if f.name in exclude:
             continue
-        text = (helps or {}).get(f.name, f.metadata["help"])
+        # a setting's help is prose, not an argparse format string: a "%" in it is a percent sign
+        text = (helps or {}).get(f.name, f.metadata["help"]).replace("%", "%%")
         kind = _scalar(hints[f.name])
-        shown = (defaults or {}).get(f.name) or _default_text(f)
+        shown = "; ".join([(defaults or {}).get(f.name) or _default_text(f)] + [
+            f"the {name} preset: {value_text(f, values[f.name])}"
+            for name, values in (presets or {}).items() if f.name in values]).replace("%", "%%")
         if kind is bool and f.default is None:  # undecided unless given: --x and --no-x
             parser.add_argument(flag_of(f), dest=prefix + f.name, action="store_const", const=True, default=None,
                                 help=f"{text} (default {shown})")

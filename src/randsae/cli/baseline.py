@@ -12,7 +12,7 @@ from randsae.experiments.lm_probe import ProbeSettings
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
 from randsae.study.plan import PlanSettings
-from randsae.study.settings import BaselineSettings, all_scorers
+from randsae.study.settings import PRESETS, BaselineSettings, all_scorers
 from randsae.study.verdict import VerdictSettings
 
 log = logging.getLogger("randsae")
@@ -23,16 +23,19 @@ def add_baseline_parser(sub) -> None:
                                         "one report (OUT/report.html)")
     p.add_argument("--preset", default="paper", help="paper (docs/paper.md §2, default: GPU-sized) or demo (the "
                                                      "embedded model, a few layers, minutes on a laptop)")
-    add_flags(p, BaselineSettings)
+    def presets(part: str | None = None) -> dict[str, dict]:  # each preset's values, shown beside the defaults
+        return {name: values if part is None else values.get(part, {}) for name, values in PRESETS.items()}
+
+    add_flags(p, BaselineSettings, presets=presets())
     add_flags(p, PlanSettings)
-    add_flags(p, VerdictSettings, prefix="verdict_")
-    add_flags(p, ExampleSettings, defaults={"sample": "100; the demo: 24"})
+    add_flags(p, VerdictSettings, prefix="verdict_", presets=presets("verdict"))
+    add_flags(p, ExampleSettings, presets=presets("examples"))
     add_flags(p, AutointerpSettings, exclude=("layers", "seed"), prefix="autointerp_",
-              defaults={"judged_latents": "all get every scorer; the demo: 2", "scorers": "all"},
+              defaults={"judged_latents": "all get every scorer", "scorers": "all"}, presets=presets("autointerp"),
               helps={"scorers": f"comma list of {', '.join(all_scorers())}: the latent scorers, and the probing "
                                 "stage's k-sparse probing and first-letter absorption (no judge)"})
-    add_flags(p, ProbeSettings, exclude=("seed", "absorption"), prefix="probing_")
-    add_flags(p, JudgeSettings, prefix="judge_", defaults={"dtype": "float32; the demo: bfloat16"})
+    add_flags(p, ProbeSettings, exclude=("seed", "absorption"), prefix="probing_", presets=presets("probing"))
+    add_flags(p, JudgeSettings, prefix="judge_", presets=presets("judge"))
     p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
                                     "[examples], [autointerp], [judge] and [verdict] tables (flags override it)")
     p.add_argument("--out", required=True)

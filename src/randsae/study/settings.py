@@ -41,22 +41,20 @@ class BaselineSettings:
     model: str = setting("smollm2", help="smollm2 (embedded), a .gguf file, a directory or a hub name")
     revision: str | None = setting(None, help="hub revision of the trained model", shown="the newest")
     variants: list[str] = setting(default_factory=lambda: list(VARIANTS), parse=_names,
-                                  help=f"comma list of {', '.join(VARIANTS)}", shown="all five; the demo: four")
+                                  help=f"comma list of {', '.join(VARIANTS)}", shown="all five")
     layers: str = setting("all", help="'all', 'paper' (every layer to 410m parameters, every 2nd to 1b, every 4th "
-                                      "above) or a comma list", shown="all; the paper preset: paper")
+                                      "above) or a comma list")
     dataset: str = setting("shakespeare", help=(
         "shakespeare (embedded), a .txt/.jsonl file, a directory of a data set's files or a Hugging Face data set "
-        "(one that ships a loading script is read from its data files)"),
-        shown=f"the paper preset: {PAPER_CORPUS}; the demo: shakespeare")
+        "(one that ships a loading script is read from its data files)"))
     dataset_config: str | None = setting(None, help="the data set's configuration", shown="none")
     text_column: str = setting("text", help="the data set's column of text")
     context_length: int = setting(256, help="tokens per context")
     tokens: int = setting(100_000_000, parse=parse_count, help="training tokens per variant",
-                          shown="100M; the demo: 32k")
+                          shown="100M")
     cache: bool | None = setting(None, help=(
         "cache every layer's activations and train from the cache (--cache), or train every layer on the fly "
-        "from one pass of the model (--no-cache)"), shown="cache where the plan says the disk holds it; the demo: "
-                                                          "cache")
+        "from one pass of the model (--no-cache)"), shown="cache where the plan says the disk holds it")
     cache_dtype: str | None = setting(None, help="the activation cache's float type", shown=(
         "float16 (the paper's); bfloat16 for a bfloat16 model"))
     model_dtype: str = setting("float32", help=(
@@ -67,7 +65,7 @@ class BaselineSettings:
         "file of module name → device (\"cpu\", \"disk\", 0, …); activations and evaluation run through the "
         "split model"), shown="none: the whole model on --device")
     k: int = setting(32, help="latents kept per token")
-    expansion: int = setting(64, help="latents per input dimension", shown="64; the demo: 8")
+    expansion: int = setting(64, help="latents per input dimension")
     schedule: str = setting("budget", help="budget or paper, as `lm train --schedule`")
     recipe: str = setting("randsae", help="how every arm's SAEs are trained, as `lm train --recipe`: randsae, "
                                           "bussmann or sparsify (docs/choices.md \"Training recipes\")")
@@ -76,13 +74,13 @@ class BaselineSettings:
     skip_positions: int = setting(0, help="as `lm train --skip-positions`")
     max_norm_ratio: float | None = setting(None, help="as `lm train --max-norm-ratio`", shown="none")
     eval_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens for the quality eval",
-                               shown="64k; the demo: every held-out token (14 contexts)")
+                               shown="64k")
     fit_tokens: int = setting(64_000, parse=parse_count, help=(
         "training tokens each arm's baselines (PCA-k, token lookup) are fitted on and its SAEs' training "
         "explained variance is measured on"))
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
         "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
-        "training cache"), shown="10M; the demo: cache")
+        "training cache"), shown="10M")
     examples: dict = field(default_factory=dict)  # ExampleSettings fields given (the rest the paper's)
     autointerp: dict = field(default_factory=dict)  # AutointerpSettings fields given (scorers: with MEASURES)
     probing: dict = field(default_factory=dict)  # ProbeSettings fields given
@@ -161,7 +159,7 @@ PRESETS = {
     # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
              "cache": True,
-             "tokens": 32_000, "expansion": 8, "eval_tokens": 3584, "latent_tokens": None,
+             "tokens": 32_000, "expansion": 8, "eval_tokens": 3584, "latent_tokens": "cache",
              "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
              # the judge (at chance here) explains and scores 2 latents a layer; token lookup and example
