@@ -195,3 +195,34 @@ def test_a_reason_many_cells_share_is_said_once():
              for _ in range(3)] + [[cell("not comparable", "one alone"), cell("not comparable", learning),
                                     cell("same", "+0.0")]]
     assert shared_reasons([(3, ["m"] * 4, ["a", "b", "c"], cells)]) == {learning: "(a)", below: "(b)"}
+
+
+def test_the_verdict_figure_names_its_model_its_colours_its_sign_and_says_each_reason_once(tmp_path, monkeypatch):
+    """The README's picture: a title naming the model, blocks and seeds; a legend of the four outcomes; the
+    sign convention; each shared reason once under it (it was said twice)."""
+    from randsae import plots
+    from randsae.study.evidence import draw_verdict
+    from randsae.study.verdict import VerdictRow
+
+    drawn = []
+    real_save = plots._save
+
+    def keep(fig, path, formats=("png",), notes=()):
+        texts = [t.get_text() for t in fig.texts] + [t.get_text() for ax in fig.axes for t in ax.texts]
+        drawn.append((texts, [t.get_text() for legend in fig.legends for t in legend.get_texts()], list(notes)))
+        return real_save(fig, path, formats, notes)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    learning = "the trained model's SAE is still learning"
+    rows = [VerdictRow(layer, metric, twin, "not comparable", seeds=2, reason=learning)
+            for layer in (3, 9) for metric in ("explained_variance", "l1") for twin in ("rerandomized", "step0")]
+    rows.append(VerdictRow(3, "entropy_mean", "control", "differs", difference=0.2, low95=0.1, high95=0.3, seeds=2))
+    path = draw_verdict(rows, tmp_path / "verdict.png", "smollm2")
+    assert path.is_file() and path.stat().st_size > 10_000
+    texts, legend, notes = drawn[0]
+    assert any("smollm2" in t and "blocks 3, 9" in t and "2 seeds" in t for t in texts)
+    assert any("positive: the trained model's is higher" in t for t in texts)
+    assert [label.split(":")[0] for label in legend] == ["differs", "the same within ±δ", "cannot tell",
+                                                         "not comparable"]
+    assert sum(learning in n for n in notes) == 1 and not any(learning in t for t in texts)  # said under it, once
+    assert "+0.200 [+0.100, +0.300]" in texts

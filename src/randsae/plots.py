@@ -465,21 +465,36 @@ def _wrapped(text: str, width: int = 34) -> str:
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+OUTCOME_MEANINGS = {"differs": "differs: a random twin gives another result",
+                    "same": "the same within ±δ: a random twin gives this result too",
+                    "cannot tell": "cannot tell: the interval is too wide",
+                    "not comparable": "not comparable: the comparison does not count (why: in the cell)"}
+
+
 @styled
 def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[str], Sequence[Sequence[Any]]]],
                         path: str | Path, notes: Sequence[str] = (),
-                        marks: Mapping[str, str] | None = None) -> Path:
+                        marks: Mapping[str, str] | None = None, title: str = "") -> Path:
     """The verdict at a glance: per layer a grid, metrics as rows and random twins as columns, each cell its
     outcome and the difference trained − twin with its 95% interval (or why it is not comparable), coloured by
-    outcome. `matrices`: (layer, metric labels, twins, cells[metric][twin]), each cell with `.outcome`, `.text`;
-    `marks`: {reason: mark} of reasons said once under the figure, the mark alone in their cells."""
+    outcome, with a legend of the colours and the sign convention under `title`. `matrices`: (layer, metric
+    labels, twins, cells[metric][twin]), each cell with `.outcome`, `.text`; `marks`: {reason: mark} of reasons
+    said once in `notes`, the mark alone in their cells."""
     if not matrices:
         raise BadInput("the verdict has no row to draw.")
     rows = max(len(m[1]) for m in matrices)
     columns = [len(m[2]) for m in matrices]
     marks = marks or {}
-    fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 1.2),
+    fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 2.0),
                              gridspec_kw={"width_ratios": columns}, squeeze=False)
+    fig.subplots_adjust(top=1 - 1.6 / (0.75 * rows + 2.0))
+    fig.suptitle(title or "the verdict: trained − twin", fontsize=11, weight="bold", y=0.995)
+    fig.text(0.5, 1 - 0.42 / (0.75 * rows + 2.0), "each cell: the trained model's SAE minus the random twin's "
+             "(positive: the trained model's is higher), its 95% interval", ha="center", fontsize=8.5,
+             color="#333")
+    fig.legend(handles=[Rectangle((0, 0), 1, 1, facecolor=OUTCOME_COLOURS[o], edgecolor="#999") for o in
+                        OUTCOME_MEANINGS], labels=list(OUTCOME_MEANINGS.values()), loc="upper center",
+               bbox_to_anchor=(0.5, 1 - 0.55 / (0.75 * rows + 2.0)), ncol=2, fontsize=8, frameon=False)
     for ax, (layer, metrics, twins, cells) in zip(axes[0], matrices, strict=True):
         ax.set_xlim(0, len(twins))
         ax.set_ylim(len(metrics), 0)
@@ -498,7 +513,7 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
         for side in ax.spines.values():
             side.set_visible(False)
         ax.set_title(f"block {layer}: trained − twin [95% interval]", fontsize=9, pad=18)
-    return _save(fig, path, notes=[*(f"{mark} not comparable: {text}" for text, mark in marks.items()), *notes])
+    return _save(fig, path, notes=notes)
 
 
 DICTIONARY_STYLES = {"trained": ("#1f4e79", "-"), "frozen-decoder": ("#c0392b", "--"),

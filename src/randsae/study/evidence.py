@@ -188,20 +188,28 @@ def write_verdict(study) -> list[VerdictRow]:
         write_table(out / "dictionaries.csv", shares, ShareRow)
     io.atomic_write(out / "verdict.md", lambda p: p.write_text(verdict_markdown(rows, settings)))
     if rows:
-        draw_verdict(rows, out / "verdict.png")
+        draw_verdict(rows, out / "verdict.png", study.settings.model)
     log.info("wrote %s", out / "verdict.csv")
     return rows
 
 
-def draw_verdict(rows: list[VerdictRow], path: Path) -> Path:
+def verdict_title(model: str, rows: list[VerdictRow]) -> str:
+    """What a verdict figure is of: the model, its blocks, the seeds."""
+    layers = sorted({r.layer for r in rows})
+    seeds = max((r.seeds for r in rows), default=1)
+    return (f"Would a random network give these SAE results too? {model}, block{'s' if len(layers) > 1 else ''} "
+            f"{', '.join(map(str, layers))}, {seeds} seed{'s' if seeds > 1 else ''}")
+
+
+def draw_verdict(rows: list[VerdictRow], path: Path, model: str) -> Path:
     """The verdict at a glance as a figure (the report's matrices; the README's picture of the demo's)."""
     from randsae.plots import plot_verdict_matrix
 
     basis = "; ".join(dict.fromkeys(r.basis for r in rows if r.basis))
     matrices = verdict_matrices(rows)
     marks = shared_reasons(matrices)
-    return plot_verdict_matrix(matrices, path, marks=marks, notes=[*reason_notes(marks),
-                                                                   *([f"intervals: {basis}"] if basis else [])])
+    return plot_verdict_matrix(matrices, path, marks=marks, title=verdict_title(model, rows),
+                               notes=[*reason_notes(marks), *([f"intervals: {basis}"] if basis else [])])
 
 
 def _number(value: float | None, signed: bool = False, scale: float | None = None) -> str:
@@ -418,4 +426,5 @@ if __name__ == "__main__":  # python -m randsae.study.evidence OUT PNG: a study'
     found = read_verdict(study_out)
     if not found:
         sys.exit(f"{study_out / 'compare' / 'verdict.csv'} holds no verdict; run the study first (make demo).")
-    print(draw_verdict(found, figure))
+    print(draw_verdict(found, figure, io.read_json(study_out / "config.json", {"settings": dict})["settings"]
+                       .get("model", "the model")))
