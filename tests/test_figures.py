@@ -216,7 +216,8 @@ def test_the_verdict_figure_names_its_model_its_colours_its_sign_and_says_each_r
     learning = "the trained model's SAE is still learning"
     rows = [VerdictRow(layer, metric, twin, "not comparable", seeds=2, reason=learning)
             for layer in (3, 9) for metric in ("explained_variance", "l1") for twin in ("rerandomized", "step0")]
-    rows.append(VerdictRow(3, "entropy_mean", "control", "differs", difference=0.2, low95=0.1, high95=0.3, seeds=2))
+    rows.append(VerdictRow(3, "entropy_mean", "control", "differs", difference=0.2, low95=0.1, high95=0.3,
+                           seeds=2))
     path = draw_verdict(rows, tmp_path / "verdict.png", "smollm2")
     assert path.is_file() and path.stat().st_size > 10_000
     texts, legend, notes = drawn[0]
