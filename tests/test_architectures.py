@@ -104,11 +104,12 @@ def test_randsae_writes_them_back_and_saelens_reads_the_same_sae(kind, tmp_path)
     assert read_sae_files(written)[0]["architecture"] == read_sae_files(directory)[0]["architecture"]
 
 
-@pytest.mark.parametrize(("key", "value"), [("normalize_activations", "layer_norm"),
-                                            ("normalize_activations", "constant_norm_rescale"),
+@pytest.mark.parametrize(("key", "value"), [("normalize_activations", "covariance_whitening"),
+                                            ("normalize_activations", "expected_average_only_in"),
                                             ("reshape_activations", "hook_z"),
                                             ("apply_b_dec_to_input", "yes")])
 def test_settings_that_change_the_numbers_are_refused_in_one_sentence(key, value, tmp_path):
+    """(The per-token normalisations are honoured: tests/test_conventions.py.)"""
     _, directory = saved_by_saelens("jumprelu", tmp_path)
     cfg = json.loads((directory / "cfg.json").read_text())
     (directory / "cfg.json").write_text(json.dumps({**cfg, key: value}))

@@ -94,7 +94,8 @@ def run_baseline(args) -> int:
     from randsae.study.runner import baseline
     from randsae.study.settings import autointerp_settings, check_out, latent_scorers, probe_settings, settings_for
 
-    settings = settings_for(args.preset, with_file(baseline_overrides(args), args.config))
+    overrides = with_file(baseline_overrides(args), args.config)
+    settings = settings_for(args.preset, overrides)
     ExampleSettings(seed=settings.seed, **settings.examples).validate()
     if latent_scorers(settings):
         autointerp_settings(settings, settings.seed).validate()
@@ -103,7 +104,8 @@ def run_baseline(args) -> int:
     if asked.machine is not None and not asked.plan:
         raise BadInput("--machine states another machine to plan for; give it with --plan (a run plans for the "
                        "machine it runs on).")
-    check = preflight(settings, plan=asked.plan)  # the judge included: its numbers, its server, its model
+    # the judge included: its numbers, its server, its model; your SAEs' input conventions taken
+    check = preflight(settings, plan=asked.plan, given=set(overrides))
     ranks = ranks_here()
     if asked.machine is not None:
         machine = parse_machine(asked.machine)

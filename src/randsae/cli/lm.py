@@ -13,6 +13,7 @@ from randsae.cli.common import (
 )
 from randsae.config import coerce
 from randsae.errors import BadInput, check_seed
+from randsae.lm.text import PREPEND_BOS_HELP
 from randsae.settings import add_flags, given
 from randsae.training.trainer import SCHEDULES
 
@@ -37,6 +38,7 @@ def add_source_arguments(p, model_default: str | None = "smollm2") -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--text-column", default="text")
     p.add_argument("--context-length", type=int, default=256)
+    p.add_argument("--prepend-bos", action="store_true", help=PREPEND_BOS_HELP)
     p.add_argument("--layers", default="all", help="'all' or a comma list of block indices")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
@@ -55,7 +57,8 @@ def source_from_args(args):
     check_text_source(args.dataset, tokens)
     return Source(model=args.model, revision=args.revision, variant=args.variant, seed=args.seed,
                   dataset=args.dataset, dataset_config=args.dataset_config, split=args.split,
-                  text_column=args.text_column, context_length=args.context_length, tokens=tokens)
+                  text_column=args.text_column, context_length=args.context_length, tokens=tokens,
+                  prepend_bos=args.prepend_bos)
 
 
 def add_lm_parser(sub, parser_class) -> None:

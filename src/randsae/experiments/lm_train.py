@@ -273,7 +273,7 @@ def save_layer(out: Path, layer: int, trainer: TopKTrainer, source: dict, fvu: f
         curves.write(out, layer)
     blocks = source.get("blocks_module")  # caches from before it was recorded lack it
     metadata = {"model_name": source["model"], "hook_name": f"{blocks}.{layer}" if blocks else None,
-                "context_size": source.get("context_length"), "prepend_bos": False,
+                "context_size": source.get("context_length"), "prepend_bos": bool(source.get("prepend_bos")),
                 "dataset_path": source.get("dataset"), "model_from_pretrained_kwargs":
                     {"revision": source["revision"]} if source.get("revision") else None}
     extra = {"layer": layer, "model": source["model"], "variant": source["variant"]["variant"],

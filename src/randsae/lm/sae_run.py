@@ -3,6 +3,7 @@ layers it holds, the activations' source it records, its arm's name, its trainin
 takes `--sae` reads a run through these."""
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from randsae.errors import BadInput
@@ -104,3 +105,36 @@ def read_train_settings(sae_dir: Path) -> dict:
     if "train" in recorded:  # a sparsify export records the source and not how its SAEs were trained
         check_fields(recorded, {"train": dict}, path)
     return recorded.get("train", {})
+
+
+@dataclass(frozen=True)
+class InputConventions:
+    """What a released SAE's cfg.json says about the activations it was trained on (SAELens's fields, in its
+    metadata or, before SAELens 6, at the top level): contexts beginning with BOS or not, their length, and a
+    normalisation of each activation before encoding. None where it does not say."""
+    prepend_bos: bool | None = None
+    context_size: int | None = None
+    normalization: str = "none"
+
+    def describe(self) -> str:
+        bos = None if self.prepend_bos is None else "beginning with BOS" if self.prepend_bos else "without BOS"
+        said = [f"contexts of {self.context_size} tokens" if self.context_size else None, bos,
+                f"activations normalised ({self.normalization})" if self.normalization != "none" else None]
+        return ", ".join(s for s in said if s) or "nothing about its inputs"
+
+
+def input_conventions(cfg: dict, where: Path | str = "the SAE") -> InputConventions:
+    """The input conventions an SAE's cfg.json records, checked."""
+    metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
+
+    def field(name: str):
+        return metadata.get(name, cfg.get(name))
+
+    bos, size, norm = field("prepend_bos"), field("context_size"), cfg.get("normalize_activations") or "none"
+    if bos is not None and not isinstance(bos, bool):
+        raise BadInput(f"{where}: prepend_bos must be true or false, not {bos!r}.")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 2):
+        raise BadInput(f"{where}: context_size must be a whole number of at least 2, not {size!r}.")
+    if not isinstance(norm, str):
+        raise BadInput(f"{where}: normalize_activations must be a name, not {norm!r}.")
+    return InputConventions(bos, size, norm)

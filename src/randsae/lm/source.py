@@ -23,7 +23,10 @@ HELD_OUT_FILE = "held_out.safetensors"
 TRAIN_SAMPLE_FILE = "train_sample.safetensors"
 FIT_TOKENS = 64_000  # training tokens the baselines are fitted on, by default
 # what must agree between an SAE run's recorded source and an activation cache given for it
-SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length")
+SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length",
+               "prepend_bos")
+# what a source recorded before a key existed had: no BOS token
+RECORDED_BEFORE = {"prepend_bos": False}
 EVAL_FRACTION = 0.1
 
 
@@ -39,6 +42,7 @@ class Source:
     text_column: str = "text"
     context_length: int = 256
     tokens: int = 1_000_000  # asked for; the text may hold fewer
+    prepend_bos: bool = False  # every context begins with the BOS token (as SAELens's prepend_bos)
 
 
 def load_variant(model: str, revision: str | None, variant: dict, device: torch.device):
@@ -70,7 +74,8 @@ def open_source(source: Source, device: torch.device):
                          "positions.")
     wanted = -(-source.tokens // source.context_length)
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
-    rows = contexts(tokenizer, docs, source.context_length, max_contexts=contexts_drawn(wanted))
+    rows = contexts(tokenizer, docs, source.context_length, max_contexts=contexts_drawn(wanted),
+                    prepend_bos=source.prepend_bos)
     train, held_out = split_contexts(rows, eval_fraction=EVAL_FRACTION, seed=source.seed)
     train = train[:wanted]
     if not len(held_out) or not len(train):
@@ -99,7 +104,8 @@ def later_contexts(source: Source, recorded: dict, device: torch.device):
     skip = contexts_drawn(recorded["tokens"] // source.context_length)
     wanted = -(-source.tokens // source.context_length)
     docs = documents(source.dataset, source.text_column, source.dataset_config, source.split)
-    rows = contexts(tokenizer, docs, source.context_length, max_contexts=skip + wanted)[skip:]
+    rows = contexts(tokenizer, docs, source.context_length, max_contexts=skip + wanted,
+                    prepend_bos=source.prepend_bos)[skip:]
     if not len(rows):
         raise BadInput(f"the text {source.dataset!r} holds no contexts beyond the {skip} the SAEs' run drew; "
                          "give --acts, or a larger text.")
@@ -169,6 +175,7 @@ def check_token_ids(tokens: torch.Tensor, model, where: str | Path) -> None:
 def check_same_source(source: dict, manifest: dict, sae_dir: str | Path, acts: str | Path) -> None:
     """Refuse an activation cache whose model, variant or text differ from what the SAEs were trained on."""
     for key in SOURCE_KEYS:
-        if manifest.get(key) != source.get(key):
+        unset = RECORDED_BEFORE.get(key)  # what a record written before the key existed meant
+        if manifest.get(key, unset) != source.get(key, unset):
             raise BadInput(f"the SAEs in {sae_dir} were trained on activations with {key}={source.get(key)!r}, "
                              f"but {acts} has {manifest.get(key)!r}.")

@@ -203,11 +203,14 @@ def documents(source: str = EMBEDDED_CORPUS, text_column: str = "text", config: 
 
 
 def contexts(tokenizer, docs: Iterable[str], context_length: int = 256,
-             max_contexts: int | None = None) -> torch.Tensor:
+             max_contexts: int | None = None, prepend_bos: bool = False) -> torch.Tensor:
     """Token ids of `docs`, each followed by EOS, joined and cut into rows of `context_length` (the
-    incomplete tail is dropped); at most `max_contexts` rows."""
+    incomplete tail is dropped); at most `max_contexts` rows. `prepend_bos`: each row begins with the
+    tokenizer's BOS token and holds `context_length` − 1 tokens of text (SAELens's `prepend_bos` contexts)."""
     if context_length < 2:
         raise BadInput(f"context_length must be at least 2, not {context_length}.")
+    start = [bos_token(tokenizer)] if prepend_bos else []
+    text_length = context_length - len(start)
     eos = tokenizer.eos_token_id
     buffer: list[int] = []
     rows: list[torch.Tensor] = []
@@ -215,14 +218,27 @@ def contexts(tokenizer, docs: Iterable[str], context_length: int = 256,
         buffer.extend(tokenizer(doc, add_special_tokens=False).input_ids)
         if eos is not None:
             buffer.append(eos)
-        while len(buffer) >= context_length:
-            rows.append(torch.tensor(buffer[:context_length]))
-            del buffer[:context_length]
+        while len(buffer) >= text_length:
+            rows.append(torch.tensor(start + buffer[:text_length]))
+            del buffer[:text_length]
             if max_contexts is not None and len(rows) >= max_contexts:
                 return torch.stack(rows)
     if not rows:
         raise BadInput(f"the text holds fewer than {context_length} tokens.")
     return torch.stack(rows)
+
+
+PREPEND_BOS_HELP = ("begin every context with the tokenizer's BOS token, as SAEs trained with SAELens's "
+                    "prepend_bos were; a context then holds --context-length − 1 tokens of text")
+
+
+def bos_token(tokenizer) -> int:
+    """The id a context begins with under `prepend_bos`: the tokenizer's BOS token, or one sentence."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        raise BadInput("the model's tokenizer has no BOS token, so its contexts cannot begin with one; give "
+                       "--no-prepend-bos.")
+    return int(bos)
 
 
 def split_contexts(rows: torch.Tensor, eval_fraction: float = 0.1,

@@ -109,12 +109,12 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         check_fields(raw, {"k": int}, path)
         if not 0 < raw["k"] <= raw["d_sae"]:
             raise BadInput(f"{path}: k must lie in 1 … d_sae ({raw['d_sae']}), not {raw['k']}.")
-        for key, plain in (("normalize_activations", "none"), ("rescale_acts_by_decoder_norm", False),
-                           ("apply_b_dec_to_input", True)):
+        for key, plain in (("rescale_acts_by_decoder_norm", False), ("apply_b_dec_to_input", True)):
             if raw.get(key, plain) != plain:
                 raise BadInput(f"{path}: a TopK SAE with {key} = {raw[key]!r} is not supported (randsae's "
                                  f"TopK SAE has {key} = {plain!r}).")
-        return {**cfg, "architecture": "topk", "k": raw["k"]}, tensors
+        norm = normalization(raw, path, tensors)
+        return {**cfg, "architecture": "topk", "k": raw["k"], "normalization": norm}, tensors
     if architecture == "relu":  # randsae before the SAELens names
         return {**cfg, "architecture": "relu", "standardize": bool(raw.get("standardize", True))}, tensors
     if architecture == "standard":
@@ -130,6 +130,32 @@ def _read_saelens(directory: Path) -> tuple[dict, dict[str, torch.Tensor]]:
                    f"jumprelu, gated, {' and '.join(BATCH_TOPK)} SAEs.")
 
 
+def normalization(raw: dict, path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """How a SAELens SAE's inputs are normalised (`normalize_activations`), honoured as SAELens honours it:
+    the per-token forms (`randsae.sae.normalised`) are returned to be applied around encoding and decoding;
+    one factor for all activations (`expected_average_only_in`) is folded into `tensors` here, from the
+    `norm_scaling_factor` its cfg.json holds (SAELens's registry lists it; SAELens folds it on loading)."""
+    from randsae.sae.normalised import PER_TOKEN
+
+    norm = raw.get("normalize_activations") or "none"
+    if norm == "none" or norm in PER_TOKEN:
+        return norm
+    if norm != "expected_average_only_in":
+        raise BadInput(f"{path}: normalize_activations {norm!r} is not supported; randsae reads none, "
+                       f"{', '.join(PER_TOKEN)} and expected_average_only_in.")
+    factor = raw.get("norm_scaling_factor")
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor < float("inf"):
+        raise BadInput(f"{path}: normalize_activations is expected_average_only_in, and its cfg.json holds no "
+                       "norm_scaling_factor (a positive number) to undo it; add the factor it was trained with "
+                       "(SAELens's registry lists it), or fold it in with SAELens's "
+                       "fold_activation_norm_scaling_factor.")
+    # SAELens's fold: encoding factor × x equals encoding x with W_enc × factor and b_dec / factor
+    tensors["W_enc"] = tensors["W_enc"] * factor
+    tensors["W_dec"] = tensors["W_dec"] / factor
+    tensors["b_dec"] = tensors["b_dec"] / factor
+    return "none"
+
+
 def _extra(raw: dict) -> dict:
     return raw["randsae"] if isinstance(raw.get("randsae"), dict) else {}
 
@@ -139,8 +165,8 @@ def _read_thresholded(path: Path, raw: dict, architecture: str) -> tuple[dict, d
     would save for inference: its batch threshold for every latent). Settings that change the numbers are
     honoured (`apply_b_dec_to_input`) or refused in one sentence, never dropped."""
     batch = architecture in BATCH_TOPK
-    for key, plain in (("normalize_activations", "none"), ("reshape_activations", "none"),
-                       ("rescale_acts_by_decoder_norm", False), ("apply_finetuning_scaling_factor", False)):
+    for key, plain in (("reshape_activations", "none"), ("rescale_acts_by_decoder_norm", False),
+                       ("apply_finetuning_scaling_factor", False)):
         if key == "rescale_acts_by_decoder_norm" and batch:
             continue  # folded into the weights below, as SAELens does when it saves the checkpoint for inference
         if raw.get(key, plain) not in (plain, None):
@@ -165,11 +191,12 @@ def _read_thresholded(path: Path, raw: dict, architecture: str) -> tuple[dict, d
     else:
         kind = architecture
         tensors = load_safetensors(weights, ["W_enc", "W_dec", "b_dec", *ENCODER_TENSORS[kind]])
+    norm = normalization(raw, path, tensors)
     # what twins trained like it need: a BatchTopK SAE's k, a Matryoshka SAE's nested widths
     trained_like = {"batch_k": raw.get("k"), "matryoshka_widths": raw.get("matryoshka_widths")} if batch else {}
     cfg = {"architecture": kind, "d_in": raw["d_in"], "d_sae": raw["d_sae"], "extra": _extra(raw),
            **{key: value for key, value in trained_like.items() if value is not None},
-           "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True),
+           "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True), "normalization": norm,
            # what it was trained as: a BatchTopK SAE randsae saved in its inference form says so
            "saved_as": _extra(raw).get("saved_as", architecture) if kind == "jumprelu" else architecture}
     return cfg, tensors

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from randsae.sae.files import saelens_cfg, write_sae_files
+from randsae.sae.normalised import InputNormalization
 
 
 def sparse_view(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,8 +28,9 @@ def sparse_view(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z.topk(width, dim=-1, sorted=False)
 
 
-class ThresholdSAE(nn.Module):
-    """What JumpReLU and Gated SAEs share: the decoder, the sparse view of their dense latents, saving."""
+class ThresholdSAE(InputNormalization, nn.Module):
+    """What JumpReLU and Gated SAEs share: the decoder, the sparse view of their dense latents, saving, the
+    normalisation of inputs some released SAEs were trained on (`InputNormalization`)."""
 
     architecture = ""
     encoder_tensors: tuple[str, ...] = ()
@@ -51,7 +53,7 @@ class ThresholdSAE(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices), each B × (the batch's largest L0, at least 1): every active latent of each token
         and zeros after them."""
-        return sparse_view(self.encode_dense(x))
+        return sparse_view(self.encode_dense(self.normalised(x)))
 
     @property
     def k(self) -> None:
@@ -60,13 +62,13 @@ class ThresholdSAE(nn.Module):
 
     def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
         out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
-        return out + self.b_dec if bias else out
+        return self.restored(out + self.b_dec) if bias else out
 
     def decode_dense(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode_dense(self.encode_dense(x))
+        return self.restored(self.decode_dense(self.encode_dense(self.normalised(x))))
 
     def dense_latents(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return torch.zeros(len(values), self.num_latents, dtype=values.dtype,
@@ -83,13 +85,15 @@ class ThresholdSAE(nn.Module):
         if self.saved_as != self.architecture:  # SAELens's inference form of a BatchTopK SAE: say what it was
             extra = {**(extra or {}), "saved_as": self.saved_as}
         cfg = saelens_cfg(self.architecture, self.num_inputs, self.num_latents,
-                          apply_b_dec_to_input=self.apply_b_dec_to_input, metadata=metadata, extra=extra)
+                          apply_b_dec_to_input=self.apply_b_dec_to_input,
+                          normalize_activations=self.input_normalization, metadata=metadata, extra=extra)
         return write_sae_files(directory, cfg, self.tensors())
 
     @classmethod
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "ThresholdSAE":
         sae = cls(cfg["d_in"], cfg["d_sae"], cfg.get("apply_b_dec_to_input", True))
         sae.saved_as = cfg.get("saved_as", cls.architecture)
+        sae.input_normalization = cfg.get("normalization", "none")
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"].T)
             for name in ("W_dec", "b_dec", *cls.encoder_tensors):

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from randsae.errors import BadInput
 from randsae.sae.files import read_sae_files, saelens_cfg, write_sae_files, write_sparsify
+from randsae.sae.normalised import InputNormalization
 from randsae.seeding import generator
 
 if TYPE_CHECKING:
@@ -126,8 +127,10 @@ class UnitDecoder(nn.Module):
         self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1)
 
 
-class TopKSAE(UnitDecoder):
-    """A latent's encoder and decoder directions are rows (`UnitDecoder`); k latents are kept per token."""
+class TopKSAE(InputNormalization, UnitDecoder):
+    """A latent's encoder and decoder directions are rows (`UnitDecoder`); k latents are kept per token. A
+    released SAE trained on normalised activations normalises its input (`InputNormalization`); randsae
+    trains on the activations as they are."""
 
     def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
         if not 0 < k <= num_latents:
@@ -137,6 +140,7 @@ class TopKSAE(UnitDecoder):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, indices), each B × k: the k largest activations of each token and their latents."""
+        x = self.normalised(x)
         values, indices = self.pre_activations(x).topk(self.k, dim=-1, sorted=False)
         if torch.is_grad_enabled():
             values = self.selected_activations(x, indices)
@@ -154,6 +158,10 @@ class TopKSAE(UnitDecoder):
 
     def inference(self) -> "TopKSAE":
         return self
+
+    def decode(self, values: torch.Tensor, indices: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        out = super().decode(values, indices, bias)
+        return self.restored(out) if bias else out
 
     def dense_latents(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The B × num_latents latent matrix (for metrics on small batches and for the reference)."""
@@ -173,7 +181,8 @@ class TopKSAE(UnitDecoder):
         `topk` SAE). `metadata`: SAELens metadata (model_name, hook_name, context_size, …); `extra`: what
         randsae records besides, kept under "randsae"."""
         cfg = saelens_cfg("topk", self.num_inputs, self.num_latents, apply_b_dec_to_input=True, k=self.k,
-                          rescale_acts_by_decoder_norm=False, metadata=metadata, extra=extra)
+                          rescale_acts_by_decoder_norm=False, normalize_activations=self.input_normalization,
+                          metadata=metadata, extra=extra)
         return write_sae_files(directory, cfg, {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec,
                                                 "b_dec": self.b_dec})
 
@@ -189,6 +198,7 @@ class TopKSAE(UnitDecoder):
     def from_files(cls, cfg: dict, tensors: dict[str, torch.Tensor]) -> "TopKSAE":
         """An SAE from `read_sae_files`' canonical cfg and tensors."""
         sae = cls(cfg["d_in"], cfg["d_sae"], cfg["k"])
+        sae.input_normalization = cfg.get("normalization", "none")
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"].T)
             for name in ("b_enc", "W_dec", "b_dec"):

@@ -5,6 +5,7 @@ inputs — the study's sizes (`study_scale`), the rates of the machine (`study_r
 import itertools
 import logging
 import os
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,10 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-def preflight(settings: BaselineSettings, plan: bool = False) -> Preflight:
+def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[str] = ()) -> Preflight:
     """Every check that needs no work, before anything is written: the device, the model (its config loads),
     the layers and the context length lie in it, the training settings, the text, the judge, the user's SAEs
-    read its width. One sentence (BadInput) otherwise: a study never finds its own settings wrong minutes in."""
+    read its width. One sentence (BadInput) otherwise: a study never finds its own settings wrong minutes in.
+    With --sae, `settings` takes the input conventions the SAEs were trained with where `given` (the settings
+    the user gave) does not name them (`adopt_conventions`)."""
     from randsae.config import resolve_device
     from randsae.lm.activations import parse_layers
     from randsae.lm.models import load_config, read_device_map
@@ -46,9 +49,7 @@ def preflight(settings: BaselineSettings, plan: bool = False) -> Preflight:
     resolve_device(settings.device)
     read_device_map(settings.device_map)
     if settings.sae is not None:  # a name that cannot be had is said before the model is loaded
-        from randsae.sae.names import resolve
-
-        resolve(settings.sae)
+        adopt_conventions(settings, sae_conventions(settings), given)
     config = load_config(settings.model, settings.revision)
     num_layers, d_model = config.num_hidden_layers, config.hidden_size
     limit = getattr(config, "max_position_embeddings", None)
@@ -136,17 +137,51 @@ def check_judge(settings: BaselineSettings) -> None:
         load_config(options["llm"])
 
 
-def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
+def user_saes(settings: BaselineSettings) -> tuple[Path, dict[int, Path]]:
+    """(the --sae directory, {layer: its SAE's directory})."""
     from randsae.lm.sae_run import foreign_layers, trained_layers
-    from randsae.sae.files import read_sae_files
     from randsae.sae.names import resolve
 
     assert settings.sae is not None
     sae_dir = resolve(settings.sae)
     if not sae_dir.exists():
         raise FileNotFoundError(f"--sae {sae_dir} does not exist.")
-    found = trained_layers(sae_dir) if (sae_dir / "config.json").is_file() else foreign_layers(
+    return sae_dir, trained_layers(sae_dir) if (sae_dir / "config.json").is_file() else foreign_layers(
         sae_dir, settings.layers)
+
+
+def sae_conventions(settings: BaselineSettings):
+    """The input conventions every one of the --sae SAEs records (they must agree)."""
+    from randsae.lm.sae_run import input_conventions
+
+    sae_dir, found = user_saes(settings)
+    seen = {input_conventions(io.read_json(path / "cfg.json"), path) for path in found.values()}
+    if len(seen) > 1:
+        raise BadInput(f"the SAEs in {sae_dir} were trained on differently made inputs "
+                       f"({'; '.join(sorted(c.describe() for c in seen))}); give SAEs made one way.")
+    return seen.pop()
+
+
+def adopt_conventions(settings: BaselineSettings, conventions, given: Collection[str]) -> None:
+    """Every arm's contexts made as the user's SAEs' were: BOS first or not, and their length, unless the user
+    said otherwise (then a warning: the SAEs are measured on inputs unlike their training inputs)."""
+    for name, value in (("prepend_bos", conventions.prepend_bos), ("context_length", conventions.context_size)):
+        flag = "--" + name.replace("_", "-")
+        if value is None or getattr(settings, name) == value:
+            continue
+        if name in given:
+            log.warning("the SAEs of --sae %s were trained with %s %s, but the study makes every arm's contexts "
+                        "with %s %s, as asked: they are measured on inputs unlike those they learnt from",
+                        settings.sae, flag, value, flag, getattr(settings, name))
+            continue
+        log.info("--sae %s was trained with %s %s: every arm's contexts are made so", settings.sae, flag, value)
+        setattr(settings, name, value)
+
+
+def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
+    from randsae.sae.files import read_sae_files
+
+    sae_dir, found = user_saes(settings)
     shapes = set()
     for path in found.values():
         cfg, _ = read_sae_files(path)

@@ -78,13 +78,20 @@ def copy_figures(out: Path) -> dict[str, Path]:
     return found
 
 
+def text_conventions(s: dict) -> str:
+    """How every arm's inputs were made: the text, the contexts (BOS first or not), and where they came from."""
+    bos = "each beginning with the BOS token" if s.get("prepend_bos") else "no BOS token prepended"
+    taken = " (from the --sae SAEs' cfg.json where it says and no flag did)" if s.get("sae") else ""
+    return f"{s['dataset']}, contexts of {s['context_length']} tokens, {bos}{taken}"
+
+
 def settings_rows(study: Study) -> list[tuple[str, str]]:
     s = study.config["settings"]
     layers = ", ".join(str(x) for x in study.config.get("layers", []))
     judge = JudgeSettings(**s["judge"]).describe()
     return [("model", s["model"] + (f" @ {s['revision']}" if s.get("revision") else "")),
             ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
-            ("text", f"{s['dataset']}, contexts of {s['context_length']} tokens"),
+            ("text", text_conventions(s)),
             ("training tokens per variant", training_tokens(study)),
             ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
             ("training recipe", recipe_text(study)),

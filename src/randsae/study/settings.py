@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from randsae import io, runs
 from randsae.config import parse_count
 from randsae.errors import BadInput, check_seed
-from randsae.lm.text import PAPER_CORPUS
+from randsae.lm.text import PAPER_CORPUS, PREPEND_BOS_HELP
 from randsae.lm.variants import VARIANTS
 from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
 from randsae.settings import setting
@@ -49,7 +49,9 @@ class BaselineSettings:
         "(one that ships a loading script is read from its data files)"))
     dataset_config: str | None = setting(None, help="the data set's configuration", shown="none")
     text_column: str = setting("text", help="the data set's column of text")
-    context_length: int = setting(256, help="tokens per context")
+    context_length: int = setting(256, help="tokens per context", shown="256, or your --sae's context size")
+    prepend_bos: bool | None = setting(None, help=PREPEND_BOS_HELP, shown="as your --sae's cfg.json says; off "
+                                                                          "otherwise")
     tokens: int = setting(100_000_000, parse=parse_count, help="training tokens per variant",
                           shown="100M")
     cache: bool | None = setting(None, help=(

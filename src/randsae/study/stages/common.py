@@ -22,4 +22,4 @@ def source_of(study: StudyState, unit: str):
     return Source(model=s.model, revision=s.revision, variant=variant, seed=seed_of(study, unit),
                   dataset=s.dataset,
                   dataset_config=s.dataset_config, text_column=s.text_column, context_length=s.context_length,
-                  tokens=s.tokens)
+                  tokens=s.tokens, prepend_bos=bool(s.prepend_bos))
