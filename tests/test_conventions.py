@@ -101,8 +101,7 @@ def test_a_source_with_bos_gives_every_context_a_bos_token(tiny_dir):
 
 def test_a_study_takes_the_released_saes_bos_and_context_size_unless_told_otherwise(tiny_dir, tmp_path, caplog):
     from randsae.study.preflight import preflight
-    from randsae.study.report import text_conventions
-    from randsae.study.settings import settings_for
+    from randsae.study.settings import settings_for, text_conventions
 
     sae = released(tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post", "prepend_bos": True,
                                                "context_size": 48})

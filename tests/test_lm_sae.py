@@ -196,3 +196,18 @@ def test_the_documented_100k_command_beats_pca_with_k_components_without_tuning(
     (row,) = read_rows(eval_dir / "results.csv")
     assert float(row["explained_variance"]) > float(row["pca_explained_variance"]), row
     assert float(row["ce_loss_score"]) > 0.5 and row["below_baseline"] == "", row
+
+def test_fit_tokens_reach_the_training_sample_kept_on_the_fly(tiny_dir, tmp_path):
+    """`--fit-tokens` sizes the sample an on-the-fly run keeps for its baselines (it was kept at the default
+    whatever was asked), in `lm train` and in a --no-cache study's training settings."""
+    from randsae.config import FIT_TOKENS
+    from randsae.study.settings import Preflight, settings_for, train_config_for
+
+    out = tmp_path / "fly"
+    assert main(["-q", "lm", "train", "--model", str(tiny_dir), "--tokens", "4096", "--context-length", "64",
+                 "--layers", "1", *TRAIN, "--fit-tokens", "1000", "--no-check", "--out", str(out)]) == 0
+    assert load_file(str(out / "train_sample.safetensors"))["tokens"].shape == (16, 64)  # 1,024 ≥ 1,000
+    assert json.loads((out / "config.json").read_text())["train"]["fit_tokens"] == 1000
+    settings = settings_for("demo", {"model": str(tiny_dir), "cache": False, "fit_tokens": 2 * FIT_TOKENS})
+    config, _ = train_config_for(settings, Preflight([1], 32), "trained")
+    assert config.fit_tokens == 2 * FIT_TOKENS

@@ -36,6 +36,10 @@ def parse_coefficients(text: str) -> list[float]:
 
 # above this an L1 coefficient's gradient, squared by Adam, overflows float32 (3.4e38) and training stops moving
 MAX_COEFFICIENT = 1e15
+# the sizes of the samples measured beside every SAE, by default (declared once: the flags and presets read them)
+FIT_TOKENS = 64_000  # training tokens an SAE's baselines are fitted on (and its training EV measured on)
+EVAL_TOKENS = 64_000  # held-out tokens the quality eval reads at most
+PROBE_TOKENS = 64_000  # training and held-out tokens the k-sparse probes are fitted and tested on
 
 
 def check_coefficients(values: list[float], given: object) -> None:

@@ -20,13 +20,12 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from randsae import io, runs
-from randsae.config import resolve_device
+from randsae.config import EVAL_TOKENS, FIT_TOKENS, resolve_device
 from randsae.errors import BadInput
 from randsae.lm.activations import open_cache
 from randsae.lm.quality import Sample, below_baselines, cache_sample, evaluate_batch, fit_baselines, model_sample
 from randsae.lm.sae_run import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.source import (
-    FIT_TOKENS,
     HELD_OUT_FILE,
     TRAIN_SAMPLE_FILE,
     check_same_source,
@@ -73,7 +72,7 @@ def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model,
             f"the first training contexts of {sae_dir}, through the model")
 
 
-def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = 64_000,
+def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = EVAL_TOKENS,
              batch_size: int = 4, device: str = "auto", progress: bool = True,
              fit_tokens: int = FIT_TOKENS, group_layers: int | None = None) -> list[EvalRow]:
     """Evaluate every layer of `sae_dir` not yet in OUT/results.csv, with its baselines fitted on `fit_tokens`

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from randsae import runs
-from randsae.config import parse_count, resolve_device
+from randsae.config import PROBE_TOKENS, parse_count, resolve_device
 from randsae.errors import BadInput, check_seed
 from randsae.experiments.lm_eval import training_sample
 from randsae.lm.activations import residual_stream
@@ -78,9 +78,10 @@ class ProbeSettings:
         "your labelled texts, probed as the family 'data': a .jsonl or .csv file of text and label, or hf:NAME "
         "for a Hugging Face data set with those columns (one task per class; each text mean-pooled)"),
         shown="none")
-    probe_train_tokens: int = setting(64_000, parse=parse_count, help=(
+    probe_train_tokens: int = setting(PROBE_TOKENS, parse=parse_count, help=(
         "training tokens (the SAEs' own training sample) the probes are fitted on"))
-    probe_test_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens the probes are tested on")
+    probe_test_tokens: int = setting(PROBE_TOKENS, parse=parse_count,
+                                     help="held-out tokens the probes are tested on")
     probe_train_examples: int = setting(4000, help="balanced training examples per task at most (SAEBench's)")
     probe_test_examples: int = setting(1000, help="balanced held-out examples per task at most (SAEBench's)")
     probe_min_examples: int = setting(20, help=(

@@ -26,8 +26,8 @@ from randsae.lm.activations import check_activations, open_cache, parse_layers, 
 from randsae.lm.quality import Sample, cache_sample, held_out_checks, kept_tokens, model_sample
 from randsae.lm.sae_run import layer_directory, trained_layers
 from randsae.lm.source import (
-    FIT_TOKENS,
     HELD_OUT_FILE,
+    RECORDED_BEFORE,
     TRAIN_SAMPLE_FILE,
     Source,
     check_token_ids,
@@ -63,7 +63,8 @@ def prepare_output(out: Path, config: TopKTrainConfig, source: dict, layers: lis
     if previous is not None:
         check_fields(previous, {"train": dict, "source": dict}, out / "config.json")
         # a setting an older run did not record had its default then (the dictionary: trained)
-        previous = {**previous, "train": {**json_round_trip(asdict(TopKTrainConfig())), **previous["train"]}}
+        previous = {**previous, "train": {**json_round_trip(asdict(TopKTrainConfig())), **previous["train"]},
+                    "source": {**RECORDED_BEFORE, **previous["source"]}}
         for part in ("train", "source"):
             if previous.get(part) != settings[part]:
                 raise BadInput(f"{out} holds SAEs trained with other {part} settings; choose another --out.")
@@ -82,7 +83,7 @@ def write_record(out: Path, config: TopKTrainConfig, source: dict, held_out: tor
     if not (out / HELD_OUT_FILE).exists():
         write_held_out(out, held_out)
     if train is not None and not (out / TRAIN_SAMPLE_FILE).exists():
-        write_train_sample(out, train)
+        write_train_sample(out, train, config.fit_tokens)
 
 
 class Progress:
@@ -340,7 +341,7 @@ def train_from_cache(acts: str | Path, layers: str, config: TopKTrainConfig, out
                     curves.after_step(layer, trainer)
             if curves is not None:
                 curves.finish(layer, trainer)
-            sample = cache_sample(cache, [layer], FIT_TOKENS)
+            sample = cache_sample(cache, [layer], config.fit_tokens)
             checked = check_against_pca(model if check else None, {layer: trainer.sae}, held_out, token_filter,
                                         world.device, schedule, sample, {layer: bar.fvu.get(layer)})
             write_record(out, config, source, held_out, world, schedule)
@@ -402,7 +403,7 @@ def train_from_model(source: Source, layers: str, config: TopKTrainConfig, out: 
                 residual_stream(model, world.shard(batch).to(world.device), todo, on_output=train_on)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
         checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule,
-                                     model_sample(model, train, list(saes), world.device, FIT_TOKENS))
+                                     model_sample(model, train, list(saes), world.device, config.fit_tokens))
                    if check and world.is_main else {})
         write_record(out, config, manifest, held_out, world, schedule, train)
         for layer, trainer in trainers.items():
@@ -470,7 +471,7 @@ def train_dealt_from_model(source: Source, layers: str, config: TopKTrainConfig,
                     curves.after_step(layer, trainer)
         saes = {layer: trainer.sae for layer, trainer in trainers.items()}
         checked = (check_against_pca(model, saes, held_out, token_filter, world.device, schedule,
-                                     model_sample(model, train, list(saes), world.device, FIT_TOKENS))
+                                     model_sample(model, train, list(saes), world.device, config.fit_tokens))
                    if check else {})
         for layer, trainer in trainers.items():
             if curves is not None:

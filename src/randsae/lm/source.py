@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from randsae.config import FIT_TOKENS
 from randsae.errors import BadInput
 from randsae.io import atomic_write, load_safetensors
 
@@ -21,7 +22,6 @@ log = logging.getLogger(__name__)
 HELD_OUT_FILE = "held_out.safetensors"
 # the first training contexts of an on-the-fly run, kept so that its baselines can be fitted where it was fitted
 TRAIN_SAMPLE_FILE = "train_sample.safetensors"
-FIT_TOKENS = 64_000  # training tokens the baselines are fitted on, by default
 # what must agree between an SAE run's recorded source and an activation cache given for it
 SOURCE_KEYS = ("model", "revision", "variant", "seed", "dataset", "dataset_config", "split", "context_length",
                "prepend_bos")

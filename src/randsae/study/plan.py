@@ -17,6 +17,7 @@ k-sparse rows being negligible beside it), encoding 2 × d × L.
 import math
 from dataclasses import dataclass
 
+from randsae.config import FIT_TOKENS, PROBE_TOKENS
 from randsae.resources import FLOAT_BYTES, format_bytes
 from randsae.settings import setting
 from randsae.study.machines import Machine
@@ -159,13 +160,13 @@ class Scale:
     judged: int  # of them, explained and scored by the judge
     ranks: int
     split: int = 1  # the devices the model is split across (--device-map)
-    fit_tokens: int = 64_000  # the training tokens each arm's baselines are fitted on
+    fit_tokens: int = FIT_TOKENS  # the training tokens each arm's baselines are fitted on
     judge_bytes: int = 0  # a local judge's peak on its device (`judge_bytes`); 0 behind a server
     host_bytes: int = 0  # a model split across devices: made whole on the CPU with its twin first
     autointerp: bool = True  # --scorers names a latent scorer: the autointerp stage runs
     probing: bool = False  # --scorers names probing or absorption: the probing stage runs
-    probe_train_tokens: int = 64_000
-    probe_test_tokens: int = 64_000
+    probe_train_tokens: int = PROBE_TOKENS
+    probe_test_tokens: int = PROBE_TOKENS
 
 
 def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:

@@ -21,6 +21,7 @@ from randsae.autointerp.clients import JudgeSettings
 from randsae.study.browser import LatentCard, browser_html, fmt, read_cards
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.records import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
+from randsae.study.settings import text_conventions
 from randsae.study.summaries import (
     PROBE_NOTE,
     SEPARATION_NOTE,
@@ -76,13 +77,6 @@ def copy_figures(out: Path) -> dict[str, Path]:
             shutil.copyfile(source, figures / f"{name}.png")
             found[name] = figures / f"{name}.png"
     return found
-
-
-def text_conventions(s: dict) -> str:
-    """How every arm's inputs were made: the text, the contexts (BOS first or not), and where they came from."""
-    bos = "each beginning with the BOS token" if s.get("prepend_bos") else "no BOS token prepended"
-    taken = " (from the --sae SAEs' cfg.json where it says and no flag did)" if s.get("sae") else ""
-    return f"{s['dataset']}, contexts of {s['context_length']} tokens, {bos}{taken}"
 
 
 def settings_rows(study: Study) -> list[tuple[str, str]]:

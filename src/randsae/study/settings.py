@@ -2,12 +2,13 @@
 from it), the presets, what the preflight found (`Preflight`), and the settings a unit's stages derive from them
 (its SAEs' training, the judge, the scorers). The bottom of `randsae.study`: nothing here imports the stages."""
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from randsae import io, runs
-from randsae.config import parse_count
+from randsae.config import EVAL_TOKENS, FIT_TOKENS, parse_count
 from randsae.errors import BadInput, check_seed
 from randsae.lm.text import PAPER_CORPUS, PREPEND_BOS_HELP
 from randsae.lm.variants import VARIANTS
@@ -75,9 +76,9 @@ class BaselineSettings:
     lr: float | None = setting(None, help="learning rate", shown="the budget rule")
     skip_positions: int = setting(0, help="as `lm train --skip-positions`")
     max_norm_ratio: float | None = setting(None, help="as `lm train --max-norm-ratio`", shown="none")
-    eval_tokens: int = setting(64_000, parse=parse_count, help="held-out tokens for the quality eval",
+    eval_tokens: int = setting(EVAL_TOKENS, parse=parse_count, help="held-out tokens for the quality eval",
                                shown="64k")
-    fit_tokens: int = setting(64_000, parse=parse_count, help=(
+    fit_tokens: int = setting(FIT_TOKENS, parse=parse_count, help=(
         "training tokens each arm's baselines (PCA-k, token lookup) are fitted on and its SAEs' training "
         "explained variance is measured on"))
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
@@ -175,6 +176,14 @@ PRESETS = {
 }
 
 
+def text_conventions(s: dict) -> str:
+    """How every arm's inputs were made (the report's "text" row), from a study's recorded settings: the text,
+    the contexts (BOS first or not), and where that came from."""
+    return (f"{s['dataset']}, contexts of {s['context_length']} tokens, " + ("each beginning with the BOS token" if
+            s.get("prepend_bos") else "no BOS token prepended") + (" (from the --sae SAEs' cfg.json where it says "
+                                                                  "and no flag did)" if s.get("sae") else ""))
+
+
 def settings_for(preset: str, overrides: dict) -> BaselineSettings:
     if preset not in PRESETS:
         raise BadInput(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}.")
@@ -198,10 +207,16 @@ def paper_layers(num_layers: int, parameters: float) -> list[int]:
     return list(range(0, num_layers, step))
 
 
-NEW_SETTINGS = {"probing": {},
-                "dictionaries": ["trained"], "dictionaries_on_twins": False, "dictionary_cone": DEFAULT_CONE,
-                "twin_sae": "same", "architecture": "topk", "model_dtype": "float32", "device_map": None,
-                "fit_tokens": 64_000}
+# the settings an older study did not record: read with their defaults
+NEW_SETTINGS = ("probing", "dictionaries", "dictionaries_on_twins", "dictionary_cone", "twin_sae", "architecture",
+                "model_dtype", "device_map", "fit_tokens", "prepend_bos")
+
+
+def default_settings(names: tuple[str, ...]) -> dict:
+    """{name: its default} of BaselineSettings' fields `names`."""
+    fields = {f.name: f for f in dataclasses.fields(BaselineSettings)}
+    return {name: fields[name].default_factory() if fields[name].default is dataclasses.MISSING  # type: ignore[misc]
+            else fields[name].default for name in names}
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:
@@ -209,7 +224,7 @@ def check_out(out: Path, settings: BaselineSettings) -> None:
     previous = runs.previous_record(out, "baseline")
     if previous is not None:
         if isinstance(previous.get("settings"), dict):  # what an older study did not record had its default
-            previous = {**previous, "settings": {**NEW_SETTINGS, **previous["settings"]}}
+            previous = {**previous, "settings": {**default_settings(NEW_SETTINGS), **previous["settings"]}}
         if previous.get("study") != STUDY:
             raise BadInput(f"{out} holds the output of another command ({out / 'config.json'}); choose another "
                            "--out.")
@@ -247,7 +262,7 @@ def train_config_for(s: BaselineSettings, check: Preflight, unit: str, architect
                              architecture=architecture, layer_l0=layer_l0, matryoshka_widths=check.sae_widths,
                              recipe=s.recipe,
                              seed=s.seed + parse_unit(unit)[1], dictionary=split_arm(parse_unit(unit)[0])[1],
-                             dictionary_cone=s.dictionary_cone,
+                             dictionary_cone=s.dictionary_cone, fit_tokens=s.fit_tokens,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
                              **{k: v for k, v in given.items() if v is not None})
     config.validate()

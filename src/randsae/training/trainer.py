@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from randsae.config import parse_count
+from randsae.config import FIT_TOKENS, parse_count
 from randsae.distributed import World
 from randsae.errors import BadInput, check_seed, check_terminated
 from randsae.sae import dictionaries as D
@@ -71,6 +71,9 @@ class TopKTrainConfig:
                                           "every metric (0: none, the paper's)")
     max_norm_ratio: float | None = setting(None, shown="none, the paper's",
                                            help="leave out tokens whose norm is above this × their batch's median")
+    fit_tokens: int = setting(FIT_TOKENS, parse=parse_count, help=(
+        "training tokens kept beside an on-the-fly run's SAEs, on which `lm eval` fits their baselines and "
+        "measures their training explained variance (a cached run reads its cache)"), shown="64k")
     curve_points: int = setting(8, help="points of each SAE's learning curve (OUT/curve.csv): measured after the "
                                         "last step and halving back from it (0: none)")
     curve_tokens: int = setting(8192, parse=parse_count, help="held-out tokens, and training tokens, each point "
