@@ -126,3 +126,38 @@ def test_a_study_takes_the_released_saes_bos_and_context_size_unless_told_otherw
     mixed = settings_for("demo", {"model": str(tiny_dir), "sae": str(both), "layers": "all"})
     with pytest.raises(BadInput, match="were trained on differently made inputs"):
         preflight(mixed, plan=True)
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+def test_twins_train_on_inputs_normalised_as_the_released_saes_were(tiny_dir, tmp_path, architecture):
+    """`--input-normalization` (what a study sets from a released SAE's): the SAE trains on normalised
+    activations, records it as SAELens does, and SAELens's own loader gives its numbers."""
+    from randsae.cli import main
+
+    out = tmp_path / "twin"
+    assert main(["-q", "lm", "train", "--model", str(tiny_dir), "--tokens", "2048", "--context-length", "32",
+                 "--layers", "1", "--k", "4", "--expansion", "2", "--batch-size", "256", "--architecture",
+                 architecture, "--input-normalization", "constant_norm_rescale", "--no-check", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    cfg = json.loads((out / "layer.1" / "cfg.json").read_text())
+    assert cfg["normalize_activations"] == "constant_norm_rescale"
+    ours, x = load_language_sae(out / "layer.1"), activations()
+    assert ours.input_normalization == "constant_norm_rescale"
+    if architecture == "topk":  # SAELens reads a BatchTopK training checkpoint only through its own trainer
+        with torch.no_grad():
+            assert torch.allclose(ours.decode(*ours.encode(x)), SAE.load_from_disk(str(out / "layer.1"))(x),
+                                  atol=1e-4)
+    assert main(["lm", "train", "--model", str(tiny_dir), "--input-normalization", "whiten", "--out",
+                 str(tmp_path / "bad")]) == 2
+
+
+def test_a_study_trains_its_twins_with_the_released_saes_normalisation(tiny_dir, tmp_path):
+    from randsae.study.preflight import preflight
+    from randsae.study.settings import settings_for, train_config_for
+
+    sae = released(tmp_path / "sae", normalize_activations="layer_norm",
+                   metadata={"hook_name": "blocks.1.hook_resid_post"})
+    settings = settings_for("demo", {"model": str(tiny_dir), "sae": str(sae), "layers": "1"})
+    check = preflight(settings, plan=True)
+    assert check.sae_normalization == "layer_norm"
+    assert train_config_for(settings, check, "control")[0].input_normalization == "layer_norm"

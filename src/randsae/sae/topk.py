@@ -48,10 +48,11 @@ def initial_weights(num_inputs: int, num_latents: int, seed: int) -> tuple[torch
     return w_enc, w_enc * torch.linalg.vector_norm(w_enc, dim=1, keepdim=True).clamp_min_(EPS).reciprocal_()
 
 
-class UnitDecoder(nn.Module):
+class UnitDecoder(InputNormalization, nn.Module):
     """What every SAE the trainer trains shares: W_enc and W_dec, both num_latents × num_inputs (a latent's
-    encoder and decoder directions are rows), b_enc and b_dec, decoder rows kept at unit norm, and the seed
-    a random dictionary is drawn from (`randsae.sae.dictionaries`)."""
+    encoder and decoder directions are rows), b_enc and b_dec, decoder rows kept at unit norm, the seed
+    a random dictionary is drawn from (`randsae.sae.dictionaries`), and the normalisation of its inputs
+    (`InputNormalization`: none, unless it is trained as a released SAE was)."""
 
     def __init__(self, num_inputs: int, num_latents: int, seed: int = 0):
         super().__init__()
@@ -127,10 +128,8 @@ class UnitDecoder(nn.Module):
         self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1)
 
 
-class TopKSAE(InputNormalization, UnitDecoder):
-    """A latent's encoder and decoder directions are rows (`UnitDecoder`); k latents are kept per token. A
-    released SAE trained on normalised activations normalises its input (`InputNormalization`); randsae
-    trains on the activations as they are."""
+class TopKSAE(UnitDecoder):
+    """A latent's encoder and decoder directions are rows (`UnitDecoder`); k latents are kept per token."""
 
     def __init__(self, num_inputs: int, num_latents: int, k: int, seed: int = 0):
         if not 0 < k <= num_latents:

@@ -199,6 +199,7 @@ def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
             raise BadInput(f"the SAE in {path} has {cfg['d_sae']} latents, not a multiple of its {cfg['d_in']} "
                              "inputs; the twins' expansion would not match.")
         widths = cfg.get("matryoshka_widths")
+        check.sae_normalization = cfg.get("normalization", "none")  # one for all of them (`sae_conventions`)
         shapes.add((architecture, cfg.get("k") or cfg.get("batch_k"), cfg["d_sae"] // cfg["d_in"],
                     tuple(widths) if widths else None))
     if settings.layers not in ("all", "paper"):

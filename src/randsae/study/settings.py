@@ -248,6 +248,7 @@ class Preflight:
     sae_expansion: int | None = None
     sae_architecture: str | None = None  # SAELens's name: topk, jumprelu, gated, batchtopk, matryoshka_batchtopk
     sae_widths: list[int] | None = None  # a Matryoshka SAE's nested widths
+    sae_normalization: str = "none"  # the per-token normalisation of their inputs (SAELens's layer_norm, …)
     shape: "ModelShape | None" = None  # the model's sizes (randsae.study.plan), for the plan
 
 
@@ -263,6 +264,7 @@ def train_config_for(s: BaselineSettings, check: Preflight, unit: str, architect
                              recipe=s.recipe,
                              seed=s.seed + parse_unit(unit)[1], dictionary=split_arm(parse_unit(unit)[0])[1],
                              dictionary_cone=s.dictionary_cone, fit_tokens=s.fit_tokens,
+                             input_normalization=check.sae_normalization,
                              skip_positions=s.skip_positions, max_norm_ratio=s.max_norm_ratio,
                              **{k: v for k, v in given.items() if v is not None})
     config.validate()

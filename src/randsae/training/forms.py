@@ -196,6 +196,7 @@ class JumpReLUTraining(UnitDecoder):
         with torch.no_grad():
             for name in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"):
                 getattr(sae, name).copy_(getattr(self, name))
+        sae.input_normalization = self.input_normalization
         return sae
 
     def save(self, directory: str | Path, metadata: dict | None = None, extra: dict | None = None) -> Path:
@@ -271,6 +272,7 @@ class BatchTopKTraining(UnitDecoder):
                 getattr(sae, name).copy_(getattr(self, name))
             sae.threshold.fill_(max(0.0, float(self.threshold)))
         sae.saved_as = self.architecture
+        sae.input_normalization = self.input_normalization
         return sae
 
     def save(self, directory: str | Path, metadata: dict | None = None, extra: dict | None = None) -> Path:
@@ -280,7 +282,7 @@ class BatchTopKTraining(UnitDecoder):
         if self.widths is not None:
             fields["matryoshka_widths"] = self.widths
         cfg = saelens_cfg(self.architecture, self.num_inputs, self.num_latents, apply_b_dec_to_input=True,
-                          metadata=metadata, extra=extra, **fields)
+                          normalize_activations=self.input_normalization, metadata=metadata, extra=extra, **fields)
         tensors = {"W_enc": self.W_enc.T, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec,
                    "topk_threshold": self.threshold.clamp(min=0).reshape(())}
         return write_sae_files(directory, cfg, tensors)

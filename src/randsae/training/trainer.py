@@ -18,6 +18,7 @@ from randsae.distributed import World
 from randsae.errors import BadInput, check_seed, check_terminated
 from randsae.sae import dictionaries as D
 from randsae.sae.dictionaries import DEFAULT_CONE, check_dictionary
+from randsae.sae.normalised import PER_TOKEN
 from randsae.sae.topk import TopKSAE, UnitDecoder
 from randsae.seeding import generator
 from randsae.settings import setting
@@ -74,6 +75,9 @@ class TopKTrainConfig:
     fit_tokens: int = setting(FIT_TOKENS, parse=parse_count, help=(
         "training tokens kept beside an on-the-fly run's SAEs, on which `lm eval` fits their baselines and "
         "measures their training explained variance (a cached run reads its cache)"), shown="64k")
+    input_normalization: str = setting("none", help=(
+        "none, layer_norm or constant_norm_rescale: each activation normalised before the SAE sees it and its "
+        "reconstruction mapped back (SAELens's normalize_activations; a study sets it from a released SAE's)"))
     curve_points: int = setting(8, help="points of each SAE's learning curve (OUT/curve.csv): measured after the "
                                         "last step and halving back from it (0: none)")
     curve_tokens: int = setting(8192, parse=parse_count, help="held-out tokens, and training tokens, each point "
@@ -111,6 +115,9 @@ class TopKTrainConfig:
         recipes.check_training_values({name: getattr(self, name) for name in RECIPE_FIELDS})
         if self.skip_positions < 0:
             raise BadInput(f"skip_positions must not be negative, not {self.skip_positions}.")
+        if self.input_normalization not in ("none", *PER_TOKEN):
+            raise BadInput(f"input_normalization must be one of none, {', '.join(PER_TOKEN)}, not "
+                           f"{self.input_normalization!r}.")
         ratio = self.max_norm_ratio
         if ratio is not None and not (ratio > 0 and math.isfinite(ratio)):
             raise BadInput(f"max_norm_ratio must be positive and finite, not {self.max_norm_ratio}.")
@@ -148,7 +155,13 @@ class TopKTrainConfig:
         return self.target_l0 if self.architecture == "jumprelu" and self.target_l0 is not None else self.k
 
     def new_sae(self, d_model: int, layer: int, seed: int, latents: int | None = None):
-        """An untrained SAE of this architecture for `layer` (`expansion` × d_model latents, or `latents`)."""
+        """An untrained SAE of this architecture for `layer` (`expansion` × d_model latents, or `latents`),
+        normalising its inputs as `input_normalization` says."""
+        sae = self.untrained_sae(d_model, layer, seed, latents)
+        sae.input_normalization = self.input_normalization
+        return sae
+
+    def untrained_sae(self, d_model: int, layer: int, seed: int, latents: int | None = None):
         latents, sparsity = latents or self.expansion * d_model, self.sparsity(layer)
         if self.architecture == "jumprelu":
             return JumpReLUTraining(d_model, latents, sparsity, seed=seed, bandwidth=self.jumprelu_bandwidth)
@@ -263,6 +276,7 @@ class TopKTrainer:
         x = x.to(self.world.device, torch.float32)
         if not torch.isfinite(x).all():
             raise BadInput("the activations hold NaN or infinite values; an SAE cannot be trained on them.")
+        x = self.sae.normalised(x)  # what it is trained on: its inputs as it will see them (none: as they are)
         with torch.no_grad():  # the global batch's mean and Σ (x − mean)², from per-rank sums
             stats = self.world.all_sum(torch.cat([x.sum(0), x.square().sum(0), x.new_tensor([len(x)])]))
             d = x.shape[1]
