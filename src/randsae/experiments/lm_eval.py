@@ -23,16 +23,14 @@ from randsae import io, runs
 from randsae.config import EVAL_TOKENS, FIT_TOKENS, resolve_device
 from randsae.errors import BadInput
 from randsae.lm.activations import open_cache
-from randsae.lm.quality import Sample, below_baselines, cache_sample, evaluate_batch, fit_baselines, model_sample
+from randsae.lm.quality import below_baselines, evaluate_batch, fit_baselines, training_sample
 from randsae.lm.sae_run import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.source import (
     HELD_OUT_FILE,
-    TRAIN_SAMPLE_FILE,
     check_same_source,
     check_token_ids,
     load_variant,
     read_held_out,
-    read_train_sample,
 )
 from randsae.lm.token_filter import TokenFilter
 from randsae.lm.variants import restart_draws
@@ -52,24 +50,6 @@ def read_run(sae_dir: Path, acts: str | Path | None) -> tuple[dict, torch.Tensor
         return source, read_held_out(sae_dir)
     check_same_source(source, open_cache(acts).manifest, sae_dir, acts)
     return source, read_held_out(acts)
-
-
-def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model, layers: list[int],
-                    tokens: int, device: torch.device) -> tuple[Sample | None, str]:
-    """(a sample of what the SAEs were fitted on, what it is): the first `tokens` tokens of the cache they
-    trained on (or `acts`, checked to be of the same source), or the first contexts an on-the-fly run trained
-    on through the model; None where neither is at hand."""
-    cache_dir = acts or source.get("acts")
-    if cache_dir and (Path(cache_dir) / "manifest.json").is_file():
-        cache = open_cache(cache_dir)
-        if set(layers) <= set(cache.layers):
-            return cache_sample(cache, layers, tokens), f"the first of the cache {cache_dir}"
-    contexts = read_train_sample(sae_dir)
-    if contexts is None:
-        return None, "no sample of the training tokens"
-    check_token_ids(contexts, model, sae_dir / TRAIN_SAMPLE_FILE)
-    return (model_sample(model, contexts, layers, device, tokens),
-            f"the first training contexts of {sae_dir}, through the model")
 
 
 def evaluate(sae_dir: str | Path, out: Path, acts: str | Path | None = None, max_tokens: int = EVAL_TOKENS,

@@ -24,10 +24,9 @@ from tqdm.auto import tqdm
 from randsae import runs
 from randsae.config import PROBE_TOKENS, parse_count, resolve_device
 from randsae.errors import BadInput, check_seed
-from randsae.experiments.lm_eval import training_sample
 from randsae.lm.activations import residual_stream
 from randsae.lm.probe_tasks import FAMILIES, Task, data_tasks, read_probe_data, token_tasks, token_texts
-from randsae.lm.quality import model_sample
+from randsae.lm.quality import model_sample, training_sample
 from randsae.lm.sae_run import arm_of, read_source, read_train_settings, trained_layers
 from randsae.lm.source import HELD_OUT_FILE, check_token_ids, load_variant, read_held_out
 from randsae.lm.token_filter import TokenFilter

@@ -9,10 +9,12 @@ Tokens a `TokenFilter` leaves out are left out of every metric, and the splices 
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from randsae.lm.activations import ActivationCache, residual_stream
+from randsae.lm.activations import ActivationCache, open_cache, residual_stream
+from randsae.lm.source import TRAIN_SAMPLE_FILE, check_token_ids, read_train_sample
 from randsae.lm.splice import kl_from_clean, log_probs, logits_and_outputs, next_token_loss, replaced_block_output
 from randsae.lm.token_filter import TokenFilter
 from randsae.metrics import FittedBaselines, TokenQuality, TrainingFit
@@ -189,3 +191,21 @@ def below_baselines(row) -> str:
     if number("ce_loss_score") < 0:
         flags.append(f"CE loss score {number('ce_loss_score'):.3f} < 0")
     return "; ".join(flags)
+
+
+def training_sample(sae_dir: Path, source: dict, acts: str | Path | None, model, layers: list[int],
+                    tokens: int, device: torch.device) -> tuple[Sample | None, str]:
+    """(a sample of what the SAEs were fitted on, what it is): the first `tokens` tokens of the cache they
+    trained on (or `acts`, checked to be of the same source), or the first contexts an on-the-fly run trained
+    on through the model; None where neither is at hand."""
+    cache_dir = acts or source.get("acts")
+    if cache_dir and (Path(cache_dir) / "manifest.json").is_file():
+        cache = open_cache(cache_dir)
+        if set(layers) <= set(cache.layers):
+            return cache_sample(cache, layers, tokens), f"the first of the cache {cache_dir}"
+    contexts = read_train_sample(sae_dir)
+    if contexts is None:
+        return None, "no sample of the training tokens"
+    check_token_ids(contexts, model, sae_dir / TRAIN_SAMPLE_FILE)
+    return (model_sample(model, contexts, layers, device, tokens),
+            f"the first training contexts of {sae_dir}, through the model")

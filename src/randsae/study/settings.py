@@ -159,10 +159,11 @@ class BaselineSettings:
 
 
 PRESETS = {
-    # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md)
+    # the embedded model, offline, minutes on 2 cores: what `make demo` runs (docs/results.md); contexts of 64
+    # tokens: 500 of them at 32k tokens (125 of 256 let the step-0 arm learn its training contexts)
     "demo": {"model": "smollm2", "variants": ["trained", "rerandomized", "step0", "control"], "layers": "3,9",
              "cache": True,
-             "tokens": 32_000, "expansion": 8, "eval_tokens": 3584, "latent_tokens": "cache",
+             "tokens": 32_000, "context_length": 64, "expansion": 8, "eval_tokens": 3584, "latent_tokens": "cache",
              "examples": {"sample": 24, "min_examples": 20, "explainer_examples": 6, "test_examples": 10,
                           "non_activating": 10},
              # the judge (at chance here) explains and scores 2 latents a layer; token lookup and example
