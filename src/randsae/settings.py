@@ -75,7 +75,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, exclude: Iterable[str] = (),
         if f.name in exclude:
             continue
         # a setting's help is prose, not an argparse format string: a "%" in it is a percent sign
-        text = (helps or {}).get(f.name, f.metadata["help"]).replace("%", "%%")
+        text = str((helps or {}).get(f.name, f.metadata["help"])).replace("%", "%%")
         kind = _scalar(hints[f.name])
         shown = "; ".join([(defaults or {}).get(f.name) or _default_text(f)] + [
             f"the {name} preset: {value_text(f, values[f.name])}"
