@@ -152,7 +152,7 @@ class TopKSAE(UnitDecoder):
         pre = self.pre_activations(x)
         _, indices = pre.topk(self.k, dim=-1, sorted=False)
         values = self.selected_activations(x, indices)
-        reconstruction = self.decode(values, indices)
+        reconstruction = UnitDecoder.decode(self, values, indices)  # of the inputs as given (normalised or not)
         return TopKOutput(reconstruction, values, indices, self.auxiliary(x, pre, dead_mask, k_aux))
 
     def inference(self) -> "TopKSAE":
