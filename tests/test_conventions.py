@@ -118,6 +118,8 @@ def test_a_study_takes_the_released_saes_bos_and_context_size_unless_told_otherw
     assert (asked.context_length, asked.prepend_bos) == (64, False)
     assert "trained with --context-length 48, but the study makes every arm's contexts with --context-length " \
            "64" in caplog.text
+    assert "trained with --prepend-bos, but the study makes every arm's contexts with --no-prepend-bos" \
+        in caplog.text
 
     other = released(tmp_path / "other", metadata={"hook_name": "blocks.2.hook_resid_post", "prepend_bos": False})
     both = tmp_path / "both"

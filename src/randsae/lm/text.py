@@ -236,8 +236,8 @@ def bos_token(tokenizer) -> int:
     """The id a context begins with under `prepend_bos`: the tokenizer's BOS token, or one sentence."""
     bos = tokenizer.bos_token_id
     if bos is None:
-        raise BadInput("the model's tokenizer has no BOS token, so its contexts cannot begin with one; give "
-                       "--no-prepend-bos.")
+        raise BadInput("the model's tokenizer has no BOS token, so its contexts cannot begin with one; leave out "
+                       "--prepend-bos (a study of a released SAE that asks for it: --no-prepend-bos).")
     return int(bos)
 
 

@@ -165,16 +165,20 @@ def sae_conventions(settings: BaselineSettings):
 def adopt_conventions(settings: BaselineSettings, conventions, given: Collection[str]) -> None:
     """Every arm's contexts made as the user's SAEs' were: BOS first or not, and their length, unless the user
     said otherwise (then a warning: the SAEs are measured on inputs unlike their training inputs)."""
+    def as_flag(name: str, value) -> str:
+        flag = name.replace("_", "-")
+        return f"--{flag} {value}" if not isinstance(value, bool) else f"--{flag}" if value else f"--no-{flag}"
+
     for name, value in (("prepend_bos", conventions.prepend_bos), ("context_length", conventions.context_size)):
-        flag = "--" + name.replace("_", "-")
         if value is None or getattr(settings, name) == value:
             continue
         if name in given:
-            log.warning("the SAEs of --sae %s were trained with %s %s, but the study makes every arm's contexts "
-                        "with %s %s, as asked: they are measured on inputs unlike those they learnt from",
-                        settings.sae, flag, value, flag, getattr(settings, name))
+            log.warning("the SAEs of --sae %s were trained with %s, but the study makes every arm's contexts with "
+                        "%s, as asked: they are measured on inputs unlike those they learnt from", settings.sae,
+                        as_flag(name, value), as_flag(name, getattr(settings, name)))
             continue
-        log.info("--sae %s was trained with %s %s: every arm's contexts are made so", settings.sae, flag, value)
+        log.info("--sae %s was trained with %s: every arm's contexts are made so", settings.sae,
+                 as_flag(name, value))
         setattr(settings, name, value)
 
 
