@@ -482,20 +482,21 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
     said once in `notes`, the mark alone in their cells."""
     if not matrices:
         raise BadInput("the verdict has no row to draw.")
-    rows = max(len(m[1]) for m in matrices)
-    columns = [len(m[2]) for m in matrices]
+    # one layer under another, so the figure stays as wide as one layer's twins (readable at 800 px)
+    heights = [len(m[1]) for m in matrices]
+    height = sum(0.55 * h + 0.75 for h in heights) + 1.6
+    fig, axes = plt.subplots(len(matrices), 1, figsize=(2.6 + 2.2 * max(len(m[2]) for m in matrices), height),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig.subplots_adjust(top=1 - 1.75 / height, bottom=0.2 / height, left=0.26, right=0.98, hspace=0.75 / 0.55 /
+                        (sum(heights) / len(heights)))
     marks = marks or {}
-    fig, axes = plt.subplots(1, len(matrices), figsize=(2.2 + 2.3 * sum(columns), 0.75 * rows + 2.0),
-                             gridspec_kw={"width_ratios": columns}, squeeze=False)
-    fig.subplots_adjust(top=1 - 1.6 / (0.75 * rows + 2.0))
-    fig.suptitle(title or "the verdict: trained − twin", fontsize=11, weight="bold", y=0.995)
-    fig.text(0.5, 1 - 0.42 / (0.75 * rows + 2.0), "each cell: the trained model's SAE minus the random twin's "
-             "(positive: the trained model's is higher), its 95% interval", ha="center", fontsize=8.5,
-             color="#333")
+    fig.suptitle(title or "the verdict: trained − twin", fontsize=10, weight="bold", y=1 - 0.08 / height)
+    fig.text(0.5, 1 - 0.5 / height, "each cell: the trained model's SAE minus the random twin's (positive: the "
+             "trained model's is higher), its 95% interval", ha="center", fontsize=7.5, color="#333")
     fig.legend(handles=[Rectangle((0, 0), 1, 1, facecolor=OUTCOME_COLOURS[o], edgecolor="#999") for o in
                         OUTCOME_MEANINGS], labels=list(OUTCOME_MEANINGS.values()), loc="upper center",
-               bbox_to_anchor=(0.5, 1 - 0.55 / (0.75 * rows + 2.0)), ncol=2, fontsize=8, frameon=False)
-    for ax, (layer, metrics, twins, cells) in zip(axes[0], matrices, strict=True):
+               bbox_to_anchor=(0.5, 1 - 0.62 / height), ncol=1, fontsize=7.5, frameon=False)
+    for ax, (layer, metrics, twins, cells) in zip(axes[:, 0], matrices, strict=True):
         ax.set_xlim(0, len(twins))
         ax.set_ylim(len(metrics), 0)
         ax.grid(False)
@@ -508,7 +509,7 @@ def plot_verdict_matrix(matrices: Sequence[tuple[int, Sequence[str], Sequence[st
                 ax.text(j + 0.5, i + 0.68, shown, ha="center", va="center", fontsize=size, color="#333")
         ax.set_xticks([j + 0.5 for j in range(len(twins))], list(twins))
         ax.xaxis.tick_top()
-        ax.set_yticks([i + 0.5 for i in range(len(metrics))], list(metrics) if ax is axes[0][0] else [])
+        ax.set_yticks([i + 0.5 for i in range(len(metrics))], list(metrics))
         ax.tick_params(length=0)
         for side in ax.spines.values():
             side.set_visible(False)
