@@ -268,3 +268,20 @@ def test_an_arm_below_its_baselines_is_marked_on_the_probing_table(tmp_path):
     assert cells == [["token (1 tasks)", "SAE, top-1 latent", "0.700", "0.500"]]
     assert notes == ["¹ step0: its SAE is below its baselines (EV 0.297 < PCA-32's 0.386): not comparable in the "
                      "verdict."]
+
+
+def test_an_arm_still_learning_is_marked_on_the_probing_table(tmp_path):
+    """The probing table qualifies an SAE that is still learning as it does one below its baselines."""
+    from randsae.study.summaries import probe_grids, probe_summary
+    from randsae.tables import ProbeRow, write_table
+
+    units = {}
+    for arm in ("trained", "control"):
+        units[arm] = tmp_path / arm
+        units[arm].mkdir()
+        write_table(units[arm] / "probing.csv", [ProbeRow("m", arm, 9, "token", "capitalised", "sae", 1, 0.6, 40,
+                                                          40)], ProbeRow)
+    learning = "is still learning (held-out EV rose 0.724 → 0.778 (+0.054 > δ 0.01) from 15,872 to 32,000 tokens)"
+    ((_, header, _, notes),) = probe_grids(probe_summary(units, {("trained", 9): learning}))
+    assert header == ["tasks", "probe", "trained ¹", "control"]
+    assert notes == [f"¹ trained: its SAE {learning}: not comparable in the verdict."]

@@ -596,8 +596,9 @@ register(SEPARATION, "randsae.study.summaries.separation", [
 ])
 register(PROBE_SUMMARY, "randsae.study.summaries.probe_summary", [
     ("accuracy", "family accuracy", "mean over the family's tasks of the arm's held-out probe accuracy"),
-    ("below_baseline", "qualified by", "the arm's `lm eval` gate at that layer (its SAE below PCA-k fitted on its "
-                                       "training tokens): shown, not comparable in the verdict"),
+    ("below_baseline", "qualified by", "why the arm's SAE at that layer is not comparable in the verdict: below "
+                                       "PCA-k fitted on its training tokens (`lm eval`'s gate), or still learning "
+                                       "or overfitting (its learning curve): shown, not counted"),
 ])
 register(RECOVERY, "randsae.experiments.recovery.measure", [
     ("samples", "training samples seen", "steps × batch, every sample fresh (randsae.data.independent.Stream)"),

@@ -101,12 +101,15 @@ class ProbeSummaryRow(Table):
     k: int  # 0: every dimension
     accuracy: float
     tasks: int
-    below_baseline: str = ""  # the arm's SAE at this layer is below its baselines: not comparable in the verdict
+    # why the arm's SAE at this layer is not comparable in the verdict: "is below its baselines (…)", "is still
+    # learning (…)" or "is overfitting (…)" (tables before the curves hold the baselines' reason alone)
+    below_baseline: str = ""
 
 
 def probe_summary(units: dict[str, Path], below: dict[tuple[str, int], str]) -> list[ProbeSummaryRow]:
     """{arm: its probing directory} → the family means of each arm's probing.csv; `below`: (arm, layer) → why
-    its SAE is below its baselines, where it is."""
+    its SAE is not comparable in the verdict, where it is not ("is below its baselines (…)", "is still learning
+    (…)")."""
     out = []
     for arm, directory in units.items():
         rows = read_table(directory / "probing.csv", ProbeRow)
@@ -129,14 +132,15 @@ Grid = tuple[int, list[str], list[list[str]], list[str]]  # layer, header, rows,
 
 def probe_grids(rows: list[ProbeSummaryRow]) -> list[Grid]:
     """Per layer: (layer, header, rows, notes) — task family and probe as rows, arms as columns; an arm whose SAE
-    is below its baselines marked ¹ in the header, the note saying why its numbers do not count."""
+    the verdict does not compare (below its baselines, still learning, overfitting) marked ¹ in the header, the
+    note saying why its numbers do not count."""
     out = []
     for layer in sorted({r.layer for r in rows}):
         part = [r for r in rows if r.layer == layer]
         arms = list(dict.fromkeys(r.arm for r in part))
         below = {r.arm: r.below_baseline for r in part if r.below_baseline}
-        notes = [f"¹ {arm}: its SAE is below its baselines ({why}): not comparable in the verdict."
-                 for arm, why in below.items()]
+        notes = [f"¹ {arm}: its SAE {why if why.startswith('is ') else f'is below its baselines ({why})'}: not "
+                 "comparable in the verdict." for arm, why in below.items()]
         cells = {(r.family, r.probe, r.k, r.arm): r for r in part}
         lines = []
         for family, probe, k in dict.fromkeys((r.family, r.probe, r.k) for r in part):

@@ -17,7 +17,7 @@ def run(study: StudyState, _: str) -> None:
     """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
     from randsae.experiments.lm_compare import compare
     from randsae.experiments.lm_eval import read_eval_rows
-    from randsae.study.evidence import write_verdict
+    from randsae.study.evidence import unfinished_layers, write_verdict
     from randsae.study.summaries import write_summaries
 
     if not study.finished("eval", 0):
@@ -34,8 +34,13 @@ def run(study: StudyState, _: str) -> None:
                 replace=True, strict=False)
     draw_curves(study)
     rows = write_verdict(study)
-    below = {(parse_unit(u)[0], r.layer): r.below_baseline for u in study.finished("eval", 0)
+    below = {(parse_unit(u)[0], r.layer): f"is below its baselines ({r.below_baseline})"
+             for u in study.finished("eval", 0)
              for r in read_eval_rows(study.directory(u, "eval") / "results.csv") if r.below_baseline}
+    for unit in study.finished("train", 0):  # an SAE still learning or overfitting is not compared either
+        for layer, state in unfinished_layers(study.directory(unit, "sae"),
+                                              study.settings.verdict.converged_delta).items():
+            below.setdefault((parse_unit(unit)[0], layer), f"is {state}")
     write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
                                       for u in study.finished("probing", 0)}, below)
 
