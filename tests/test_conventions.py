@@ -106,7 +106,7 @@ def test_a_study_takes_the_released_saes_bos_and_context_size_unless_told_otherw
     sae = released(tmp_path / "sae", metadata={"hook_name": "blocks.1.hook_resid_post", "prepend_bos": True,
                                                "context_size": 48})
     settings = settings_for("demo", {"model": str(tiny_dir), "sae": str(sae), "layers": "1"})
-    assert (settings.context_length, settings.prepend_bos) == (256, None)
+    assert settings.context_length != 48 and settings.prepend_bos is None  # the preset's, before the SAEs are read
     preflight(settings, plan=True)
     assert (settings.context_length, settings.prepend_bos) == (48, True)
     assert "each beginning with the BOS token" in text_conventions({**vars(settings)})
