@@ -119,3 +119,38 @@ def test_a_bad_converged_delta_is_one_sentence(value, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "converged-delta" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_compare_stage_names_every_sae_still_learning_beside_its_numbers(tmp_path, monkeypatch):
+    """The comparison figure's notes (and the probing table's marks) name each arm and layer whose SAE its curve
+    says is still learning or overfitting; an arm without a curve (your SAEs) is named nowhere."""
+    from types import SimpleNamespace
+
+    from randsae.experiments import lm_compare
+    from randsae.study.stages.compare import unfinished_saes
+    from randsae.tables import CurveRow, EvalRow, write_table
+
+    curves = {"trained": [(8000, 0.70, 0.71), (16000, 0.80, 0.81)],  # +0.10: still learning
+              "control": [(8000, 0.60, 0.61), (16000, 0.601, 0.62)],  # finished
+              "step0": [(8000, 0.40, 0.60), (16000, 0.38, 0.70)]}  # overfitting
+    for arm, points in curves.items():
+        (tmp_path / arm).mkdir()
+        write_table(tmp_path / arm / "curve.csv", [CurveRow(3, i + 1, t, h, tr, 32.0, 0.0)
+                                                   for i, (t, h, tr) in enumerate(points)], CurveRow)
+    (tmp_path / "yours").mkdir()
+    study = SimpleNamespace(settings=SimpleNamespace(verdict=SimpleNamespace(converged_delta=0.01)),
+                            directory=lambda unit, stage: tmp_path / unit)
+    found = unfinished_saes(study, ["trained", "control", "step0", "yours"])
+    assert set(found) == {("trained", 3), ("step0", 3)}
+    assert found["trained", 3].startswith("is still learning (") and found["step0", 3].startswith("is overfitting")
+
+    # and `lm compare` draws them under its figure
+    drawn = []
+    monkeypatch.setattr(lm_compare, "plot_lm_comparison", lambda rows, path, notes, formats: drawn.append(notes))
+    run = tmp_path / "eval"
+    run.mkdir()
+    write_table(run / "results.csv", [EvalRow("m", "trained", 3, explained_variance=0.8)], EvalRow)
+    note = f"trained layer 3: its SAE {found['trained', 3]}: not comparable in the verdict"
+    (tmp_path / "compare").mkdir()
+    lm_compare.compare([run], tmp_path / "compare", notes=[note])
+    assert note in drawn[0]

@@ -40,7 +40,7 @@ CE_NOTE = ("CE loss score: meaningful for the trained model only; for random var
 
 def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path] = (),
             autointerp: Sequence[str | Path] = (), formats: Sequence[str] = ("png",),
-            replace: bool = False, strict: bool = True) -> list[CompareRow]:
+            replace: bool = False, strict: bool = True, notes: Sequence[str] = ()) -> list[CompareRow]:
     """OUT/results.csv (every row of every run), OUT/summary.md (the same as Markdown tables) and
     OUT/comparison.png; with `latents`, entropy columns, an entropy row in the figure and
     OUT/entropy.png; with `autointerp`, pooled AUROC rows (with their intervals and the judge's calibration)
@@ -48,7 +48,7 @@ def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path]
     so is an OUT holding another command's output or (unless `replace`: a study's comparison, remade as its
     stages finish) a comparison of other directories. `strict`: latent records and scores of a (model,
     variant, layer) no evaluation holds are refused (a study, whose eval of a variant may have failed, shows
-    them alone)."""
+    them alone). `notes`: what else qualifies the numbers (a study's SAEs still learning), under the figure."""
     rows: dict[tuple, CompareRow] = {}
     seen: dict[tuple, str | Path] = {}
     for run in runs:
@@ -91,9 +91,9 @@ def compare(runs: Sequence[str | Path], out: Path, latents: Sequence[str | Path]
     summary = markdown_summary(ordered, with_entropy=bool(summaries),
                                judge_notes=judge_notes if autointerp else None) + hard_negatives_summary(hard)
     io.atomic_write(out / "summary.md", lambda p: p.write_text(summary))
-    notes = [baseline_note, CE_NOTE, *([ENTROPY_NOTE] if summaries else []),
-             *([AUROC_NOTE, *judge_notes] if autointerp else [])]
-    log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=notes, formats=formats))
+    figure_notes = [baseline_note, *notes, CE_NOTE, *([ENTROPY_NOTE] if summaries else []),
+                    *([AUROC_NOTE, *judge_notes] if autointerp else [])]
+    log.info("wrote %s", plot_lm_comparison(ordered, out / "comparison.png", notes=figure_notes, formats=formats))
     if summaries:
         log.info("wrote %s", plot_entropy_histograms(summaries, out / "entropy.png", formats=formats))
     if any(x.scorer == "fuzzing" for r in scored for x in r.results):  # Fig. 20 needs fuzzing scores

@@ -17,7 +17,7 @@ def run(study: StudyState, _: str) -> None:
     """`lm compare` per seed, then the verdict across seeds (OUT/compare/verdict.csv)."""
     from randsae.experiments.lm_compare import compare
     from randsae.experiments.lm_eval import read_eval_rows
-    from randsae.study.evidence import unfinished_layers, write_verdict
+    from randsae.study.evidence import write_verdict
     from randsae.study.summaries import write_summaries
 
     if not study.finished("eval", 0):
@@ -28,21 +28,32 @@ def run(study: StudyState, _: str) -> None:
             continue
         out = compare_directory(study, index)
         out.mkdir(parents=True, exist_ok=True)
+        unfinished = unfinished_saes(study, study.finished("train", index))
         compare([study.directory(u, "eval") for u in evaluated], out,
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
-                replace=True, strict=False)
+                replace=True, strict=False,
+                notes=[f"{arm} layer {layer}: its SAE {why}: not comparable in the verdict"
+                       for (arm, layer), why in unfinished.items()])
     draw_curves(study)
     rows = write_verdict(study)
     below = {(parse_unit(u)[0], r.layer): f"is below its baselines ({r.below_baseline})"
              for u in study.finished("eval", 0)
              for r in read_eval_rows(study.directory(u, "eval") / "results.csv") if r.below_baseline}
-    for unit in study.finished("train", 0):  # an SAE still learning or overfitting is not compared either
-        for layer, state in unfinished_layers(study.directory(unit, "sae"),
-                                              study.settings.verdict.converged_delta).items():
-            below.setdefault((parse_unit(unit)[0], layer), f"is {state}")
+    for key, why in unfinished_saes(study, study.finished("train", 0)).items():
+        below.setdefault(key, why)
     write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
                                       for u in study.finished("probing", 0)}, below)
+
+
+def unfinished_saes(study: StudyState, units) -> dict[tuple[str, int], str]:
+    """(arm, layer) → "is still learning (…)" or "is overfitting (…)" for the SAEs of `units` their learning
+    curves say so of: not compared by the verdict, and said so beside their numbers."""
+    from randsae.study.evidence import unfinished_layers
+
+    delta = study.settings.verdict.converged_delta
+    return {(parse_unit(unit)[0], layer): f"is {state}" for unit in units
+            for layer, state in unfinished_layers(study.directory(unit, "sae"), delta).items()}
 
 
 def draw_curves(study: StudyState) -> None:
