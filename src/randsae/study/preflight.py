@@ -2,6 +2,7 @@
 inputs — the study's sizes (`study_scale`), the rates of the machine (`study_rates`) — and the plan itself
 (`planned`, OUT/plan.csv)."""
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -48,8 +49,9 @@ def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[
 
     resolve_device(settings.device)
     read_device_map(settings.device_map)
-    if settings.sae is not None:  # a name that cannot be had is said before the model is loaded
-        adopt_conventions(settings, sae_conventions(settings), given)
+    saes = user_saes(settings) if settings.sae is not None else None  # said before the model is loaded
+    if saes is not None:
+        adopt_conventions(settings, sae_conventions(*saes), given)
     config = load_config(settings.model, settings.revision)
     num_layers, d_model = config.num_hidden_layers, config.hidden_size
     limit = getattr(config, "max_position_embeddings", None)
@@ -75,8 +77,8 @@ def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[
     else:
         layers = parse_layers(settings.layers, num_layers)
     check = Preflight(layers, d_model, shape=model_shape(config, settings.model))
-    if settings.sae is not None:
-        check_user_saes(settings, check)
+    if saes is not None:
+        check_user_saes(settings, check, *saes)
     return check
 
 
@@ -150,11 +152,10 @@ def user_saes(settings: BaselineSettings) -> tuple[Path, dict[int, Path]]:
         sae_dir, settings.layers)
 
 
-def sae_conventions(settings: BaselineSettings):
-    """The input conventions every one of the --sae SAEs records (they must agree)."""
+def sae_conventions(sae_dir: Path, found: dict[int, Path]):
+    """The input conventions every one of the --sae SAEs (`user_saes`) records (they must agree)."""
     from randsae.lm.sae_run import input_conventions
 
-    sae_dir, found = user_saes(settings)
     seen = {input_conventions(io.read_json(path / "cfg.json"), path) for path in found.values()}
     if len(seen) > 1:
         raise BadInput(f"the SAEs in {sae_dir} were trained on differently made inputs "
@@ -165,9 +166,13 @@ def sae_conventions(settings: BaselineSettings):
 def adopt_conventions(settings: BaselineSettings, conventions, given: Collection[str]) -> None:
     """Every arm's contexts made as the user's SAEs' were: BOS first or not, and their length, unless the user
     said otherwise (then a warning: the SAEs are measured on inputs unlike their training inputs)."""
-    def as_flag(name: str, value) -> str:
-        flag = name.replace("_", "-")
-        return f"--{flag} {value}" if not isinstance(value, bool) else f"--{flag}" if value else f"--no-{flag}"
+    from randsae.settings import flag_of, value_text
+
+    fields = {f.name: f for f in dataclasses.fields(BaselineSettings)}
+
+    def as_flag(name: str, value) -> str:  # as the user would give it
+        shown = value_text(fields[name], value)
+        return shown if isinstance(value, bool) else f"{flag_of(fields[name])} {shown}"
 
     for name, value in (("prepend_bos", conventions.prepend_bos), ("context_length", conventions.context_size)):
         if value is None or getattr(settings, name) == value:
@@ -182,10 +187,10 @@ def adopt_conventions(settings: BaselineSettings, conventions, given: Collection
         setattr(settings, name, value)
 
 
-def check_user_saes(settings: BaselineSettings, check: Preflight) -> None:
+def check_user_saes(settings: BaselineSettings, check: Preflight, sae_dir: Path, found: dict[int, Path]) -> None:
+    """The --sae SAEs (`user_saes`) read: their width, architecture and shape, recorded in `check`."""
     from randsae.sae.files import read_sae_files
 
-    sae_dir, found = user_saes(settings)
     shapes = set()
     for path in found.values():
         cfg, _ = read_sae_files(path)

@@ -22,25 +22,26 @@ def run(study: StudyState, _: str) -> None:
 
     if not study.finished("eval", 0):
         raise BadInput("no variant got as far as its quality eval; there is nothing to compare.")
+    unfinished: dict[int, dict[tuple[str, int], str]] = {}  # per seed: the SAEs their curves say are unfinished
     for index in range(study.settings.seeds):
         evaluated = study.finished("eval", index)
         if not evaluated:
             continue
         out = compare_directory(study, index)
         out.mkdir(parents=True, exist_ok=True)
-        unfinished = unfinished_saes(study, study.finished("train", index))
+        unfinished[index] = unfinished_saes(study, study.finished("train", index))
         compare([study.directory(u, "eval") for u in evaluated], out,
                 latents=[study.directory(u, "latents") for u in study.finished("latents", index)],
                 autointerp=[study.directory(u, "autointerp") for u in study.finished("autointerp", index)],
                 replace=True, strict=False,
                 notes=[f"{arm} layer {layer}: its SAE {why}: not comparable in the verdict"
-                       for (arm, layer), why in unfinished.items()])
+                       for (arm, layer), why in unfinished[index].items()])
     draw_curves(study)
     rows = write_verdict(study)
     below = {(parse_unit(u)[0], r.layer): f"is below its baselines ({r.below_baseline})"
              for u in study.finished("eval", 0)
              for r in read_eval_rows(study.directory(u, "eval") / "results.csv") if r.below_baseline}
-    for key, why in unfinished_saes(study, study.finished("train", 0)).items():
+    for key, why in unfinished.get(0, {}).items():  # an SAE still learning is not compared either
         below.setdefault(key, why)
     write_summaries(study.out, rows, {parse_unit(u)[0]: study.directory(u, "probing")
                                       for u in study.finished("probing", 0)}, below)
