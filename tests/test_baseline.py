@@ -1,5 +1,6 @@
 """`randsae baseline`: the whole study on the tiny model, its report, a SIGKILL in every stage, bad input."""
 
+import dataclasses
 import json
 import os
 import re
@@ -14,10 +15,10 @@ from judges import ScriptedJudge
 from randsae.cli import main
 from randsae.errors import BadInput
 from randsae.io import read_rows
-from randsae.study.stages import UNIT_STAGES
+from randsae.study.stages import unit_stages
 from randsae.study.verdict import METRICS
 
-STAGES = tuple(s.name for s in UNIT_STAGES)
+STAGES = tuple(s.name for s in unit_stages())
 # the metrics a study of the text's own tasks has: all but the probes of --probe-data
 STUDIED = [m for m in METRICS.values() if m.name != "probing_data"]
 
@@ -234,13 +235,18 @@ def test_bad_input_is_one_sentence_and_writes_nothing(tiny_dir, tiny_latents, tm
     assert "unknown preset" in bad(tiny_args(tiny_dir, out, "--preset", "huge"), out, capsys)
 
 
-def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_path):
+def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_path, monkeypatch):
     """A stage's failure is that variant's alone; SIGTERM (raised as `Terminated`) and Ctrl-C stop the study,
     leaving the stage "running" for the rerun."""
     from randsae.cli import Terminated
     from randsae.study.records import read_stages
     from randsae.study.runner import Study
     from randsae.study.settings import BaselineSettings
+    from randsae.study.stages import REGISTRY
+
+    def with_work(work: dict) -> None:  # each stage's work replaced, in the registry the runner reads
+        for name, run in work.items():
+            monkeypatch.setitem(REGISTRY, name, dataclasses.replace(REGISTRY[name], run=run))
 
     def stages_raising(error) -> dict:
         def stage(name):
@@ -254,9 +260,9 @@ def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_pa
         out = tmp_path / type(error).__name__
         out.mkdir()
         study = Study(out, BaselineSettings(variants=["trained", "rerandomized", "control"]), progress=False)
-        stages = stages_raising(error)
+        with_work(stages_raising(error))
         with pytest.raises(type(error)):
-            study.run(stages)
+            study.run()
         records = read_stages(out)
         assert records["rerandomized", "train"].status == "running"
         assert ("control", "activations") not in records
@@ -269,8 +275,9 @@ def test_sigterm_and_ctrl_c_stop_the_study_instead_of_failing_one_variant(tmp_pa
         if variant == "step0":
             raise ValueError("a bug of ours")
 
-    records = failing.run({name: (broken if name == "eval" else (lambda s, v: None))
-                           for name in (*STAGES, "compare", "report")})
+    with_work({name: (broken if name == "eval" else (lambda s, v: None))
+               for name in (*STAGES, "compare", "report")})
+    records = failing.run()
     # bad input: its one sentence; a fault: its first line, and its whole traceback kept in the stage's error.txt
     assert records["trained", "eval"].status == "failed"
     assert records["trained", "eval"].error == "the disk said no."

@@ -771,5 +771,5 @@ def test_a_study_says_when_its_judge_is_not_used(tiny_dir, tmp_path):
                        "--out", str(tmp_path / "s")], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
-        "WARNING randsae.study.preflight: --llm-url http://127.0.0.1:9/v1 names a judge, but no scorer of "
+        "WARNING randsae.study.stages.autointerp: --llm-url http://127.0.0.1:9/v1 names a judge, but no scorer of "
         "--scorers probing asks one: the judge is not used"]

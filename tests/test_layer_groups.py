@@ -13,7 +13,8 @@ from randsae.cli import parse
 from randsae.cli.baseline import baseline_overrides
 from randsae.io import read_rows
 from randsae.study.machines import Machine
-from randsae.study.plan import Rates, group_size, layer_groups, plan_study, why_not_fits
+from randsae.study.plan import Rates, layer_groups, plan_study, why_not_fits
+from randsae.study.records import group_size
 
 # the tiny model, three blocks, examples from 4k tokens after the training text (the latents stage runs the model)
 STUDY = ["--preset", "demo", "--variants", "trained,control", "--layers", "0,1,2", "--tokens", "8k",

@@ -109,7 +109,11 @@ def test_this_machine_is_measured_once_and_the_measurement_kept(tiny_dir, tmp_pa
     args = ["baseline", "--model", str(tiny_dir), "--preset", "demo", "--layers", "0,2", "--tokens", "8k",
             "--context-length", "64", "--device", "cpu", "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "m",
             "--plan", "--out", str(tmp_path / "x")]
-    monkeypatch.setattr("randsae.study.preflight.check_judge", lambda settings: None)  # no server behind the URL
+    from dataclasses import replace
+
+    from randsae.study.stages import REGISTRY
+    # no server behind the URL
+    monkeypatch.setitem(REGISTRY, "autointerp", replace(REGISTRY["autointerp"], check=None))
     before = set(cache_dir("throughputs").glob("*.json")) if cache_dir("throughputs").is_dir() else set()
     assert main(args) == 0
     text = capsys.readouterr().out

@@ -1,6 +1,7 @@
 """Pieces of the study's report that need no study: the summary's Markdown as HTML, settings in words."""
 
-from randsae.study.report import given_settings, made_by, markdown_html
+from randsae.study.page import markdown_html
+from randsae.study.report import given_settings, made_by
 
 
 def test_summary_tables_render_as_html_tables_and_everything_is_escaped():

@@ -11,7 +11,7 @@ import pytest
 from judges import ScriptedJudge
 
 from randsae.io import read_rows
-from randsae.study.stages import UNIT_STAGES
+from randsae.study.stages import unit_stages
 
 # the tiny model, two blocks, two arms (unit 0 on rank 0, unit 1 on rank 1), small example sets
 COMMON = ["--preset", "demo", "--layers", "0,2", "--tokens", "8k", "--context-length", "64", "--k", "4",
@@ -70,7 +70,7 @@ def test_two_ranks_give_the_one_process_tables_and_a_killed_rank_costs_only_its_
     assert result.returncode == 0, result.stderr[-3000:]
     same_tables(two, one)
     records = json.loads((two / "stages.json").read_text())
-    assert all(r["status"] == "done" for r in records) and len(records) == 2 * len(UNIT_STAGES) + 2
+    assert all(r["status"] == "done" for r in records) and len(records) == 2 * len(unit_stages()) + 2
     if cache == "--no-cache":  # every layer from one shared pass: each rank trained its own layer's SAE
         saved = {layer: json.loads((two / "trained" / "sae" / f"layer.{layer}" / "cfg.json").read_text())
                  for layer in (0, 2)}

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from randsae import io
-from randsae.study.plan import CALIBRATION_LATENTS, NOT_TIMED, ModelShape, Rates, sae_encode_flops, sae_train_flops
+from randsae.study.plan import CALIBRATION_LATENTS, NOT_TIMED, Rates, sae_encode_flops, sae_train_flops
+from randsae.study.shapes import ModelShape
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def model_rates(s, shape: ModelShape, device, disk: float) -> tuple[float, float
     except Exception as error:  # not loadable here: a random model of its config, at most 2 blocks
         from transformers import AutoModelForCausalLM
 
-        from randsae.study.plan import model_shape
+        from randsae.study.shapes import model_shape
 
         log.info("measuring %s as a random initialisation of its config with at most 2 blocks (%s)", s.model,
                  str(error).splitlines()[0] if str(error) else type(error).__name__)

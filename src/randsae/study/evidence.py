@@ -10,21 +10,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from randsae import io
-from randsae.metrics import (
-    chunk_bootstrap,
-    chunk_weights,
-    context_sums,
-    mean_draws,
-    pooled_auroc_draws,
-    pooled_mean_draws,
-)
-from randsae.probing import MIN_PROBE_F1
 from randsae.sae.dictionaries import split_arm
 from randsae.scorer_kinds import SCORER_KINDS
-from randsae.seeding import derive_seed
+from randsae.study.records import ordered
 from randsae.study.verdict import (
     METRICS,
     NOT_COMPARABLE,
@@ -51,128 +40,23 @@ def unfinished_layers(sae_dir: Path, delta: float) -> dict[int, str]:
             if not state.finished}
 
 
-def unit_measures(variant: str, seed: int, eval_dir: Path, latents_dir: Path | None,
-                  autointerp_dir: Path | None, draws: bool, probing_dir: Path | None = None,
-                  unfinished: dict[int, str] | None = None) -> list[Measure]:
-    """Every verdict metric of one unit at each layer it evaluated; `draws`: with the bootstrap's draws;
-    `unfinished`: the layers whose SAE has not finished learning, and why. The unit's latent records and scores
-    are read once, not once per layer."""
-    from randsae.autointerp.records import read_latents, read_summary
-    from randsae.experiments.lm_eval import read_chunks, read_eval_rows
-    from randsae.lm.latents import open_latents
-
-    records = open_latents(latents_dir) if latents_dir is not None else None
-    probed = read_probes(probing_dir) if probing_dir is not None else None
-    scores = None if autointerp_dir is None else (read_summary(autointerp_dir / "summary.csv"),
-                                                  read_latents(autointerp_dir))
-    measures = []
-    for row in read_eval_rows(eval_dir / "results.csv"):
-        flag = row.below_baseline or ""
-        sampled = None
-        if draws and (chunks := read_chunks(eval_dir, row.layer)) is not None:
-            sums = context_sums(chunks)
-            weights = chunk_weights(len(sums["tokens"]), RESAMPLES, derive_seed(0, "verdict", row.layer))
-            sampled = chunk_bootstrap(sums, weights)
-        for name in RECONSTRUCTION:
-            measures.append(Measure(variant, seed, row.layer, name, getattr(row, name),
-                                    None if sampled is None else sampled[name], below_baseline=flag))
-        start = len(measures) - len(RECONSTRUCTION)
-        measures += latent_measures(variant, seed, row.layer, records, scores, flag, draws)
-        if probed is not None:
-            measures += probe_measures(variant, seed, row.layer, probed, flag, draws)
-        for measure in measures[start:]:
-            measure.unfinished = (unfinished or {}).get(row.layer, "")
-    return measures
-
-
-def read_probes(probing_dir: Path) -> tuple[list, list | None]:
-    """(an `lm probe` run's probing rows, its absorption rows or None under --no-absorption)."""
-    from randsae.tables import AbsorptionRow, ProbeRow, read_table
-
-    path = probing_dir / "absorption.csv"
-    return (read_table(probing_dir / "probing.csv", ProbeRow),
-            read_table(path, AbsorptionRow) if path.is_file() else None)
-
-
-def probe_measures(variant: str, seed: int, layer: int, probed: tuple[list, list | None], flag: str,
-                   draws: bool) -> list[Measure]:
-    """Each task family's mean accuracy of the probes on the smallest k latents (its draws over the tasks, by
-    task name: paired across arms, which are probed on the same tasks), and the mean absorption fraction over the
-    letters probed (its draws over them); `probed`: `read_probes`."""
-    rows, absorbed = probed
-    probes = [r for r in rows if r.layer == layer and r.probe == "sae"]
-    out = []
-    if probes:
-        k = min(r.k for r in probes)
-        for family in ("token", "context", "data"):
-            tasks = sorted((r.task, r.accuracy) for r in probes if r.family == family and r.k == k)
-            if not tasks:
-                continue
-            values = np.array([a for _, a in tasks])
-            out.append(Measure(variant, seed, layer, f"probing_{family}", float(values.mean()),
-                               mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", layer, family))
-                               if draws else None, below_baseline=flag))
-    if absorbed is None:  # --no-absorption
-        return out
-    values = np.array([r.absorption_fraction for r in absorbed if r.layer == layer])
-    if not len(values):  # probed, and no letter's probe could be read
-        out.append(Measure(variant, seed, layer, "absorption", None, below_baseline=flag, latents=0,
-                           unmeasured=f"no letter's ground-truth probe reaches F1 {MIN_PROBE_F1}"))
-        return out
-    out.append(Measure(variant, seed, layer, "absorption", float(values.mean()),
-                       mean_draws(values, RESAMPLES, derive_seed(seed, "verdict", variant, layer, "absorption"))
-                       if draws else None, len(values), flag))
-    return out
-
-
-def latent_measures(variant: str, seed: int, layer: int, records, scores: tuple[list, list] | None,
-                    flag: str, draws: bool) -> list[Measure]:
-    """Entropy (from the sampled latents of `records`) and each compared scorer's pooled AUROC or accuracy (from
-    `scores`: an autointerp run's summary rows and scored latents)."""
-    out = []
-    if records is not None:
-        entropy = np.array([r.entropy_explainer for r in records.sampled(layer)], dtype=float)
-        entropy = entropy[np.isfinite(entropy)]
-        out.append(Measure(variant, seed, layer, "entropy_mean", float(entropy.mean()) if len(entropy) else None,
-                           mean_draws(entropy, RESAMPLES, derive_seed(seed, "verdict", variant, layer))
-                           if draws else None, len(entropy), flag))
-    if scores is None:
-        return out
-    summary, latents = scores
-    flags = {s.scorer: bool(s.judge_at_chance) for s in summary if s.layer == layer}
-    scored = [r for r in latents if r.layer == layer]
-    for metric in METRICS.values():
-        if metric.scorer is None or metric.scorer not in flags:
-            continue
-        pairs = [(np.array([p for p in s.probabilities if p is not None]),
-                  np.array([y for p, y in zip(s.probabilities, s.labels, strict=True) if p is not None]))
-                 for r in scored for s in r.results if s.scorer == metric.scorer]
-        resamples, where = RESAMPLES if draws else 0, derive_seed(seed, "verdict", variant, layer, metric.scorer)
-        if SCORER_KINDS[metric.scorer].measure == "accuracy":  # the intruder: trials named right, pooled
-            point, sampled = pooled_mean_draws([p for p, _ in pairs], resamples, where)
-        else:
-            point, sampled = pooled_auroc_draws(pairs, resamples, where)
-        out.append(Measure(variant, seed, layer, metric.name, point if math.isfinite(point) else None,
-                           sampled if draws else None, len(pairs), flag, flags[metric.scorer]))
-    return out
-
-
 def study_measures(study) -> list[Measure]:
-    """Every unit's measures (a `randsae.study.runner.Study`): the units whose eval is done."""
-    from randsae.study.settings import parse_unit
-
-    one_seed = study.settings.seeds == 1
-    latents, autointerp = set(study.finished("latents")), set(study.finished("autointerp"))
-    probing = set(study.finished("probing"))
-    measures = []
-    for unit in study.finished("eval"):
-        variant, index = parse_unit(unit)
-        measures += unit_measures(
-            variant, index, study.directory(unit, "eval"),
-            study.directory(unit, "latents") if unit in latents else None,
-            study.directory(unit, "autointerp") if unit in autointerp else None, draws=one_seed,
-            probing_dir=study.directory(unit, "probing") if unit in probing else None,
-            unfinished=unfinished_layers(study.directory(unit, "sae"), study.settings.verdict.converged_delta))
+    """Every unit's measures, in the units' order: each registered stage's that has `measures` and is done for
+    the unit, with each layer's place against its baselines (said by one stage, the eval's) and its learning
+    curve's state given to all of that layer's; the bootstrap's draws in a one-seed study."""
+    readers = [(s.name, s.measures) for s in ordered() if s.measures is not None]
+    done = {name: set(study.finished(name)) for name, _ in readers}
+    delta = study.settings.verdict.converged_delta
+    draws, measures = study.settings.seeds == 1, []
+    for unit in study.units():
+        found = [m for name, read in readers if unit in done[name] for m in read(study, unit, draws)]
+        if not found:
+            continue
+        flags = {m.layer: m.below_baseline for m in found if m.below_baseline}
+        unfinished = unfinished_layers(study.directory(unit, "sae"), delta)
+        for m in found:
+            m.below_baseline, m.unfinished = flags.get(m.layer, ""), unfinished.get(m.layer, "")
+        measures += found
     return measures
 
 

@@ -15,77 +15,32 @@ k-sparse rows being negligible beside it), encoding 2 × d × L.
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from randsae.config import FIT_TOKENS, PROBE_TOKENS
 from randsae.resources import FLOAT_BYTES, format_bytes
 from randsae.settings import setting
 from randsae.study.machines import Machine
+from randsae.study.records import REGISTRY, Stage, StageRecord, directory_bytes, directory_of
+from randsae.study.shapes import ModelShape, dtype_bytes
 from randsae.tables import PlanRow
 
 # the fraction of that peak a stated machine is assumed to reach (not measured): a transformer's forward pass,
 # an SAE's training step
 STATED_UTILISATION = {"forward": 0.35, "sae": 0.35}
-# seconds allowed for what no calibration measures: the comparison with its bootstrap, the report
-FIXED_SECONDS = {"compare": 8.0, "report": 2.0}
+# the basis of a stage's time that no calibration measures (the comparison with its bootstrap, the report): a
+# fixed number of seconds its module states
+FIXED = "fixed allowance"
 # the judge's scoring of the known-answer set, the first time a machine runs it: this many latents' worth
 CALIBRATION_LATENTS = 8
 # the basis of a time the plan does not estimate (a judge behind a server: no call is paid for a plan)
 NOT_TIMED = "the judge's time is not estimated: it is a server, and the plan pays for no call"
-IGNORED_BASES = ("fixed allowance", "reads its variant's cache")
+READS_CACHE = "reads its variant's cache"
+IGNORED_BASES = (FIXED, READS_CACHE)
 LATENT_ENTRY_BYTES = 20  # a latent-cache entry: value and index in the shard (8), and in the latent's index (12)
 SUMMARY_BYTES = 300  # a latent's row in latents.csv
-
-
-def dtype_bytes(name: str) -> int:
-    """Bytes per value of a float type by its name (the model's and the cache's: float32, float16, bfloat16)."""
-    import torch
-
-    from randsae.lm.models import DTYPES
-
-    return torch.finfo(DTYPES[name]).bits // 8
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the plan needs of a model, from its config alone."""
-    name: str
-    layers: int
-    d_model: int
-    vocab: int
-    parameters: int
-    embedding_parameters: int
-
-    def forward_flops(self, context_length: int, blocks: int | None = None) -> float:
-        """FLOPs of one token's forward pass (see the module's docstring): the whole model's, or only through
-        its first `blocks` blocks (a pass that stops after the last layer it reads, with no unembedding)."""
-        body = self.parameters - self.embedding_parameters
-        if blocks is None:
-            return 2 * body + 2 * self.vocab * self.d_model + 2 * self.layers * context_length * self.d_model
-        return (2 * body + 2 * self.layers * context_length * self.d_model) * blocks / self.layers
-
-    def weight_bytes(self, dtype: str) -> int:
-        return self.parameters * dtype_bytes(dtype)
-
-
-def model_shape(config, name: str) -> ModelShape:
-    """The shape of the model `config` describes: its parameters counted on the meta device (nothing is
-    allocated), its embeddings (input and, untied, output) apart."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    embedding = model.get_input_embeddings().weight.numel()
-    output = model.get_output_embeddings()
-    if output is not None and output.weight is not model.get_input_embeddings().weight:
-        embedding += output.weight.numel()
-    return ModelShape(name, config.num_hidden_layers, config.hidden_size, config.vocab_size, total, embedding)
 
 
 def sae_train_flops(d_model: int, latents: int) -> float:
@@ -163,19 +118,24 @@ class Scale:
     fit_tokens: int = FIT_TOKENS  # the training tokens each arm's baselines are fitted on
     judge_bytes: int = 0  # a local judge's peak on its device (`judge_bytes`); 0 behind a server
     host_bytes: int = 0  # a model split across devices: made whole on the CPU with its twin first
-    autointerp: bool = True  # --scorers names a latent scorer: the autointerp stage runs
-    probing: bool = False  # --scorers names probing or absorption: the probing stage runs
+    stages: tuple[Stage, ...] = ()  # the stages the settings ask for, in the order they run
     probe_train_tokens: int = PROBE_TOKENS
     probe_test_tokens: int = PROBE_TOKENS
 
 
 def plan_study(shape: ModelShape, scale: Scale, rates: Rates, machine: Machine) -> list[PlanRow]:
-    """Every unit's stages and the stages across units, each estimated (see the module's docstring)."""
+    """Every unit's stages and the stages across units (`scale.stages`), each estimated by its stage's `cost`
+    (see the module's docstring); a row of a stage that loads the model and reads tokens holds the host memory a
+    split model is made whole in."""
     rows = []
-    for unit in scale.units:
-        rows += [row for row in unit_stages(unit, shape, scale, rates, machine.device_memory) if row is not None]
-    rows.append(PlanRow("", "compare", 0, 0, 0, FIXED_SECONDS["compare"], "fixed allowance"))
-    rows.append(PlanRow("", "report", 0, 0, 0, FIXED_SECONDS["report"], "fixed allowance"))
+    for unit in [*scale.units, ""]:
+        for stage in scale.stages:
+            if stage.cost is None or stage.per_unit != bool(unit):
+                continue
+            row = stage.cost(Unit.of(unit, shape, scale, rates, machine.device_memory))
+            if row is not None and stage.loads_model and row.tokens:
+                row.host_memory_bytes = scale.host_bytes
+            rows += [row] if row is not None else []
     return rows
 
 
@@ -213,122 +173,9 @@ def layer_groups(layers: int, fixed: int, per_layer: int, memory: int) -> int:
     return layers if fits < 1 else math.ceil(layers / min(fits, layers))
 
 
-def group_size(layers: int, groups: int) -> int:
-    """The layers per group of `groups` groups (the last may hold fewer)."""
-    return math.ceil(layers / max(1, groups))
-
-
-def unit_stages(unit: str, shape: ModelShape, s: Scale, r: Rates, memory: int) -> list[PlanRow | None]:
-    u = Unit.of(unit, shape, s, r, memory)
-    rows = [activations_row(u), train_row(u), eval_row(u), probing_row(u) if s.probing else None, latents_row(u),
-            autointerp_row(u) if s.autointerp else None]
-    for row in rows:  # every stage that loads the model (a split one made whole on the CPU first)
-        if row is not None and row.stage != "autointerp" and (row.tokens or row.stage == "train"):
-            row.host_memory_bytes = s.host_bytes
-    return rows
-
-
-def activations_row(u: Unit) -> PlanRow | None:
-    s, r = u.s, u.r
-    if not s.cache:
-        return None
-    if u.name not in s.base_units:
-        return PlanRow(u.name, "activations", 0, 0, 0, 0.0, "reads its variant's cache")
-    held_out = (s.drawn_tokens - s.train_tokens) * 8
-    batch = 8 * s.context_length * u.d * FLOAT_BYTES * s.layers
-    return PlanRow(u.name, "activations", s.drawn_tokens, u.cache_bytes + held_out,
-                   u.weights + batch + min(u.cache_bytes, 256 * 2**20),
-                   r.load_seconds + s.drawn_tokens * u.forward + u.cache_bytes / r.disk_bytes_per_s, r.basis)
-
-
-def train_row(u: Unit) -> PlanRow:
-    s, r, d, L = u.s, u.r, u.d, u.s.latents
-    saved = s.layers * 2 * L * d * FLOAT_BYTES
-    if u.name in s.imported:  # your SAEs: their L0 measured on the trained model's cache
-        measured = min(s.eval_tokens, s.train_tokens)
-        return PlanRow(u.name, "train", measured, 0, u.weights,
-                       measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis)
-    per_rank = math.ceil(s.layers / s.ranks)  # the layers are dealt across the ranks
-    train = s.train_tokens * per_rank * sae_train_flops(d, L) / r.sae_train_flops
-    if s.cache:  # one layer at a time from the cache (the eval stage, not the training, checks it)
-        return PlanRow(u.name, "train", s.train_tokens * s.layers, saved, sae_train_bytes(d, L, s.batch),
-                       train + u.cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis)
-    batch = 8 * s.context_length * d * FLOAT_BYTES * s.layers
-    return PlanRow(u.name, "train", s.train_tokens, saved,
-                   u.weights + per_rank * sae_train_bytes(d, L, s.batch) + batch,
-                   r.load_seconds + s.train_tokens * u.forward / s.ranks + train, r.basis)
-
-
-def eval_row(u: Unit) -> PlanRow:
-    """Per group of layers: a clean pass over the held-out text, then one with each layer's SAE spliced in and
-    one with it zeroed; each layer's SAE also encodes its training sample (its baselines' fit). A layer holds its
-    SAE and the fit's sums: two d × d Gram matrices and a d-vector per token id seen (float64)."""
-    s, r = u.s, u.r
-    fit_tokens = min(s.train_tokens, s.fit_tokens)
-    per_layer = u.layer_sae_bytes + 8 * (2 * u.d * u.d + min(fit_tokens, 50_000) * u.d)
-    batch = 4 * s.context_length * u.d * FLOAT_BYTES * (s.layers + 2)
-    groups = layer_groups(s.layers, u.weights + batch, per_layer, u.memory)
-    passes = groups + 2 * s.layers
-    encode = 2 * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
-    fit = fit_tokens * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
-    if not s.cache:  # the training sample through the model, once per group
-        fit += groups * fit_tokens * u.forward
-    return PlanRow(u.name, "eval", s.eval_tokens * passes, 0,
-                   u.weights + batch + group_size(s.layers, groups) * per_layer,
-                   r.load_seconds + s.eval_tokens * (passes * u.whole + encode) + fit, r.basis, groups)
-
-
-PROBE_FITS = 200  # logistic regressions a layer fits: ~40 tasks × (3 values of k, the input, the tokens)
-PROBE_FIT_SECONDS = 0.05  # one, on a few thousand examples (measured on 2 cores: 0.002–0.04 s)
-
-
-def probing_row(u: Unit) -> PlanRow:
-    """Per group of layers (eval's): the training sample (its cache, or through the model) and the held-out
-    contexts through the model; every layer's SAE encodes both; then the probes' fits, a fixed time each."""
-    s, r = u.s, u.r
-    train = min(s.train_tokens, s.probe_train_tokens)
-    test = min(s.drawn_tokens - s.train_tokens, s.probe_test_tokens)
-    per_layer = u.layer_sae_bytes + (train + test) * (u.d * FLOAT_BYTES + s.k * 8)
-    batch = 4 * s.context_length * u.d * FLOAT_BYTES * s.layers
-    groups = layer_groups(s.layers, u.weights + batch, per_layer, u.memory)
-    through = (test + (0 if s.cache else train)) * groups
-    encode = (train + test) * s.layers * sae_encode_flops(u.d, s.latents) / r.sae_encode_flops
-    return PlanRow(u.name, "probing", through, 0, u.weights + batch + group_size(s.layers, groups) * per_layer,
-                   r.load_seconds + through * u.forward + encode + s.layers * PROBE_FITS * PROBE_FIT_SECONDS,
-                   r.basis, groups)
-
-
-def latents_row(u: Unit) -> PlanRow:
-    from randsae.lm.activations import SHARD_BYTES
-
-    s, r, L = u.s, u.r, u.s.latents
-    on_the_fly = s.latent_tokens is not None or not s.cache  # without a cache: 1M tokens after the training text
-    tokens = s.latent_tokens if s.latent_tokens is not None else 1_000_000 if not s.cache else s.train_tokens
-    if r.latent_width:  # measured on the stage's own code, scaled to this width
-        scale = L / r.latent_width
-        work = s.layers * scale * (r.latent_layer_seconds + r.latent_token_seconds * tokens)
-    else:
-        work = tokens * s.layers * sae_encode_flops(u.d, L) / r.sae_encode_flops
-    fixed = (u.weights if on_the_fly else 0) + 4096 * L * FLOAT_BYTES  # the model, one encoding batch
-    # a layer: its SAE, and a shard's activations and encoded entries (value and index: 8 bytes a kept latent)
-    shard = min(tokens, SHARD_BYTES // (u.d * FLOAT_BYTES))
-    per_layer = u.layer_sae_bytes + shard * (u.d * FLOAT_BYTES + s.k * 8)
-    groups = layer_groups(s.layers, fixed, per_layer, u.memory)
-    # each group reads the token set again: through the model, or its cache
-    reading = r.load_seconds + groups * tokens * u.forward if on_the_fly else \
-        groups * u.cache_bytes / r.disk_bytes_per_s
-    written = s.layers * (tokens * s.k * LATENT_ENTRY_BYTES + L * SUMMARY_BYTES)
-    memory = fixed + group_size(s.layers, groups) * per_layer
-    return PlanRow(u.name, "latents", tokens * groups, written, memory, work + reading, r.basis, groups)
-
-
-def autointerp_row(u: Unit) -> PlanRow:
-    s, r = u.s, u.r
-    judged = min(s.judged, s.sampled) * s.layers
-    others = s.sampled * s.layers - judged
-    calibration = r.calibration_seconds if u.name == s.units[0] else 0.0  # the first time on this machine
-    return PlanRow(u.name, "autointerp", 0, 0, s.judge_bytes, r.judge_load_seconds + calibration
-                   + judged * r.judged_latent_seconds + others * r.other_latent_seconds, r.judge_basis)
+def fixed_cost(stage: str, seconds: float) -> "Callable[[Unit], PlanRow]":
+    """The plan's row of a stage across the units that no calibration measures: `seconds`, a fixed allowance."""
+    return lambda _: PlanRow("", stage, 0, 0, 0, seconds, FIXED)
 
 
 def judge_bytes(shape: ModelShape | None, dtype: str, batch: int, kv_dim: int | None = None,
@@ -380,7 +227,7 @@ def plan_table(rows: list[PlanRow], machine: Machine, ranks: int, text: str | No
     for r in by_stage(rows):
         time = "not estimated (a server judge)" if r.basis == NOT_TIMED else format_seconds(r.seconds) + (
             " + the judge's" if r.stage == "total" and untimed else "")
-        groups = str(r.groups) if r.stage in ("eval", "latents") else ""
+        groups = str(r.groups) if r.stage in REGISTRY and REGISTRY[r.stage].grouped else ""
         lines.append(f"| {r.stage} | {r.unit} | {r.tokens:,} | {format_bytes(r.disk_bytes)} | "
                      f"{format_bytes(r.peak_memory_bytes)} | {groups} | {time} |")
     bases = sorted({r.basis for r in rows if r.basis not in IGNORED_BASES})
@@ -450,16 +297,13 @@ class PlanSettings:
                                         shown="the device's own")
 
 
-DEALT = ("activations", "eval", "probing", "latents", "autointerp")  # stages whose units are dealt across ranks
-
-
 def wall_seconds(rows: list[PlanRow], ranks: int) -> float:
     """The study's time on `ranks` ranks: the units' stages dealt across the ranks (the busiest rank's share,
     at least the slowest unit's), the training of each unit with its layers dealt, the rest in turn."""
     total = 0.0
     for stage in dict.fromkeys(r.stage for r in rows):
         part = sorted((r.seconds for r in rows if r.stage == stage), reverse=True)
-        if stage in DEALT and ranks > 1:
+        if stage in REGISTRY and REGISTRY[stage].dealt and ranks > 1:
             shares = [0.0] * ranks
             for seconds in part:  # longest first, each to the least loaded rank
                 shares[shares.index(min(shares))] += seconds
@@ -467,3 +311,32 @@ def wall_seconds(rows: list[PlanRow], ranks: int) -> float:
         else:
             total += sum(part)
     return total
+
+
+def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[list[str]]] | None:
+    """Per stage (summed over units): the plan's time and disk (OUT/plan.csv) beside what the finished units
+    took and wrote; None for a study without a plan."""
+    from randsae.tables import read_table
+
+    path = out / "plan.csv"
+    if not path.is_file():
+        return None
+    plan: list[PlanRow] = read_table(path, PlanRow)
+    records = {(r.variant, r.stage): r for r in stages}
+    rows = []
+    for stage in dict.fromkeys(r.stage for r in plan):
+        part = [r for r in plan if r.stage == stage]
+        done = [r for r in part if records.get((r.unit, stage)) and records[r.unit, stage].status == "done"]
+        took = sum(records[r.unit, stage].seconds for r in done)
+        planned_s = sum(r.seconds for r in done)
+        directory = directory_of(stage)
+        written = sum(directory_bytes(out / r.unit / directory) for r in done if r.unit) if directory else 0
+        untimed = any(r.basis == NOT_TIMED for r in done)
+        ratio = f"{took / planned_s:.2f}" if done and planned_s > 0 and not untimed else "–"
+        shown = "not estimated (a server judge)" if untimed else format_seconds(planned_s) if done else "–"
+        rows.append([stage, f"{len(done)} of {len(part)}", shown,
+                     format_seconds(took) if done else "–", ratio,
+                     format_bytes(sum(r.disk_bytes for r in done)) if done else "–",
+                     format_bytes(written) if done else "–"])
+    return ["stage", "units done", "planned", "took", "took / planned", "disk planned", "disk written"], rows
+

@@ -3,7 +3,6 @@ inputs — the study's sizes (`study_scale`), the rates of the machine (`study_r
 (`planned`, OUT/plan.csv)."""
 
 import dataclasses
-import itertools
 import logging
 import os
 from collections.abc import Collection
@@ -11,20 +10,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import randsae.study.stages  # noqa: F401  (registers the stages whose checks run here)
 from randsae import io, runs
 from randsae.errors import BadInput
 from randsae.resources import format_bytes
+from randsae.study.records import ordered
 from randsae.study.settings import (
     TWIN_OF,
     BaselineSettings,
     Preflight,
     autointerp_settings,
     base_unit,
+    judge_asked,
     judge_options,
     latent_scorers,
     paper_layers,
-    probes_wanted,
-    study_scorers,
     study_units,
     train_config_for,
 )
@@ -44,7 +44,7 @@ def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[
     from randsae.config import resolve_device
     from randsae.lm.activations import parse_layers
     from randsae.lm.models import load_config, read_device_map
-    from randsae.study.plan import model_shape
+    from randsae.study.shapes import model_shape
     from randsae.training.trainer import TopKTrainConfig
 
     resolve_device(settings.device)
@@ -68,9 +68,9 @@ def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[
                     max_norm_ratio=settings.max_norm_ratio, dictionary_cone=settings.dictionary_cone,
                     **{k: v for k, v in {"batch_size": settings.batch_size, "lr": settings.lr}.items()
                        if v is not None}).validate()
-    check_text(settings, plan)
-    check_judge(settings)
-    check_probing(settings)
+    for stage in ordered():  # each stage's own checks: the text, the judge, --probe-data
+        if stage.check is not None:
+            stage.check(settings, plan)
     if settings.layers == "paper":
         vocab = getattr(config, "vocab_size", 0)
         layers = paper_layers(num_layers, 12 * num_layers * d_model ** 2 + 2 * vocab * d_model)
@@ -80,63 +80,6 @@ def preflight(settings: BaselineSettings, plan: bool = False, given: Collection[
     if saes is not None:
         check_user_saes(settings, check, *saes)
     return check
-
-
-def check_text(settings: BaselineSettings, plan: bool = False) -> None:
-    """A text file given as --dataset exists and holds a document; a hub data set can be reached (not for a
-    --plan, made where the study will not run: it is streamed later); the embedded text holds the tokens."""
-    from randsae.lm.text import EMBEDDED_CORPUS, check_text_source, documents, is_local_text
-
-    check_text_source(settings.dataset, settings.tokens, reach=not plan)
-    path = Path(settings.dataset).expanduser()
-    if settings.dataset == EMBEDDED_CORPUS or not is_local_text(settings.dataset):
-        return
-    if not path.exists():
-        raise BadInput(f"--dataset {path} does not exist.")
-    first = itertools.islice(documents(settings.dataset, settings.text_column, settings.dataset_config), 1000)
-    if not any(str(doc).strip() for doc in first):
-        raise BadInput(f"--dataset {path} holds no text.")
-
-
-def check_probing(settings: BaselineSettings) -> None:
-    """--probe-data read and checked as the probing stage will split it at each seed: now, not after every
-    variant has trained (a hub data set is read then)."""
-    from randsae.experiments.lm_probe import check_probe_data
-    from randsae.study.settings import probe_settings
-
-    data = settings.probing.get("probe_data")
-    if not probes_wanted(settings) or data is None or str(data).startswith("hf:"):
-        return
-    check_probe_data(probe_settings(settings, settings.seed), seeds=range(settings.seed,
-                                                                          settings.seed + settings.seeds))
-
-
-def check_judge(settings: BaselineSettings) -> None:
-    """The judge the autointerp stage will ask can be: its settings, its server answering with the model, or
-    its local model found — checked now, not after every variant has trained. None where no scorer asks it."""
-    import asyncio
-
-    from randsae.autointerp.clients import make_judge
-
-    if not judge_asked(settings):
-        if settings.judge.get("url"):
-            log.warning("--llm-url %s names a judge, but no scorer of --scorers %s asks one: the judge is not "
-                        "used", settings.judge["url"], ",".join(study_scorers(settings)))
-        return
-    from randsae.lm.models import load_config
-
-    options = judge_options(settings)
-    if "url" in options:
-        async def ask() -> None:
-            judge = make_judge(**options)
-            try:
-                await judge.check()
-            finally:
-                await judge.close()
-
-        asyncio.run(ask())
-    elif options["llm"] != "smollm2":
-        load_config(options["llm"])
 
 
 def user_saes(settings: BaselineSettings) -> tuple[Path, dict[int, Path]]:
@@ -259,22 +202,17 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
                  cache_dtype=s.cache_dtype or "float16", model_dtype=s.model_dtype,
                  context_length=s.context_length, split=devices if s.device_map is not None else 1,
                  sampled=examples.sample, judged=judged, ranks=ranks, fit_tokens=s.fit_tokens,
-                 judge_bytes=local_judge_bytes(s), host_bytes=host, autointerp=bool(latent_scorers(s)),
-                 probing=probes_wanted(s), probe_train_tokens=probing.probe_train_tokens,
+                 judge_bytes=local_judge_bytes(s), host_bytes=host,
+                 stages=tuple(stage for stage in ordered() if stage.wanted(s)),
+                 probe_train_tokens=probing.probe_train_tokens,
                  probe_test_tokens=probing.probe_test_tokens)
-
-
-def judge_asked(settings: BaselineSettings) -> bool:
-    """Whether a scorer of the study asks the judge (to explain, or to score)."""
-    from randsae.scorer_kinds import SCORER_KINDS
-
-    return any(SCORER_KINDS[s].uses_judge or SCORER_KINDS[s].needs_explanation for s in latent_scorers(settings))
 
 
 def local_judge_bytes(settings: BaselineSettings) -> int:
     """The local judge's peak on its device (its weights and one batch's key-value cache); 0 behind a server."""
     from randsae.lm.models import load_config
-    from randsae.study.plan import judge_bytes, model_shape
+    from randsae.study.plan import judge_bytes
+    from randsae.study.shapes import model_shape
 
     options = judge_options(settings)
     if "llm" not in options or not judge_asked(settings):

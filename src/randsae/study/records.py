@@ -4,18 +4,20 @@ what the stages took. `StudyState` is a study as every stage, the verdict and th
 (`randsae.study.runner`) adds the running."""
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from randsae import io
 from randsae.errors import BadInput
-from randsae.resources import format_bytes
 from randsae.study.settings import BaselineSettings, Preflight, study_units
 
 if TYPE_CHECKING:
     from randsae.distributed import World
+    from randsae.study.verdict import Measure
+    from randsae.tables import PlanRow
 
 STATUSES = ("running", "done", "failed")
 
@@ -54,27 +56,71 @@ def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
     io.atomic_write(out / "stages.json", lambda p: p.write_text(text))
 
 
-# where each unit's stage writes: OUT/<unit>/<directory>
-STAGE_DIRECTORIES = {"activations": "acts", "train": "sae", "eval": "eval", "probing": "probing",
-                     "latents": "latents", "autointerp": "autointerp"}
-
-
 def _always(_: BaselineSettings) -> bool:
     return True
 
 
+def _alone(_: BaselineSettings, __: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A stage as its module (`randsae.study.stages`) declares it; it writes under OUT/<unit>/`directory`."""
+    """Everything about one stage, declared in its own module (`randsae.study.stages`) and registered there
+    (`register`): the runner, the plan, the verdict's evidence, the preflight and the report read it from here and
+    name no stage. Hooks left None: the stage has nothing of that kind."""
     name: str
     run: "Callable[[StudyState, str], None]"  # does it for one unit ("" for a stage across the units)
-    reads: tuple[str, ...] = ()  # the stages whose outputs it reads
-    per_unit: bool = True
+    directory: str | None = None  # a unit's stage writes OUT/<unit>/<directory>
+    reads: tuple[str, ...] = ()  # the stages whose outputs it reads: it runs after them
+    per_unit: bool = True  # False: once across the units, after every unit's stages
     wanted: "Callable[[BaselineSettings], bool]" = _always  # whether the settings ask for it
+    # whether every rank runs this unit's stage together under torchrun (each its share of the layers), rather
+    # than the rank that owns the unit by itself
+    together: "Callable[[BaselineSettings, str], bool]" = _alone
+    cost: "Callable[[Any], PlanRow | None] | None" = None  # its row of the plan, given a `randsae.study.plan.Unit`
+    loads_model: bool = False  # a row of its that reads tokens loads the model (host memory for a split model)
+    grouped: bool = False  # evaluates the layers in the plan's groups (its rows say how many)
+    measures: "Callable[[StudyState, str, bool], list[Measure]] | None" = None  # a unit's outputs as the verdict's
+    check: "Callable[[BaselineSettings, bool], None] | None" = None  # before anything runs (settings, a --plan)
+    section: "Callable[[Path, list[str]], str | None] | None" = None  # the report's section: OUT, units done
 
     @property
-    def directory(self) -> str | None:
-        return STAGE_DIRECTORIES.get(self.name)
+    def dealt(self) -> bool:
+        """Its units are dealt across the ranks, each unit's run by one rank alone."""
+        return self.per_unit and self.together is _alone
+
+
+REGISTRY: dict[str, Stage] = {}
+"""Every stage the study runs, by name; `register` adds one (the built-in ones: `randsae.study.stages`)."""
+
+
+def register(stage: Stage) -> Stage:
+    if stage.name in REGISTRY:
+        raise ValueError(f"a stage named {stage.name} is registered already")
+    REGISTRY[stage.name] = stage
+    return stage
+
+
+def ordered() -> list[Stage]:
+    """The registered stages in the order they run: every stage after those it reads (and, among those free to
+    run, in the order they were registered), each unit's stages before those across the units."""
+    waiting = [s for s in REGISTRY.values() if s.per_unit] + [s for s in REGISTRY.values() if not s.per_unit]
+    done: list[Stage] = []
+    while waiting:
+        ready = next((s for s in waiting if all(r in {d.name for d in done} or r not in REGISTRY
+                                                for r in s.reads)), None)
+        if ready is None:
+            raise ValueError("the stages " + ", ".join(s.name for s in waiting) + " read each other in a circle")
+        done.append(ready)
+        waiting.remove(ready)
+    return done
+
+
+def directory_of(stage: str) -> str | None:
+    """Where a unit's `stage` writes under OUT/<unit>/ (None: a stage across the units, or unknown)."""
+    found = REGISTRY.get(stage)
+    return found.directory if found is not None else None
 
 
 class StudyState:
@@ -89,8 +135,6 @@ class StudyState:
 
     def group_layers(self, stage: str) -> int | None:
         """The layers a group of `stage` holds, where the plan splits them into groups (None: all at once)."""
-        from randsae.study.plan import group_size
-
         groups = self.groups.get(stage, 1)
         return group_size(len(self.checked.layers), groups) if groups > 1 else None
 
@@ -115,6 +159,11 @@ class StudyState:
         """The units (of seed `index`, or all) whose `stage` is done."""
         return [u for u in self.units(index) if self.stages.get((u, stage), StageRecord("", "", "")).status
                 == "done"]
+
+
+def group_size(layers: int, groups: int) -> int:
+    """The layers per group of `groups` groups (the last may hold fewer)."""
+    return math.ceil(layers / max(1, groups))
 
 
 def stage_grid(stages: list[StageRecord]) -> tuple[list[str], list[list[str]]]:
@@ -153,33 +202,3 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def directory_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
-
-
-def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[list[str]]] | None:
-    """Per stage (summed over units): the plan's time and disk (OUT/plan.csv) beside what the finished units
-    took and wrote; None for a study without a plan."""
-    from randsae.study.plan import NOT_TIMED, PlanRow, format_seconds
-    from randsae.tables import read_table
-
-    path = out / "plan.csv"
-    if not path.is_file():
-        return None
-    plan: list[PlanRow] = read_table(path, PlanRow)
-    records = {(r.variant, r.stage): r for r in stages}
-    rows = []
-    for stage in dict.fromkeys(r.stage for r in plan):
-        part = [r for r in plan if r.stage == stage]
-        done = [r for r in part if records.get((r.unit, stage)) and records[r.unit, stage].status == "done"]
-        took = sum(records[r.unit, stage].seconds for r in done)
-        planned_s = sum(r.seconds for r in done)
-        written = sum(directory_bytes(out / r.unit / STAGE_DIRECTORIES[stage]) for r in done if r.unit) \
-            if stage in STAGE_DIRECTORIES else 0
-        untimed = any(r.basis == NOT_TIMED for r in done)
-        ratio = f"{took / planned_s:.2f}" if done and planned_s > 0 and not untimed else "–"
-        shown = "not estimated (a server judge)" if untimed else format_seconds(planned_s) if done else "–"
-        rows.append([stage, f"{len(done)} of {len(part)}", shown,
-                     format_seconds(took) if done else "–", ratio,
-                     format_bytes(sum(r.disk_bytes for r in done)) if done else "–",
-                     format_bytes(written) if done else "–"])
-    return ["stage", "units done", "planned", "took", "took / planned", "disk planned", "disk written"], rows
-

@@ -9,8 +9,6 @@ every sampled latent of every variant and layer with its
 explanation, scores, entropy, top tokens and example windows shaded by activation, variants side by side.
 """
 
-import base64
-import html
 import logging
 import shutil
 from dataclasses import dataclass
@@ -18,9 +16,9 @@ from pathlib import Path
 
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
-from randsae.study.browser import LatentCard, browser_html, fmt, read_cards
-from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
-from randsae.study.records import StageRecord, markdown_table, plan_grid, read_stages, stage_grid
+from randsae.study.browser import LatentCard, fmt, read_cards
+from randsae.study.plan import plan_grid
+from randsae.study.records import StageRecord, markdown_table, ordered, read_stages, stage_grid
 from randsae.study.settings import text_conventions
 from randsae.study.summaries import (
     PROBE_NOTE,
@@ -30,7 +28,6 @@ from randsae.study.summaries import (
     separation_grid,
     separation_sentence,
 )
-from randsae.study.verdict import by_layer
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +231,17 @@ def made_by(config: dict) -> str:
     return f"randsae {p['randsae']}{commit}, PyTorch {p['torch']}, {p['written']}{line}"
 
 
+def stage_sections(study: Study) -> list[str]:
+    """Each registered stage's own section of the report (Markdown, its heading included), from the units whose
+    stage is done; none for a stage that declares none."""
+    sections = []
+    for stage in ordered():
+        done = [r.variant for r in study.stages if r.stage == stage.name and r.status == "done"]
+        text = stage.section(study.out, done) if stage.section is not None and done else None
+        sections += [text.strip()] if text else []
+    return sections
+
+
 def calibration_lines(study: Study) -> list[str]:
     """The judge's calibration as `Calibration.label` says it, per LLM scorer, each judge once."""
     lines = []
@@ -256,20 +264,6 @@ def plan_basis(out: Path) -> str:
     return f"Planned before the run for {machine}, {ranked}; from {'; '.join(bases)}."
 
 
-def plan_html(study: Study) -> str:
-    e = html.escape
-    grid = plan_grid(study.out, study.stages)
-    if grid is None:
-        return ""
-    return "<h3>The plan beside what it took</h3><p>" + e(plan_basis(study.out)) + "</p>" + html_table(*grid)
-
-
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    e = html.escape
-    return ("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr>" +
-            "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>")
-
-
 def markdown(study: Study, figures: dict[str, Path]) -> str:
     s = study.config["settings"]
     # as the README opens: the verdict, what separates, the probes; what qualifies them; how it was made after
@@ -290,6 +284,7 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
         lines += ["## Tables", "", summary.read_text()]
+    lines += [f"{text}\n" for text in stage_sections(study)]
     lines += ["## Latents", "", f"{len(study.cards)} sampled latents: open report.html for the latent browser.",
               ""]
     for card in study.cards:
@@ -297,160 +292,6 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
                      f"{card.explanation or '(no explanation)'} — entropy {fmt(card.entropy, 2)}, " +
                      ", ".join(f"{k} {fmt(v, 2)}" for k, v in card.scores.items()))
     return "\n".join(lines) + "\n"
-
-
-CSS = """
-body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;
-vertical-align:top}th{background:#f2f2f2}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
-.chance{color:#b00020;font-weight:bold}.yes{color:#0a7d28;font-weight:bold}.no{color:#666}
-.same{color:#1f4fb4;font-weight:bold}
-.matrices{display:flex;flex-wrap:wrap;gap:16px}.matrix caption{font-weight:600;text-align:left}
-.matrix td.cell{min-width:9em}span.cell{padding:1px 6px;border-radius:3px}
-.side{display:grid;gap:12px;grid-template-columns:repeat(var(--n),minmax(0,1fr))}
-.variant-column h4{margin:.2em 0;position:sticky;top:0;background:#fff}
-.latent-card{border:1px solid #ccc;border-radius:6px;padding:6px 8px;margin:0 0 8px;background:#fafafa}
-.latent-card summary{cursor:pointer;font-weight:600}.explanation{font-style:italic;margin:4px 0}
-.window{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap;word-break:break-word;
-border-top:1px dotted #ddd;padding:3px 0}.tok{border-radius:2px}.meta{color:#555;font-size:12px}
-"""
-
-
-def markdown_html(text: str) -> str:
-    """The comparison's summary.md as HTML: its tables as tables, its bullets as a list, the rest as
-    paragraphs (the little Markdown `lm compare` writes; everything escaped)."""
-    e = html.escape
-    parts: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            body = [row for row in block[1:] if not all(set(c) <= set("-: ") for c in row)]
-            parts.append("<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in block[0]) + "</tr>" + "".join(
-                "<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>")
-            continue
-        if line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{e(lines[i][2:])}</li>")
-                i += 1
-            parts.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        if line.strip():
-            parts.append(f"<p>{e(line)}</p>")
-        i += 1
-    return "\n".join(parts)
-
-
-def _image(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
-def page(study: Study, figures: dict[str, Path]) -> str:
-    e = html.escape
-    s = study.config["settings"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
-             "Each variant below is the same architecture with other weights (docs/paper.md §2.1); each got SAEs "
-             "trained and measured the same way.</p>", verdict_html(study), summaries_html(study.out),
-             "<section id='calibration'><h2>Judge calibration</h2><ul>" +
-             "".join(f"<li class='{'chance' if 'AT CHANCE' in x else ''}'>{e(x)}</li>"
-                     for x in calibration_lines(study)) + "</ul></section>"]
-    parts.append("<section id='figures'><h2>Figures</h2>" + "".join(
-        f"<figure id='fig-{name}'><img src='{_image(path)}' alt='{e(FIGURES[name])}'>"
-        f"<figcaption>{e(FIGURES[name])}</figcaption></figure>" for name, path in figures.items()) + "</section>")
-    parts += ["<section id='settings'><h2>Settings</h2><table>" +
-              "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
-              "</table></section>",
-              "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.stages)) + plan_html(study) +
-              "</section>"]
-    summary = study.out / "compare" / "summary.md"
-    if summary.is_file():
-        parts.append(f"<section id='tables'><h2>Tables</h2>{markdown_html(summary.read_text())}</section>")
-    parts.append(browser_html(study.cards, s["variants"]) + "</body></html>")
-    return "\n".join(parts)
-
-
-OUTCOME_CLASS = {"differs": "yes", "same": "same", "cannot tell": "no", "not comparable": "chance"}
-
-
-def emphasis_html(text: str) -> str:
-    """Escaped text whose *emphasis* (the verdict note's Markdown) renders as emphasis."""
-    import re
-
-    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", html.escape(text))
-
-
-def matrix_html(rows: list) -> str:
-    """The verdict at a glance: per layer a small table, metrics as rows and twins as columns, each cell the
-    difference trained − twin with its 95% interval, coloured by outcome."""
-    from randsae.plots import OUTCOME_COLOURS
-    from randsae.study.evidence import reason_notes, shared_reasons, verdict_matrices
-
-    e = html.escape
-    parts = ["<div class='matrices'>"]
-    matrices = verdict_matrices(rows)
-    marks = shared_reasons(matrices)
-    for layer, metrics, twins, cells in matrices:
-        head = "".join(f"<th>{e(t)}</th>" for t in twins)
-        body = "".join(
-            f"<tr><th>{e(label)}</th>" + "".join(
-                f"<td class='cell' style='background:{OUTCOME_COLOURS[c.outcome]}'>"
-                f"<b>{e(c.outcome)}</b><br><span class='meta'>{e(marks.get(c.text, c.text))}</span></td>"
-                for c in row)
-            + "</tr>"
-            for label, row in zip(metrics, cells, strict=True))
-        parts.append(f"<table class='matrix'><caption>Layer {layer}: trained − twin, 95% interval</caption>"
-                     f"<tr><th>metric</th>{head}</tr>{body}</table>")
-    legend = " ".join(f"<span class='cell' style='background:{colour}'>{e(o)}</span>"
-                      for o, colour in OUTCOME_COLOURS.items())
-    notes = "".join(f"<li>{e(note)}</li>" for note in reason_notes(marks))
-    shared = f"<ul class='meta'>{notes}</ul>" if notes else ""
-    return "".join(parts) + f"</div><p class='meta'>{legend}</p>{shared}"
-
-
-def verdict_html(study: Study) -> str:
-    """The verdict: a sentence per layer, then the table (a row per layer, metric and twin), outcome coloured."""
-    from randsae.study.evidence import verdict_note
-    from randsae.study.verdict import VerdictSettings
-
-    e = html.escape
-    rows = read_verdict(study.out)
-    if not rows:
-        return "<section id='verdict'><h2>Verdict</h2><p>not reached (see the stages).</p></section>"
-    sentences = "".join(f"<li><b>Layer {v.layer}</b>: {e(v.sentence())}</li>" for v in by_layer(rows))
-    head = "".join(f"<th>{e(c)}</th>" for c in VERDICT_COLUMNS)
-    outcome = VERDICT_COLUMNS.index("verdict")
-    body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome]}'>{e(c)}</td>" if i == outcome else
-                                    f"<td>{e(c)}</td>" for i, c in enumerate(verdict_cells(r))) + "</tr>"
-                   for r in rows)
-    note = emphasis_html(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))
-    return (f"<section id='verdict'><h2>Verdict</h2>{matrix_html(rows)}<ul>{sentences}</ul>"
-            f"<details id='every-comparison'><summary>Every comparison: both arms' values and intervals, the 90% "
-            f"interval, δ and what the intervals are over ({len(rows)} rows)</summary>"
-            f"<table><tr>{head}</tr>{body}</table></details>"
-            f"<p>{note}</p>{dictionaries_html(rows)}</section>")
-
-
-def dictionaries_html(rows: list) -> str:
-    """How much of the trained dictionary's result each random dictionary reaches (none: nothing)."""
-    from randsae.study.evidence import SHARE_COLUMNS, SHARE_NOTE, dictionary_shares, share_cells, share_sentences
-
-    e = html.escape
-    shares = dictionary_shares(rows)
-    if not shares:
-        return ""
-    sentences = "".join(f"<li>{e(s)}</li>" for s in share_sentences(shares))
-    head = "".join(f"<th>{e(c)}</th>" for c in SHARE_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in share_cells(s)) + "</tr>" for s in shares)
-    return (f"<h3 id='dictionaries'>Random dictionaries</h3><ul>{sentences}</ul><table><tr>{head}</tr>{body}"
-            f"</table><p>{e(SHARE_NOTE)}</p>")
 
 
 SEPARATES = "Which metrics separate trained from random here"
@@ -470,30 +311,3 @@ def summaries_markdown(out: Path) -> list[str]:
             lines += [f"**Layer {layer}**", "", markdown_table(header, rows), "", *notes, ""]
         lines += [PROBE_NOTE, ""]
     return lines
-
-
-def summaries_html(out: Path) -> str:
-    e = html.escape
-    ranked, probes = read_summaries(out)
-    parts = []
-    if ranked:
-        parts.append(f"<section id='separation'><h2>{e(SEPARATES)}</h2><p>{e(separation_sentence(ranked))}</p>"
-                     f"{html_table(*separation_grid(ranked))}<p class='meta'>{emphasis_html(SEPARATION_NOTE)}</p>"
-                     "</section>")
-    if probes:
-        tables = "".join(f"<h3>Layer {layer}</h3>{html_table(header, rows)}"
-                         + "".join(f"<p class='chance'>{e(note)}</p>" for note in notes)
-                         for layer, header, rows, notes in probe_grids(probes))
-        parts.append(f"<section id='probing'><h2>Probing (no judge)</h2>{tables}<p class='meta'>"
-                     f"{e(PROBE_NOTE)}</p></section>")
-    return "".join(parts)
-
-
-def write_report(out: Path) -> tuple[Path, Path]:
-    """OUT/report.md and OUT/report.html from what the study wrote."""
-    study = read_study(out)
-    figures = copy_figures(out)
-    io.atomic_write(out / "report.md", lambda p: p.write_text(markdown(study, figures)))
-    io.atomic_write(out / "report.html", lambda p: p.write_text(page(study, figures)))
-    log.info("wrote %s and %s", out / "report.md", out / "report.html")
-    return out / "report.md", out / "report.html"

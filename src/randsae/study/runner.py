@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+import randsae.study.stages  # noqa: F401  (registers the stages)
 from randsae import io, runs
 from randsae.distributed import World
 from randsae.errors import BadInput
 from randsae.study.preflight import ranks_here, write_plan
-from randsae.study.records import StageRecord, StudyState, read_stages, write_stages
+from randsae.study.records import REGISTRY, Stage, StageRecord, StudyState, ordered, read_stages, write_stages
 from randsae.study.settings import STUDY, BaselineSettings, Preflight
-from randsae.study.stages import STAGES, STUDY_STAGES, UNIT_STAGES
 
 if TYPE_CHECKING:
     from randsae.study.machines import Machine
@@ -42,35 +42,37 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORK = {name: stage.run for name, stage in STAGES.items()}
-
-
 class Study(StudyState):
     """One study's stages, run in order, recorded in OUT/stages.json."""
 
+    def wanted(self) -> list[Stage]:
+        """The registered stages the settings ask for, in the order they run."""
+        return [s for s in ordered() if s.wanted(self.settings)]
+
     def plan(self) -> list[tuple[str, str]]:
         """Every (unit, stage) the settings ask for, in order; ("", stage) for the stages across units."""
-        unit_stages = [s.name for s in UNIT_STAGES if s.wanted(self.settings)]
-        return [(u, s) for u in self.units() for s in unit_stages] + [("", s.name) for s in STUDY_STAGES]
+        stages = self.wanted()
+        return [(u, s.name) for u in self.units() for s in stages if s.per_unit] + \
+            [("", s.name) for s in stages if not s.per_unit]
 
-    def run(self, work: dict) -> dict[tuple[str, str], StageRecord]:
-        """Run every stage not done yet; `work[stage](study, unit)` does one. Returns the records."""
+    def run(self) -> dict[tuple[str, str], StageRecord]:
+        """Run every stage not done yet. Returns the records."""
         plan = self.plan()
         done = sum(1 for key in plan if self.stages.get(key, StageRecord("", "", "")).status == "done")
         bar = tqdm(total=len(plan), initial=done, unit="stage", disable=not self.progress, desc="baseline",
                    bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} elapsed, ETA {remaining}")
-        failed_variants: set[str] = set()
-        ran = False  # a variant's stage ran: the comparison and the report are made again
-        for variant, stage in plan:
-            key = (variant, stage)
-            if key in self.stages and self.stages[key].status == "done" and not (variant == "" and ran):
+        failed_units: set[str] = set()
+        ran = False  # a unit's stage ran: the stages across units are run again
+        for unit, stage in plan:
+            key = (unit, stage)
+            if key in self.stages and self.stages[key].status == "done" and not (unit == "" and ran):
                 continue
-            if variant in failed_variants:
+            if unit in failed_units:
                 continue
-            ran = ran or variant != ""
-            bar.set_description(f"{variant or 'all'} · {stage}")
-            if self.run_stage(work, variant, stage).status == "failed":
-                failed_variants.add(variant)
+            ran = ran or unit != ""
+            bar.set_description(f"{unit or 'all'} · {stage}")
+            if self.run_stage(unit, stage).status == "failed":
+                failed_units.add(unit)
             bar.update(1)
         bar.close()
         return self.stages
@@ -87,7 +89,7 @@ class Study(StudyState):
             merged[record.variant, record.stage] = record
             write_stages(self.out, merged)
 
-    def run_stage(self, work: dict, variant: str, stage: str) -> StageRecord:
+    def run_stage(self, variant: str, stage: str) -> StageRecord:
         """One stage of one unit (or across units), recorded running, then done or failed."""
         from randsae.lm.models import loading, read_device_map
 
@@ -96,11 +98,12 @@ class Study(StudyState):
         start = time.perf_counter()
         try:
             with loading(self.settings.model_dtype, read_device_map(self.settings.device_map)):
-                work[stage](self, variant)
+                REGISTRY[stage].run(self, variant)
             if killer is not None:
                 killer.stage_over()
         except Exception as error:  # one variant's failure is reported; the others go on
-            collective = stage == "train" and self.world is not None and self.world.distributed
+            collective = self.world is not None and self.world.distributed and \
+                REGISTRY[stage].together(self.settings, variant)
             if variant == "" or isinstance(error, MemoryError) or collective:
                 self.record(StageRecord(variant, stage, "failed", time.perf_counter() - start,
                                         f"{type(error).__name__}: {error}"))
@@ -116,12 +119,14 @@ class Study(StudyState):
         log.info("%s · %s: %s in %.1f s", variant or "all", stage, record.status, record.seconds)
         return record
 
-    def run_dealt(self, work: dict, world: World) -> dict[tuple[str, str], StageRecord]:
-        """The stages under torchrun, dealt across the ranks: each unit's activations, eval, latents and
-        autointerp run on the rank that owns the unit (unit i on rank i mod N), by itself; each unit's training
-        runs on every rank together, each rank training its share of the layers; rank 0 then compares and
-        reports. A phase ends when every rank has finished its share of it. Each rank records the stages it
-        runs in the one OUT/stages.json; a rerun (after a kill of any rank) redoes only what is not done."""
+    def run_dealt(self, world: World) -> dict[tuple[str, str], StageRecord]:
+        """The stages under torchrun, dealt across the ranks. In the stages' order, a phase at a time: each run of
+        stages dealt by unit (activations; eval, probing, latents, autointerp) runs every unit's share on the rank
+        that owns the unit (unit i on rank i mod N), by itself; a stage the ranks run together (training: each
+        rank its share of the layers) runs unit by unit on every rank, rank 0 keeping its record; then rank 0
+        runs the stages across the units. A phase ends when every rank has finished its share of it. Each rank
+        records the stages it runs in the one OUT/stages.json; a rerun (after a kill of any rank) redoes only
+        what is not done."""
         from randsae.distributed import alone, any_rank
 
         self.world = world
@@ -129,48 +134,61 @@ class Study(StudyState):
         owned = [u for i, u in enumerate(units) if i % world.size == world.rank]
         bar = tqdm(total=len(self.plan()), unit="stage", disable=not (self.progress and world.is_main),
                    desc="baseline", bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} elapsed")
+        stages = self.wanted()
         ran = False
 
         def todo(unit: str, stage: str) -> bool:
             self.stages = read_stages(self.out)
             if any(self.stages.get((unit, s.name), StageRecord("", "", "")).status == "failed"
-                   for s in UNIT_STAGES):
+                   for s in stages if s.per_unit):
                 return False
             return self.stages.get((unit, stage), StageRecord("", "", "")).status != "done"
 
-        def mine(stages: tuple[str, ...]) -> None:
+        def mine(phase: list[Stage]) -> None:
             nonlocal ran
             for unit in owned:
-                for stage in stages:
-                    if todo(unit, stage):
+                for stage in phase:
+                    if todo(unit, stage.name):
                         ran = True
                         with alone():
-                            self.run_stage(work, unit, stage)
+                            self.run_stage(unit, stage.name)
             world.barrier()
             self.show(bar)
 
-        mine(("activations",))
-        for unit in units:  # every rank together, in the same order, all agreeing whether it is still to do
-            if any_rank(world, todo(unit, "train")):
-                ran = True
-                if unit == "trained" and self.settings.sae is not None:  # your SAEs: read by one rank
-                    if world.is_main:
-                        with alone():
-                            self.run_stage(work, unit, "train")
-                elif world.is_main:  # rank 0 keeps the record of the work they share
-                    self.run_stage(work, unit, "train")
-                else:
-                    work["train"](self, unit)
-                world.barrier()
-        self.show(bar)
-        mine(tuple(s.name for s in UNIT_STAGES[2:] if s.wanted(self.settings)))
+        def together(stage: Stage) -> None:
+            nonlocal ran
+            for unit in units:  # every rank, in the same order, all agreeing whether it is still to do
+                if any_rank(world, todo(unit, stage.name)):
+                    ran = True
+                    if not stage.together(self.settings, unit):  # this unit's by one rank
+                        if world.is_main:
+                            with alone():
+                                self.run_stage(unit, stage.name)
+                    elif world.is_main:  # rank 0 keeps the record of the work they share
+                        self.run_stage(unit, stage.name)
+                    else:
+                        stage.run(self, unit)
+                    world.barrier()
+            self.show(bar)
+
+        phase: list[Stage] = []
+        for stage in (s for s in stages if s.per_unit):
+            if stage.dealt:
+                phase.append(stage)
+                continue
+            if phase:
+                mine(phase)
+                phase = []
+            together(stage)
+        if phase:
+            mine(phase)
         ran = any_rank(world, ran)
         if world.is_main:
             self.stages = read_stages(self.out)
-            for stage in ("compare", "report"):
-                if ran or self.stages.get(("", stage), StageRecord("", "", "")).status != "done":
+            for stage in (s for s in stages if not s.per_unit):
+                if ran or self.stages.get(("", stage.name), StageRecord("", "", "")).status != "done":
                     with alone():
-                        self.run_stage(work, "", stage)
+                        self.run_stage("", stage.name)
         world.barrier()
         self.show(bar)
         bar.close()
@@ -242,15 +260,15 @@ def baseline(out: Path, settings: BaselineSettings, check: Preflight, progress: 
 
     study = Study(out, settings, progress, check)
     if plan is not None:
-        study.groups = {stage: max(r.groups for r in plan[0] if r.stage == stage)
-                        for stage in ("eval", "latents") if any(r.stage == stage for r in plan[0])}
+        study.groups = {s.name: max(r.groups for r in plan[0] if r.stage == s.name)
+                        for s in ordered() if s.grouped and any(r.stage == s.name for r in plan[0])}
     if ranks_here() == 1:
         begin()
-        study.run(WORK)
+        study.run()
         return study
     with joined_world(resolve_device(settings.device)) as world:
         if world.is_main:  # rank 0 records the study; the others start once it has
             begin()
         world.barrier()
-        study.run_dealt(WORK, world)
+        study.run_dealt(world)
     return study

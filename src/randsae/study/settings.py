@@ -17,7 +17,7 @@ from randsae.settings import setting
 from randsae.study.verdict import VerdictSettings
 
 if TYPE_CHECKING:
-    from randsae.study.plan import ModelShape
+    from randsae.study.shapes import ModelShape
 
 TWIN_SAES = ("same", "topk")
 # what the trainer trains (randsae.training.trainer.ARCHITECTURES; the study cannot import it at module level)
@@ -361,3 +361,10 @@ def probe_settings(s: BaselineSettings, seed: int):
     from randsae.experiments.lm_probe import ProbeSettings
 
     return ProbeSettings(**{**s.probing, "seed": seed, "absorption": "absorption" in study_scorers(s)})
+
+
+def judge_asked(settings: BaselineSettings) -> bool:
+    """Whether a scorer of the study asks the judge (to explain, or to score)."""
+    from randsae.scorer_kinds import SCORER_KINDS
+
+    return any(SCORER_KINDS[s].uses_judge or SCORER_KINDS[s].needs_explanation for s in latent_scorers(settings))

@@ -4,6 +4,7 @@ verdict across seeds and what separates trained from random (OUT/compare/verdict
 from pathlib import Path
 
 from randsae.errors import BadInput
+from randsae.study.plan import fixed_cost
 from randsae.study.records import Stage, StudyState
 from randsae.study.settings import parse_unit
 
@@ -71,4 +72,7 @@ def draw_curves(study: StudyState) -> None:
         "compare either. Arms without a line are SAEs randsae did not train (no curve)."])
 
 
-STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False)
+SECONDS = 8.0  # the plan's allowance for the comparison with its bootstrap (not measured)
+
+STAGE = Stage("compare", run, reads=("eval", "probing", "latents", "autointerp"), per_unit=False,
+              cost=fixed_cost("compare", SECONDS))

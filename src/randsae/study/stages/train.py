@@ -3,14 +3,18 @@ trained arm with --sae, the user's SAEs imported and their L0 measured. Reads OU
 writes OUT/<unit>/sae."""
 
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 
 from randsae import io, runs
 from randsae.errors import BadInput
+from randsae.resources import FLOAT_BYTES
+from randsae.study.plan import Unit, sae_encode_flops, sae_train_bytes, sae_train_flops
 from randsae.study.records import Stage, StudyState
-from randsae.study.settings import TWIN_OF, base_unit, train_config_for
+from randsae.study.settings import TWIN_OF, BaselineSettings, base_unit, train_config_for
 from randsae.study.stages.common import layer_list, source_of
+from randsae.tables import PlanRow
 
 log = logging.getLogger(__name__)
 
@@ -109,4 +113,29 @@ def mean_l0(sae, batches, tokens: int) -> float:
     return active / seen
 
 
-STAGE = Stage("train", run, reads=("activations",))
+def together(settings: BaselineSettings, unit: str) -> bool:
+    """Every rank trains a unit's SAEs together, each its share of the layers; your SAEs (--sae), read as the
+    trained arm, are read by one rank."""
+    return not (unit == "trained" and settings.sae is not None)
+
+
+def cost(u: Unit) -> PlanRow:
+    s, r, d, L = u.s, u.r, u.d, u.s.latents
+    saved = s.layers * 2 * L * d * FLOAT_BYTES
+    if u.name in s.imported:  # your SAEs: their L0 measured on the trained model's cache
+        measured = min(s.eval_tokens, s.train_tokens)
+        return PlanRow(u.name, "train", measured, 0, u.weights,
+                       measured * s.layers * sae_encode_flops(d, L) / r.sae_encode_flops, r.basis)
+    per_rank = math.ceil(s.layers / s.ranks)  # the layers are dealt across the ranks
+    train = s.train_tokens * per_rank * sae_train_flops(d, L) / r.sae_train_flops
+    if s.cache:  # one layer at a time from the cache (the eval stage, not the training, checks it)
+        return PlanRow(u.name, "train", s.train_tokens * s.layers, saved, sae_train_bytes(d, L, s.batch),
+                       train + u.cache_bytes / s.ranks / r.disk_bytes_per_s, r.basis)
+    batch = 8 * s.context_length * d * FLOAT_BYTES * s.layers
+    return PlanRow(u.name, "train", s.train_tokens, saved,
+                   u.weights + per_rank * sae_train_bytes(d, L, s.batch) + batch,
+                   r.load_seconds + s.train_tokens * u.forward / s.ranks + train, r.basis)
+
+
+STAGE = Stage("train", run, directory="sae", reads=("activations",), together=together, cost=cost,
+              loads_model=True)
