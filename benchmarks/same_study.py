@@ -3,7 +3,8 @@ every stage, probing and absorption beside a scripted judge) with the code of a 
 tree, into the same path, and compares every file the two wrote, leaving out only what differs between any two
 runs: provenance (commit, command line with the judge's port, time written), seconds and measured rates, free
 memory and disk, and the order the judge's concurrent answers were logged in. Not part of `make bench`: a
-refactor's check (`python benchmarks/same_study.py BASE`); prints the files that differ and exits 1 if any do."""
+refactor's check (`python benchmarks/same_study.py BASE [KEEP]`); prints the files that differ and exits 1 if any
+do."""
 
 import csv
 import io
@@ -38,12 +39,13 @@ if not tiny.exists():  # the tests' tiny model (tests/conftest.py)
     AutoTokenizer.from_pretrained(converted_gguf(embedded_gguf("smollm2"))).save_pretrained(tiny)
 torch.manual_seed(1234)
 with ScriptedJudge("random", seed=2) as judge:
-    sys.exit(main(["-q", "baseline", "--model", str(tiny), "--preset", "demo", "--layers", "0,2", "--tokens", "8k",
-                   "--context-length", "64", "--k", "4", "--expansion", "4", "--min-examples", "5", "--sample", "2",
-                   "--max-examples", "50", "--explainer-examples", "6", "--test-examples", "10", "--quantiles", "5",
-                   "--non-activating", "10", "--eval-tokens", "512", "--calibration-windows", "4", "--device", "cpu",
-                   "--seed", "1", "--scorers", "tokens,fuzzing,probing,absorption", "--probe-min-examples", "5",
-                   "--llm-url", judge.url, "--llm-model", "scripted", "--out", str(root / "out")]))
+    sys.exit(main([
+        "-q", "baseline", "--model", str(tiny), "--preset", "demo", "--layers", "0,2", "--tokens", "8k",
+        "--context-length", "64", "--k", "4", "--expansion", "4", "--min-examples", "5", "--sample", "2",
+        "--max-examples", "50", "--explainer-examples", "6", "--test-examples", "10", "--quantiles", "5",
+        "--non-activating", "10", "--eval-tokens", "512", "--calibration-windows", "4", "--device", "cpu",
+        "--seed", "1", "--scorers", "tokens,fuzzing,probing,absorption", "--probe-min-examples", "5",
+        "--llm-url", judge.url, "--llm-model", "scripted", "--out", str(root / "out")]))
 """
 
 
@@ -64,6 +66,8 @@ def scrub_text(text: str) -> str:
     text = re.sub(r"[\d.]+ (s|min|h|GFLOP/s|MB/s|ms)\b", r"N \1", text)
     text = re.sub(r"[\d.]+ GB (memory|free disk)", r"N GB \1", text)
     text = re.sub(r"\| [\d.]+ (B|KB|MB) \|\n", "| N |\n", text)  # disk written: its config.json names the port
+    text = re.sub(r"<td>[\d.]+ (B|KB|MB)</td>", "<td>N</td>", text)
+    text = re.sub(r"<td>\d+\.\d\d</td>", "<td>R</td>", text)  # took / planned
     return re.sub(r"\| \d+\.\d\d \|", "| R |", text)
 
 
@@ -94,9 +98,11 @@ def run(source: Path, root: Path) -> Path:
     return kept
 
 
-def main(base: str) -> int:
+def main(base: str, keep: str | None = None) -> int:
+    """`keep`: a directory to keep both studies' outputs in (study-base, study-main), to look at what differs."""
     with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
+        work = Path(keep) if keep else Path(work)
+        work.mkdir(parents=True, exist_ok=True)
         subprocess.run(["git", "worktree", "add", "--detach", str(work / "base"), base], check=True, cwd=ROOT,
                        capture_output=True)
         try:
@@ -113,4 +119,4 @@ def main(base: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "HEAD"))
+    sys.exit(main(*sys.argv[1:3]) if len(sys.argv) > 1 else main("HEAD"))
