@@ -650,7 +650,8 @@ def test_a_study_says_when_the_text_gave_fewer_tokens_than_asked(tmp_path):
 
     (tmp_path / "trained" / "sae").mkdir(parents=True)
     (tmp_path / "trained" / "sae" / "config.json").write_text(json.dumps({"source": {"tokens": 1_360_000}}))
-    study = Study(tmp_path, {"settings": {"tokens": 1_000_000_000}}, [], {}, [])
+    (tmp_path / "config.json").write_text(json.dumps({"settings": {"tokens": 1_000_000_000}}))
+    study = Study(tmp_path)
     assert training_tokens(study) == "1,360,000 (asked 1,000,000,000: the text gives no more)"
 
 

@@ -31,16 +31,16 @@ def fmt(value, digits: int = 3) -> str:
     return f"{number:.{digits}f}" if math.isfinite(number) else "–"
 
 
-def read_cards(out: Path, settings: dict) -> list[LatentCard]:
+def read_cards(out: Path, model: str, revision: str | None, variants: list[str]) -> list[LatentCard]:
     """A card per sampled latent of each variant's latent records (with its scores where autointerp ran)."""
     from randsae.autointerp.prompts import TokenTexts
     from randsae.autointerp.records import read_latents
     from randsae.lm.latents import open_latents
     from randsae.lm.models import load_tokenizer
 
-    decode = TokenTexts(load_tokenizer(settings["model"], settings.get("revision")))
+    decode = None  # the tokenizer, loaded where a variant has latent records to show
     cards = []
-    for variant in settings["variants"]:
+    for variant in variants:
         scored = {}
         autointerp = out / variant / "autointerp"
         if (autointerp / "latents").is_dir():
@@ -49,6 +49,7 @@ def read_cards(out: Path, settings: dict) -> list[LatentCard]:
         if not (latents / "config.json").is_file():
             continue
         records = open_latents(latents)
+        decode = decode or TokenTexts(load_tokenizer(model, revision))
         for layer in records.layers:
             for summary in sorted(records.sampled(layer), key=lambda s: s.latent):
                 result = scored.get((layer, summary.latent))

@@ -32,7 +32,7 @@ from randsae.study.verdict import by_layer
 
 def plan_html(study: Study) -> str:
     e = html.escape
-    grid = plan_grid(study.out, study.stages)
+    grid = plan_grid(study.out, study.records)
     if grid is None:
         return ""
     return "<h3>The plan beside what it took</h3><p>" + e(plan_basis(study.out)) + "</p>" + html_table(*grid)
@@ -101,10 +101,10 @@ def _image(path: Path) -> str:
 
 def page(study: Study, figures: dict[str, Path]) -> str:
     e = html.escape
-    s = study.config["settings"]
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s['model'])}"
+    s = study.settings
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>randsae baseline: {e(s.model)}"
              f"</title><style>{CSS}</style></head><body>",
-             f"<h1>Random baseline: {e(s['model'])}</h1><p>Would a random network give these SAE results too? "
+             f"<h1>Random baseline: {e(s.model)}</h1><p>Would a random network give these SAE results too? "
              "Each variant below is the same architecture with other weights (docs/paper.md §2.1); each got SAEs "
              "trained and measured the same way.</p>", verdict_html(study), summaries_html(study.out),
              "<section id='calibration'><h2>Judge calibration</h2><ul>" +
@@ -116,13 +116,13 @@ def page(study: Study, figures: dict[str, Path]) -> str:
     parts += ["<section id='settings'><h2>Settings</h2><table>" +
               "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings_rows(study)) +
               "</table></section>",
-              "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.stages)) + plan_html(study) +
+              "<section id='stages'><h2>Stages</h2>" + html_table(*stage_grid(study.records)) + plan_html(study) +
               "</section>"]
     summary = study.out / "compare" / "summary.md"
     if summary.is_file():
         parts.append(f"<section id='tables'><h2>Tables</h2>{markdown_html(summary.read_text())}</section>")
     parts += [f"<section>{markdown_html(text)}</section>" for text in stage_sections(study)]
-    parts.append(browser_html(study.cards, s["variants"]) + "</body></html>")
+    parts.append(browser_html(study.cards, s.variants) + "</body></html>")
     return "\n".join(parts)
 
 
@@ -167,7 +167,6 @@ def matrix_html(rows: list) -> str:
 def verdict_html(study: Study) -> str:
     """The verdict: a sentence per layer, then the table (a row per layer, metric and twin), outcome coloured."""
     from randsae.study.evidence import verdict_note
-    from randsae.study.verdict import VerdictSettings
 
     e = html.escape
     rows = read_verdict(study.out)
@@ -179,7 +178,7 @@ def verdict_html(study: Study) -> str:
     body = "".join("<tr>" + "".join(f"<td class='{OUTCOME_CLASS[r.outcome]}'>{e(c)}</td>" if i == outcome else
                                     f"<td>{e(c)}</td>" for i, c in enumerate(verdict_cells(r))) + "</tr>"
                    for r in rows)
-    note = emphasis_html(verdict_note(VerdictSettings(**study.config['settings'].get('verdict', {}))))
+    note = emphasis_html(verdict_note(study.settings.verdict))
     return (f"<section id='verdict'><h2>Verdict</h2>{matrix_html(rows)}<ul>{sentences}</ul>"
             f"<details id='every-comparison'><summary>Every comparison: both arms' values and intervals, the 90% "
             f"interval, δ and what the intervals are over ({len(rows)} rows)</summary>"

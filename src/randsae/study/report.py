@@ -11,15 +11,15 @@ explanation, scores, entropy, top tokens and example windows shaded by activatio
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from randsae import io
 from randsae.autointerp.clients import JudgeSettings
 from randsae.study.browser import LatentCard, fmt, read_cards
 from randsae.study.plan import plan_grid
-from randsae.study.records import StageRecord, markdown_table, ordered, read_stages, stage_grid
-from randsae.study.settings import text_conventions
+from randsae.study.records import StageRecord, StudyState, markdown_table, ordered, stage_grid
+from randsae.study.settings import BaselineSettings, recorded_settings, text_conventions
+from randsae.study.stages.train import recorded_l0
 from randsae.study.summaries import (
     PROBE_NOTE,
     SEPARATION_NOTE,
@@ -39,27 +39,28 @@ FIGURES = {"comparison": "Fig. 1–2: every metric per layer, a line per variant
 
 # --- reading a study -----------------------------------------------------------------------------------------
 
-@dataclass
-class Study:
-    out: Path
-    config: dict
-    stages: list[StageRecord]
-    calibrations: dict  # variant → its judge's Calibration
-    cards: list[LatentCard]
+class Study(StudyState):
+    """A study as its report reads it: the `StudyState` every stage and the verdict read, its settings from
+    OUT/config.json (`recorded_settings`), and what only the report shows: the record's provenance and layers,
+    each arm's judge calibration, a card per sampled latent."""
 
+    def __init__(self, out: Path):
+        from randsae.autointerp.records import read_calibration
 
-def read_study(out: Path) -> Study:
-    from randsae.autointerp.records import read_calibration
+        self.config = io.read_json(out / "config.json")
+        super().__init__(out, recorded_settings(self.config["settings"]), progress=False)
+        self.calibrations = {}  # variant → its judge's Calibration
+        for variant in self.settings.variants:
+            path = out / variant / "autointerp" / "calibration.json"
+            if path.is_file():
+                self.calibrations[variant] = read_calibration(path)
+        self.cards: list[LatentCard] = read_cards(out, self.settings.model, self.settings.revision,
+                                                  self.settings.variants)
 
-    config = io.read_json(out / "config.json")
-    settings = config["settings"]
-    stages = list(read_stages(out).values())
-    calibrations = {}
-    for variant in settings["variants"]:
-        autointerp = out / variant / "autointerp"
-        if (autointerp / "calibration.json").is_file():
-            calibrations[variant] = read_calibration(autointerp / "calibration.json")
-    return Study(out, config, stages, calibrations, read_cards(out, settings))
+    @property
+    def records(self) -> list[StageRecord]:
+        """Every stage's record, as OUT/stages.json holds them."""
+        return list(self.stages.values())
 
 
 # --- writing it ------------------------------------------------------------------------------------------------
@@ -77,33 +78,33 @@ def copy_figures(out: Path) -> dict[str, Path]:
 
 
 def settings_rows(study: Study) -> list[tuple[str, str]]:
-    s = study.config["settings"]
+    s = study.settings
     layers = ", ".join(str(x) for x in study.config.get("layers", []))
-    judge = JudgeSettings(**s["judge"]).describe()
-    return [("model", s["model"] + (f" @ {s['revision']}" if s.get("revision") else "")),
-            ("preset", s["preset"]), ("variants", ", ".join(s["variants"])), ("layers", layers),
+    judge = JudgeSettings(**s.judge).describe()
+    return [("model", s.model + (f" @ {s.revision}" if s.revision else "")),
+            ("preset", s.preset), ("variants", ", ".join(s.variants)), ("layers", layers),
             ("text", text_conventions(s)),
             ("training tokens per variant", training_tokens(study)),
             ("SAE", sae_text(study)), ("SAE architecture by arm", arm_architectures(study)),
             ("training recipe", recipe_text(study)),
             ("learning curves", curves_text(study)),
-            ("schedule", s["schedule"] + (f", batch {s['batch_size']}" if s.get("batch_size") else "") +
-             (f", lr {s['lr']}" if s.get("lr") else "")),
-            ("tokens left out", (f"first {s['skip_positions']} positions " if s.get("skip_positions") else "") +
-             (f"norm above {s['max_norm_ratio']} × median" if s.get("max_norm_ratio") else "") or "none (paper)"),
-            ("eval tokens", f"{s['eval_tokens']:,}"),
-            ("latent records from", "the training cache" if s.get("latent_tokens") is None else
-             f"{s['latent_tokens']:,} tokens after the training text"),
-            ("example sets", given_settings(s["examples"], "the paper's (docs/paper.md §2.3)")),
-            ("auto-interpretability", given_settings(s["autointerp"], "the paper's")),
-            ("judge", judge), ("seed", str(s["seed"])), ("seeds", seeds_text(s)),
+            ("schedule", s.schedule + (f", batch {s.batch_size}" if s.batch_size else "") +
+             (f", lr {s.lr}" if s.lr else "")),
+            ("tokens left out", (f"first {s.skip_positions} positions " if s.skip_positions else "") +
+             (f"norm above {s.max_norm_ratio} × median" if s.max_norm_ratio else "") or "none (paper)"),
+            ("eval tokens", f"{s.eval_tokens:,}"),
+            ("latent records from", "the training cache" if s.latent_tokens is None else
+             f"{s.latent_tokens:,} tokens after the training text"),
+            ("example sets", given_settings(s.examples, "the paper's (docs/paper.md §2.3)")),
+            ("auto-interpretability", given_settings(s.autointerp, "the paper's")),
+            ("judge", judge), ("seed", str(s.seed)), ("seeds", seeds_text(s)),
             ("made by", made_by(study.config))]
 
 
 def recipe_text(study: Study) -> str:
     """The recipe the arms' SAEs trained under and every value it set, as the first arm's `lm train` record has
     them (docs/choices.md "Training recipes")."""
-    name = study.config["settings"].get("recipe", "randsae")
+    name = study.settings.recipe
     for record in sorted(study.out.glob("*/sae/config.json")):
         values = io.read_json(record).get("schedule", {}).get("hyperparameters")
         if isinstance(values, dict) and values:
@@ -118,7 +119,7 @@ def curves_text(study: Study) -> str:
     converged, still learning, overfitting, or no curve (SAEs randsae did not train: marked, not refused)."""
     from randsae.training.curves import run_convergence
 
-    delta = study.config["settings"].get("verdict", {}).get("converged_delta", 0.01)
+    delta = study.settings.verdict.converged_delta
     arms = []
     for sae_dir in sorted(study.out.glob("*/sae")):
         states = run_convergence(sae_dir, delta)
@@ -130,7 +131,7 @@ def curves_text(study: Study) -> str:
 
 def training_tokens(study: Study) -> str:
     """The training tokens asked for, and those the text gave where it gave fewer (the trained arm's record)."""
-    asked = study.config["settings"]["tokens"]
+    asked = study.settings.tokens
     record = study.out / "trained" / "sae" / "config.json"
     got = io.read_json(record).get("source", {}).get("tokens") if record.is_file() else None
     if isinstance(got, int) and got < asked:
@@ -138,34 +139,27 @@ def training_tokens(study: Study) -> str:
     return f"{asked:,}"
 
 
-def measured_l0(study: Study) -> dict[str, float]:
-    """The user's SAEs' L0 per layer on the trained model's activations (what the twins are trained to)."""
-    record = study.out / "trained" / "sae" / "config.json"
-    return io.read_json(record).get("measured_l0", {}) if record.is_file() else {}
-
-
 def sae_text(study: Study) -> str:
     """What SAEs the arms have: the study's own, or the user's and how the twins were trained beside them."""
-    s = study.config["settings"]
-    architecture = s.get("architecture", "topk")
-    sparsity = f"L0 → {s['k']}" if architecture == "jumprelu" else f"k = {s['k']}"
-    if not s.get("sae"):
-        return f"{architecture}, {sparsity}, {s['expansion']} latents per dimension"
-    l0 = ", ".join(f"layer {layer}: {value:.1f}" for layer, value in measured_l0(study).items())
-    return f"trained arm: your SAEs ({s['sae']}; measured L0 {l0 or 'not recorded'}); {twin_training(study)}"
+    s = study.settings
+    sparsity = f"L0 → {s.k}" if s.architecture == "jumprelu" else f"k = {s.k}"
+    if not s.sae:
+        return f"{s.architecture}, {sparsity}, {s.expansion} latents per dimension"
+    l0 = ", ".join(f"layer {layer}: {value:.1f}" for layer, value in recorded_l0(study).items())
+    return f"trained arm: your SAEs ({s.sae}; measured L0 {l0 or 'not recorded'}); {twin_training(study)}"
 
 
 def twin_training(study: Study) -> str:
     """How the twins' SAEs were trained beside the user's, as the first twin's `lm train` record says."""
-    s = study.config["settings"]
-    for variant in s["variants"]:
+    s = study.settings
+    for variant in s.variants:
         path = study.out / variant / "sae" / "config.json"
         if variant == "trained" or not path.is_file():
             continue
         train = io.read_json(path).get("train", {})
         how = "trained to your SAEs' measured L0" if train.get("layer_l0") else f"with k = {train.get('k')}"
         return (f"{train.get('architecture', 'topk')} twins of the same size, {how} (--twin-sae "
-                f"{s.get('twin_sae', 'same')})")
+                f"{s.twin_sae})")
     return "no twin trained yet"
 
 
@@ -178,7 +172,7 @@ def arm_architectures(study: Study) -> str:
     more than 10% says so."""
     from randsae.tables import EvalRow, read_table
 
-    targets = measured_l0(study)
+    targets = recorded_l0(study)
     found: dict[str, dict[int, list[EvalRow]]] = {}
     for path in sorted(study.out.glob("*/eval/results.csv")) + sorted(study.out.glob("*/*/eval/results.csv")):
         for row in read_table(path, EvalRow):
@@ -204,11 +198,11 @@ def arm_architectures(study: Study) -> str:
     return " · ".join(arm(name, layers) for name, layers in found.items()) or "–"
 
 
-def seeds_text(s: dict) -> str:
-    seeds = s.get("seeds", 1)
+def seeds_text(s: BaselineSettings) -> str:
+    seeds = s.seeds
     if seeds == 1:
         return "1: the verdict's intervals are a bootstrap over held-out contexts and latents"
-    return (f"{seeds} (seeds {s['seed']}–{s['seed'] + seeds - 1}): each arm's SAEs trained and each twin drawn "
+    return (f"{seeds} (seeds {s.seed}–{s.seed + seeds - 1}): each arm's SAEs trained and each twin drawn "
             "anew per seed; the verdict's intervals are over seeds")
 
 
@@ -236,7 +230,7 @@ def stage_sections(study: Study) -> list[str]:
     stage is done; none for a stage that declares none."""
     sections = []
     for stage in ordered():
-        done = [r.variant for r in study.stages if r.stage == stage.name and r.status == "done"]
+        done = [r.variant for r in study.records if r.stage == stage.name and r.status == "done"]
         text = stage.section(study.out, done) if stage.section is not None and done else None
         sections += [text.strip()] if text else []
     return sections
@@ -265,10 +259,10 @@ def plan_basis(out: Path) -> str:
 
 
 def markdown(study: Study, figures: dict[str, Path]) -> str:
-    s = study.config["settings"]
+    s = study.settings
     # as the README opens: the verdict, what separates, the probes; what qualifies them; how it was made after
     verdict = study.out / "compare" / "verdict.md"
-    lines = [f"# Random baseline: {s['model']}", "", "Would a random network give these SAE results too?", "",
+    lines = [f"# Random baseline: {s.model}", "", "Would a random network give these SAE results too?", "",
              verdict.read_text() if verdict.is_file() else "## Verdict\n\nnot reached (see the stages).\n",
              *summaries_markdown(study.out), "## Judge calibration", "",
              *[f"- {x}" for x in calibration_lines(study)], "", "## Figures", ""]
@@ -276,8 +270,8 @@ def markdown(study: Study, figures: dict[str, Path]) -> str:
               if name in figures]
     lines += ["## Settings", "", "| setting | value |", "|---|---|",
               *[f"| {k} | {v} |" for k, v in settings_rows(study)]]
-    lines += ["", "## Stages", "", markdown_table(*stage_grid(study.stages))]
-    grid = plan_grid(study.out, study.stages)
+    lines += ["", "## Stages", "", markdown_table(*stage_grid(study.records))]
+    grid = plan_grid(study.out, study.records)
     if grid is not None:
         lines += ["", "### The plan beside what it took", "", plan_basis(study.out), "", markdown_table(*grid)]
     lines.append("")

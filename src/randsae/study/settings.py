@@ -177,12 +177,12 @@ PRESETS = {
 }
 
 
-def text_conventions(s: dict) -> str:
-    """How every arm's inputs were made (the report's "text" row), from a study's recorded settings: the text,
-    the contexts (BOS first or not), and where that came from."""
-    return (f"{s['dataset']}, contexts of {s['context_length']} tokens, " + ("each beginning with the BOS token" if
-            s.get("prepend_bos") else "no BOS token prepended") + (" (from the --sae SAEs' cfg.json where it says "
-                                                                  "and no flag did)" if s.get("sae") else ""))
+def text_conventions(s: "BaselineSettings") -> str:
+    """How every arm's inputs were made (the report's "text" row): the text, the contexts (BOS first or not), and
+    where that came from."""
+    return (f"{s.dataset}, contexts of {s.context_length} tokens, " + ("each beginning with the BOS token" if
+            s.prepend_bos else "no BOS token prepended") + (" (from the --sae SAEs' cfg.json where it says "
+                                                            "and no flag did)" if s.sae else ""))
 
 
 def settings_for(preset: str, overrides: dict) -> BaselineSettings:
@@ -218,6 +218,16 @@ def default_settings(names: tuple[str, ...]) -> dict:
     fields = {f.name: f for f in dataclasses.fields(BaselineSettings)}
     return {name: fields[name].default_factory() if fields[name].default is dataclasses.MISSING  # type: ignore[misc]
             else fields[name].default for name in names}
+
+
+def recorded_settings(values: dict) -> BaselineSettings:
+    """A study's settings as its OUT/config.json records them; what an older study did not record has its
+    default, and what this version no longer has is left out."""
+    known = {f.name for f in dataclasses.fields(BaselineSettings)}
+    values = {**default_settings(NEW_SETTINGS), **{k: v for k, v in values.items() if k in known}}
+    verdict = {f.name for f in dataclasses.fields(VerdictSettings)}
+    values["verdict"] = VerdictSettings(**{k: v for k, v in (values.get("verdict") or {}).items() if k in verdict})
+    return BaselineSettings(**values)
 
 
 def check_out(out: Path, settings: BaselineSettings) -> None:

@@ -18,9 +18,9 @@ def run(study: StudyState, _: str) -> None:
 def write_report(out: Path) -> tuple[Path, Path]:
     """OUT/report.md and OUT/report.html from what the study wrote."""
     from randsae.study.page import page
-    from randsae.study.report import copy_figures, markdown, read_study
+    from randsae.study.report import Study, copy_figures, markdown
 
-    study = read_study(out)
+    study = Study(out)
     figures = copy_figures(out)
     io.atomic_write(out / "report.md", lambda p: p.write_text(markdown(study, figures)))
     io.atomic_write(out / "report.html", lambda p: p.write_text(page(study, figures)))

@@ -51,11 +51,19 @@ def twin_architecture(study: StudyState) -> tuple[str, dict[str, float]]:
     return architecture, {}
 
 
-def measured_l0(study: StudyState) -> dict[str, float]:
-    """The L0 per layer of the user's SAEs, as `import_saes` measured it on the trained model's activations."""
+def recorded_l0(study: StudyState) -> dict[str, float]:
+    """The L0 per layer of the user's SAEs, as `import_saes` measured it on the trained model's activations and
+    recorded it ({} where it did not: no --sae, or its train stage not done)."""
     path = study.directory("trained", "sae") / "config.json"
     measured = io.read_json(path).get("measured_l0") if path.is_file() else None
-    if not isinstance(measured, dict) or not measured:
+    return measured if isinstance(measured, dict) else {}
+
+
+def measured_l0(study: StudyState) -> dict[str, float]:
+    """`recorded_l0`, which the twins are trained to: refused where it is not recorded yet."""
+    measured = recorded_l0(study)
+    if not measured:
+        path = study.directory("trained", "sae") / "config.json"
         raise BadInput(f"{path} records no measured L0 of your SAEs, which the twins are trained to; the trained "
                        "arm's train stage must finish first.")
     return measured
