@@ -48,7 +48,7 @@ def study(tiny_dir, judge, tmp_path_factory):
 
 def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     stages = json.loads((study / "stages.json").read_text())
-    assert {(r["variant"], r["stage"]) for r in stages if r["status"] == "done"} == {
+    assert {(r["unit"], r["stage"]) for r in stages if r["status"] == "done"} == {
         *((v, s) for v in ("trained", "rerandomized", "step0", "control") for s in STAGES), ("", "compare"),
         ("", "report")}
     config = json.loads((study / "config.json").read_text())
@@ -106,7 +106,7 @@ def test_every_stage_of_every_variant_runs_and_the_report_is_whole(study):
     from randsae.tables import read_table
 
     plan = read_table(study / "plan.csv", PlanRow)
-    assert {(r.unit, r.stage) for r in plan} == {(r["variant"], r["stage"]) for r in stages}
+    assert {(r.unit, r.stage) for r in plan} == {(r["unit"], r["stage"]) for r in stages}
     assert all(r.seconds >= 0 and r.tokens >= 0 for r in plan)
     acts = next(r for r in plan if r.unit == "trained" and r.stage == "activations")
     assert acts.disk_bytes >= 8000 * 2 * 32 * 2  # 8k tokens × 2 layers × d = 32 × float16
@@ -163,7 +163,7 @@ def test_sigkill_in_every_stage_then_rerun_redoes_nothing_finished_and_gives_the
     for number, (variant, stage) in enumerate(targets):
         result = run_cli(tiny_args(tiny_dir, out, *common), kill=f"{variant}/{stage}@{1 + number % 2}")
         assert result.returncode == -signal.SIGKILL, result.stderr
-        records = {(r["variant"], r["stage"]): r for r in json.loads((out / "stages.json").read_text())}
+        records = {(r["unit"], r["stage"]): r for r in json.loads((out / "stages.json").read_text())}
         assert records[variant, stage]["status"] == "running", (variant, stage)  # killed inside the stage
         for key, record in finished.items():  # nothing finished before was run again
             assert records[key] == record, key

@@ -242,7 +242,7 @@ def test_a_study_of_probes_alone_runs_without_a_judge_and_reads_your_labels(tiny
     assert main(["-q", "baseline", "--model", str(tiny_dir), *TINY, "--variants", "trained,control",
                  "--scorers", "probing,absorption", "--probe-data", str(data), "--probe-min-examples", "5",
                  "--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "none", "--out", str(out)]) == 0
-    stages = {(r["variant"], r["stage"]) for r in json.loads((out / "stages.json").read_text())}
+    stages = {(r["unit"], r["stage"]) for r in json.loads((out / "stages.json").read_text())}
     assert ("trained", "probing") in stages and not any(stage == "autointerp" for _, stage in stages)
     verdict = read_rows(out / "compare" / "verdict.csv")
     assert {"probing_token", "probing_data"} <= {r["metric"] for r in verdict}

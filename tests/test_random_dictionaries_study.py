@@ -46,7 +46,7 @@ def test_a_study_with_a_frozen_decoder_arm(tiny_dir, tmp_path):
         check_out(old, settings_of(old_args))  # not refused as "other settings"
         assert main(args) == 0  # the same command again: everything done
     stages = json.loads((out / "stages.json").read_text())
-    assert {r["variant"] for r in stages if r["status"] == "done"} == {"trained", "trained+frozen-decoder",
+    assert {r["unit"] for r in stages if r["status"] == "done"} == {"trained", "trained+frozen-decoder",
                                                                        "rerandomized", ""}
     arm = out / "trained+frozen-decoder"
     assert not (arm / "acts").exists()  # it reads the trained model's activations

@@ -76,7 +76,7 @@ def test_a_registered_stage_is_run_planned_and_reported(with_tally, tiny_dir, tm
     args = ["-q", "baseline", "--model", str(tiny_dir), *TINY]
     assert main([*args, "--out", str(out)]) == 0
     stages = json.loads((out / "stages.json").read_text())
-    done = [(r["variant"], r["stage"]) for r in stages if r["status"] == "done"]
+    done = [(r["unit"], r["stage"]) for r in stages if r["status"] == "done"]
     for unit in ("trained", "rerandomized", "step0", "control"):
         assert json.loads((out / unit / "tally" / "tally.json").read_text()) == {
             "unit": unit, "saes": ["layer.0", "layer.2"]}
@@ -89,3 +89,15 @@ def test_a_registered_stage_is_run_planned_and_reported(with_tally, tiny_dir, tm
     assert "## Tally\n\n- trained: 2 SAEs\n- rerandomized: 2 SAEs" in report
     assert "| tally |" in report  # its seconds, and its plan beside what it took
     assert "<h2>Tally</h2><ul><li>trained: 2 SAEs</li>" in (out / "report.html").read_text().replace("\n", "")
+
+
+def test_a_record_of_a_stage_names_its_unit_and_older_records_are_read(tmp_path):
+    """stages.json names each record's unit (a variant at a seed); a study begun before wrote it as "variant",
+    and a rerun reads it so."""
+    from randsae.study.records import StageRecord, read_stages, write_stages
+
+    write_stages(tmp_path, {("trained/seed1", "eval"): StageRecord("trained/seed1", "eval", "done", 2.0)})
+    assert json.loads((tmp_path / "stages.json").read_text())[0]["unit"] == "trained/seed1"
+    (tmp_path / "stages.json").write_text(json.dumps([{"variant": "step0", "stage": "train", "status": "done",
+                                                       "seconds": 1.5, "error": None}]))
+    assert read_stages(tmp_path) == {("step0", "train"): StageRecord("step0", "train", "done", 1.5)}

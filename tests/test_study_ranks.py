@@ -80,13 +80,13 @@ def test_two_ranks_give_the_one_process_tables_and_a_killed_rank_costs_only_its_
     killed = tmp_path / "killed"
     result = run(command(tiny_dir, judge, killed, cache), ranks=2, port=port + 1, kill="control/eval")
     assert result.returncode != 0
-    records = {(r["variant"], r["stage"]): r for r in json.loads((killed / "stages.json").read_text())}
+    records = {(r["unit"], r["stage"]): r for r in json.loads((killed / "stages.json").read_text())}
     assert records["control", "eval"]["status"] == "running"
     finished = {key: r for key, r in records.items() if r["status"] == "done"}
     assert ("control", "train") in finished and ("trained", "train") in finished  # the shared work was kept
     result = run(command(tiny_dir, judge, killed, cache), ranks=2, port=port + 2)
     assert result.returncode == 0, result.stderr[-3000:]
-    after = {(r["variant"], r["stage"]): r for r in json.loads((killed / "stages.json").read_text())}
+    after = {(r["unit"], r["stage"]): r for r in json.loads((killed / "stages.json").read_text())}
     for key, record in finished.items():  # nothing that had finished ran again
         if key[0]:
             assert after[key] == record, key

@@ -322,7 +322,7 @@ def plan_grid(out: Path, stages: list[StageRecord]) -> tuple[list[str], list[lis
     if not path.is_file():
         return None
     plan: list[PlanRow] = read_table(path, PlanRow)
-    records = {(r.variant, r.stage): r for r in stages}
+    records = {(r.unit, r.stage): r for r in stages}
     rows = []
     for stage in dict.fromkeys(r.stage for r in plan):
         part = [r for r in plan if r.stage == stage]

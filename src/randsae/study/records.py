@@ -24,7 +24,7 @@ STATUSES = ("running", "done", "failed")
 
 @dataclass
 class StageRecord:
-    variant: str  # "" for the stages across variants (compare, report)
+    unit: str  # a variant at a seed (`study_units`); "" for the stages across the units (compare, report)
     stage: str
     status: str  # "running", "done" or "failed"
     seconds: float = 0.0
@@ -40,15 +40,17 @@ def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:
         records = json.loads(path.read_text())
         if not isinstance(records, list):
             raise TypeError
-        stages = [StageRecord(**{k: v for k, v in r.items() if k in names}) for r in records]
+        # a study begun before the field was named for what it holds (a unit) wrote it as "variant"
+        stages = [StageRecord(**{("unit" if k == "variant" else k): v for k, v in r.items()
+                                 if k in names or k == "variant"}) for r in records]
         for r in stages:
-            if not (isinstance(r.variant, str) and isinstance(r.stage, str) and r.status in STATUSES
+            if not (isinstance(r.unit, str) and isinstance(r.stage, str) and r.status in STATUSES
                     and isinstance(r.seconds, int | float) and isinstance(r.error, str | None)):
                 raise TypeError
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, AttributeError):
         raise BadInput(f"{path} is not a study's list of stage records; move it away to start the study "
                        "again.") from None
-    return {(r.variant, r.stage): r for r in stages}
+    return {(r.unit, r.stage): r for r in stages}
 
 
 def write_stages(out: Path, stages: dict[tuple[str, str], StageRecord]) -> None:
@@ -169,8 +171,8 @@ def group_size(layers: int, groups: int) -> int:
 def stage_grid(stages: list[StageRecord]) -> tuple[list[str], list[list[str]]]:
     """Seconds per stage (rows) and variant (columns) of OUT/stages.json's records; a failed stage shows its
     error."""
-    variants = list(dict.fromkeys(r.variant for r in stages if r.variant))
-    records = {(r.variant, r.stage): r for r in stages}
+    variants = list(dict.fromkeys(r.unit for r in stages if r.unit))
+    records = {(r.unit, r.stage): r for r in stages}
     rows = []
     for stage in dict.fromkeys(r.stage for r in stages):
         cells = []

@@ -230,7 +230,7 @@ def stage_sections(study: Study) -> list[str]:
     stage is done; none for a stage that declares none."""
     sections = []
     for stage in ordered():
-        done = [r.variant for r in study.records if r.stage == stage.name and r.status == "done"]
+        done = [r.unit for r in study.records if r.stage == stage.name and r.status == "done"]
         text = stage.section(study.out, done) if stage.section is not None and done else None
         sections += [text.strip()] if text else []
     return sections

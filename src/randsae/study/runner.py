@@ -80,43 +80,43 @@ class Study(StudyState):
     def record(self, record: StageRecord) -> None:
         """Keep one stage's record in OUT/stages.json (under torchrun: merged with the other ranks' under a
         lock, each rank writing only the records of the work it does)."""
-        self.stages[record.variant, record.stage] = record
+        self.stages[record.unit, record.stage] = record
         if self.world is None or not self.world.distributed:
             write_stages(self.out, self.stages)
             return
         with io.file_lock(self.out / ".stages.lock"):
             merged = read_stages(self.out)
-            merged[record.variant, record.stage] = record
+            merged[record.unit, record.stage] = record
             write_stages(self.out, merged)
 
-    def run_stage(self, variant: str, stage: str) -> StageRecord:
+    def run_stage(self, unit: str, stage: str) -> StageRecord:
         """One stage of one unit (or across units), recorded running, then done or failed."""
         from randsae.lm.models import loading, read_device_map
 
-        self.record(StageRecord(variant, stage, "running"))
-        killer = KillForTest.armed(variant, stage)
+        self.record(StageRecord(unit, stage, "running"))
+        killer = KillForTest.armed(unit, stage)
         start = time.perf_counter()
         try:
             with loading(self.settings.model_dtype, read_device_map(self.settings.device_map)):
-                REGISTRY[stage].run(self, variant)
+                REGISTRY[stage].run(self, unit)
             if killer is not None:
                 killer.stage_over()
-        except Exception as error:  # one variant's failure is reported; the others go on
+        except Exception as error:  # one unit's failure is reported; the others go on
             collective = self.world is not None and self.world.distributed and \
-                REGISTRY[stage].together(self.settings, variant)
-            if variant == "" or isinstance(error, MemoryError) or collective:
-                self.record(StageRecord(variant, stage, "failed", time.perf_counter() - start,
+                REGISTRY[stage].together(self.settings, unit)
+            if unit == "" or isinstance(error, MemoryError) or collective:
+                self.record(StageRecord(unit, stage, "failed", time.perf_counter() - start,
                                         f"{type(error).__name__}: {error}"))
                 raise
-            message = self.failure(variant, stage, error)
-            self.record(StageRecord(variant, stage, "failed", time.perf_counter() - start, message))
+            message = self.failure(unit, stage, error)
+            self.record(StageRecord(unit, stage, "failed", time.perf_counter() - start, message))
         else:
-            self.record(StageRecord(variant, stage, "done", time.perf_counter() - start))
+            self.record(StageRecord(unit, stage, "done", time.perf_counter() - start))
         finally:
             if killer is not None:
                 killer.disarm()
-        record = self.stages[variant, stage]
-        log.info("%s · %s: %s in %.1f s", variant or "all", stage, record.status, record.seconds)
+        record = self.stages[unit, stage]
+        log.info("%s · %s: %s in %.1f s", unit or "all", stage, record.status, record.seconds)
         return record
 
     def run_dealt(self, world: World) -> dict[tuple[str, str], StageRecord]:
@@ -200,17 +200,17 @@ class Study(StudyState):
         done = sum(1 for r in read_stages(self.out).values() if r.status == "done")
         bar.update(done - bar.n)
 
-    def failure(self, variant: str, stage: str, error: Exception) -> str:
+    def failure(self, unit: str, stage: str, error: Exception) -> str:
         """What a failed stage's record says: bad input its one sentence; a fault its first line and where its
         traceback is kept (the stage's error.txt), the traceback also logged."""
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if isinstance(error, BadInput):
-            log.error("%s · %s failed: %s (the other variants go on)", variant, stage, first)
+            log.error("%s · %s failed: %s (the other units go on)", unit, stage, first)
             return first
-        path = self.directory(variant, stage) / "error.txt"
+        path = self.directory(unit, stage) / "error.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         io.atomic_write(path, lambda p: p.write_text("".join(traceback.format_exception(error))))
-        log.error("%s · %s failed (the other variants go on)", variant, stage, exc_info=error)
+        log.error("%s · %s failed (the other units go on)", unit, stage, exc_info=error)
         return f"{type(error).__name__}: {first} (traceback in {path.relative_to(self.out)})"
 
 
