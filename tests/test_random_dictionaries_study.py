@@ -41,7 +41,7 @@ def test_a_study_with_a_frozen_decoder_arm(tiny_dir, tmp_path):
         (old / "config.json").write_text(json.dumps(record))
         old_args = [a for a in args if a not in ("--dictionaries", "trained,frozen-decoder")]
         old_args[old_args.index("--out") + 1] = str(old)
-        from randsae.study.settings import check_out
+        from randsae.study.records import check_out
 
         check_out(old, settings_of(old_args))  # not refused as "other settings"
         assert main(args) == 0  # the same command again: everything done

@@ -134,6 +134,7 @@ def test_a_judge_table_or_bare_judge_keys_set_the_judge_flags(tmp_path):
 
 
 def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):
+    from randsae.autointerp.clients import JudgeSettings
     from randsae.cli.baseline import with_file
     from randsae.study.settings import settings_for
 
@@ -143,9 +144,10 @@ def test_a_study_reads_its_settings_tree_from_a_file(tmp_path):
     flags = {"k": 8, "tokens": None, "examples": {"window": 16}, "judge": {}, "autointerp": {}}
     settings = settings_for("demo", with_file(flags, str(path)))
     assert settings.model == "my-model" and settings.k == 8 and settings.tokens == 50_000  # the flag wins
-    assert settings.examples["sample"] == 24 and settings.examples["window"] == 16
-    assert settings.examples["min_examples"] == 20  # the preset's, where neither says otherwise
-    assert settings.judge == {"url": "http://127.0.0.1:8000/v1", "model": "llama"}  # a server replaces the local
+    assert settings.examples.sample == 24 and settings.examples.window == 16
+    assert settings.examples.min_examples == 20  # the preset's, where neither says otherwise
+    # a server replaces the local judge
+    assert settings.judge == JudgeSettings(url="http://127.0.0.1:8000/v1", model="llama")
     path.write_text('[judge]\ntimeout = "long"\n')
     with pytest.raises(BadInput, match="setting timeout must be a float"):
         with_file(flags, str(path))
@@ -204,3 +206,15 @@ def test_baseline_help_states_every_presets_values():
                     checked += 1
     assert checked >= 12
     assert "the demo preset: 3,9" in text and "the demo preset: 32,000" in text
+
+
+def test_a_study_recorded_before_its_settings_were_typed_reads_as_it_ran():
+    """An older config.json: the stages' settings as the fields given, the study's scorers inside autointerp's."""
+    from randsae.study.records import recorded_settings
+
+    old = {"model": "smollm2", "preset": "demo", "examples": {"sample": 24}, "judge": {"llm": "smollm2"},
+           "autointerp": {"scorers": ["tokens", "probing"], "bootstrap": 200}}
+    settings = recorded_settings(old)
+    assert settings.scorers == ["tokens", "probing"] and settings.autointerp.scorers == ["tokens"]
+    assert settings.autointerp.bootstrap == 200 and settings.examples.sample == 24
+    assert settings.examples.window == 32 and settings.probing.probe_k == [1, 2, 5]  # the rest their defaults

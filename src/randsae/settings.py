@@ -100,3 +100,15 @@ def given(args: argparse.Namespace, cls, exclude: Iterable[str] = (), prefix: st
     """{field: value} of the flags of `cls` that were given."""
     values = {f.name: getattr(args, prefix + f.name, None) for f in documented(cls) if f.name not in exclude}
     return {name: value for name, value in values.items() if value is not None}
+
+
+def differs(settings, exclude: Iterable[str] = ()) -> dict[str, Any]:
+    """{field: value} of a settings object's documented fields whose value is not their default (but `exclude`):
+    what a report says was set, the rest being the defaults."""
+    out = {}
+    for f in documented(type(settings)):
+        default = f.default_factory() if f.default is _MISSING and f.default_factory is not _MISSING else f.default
+        value = getattr(settings, f.name)
+        if f.name not in exclude and value != default:
+            out[f.name] = value
+    return out

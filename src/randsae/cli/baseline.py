@@ -12,7 +12,7 @@ from randsae.experiments.lm_probe import ProbeSettings
 from randsae.lm.examples import ExampleSettings
 from randsae.settings import add_flags, given
 from randsae.study.plan import PlanSettings
-from randsae.study.settings import PRESETS, BaselineSettings, all_scorers
+from randsae.study.settings import NESTED, PRESETS, BaselineSettings
 from randsae.study.verdict import VerdictSettings
 
 log = logging.getLogger("randsae")
@@ -30,10 +30,8 @@ def add_baseline_parser(sub) -> None:
     add_flags(p, PlanSettings)
     add_flags(p, VerdictSettings, prefix="verdict_", presets=presets("verdict"))
     add_flags(p, ExampleSettings, presets=presets("examples"))
-    add_flags(p, AutointerpSettings, exclude=("layers", "seed"), prefix="autointerp_",
-              defaults={"judged_latents": "all get every scorer", "scorers": "all"}, presets=presets("autointerp"),
-              helps={"scorers": f"comma list of {', '.join(all_scorers())}: the latent scorers, and the probing "
-                                "stage's k-sparse probing and first-letter absorption (no judge)"})
+    add_flags(p, AutointerpSettings, exclude=("layers", "seed", "scorers"), prefix="autointerp_",
+              defaults={"judged_latents": "all get every scorer"}, presets=presets("autointerp"))
     add_flags(p, ProbeSettings, exclude=("seed", "absorption"), prefix="probing_", presets=presets("probing"))
     add_flags(p, JudgeSettings, prefix="judge_", presets=presets("judge"))
     p.add_argument("--config", help="TOML or JSON file of study settings: BaselineSettings' fields, with "
@@ -47,7 +45,8 @@ def baseline_overrides(args) -> dict:
     if args.sae is not None and args.layers is None:
         values["layers"] = "all"  # every layer the given SAEs read, not the preset's
     values["examples"] = given(args, ExampleSettings)
-    values["autointerp"] = coerce(AutointerpSettings, given(args, AutointerpSettings, exclude=("layers", "seed"),
+    values["autointerp"] = coerce(AutointerpSettings, given(args, AutointerpSettings,
+                                                           exclude=("layers", "seed", "scorers"),
                                                            prefix="autointerp_"))
     values["judge"] = given(args, JudgeSettings, prefix="judge_")
     values["probing"] = coerce(ProbeSettings, given(args, ProbeSettings, exclude=("seed", "absorption"),
@@ -57,7 +56,7 @@ def baseline_overrides(args) -> dict:
     return values
 
 
-NESTED = ("examples", "autointerp", "judge", "verdict", "probing")
+TREES = {**NESTED, "verdict": VerdictSettings}  # a settings file's [tables]: the stages' settings, the verdict's
 
 
 def with_file(overrides: dict, path: str | None) -> dict:
@@ -67,36 +66,32 @@ def with_file(overrides: dict, path: str | None) -> dict:
     if path is None:
         return overrides
     values = read_config_file(path)
-    trees = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "judge": JudgeSettings,
-             "verdict": VerdictSettings, "probing": ProbeSettings}
     if "preset" in values:
         raise BadInput(f"config file {path} names a preset; give it as --preset (the file's settings override "
                        "the preset's).")
-    for part in NESTED:
+    for part in TREES:
         if not isinstance(values.get(part, {}), dict):
             raise BadInput(f"config file {path}: {part} must be a table of settings, not {values[part]!r}.")
-    merged = coerce(BaselineSettings, {k: v for k, v in values.items() if k not in NESTED})
-    merged.update({k: v for k, v in overrides.items() if v is not None and k not in NESTED})
-    for part in NESTED:
-        merged[part] = {**coerce(trees[part], values.get(part, {})), **(overrides.get(part) or {})}
+    merged = coerce(BaselineSettings, {k: v for k, v in values.items() if k not in TREES})
+    merged.update({k: v for k, v in overrides.items() if v is not None and k not in TREES})
+    for part, cls in TREES.items():
+        merged[part] = {**coerce(cls, values.get(part, {})), **(overrides.get(part) or {})}
     return merged
 
 
 def run_baseline(args) -> int:
     import dataclasses
 
-    from randsae.lm.examples import ExampleSettings
     from randsae.lm.text import describe_corpus
     from randsae.study.machines import parse_bytes, parse_machine, this_machine
     from randsae.study.plan import plan_table
     from randsae.study.preflight import planned, preflight, ranks_here
-    from randsae.study.records import stage_table
+    from randsae.study.records import check_out, stage_table
     from randsae.study.runner import baseline
-    from randsae.study.settings import autointerp_settings, check_out, latent_scorers, probe_settings, settings_for
+    from randsae.study.settings import autointerp_settings, latent_scorers, probe_settings, settings_for
 
     overrides = with_file(baseline_overrides(args), args.config)
     settings = settings_for(args.preset, overrides)
-    ExampleSettings(seed=settings.seed, **settings.examples).validate()
     if latent_scorers(settings):
         autointerp_settings(settings, settings.seed).validate()
     probe_settings(settings, settings.seed).validate()

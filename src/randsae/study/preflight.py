@@ -175,8 +175,6 @@ def ranks_here() -> int:
 
 def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache: bool, devices: int = 1):
     """The sizes of the study that its plan multiplies."""
-    from randsae.experiments.lm_probe import ProbeSettings
-    from randsae.lm.examples import ExampleSettings
     from randsae.lm.source import contexts_drawn
     from randsae.study.plan import Scale
     from randsae.training.trainer import plan_schedule
@@ -189,10 +187,10 @@ def study_scale(settings: BaselineSettings, check: Preflight, ranks: int, cache:
     wanted = -(-s.tokens // s.context_length)
     drawn = contexts_drawn(wanted) * s.context_length
     train = wanted * s.context_length
-    examples = ExampleSettings(seed=s.seed, **s.examples)
-    judged_latents = s.autointerp.get("judged_latents")
+    examples = dataclasses.replace(s.examples, seed=s.seed)
+    judged_latents = s.autointerp.judged_latents
     judged = examples.sample if judged_latents is None else judged_latents
-    probing = ProbeSettings(**s.probing)
+    probing = s.probing
     host = 2 * check.shape.weight_bytes(s.model_dtype) if s.device_map is not None and check.shape else 0
     return Scale(units=units, base_units={u for u in units if base_unit(u) == u},
                  imported={"trained"} if s.sae is not None else set(), layers=len(check.layers),
@@ -226,7 +224,6 @@ def local_judge_bytes(settings: BaselineSettings) -> int:
 def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine", out: Path, batch: int):
     """The rates the plan divides by: a stated machine's, or this one's as measured (and kept)."""
     from randsae.experiments.lm_autointerp import AutointerpSettings
-    from randsae.lm.examples import ExampleSettings
     from randsae.study.calibrate import rates
     from randsae.study.plan import Rates, stated_rates
 
@@ -238,7 +235,7 @@ def study_rates(settings: BaselineSettings, check: Preflight, machine: "Machine"
                      "not measured on this rank")
     from randsae.lm.models import loading, read_device_map
 
-    examples = ExampleSettings(seed=settings.seed, **settings.examples)
+    examples = dataclasses.replace(settings.examples, seed=settings.seed)
     # without a latent scorer the plan has no autointerp stage: its rates are measured on the cheapest scorer
     autointerp = autointerp_settings(settings, settings.seed) if latent_scorers(settings) else \
         AutointerpSettings(seed=settings.seed, scorers=["tokens"])

@@ -1,8 +1,9 @@
-"""What a study has done, as OUT holds it: each stage's record (OUT/stages.json), where each unit's stage
-writes (the `Stage` a stage module declares), and the tables of seconds and of the plan against
-what the stages took. `StudyState` is a study as every stage, the verdict and the report read it; the runner
-(`randsae.study.runner`) adds the running."""
+"""What a study has done, as OUT holds it: its settings as OUT/config.json records them (`recorded_settings`,
+`check_out`), each stage's record (OUT/stages.json), the stages as their modules declare and register them
+(`Stage`, `ordered`), and the table of seconds. `StudyState` is a study as every stage, the verdict and the report
+read it; the runner (`randsae.study.runner`) adds the running."""
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -10,9 +11,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from randsae import io
+from randsae import io, runs
 from randsae.errors import BadInput
-from randsae.study.settings import BaselineSettings, Preflight, study_units
+from randsae.study.settings import NESTED, STUDY, BaselineSettings, Preflight, latent_only, study_units
+from randsae.study.verdict import VerdictSettings
 
 if TYPE_CHECKING:
     from randsae.distributed import World
@@ -29,6 +31,58 @@ class StageRecord:
     status: str  # "running", "done" or "failed"
     seconds: float = 0.0
     error: str | None = None
+
+
+# the settings an older study did not record: read with their defaults
+NEW_SETTINGS = ("probing", "dictionaries", "dictionaries_on_twins", "dictionary_cone", "twin_sae", "architecture",
+                "model_dtype", "device_map", "fit_tokens", "prepend_bos")
+
+
+def default_settings(names: tuple[str, ...]) -> dict:
+    """{name: its default} of BaselineSettings' fields `names`."""
+    fields = {f.name: f for f in dataclasses.fields(BaselineSettings)}
+    return {name: fields[name].default_factory() if fields[name].default is dataclasses.MISSING  # type: ignore[misc]
+            else fields[name].default for name in names}
+
+
+def recorded_settings(values: dict) -> BaselineSettings:
+    """A study's settings as its OUT/config.json records them; what an older study did not record has its
+    default, and what this version no longer has is left out."""
+    known = {f.name for f in dataclasses.fields(BaselineSettings)}
+    values = {**default_settings(NEW_SETTINGS), **{k: v for k, v in values.items() if k in known}}
+    autointerp = dict(values.get("autointerp") or {})
+    if "scorers" not in values:  # a study begun before the study's scorers were a setting of their own
+        values["scorers"] = autointerp.get("scorers")
+    values["autointerp"] = {**autointerp, "scorers": latent_only(autointerp.get("scorers"))}
+    for part, cls in {**NESTED, "verdict": VerdictSettings}.items():
+        names = {f.name for f in dataclasses.fields(cls)}
+        if isinstance(values.get(part), dict):
+            values[part] = cls(**{k: v for k, v in values[part].items() if k in names})
+        else:
+            values.pop(part, None)  # its default
+    return BaselineSettings(**values)
+
+
+def check_out(out: Path, settings: BaselineSettings) -> None:
+    """Refuse an OUT that holds another study, or anything else (nothing in it is touched)."""
+    previous = runs.previous_record(out, "baseline")
+    if previous is not None:
+        if isinstance(previous.get("settings"), dict):  # as this version records them (defaults where older
+            try:                                        # studies recorded less)
+                previous = {**previous, "settings": asdict(recorded_settings(previous["settings"]))}
+            except (BadInput, TypeError):
+                pass  # settings this version cannot read: they differ, said below
+        if previous.get("study") != STUDY:
+            raise BadInput(f"{out} holds the output of another command ({out / 'config.json'}); choose another "
+                           "--out.")
+        if previous.get("settings") != io.json_round_trip(asdict(settings)):
+            changed = sorted(k for k, v in asdict(settings).items()
+                             if io.json_round_trip(v) != previous.get("settings", {}).get(k))
+            what = ", ".join(changed) or "see config.json"
+            raise BadInput(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
+                             "its settings.")
+    else:
+        runs.check_no_foreign_files(out)
 
 
 def read_stages(out: Path) -> dict[tuple[str, str], StageRecord]:

@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 
 from randsae import io
-from randsae.autointerp.clients import JudgeSettings
+from randsae.settings import differs
 from randsae.study.browser import LatentCard, fmt, read_cards
 from randsae.study.plan import plan_grid
-from randsae.study.records import StageRecord, StudyState, markdown_table, ordered, stage_grid
-from randsae.study.settings import BaselineSettings, recorded_settings, text_conventions
+from randsae.study.records import StageRecord, StudyState, markdown_table, ordered, recorded_settings, stage_grid
+from randsae.study.settings import BaselineSettings, text_conventions
 from randsae.study.stages.train import recorded_l0
 from randsae.study.summaries import (
     PROBE_NOTE,
@@ -80,7 +80,7 @@ def copy_figures(out: Path) -> dict[str, Path]:
 def settings_rows(study: Study) -> list[tuple[str, str]]:
     s = study.settings
     layers = ", ".join(str(x) for x in study.config.get("layers", []))
-    judge = JudgeSettings(**s.judge).describe()
+    judge = s.judge.describe()
     return [("model", s.model + (f" @ {s.revision}" if s.revision else "")),
             ("preset", s.preset), ("variants", ", ".join(s.variants)), ("layers", layers),
             ("text", text_conventions(s)),
@@ -95,8 +95,9 @@ def settings_rows(study: Study) -> list[tuple[str, str]]:
             ("eval tokens", f"{s.eval_tokens:,}"),
             ("latent records from", "the training cache" if s.latent_tokens is None else
              f"{s.latent_tokens:,} tokens after the training text"),
-            ("example sets", given_settings(s.examples, "the paper's (docs/paper.md §2.3)")),
-            ("auto-interpretability", given_settings(s.autointerp, "the paper's")),
+            ("example sets", given_settings(differs(s.examples, ("seed",)), "the paper's (docs/paper.md §2.3)")),
+            ("auto-interpretability", given_settings(differs(s.autointerp, ("seed", "layers", "scorers")),
+                                                     "the paper's") + scorers_text(s)),
             ("judge", judge), ("seed", str(s.seed)), ("seeds", seeds_text(s)),
             ("made by", made_by(study.config))]
 
@@ -198,6 +199,10 @@ def arm_architectures(study: Study) -> str:
     return " · ".join(arm(name, layers) for name, layers in found.items()) or "–"
 
 
+def scorers_text(s: BaselineSettings) -> str:
+    return f"; scorers {', '.join(s.scorers)}" if s.scorers is not None else ""
+
+
 def seeds_text(s: BaselineSettings) -> str:
     seeds = s.seeds
     if seeds == 1:
@@ -207,7 +212,7 @@ def seeds_text(s: BaselineSettings) -> str:
 
 
 def given_settings(values: dict, otherwise: str) -> str:
-    """Settings given (the rest the defaults) as "name value, …"."""
+    """Settings that differ from their defaults (`randsae.settings.differs`) as "name value, …"."""
     if not values:
         return otherwise
     shown = [f"{name.replace('_', ' ')} {', '.join(map(str, v)) if isinstance(v, list) else v}"

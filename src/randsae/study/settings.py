@@ -3,13 +3,16 @@ from it), the presets, what the preflight found (`Preflight`), and the settings 
 (its SAEs' training, the judge, the scorers). The bottom of `randsae.study`: nothing here imports the stages."""
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from randsae import io, runs
+from randsae.autointerp.clients import JudgeSettings
+from randsae.autointerp.scorers import SCORERS
 from randsae.config import EVAL_TOKENS, FIT_TOKENS, parse_count
 from randsae.errors import BadInput, check_seed
+from randsae.experiments.lm_autointerp import AutointerpSettings
+from randsae.experiments.lm_probe import ProbeSettings
+from randsae.lm.examples import ExampleSettings
 from randsae.lm.text import PAPER_CORPUS, PREPEND_BOS_HELP
 from randsae.lm.variants import VARIANTS
 from randsae.sae.dictionaries import DEFAULT_CONE, arm_name, check_dictionary, split_arm
@@ -84,10 +87,15 @@ class BaselineSettings:
     latent_tokens: int | None = setting(10_000_000, parse=_latent_tokens, help=(
         "tokens the latent records are drawn from, run on the fly after the training text, or 'cache': the "
         "training cache"), shown="10M")
-    examples: dict = field(default_factory=dict)  # ExampleSettings fields given (the rest the paper's)
-    autointerp: dict = field(default_factory=dict)  # AutointerpSettings fields given (scorers: with MEASURES)
-    probing: dict = field(default_factory=dict)  # ProbeSettings fields given
-    judge: dict = field(default_factory=lambda: {"llm": "smollm2"})
+    scorers: list[str] | None = setting(None, parse=_names, shown="all", help=(
+        f"comma list of {', '.join([*SCORERS, *('probing', 'absorption')])}: the latent scorers, and the probing "
+        "stage's k-sparse probing and first-letter absorption (no judge)"))
+    # the stages' own settings, each a typed settings object with its flags: the example sets (the seed: each
+    # unit's), the autointerp stage's (its scorers: the latent ones of `scorers`), the probes', the judge's
+    examples: ExampleSettings = field(default_factory=ExampleSettings)
+    autointerp: AutointerpSettings = field(default_factory=AutointerpSettings)
+    probing: ProbeSettings = field(default_factory=ProbeSettings)
+    judge: JudgeSettings = field(default_factory=lambda: JudgeSettings(llm="smollm2"))
     sae: str | None = setting(None, help=(
         "your SAEs as the trained arm: a directory (randsae, SAELens or sparsify; TopK, JumpReLU, Gated, "
         "BatchTopK, Matryoshka), sae-lens:RELEASE/ID (SAELens's registry) or hf:REPO/PATH; the twins get SAEs "
@@ -193,60 +201,28 @@ def settings_for(preset: str, overrides: dict) -> BaselineSettings:
         values["latent_tokens"] = None
     verdict = {**PRESETS[preset].get("verdict", {}), **(overrides.get("verdict") or {})}
     values["verdict"] = VerdictSettings(**verdict) if isinstance(verdict, dict) else verdict
-    for part in ("examples", "autointerp", "judge", "probing"):
+    for part in NESTED:
         values[part] = {**PRESETS[preset].get(part, {}), **(overrides.get(part) or {})}
     if overrides.get("judge") and "url" in overrides["judge"]:
         values["judge"] = overrides["judge"]  # a server replaces the local judge, not merged into it
+    given_scorers = values["autointerp"].pop("scorers", None)  # a settings file's [autointerp] scorers
+    if values.get("scorers") is None:
+        values["scorers"] = given_scorers
+    values["autointerp"]["scorers"] = latent_only(values["scorers"])  # what the autointerp stage scores
+    values.update({part: cls(**values[part]) for part, cls in NESTED.items()})
     settings = BaselineSettings(**values)
     settings.validate()
     return settings
+
+
+NESTED = {"examples": ExampleSettings, "autointerp": AutointerpSettings, "probing": ProbeSettings,
+          "judge": JudgeSettings}  # the stages' settings inside a study's
 
 
 def paper_layers(num_layers: int, parameters: float) -> list[int]:
     """docs/paper.md §2.2: every layer up to 410m parameters, every 2nd up to 1b, every 4th above."""
     step = 1 if parameters < 0.6e9 else 2 if parameters < 2e9 else 4
     return list(range(0, num_layers, step))
-
-
-# the settings an older study did not record: read with their defaults
-NEW_SETTINGS = ("probing", "dictionaries", "dictionaries_on_twins", "dictionary_cone", "twin_sae", "architecture",
-                "model_dtype", "device_map", "fit_tokens", "prepend_bos")
-
-
-def default_settings(names: tuple[str, ...]) -> dict:
-    """{name: its default} of BaselineSettings' fields `names`."""
-    fields = {f.name: f for f in dataclasses.fields(BaselineSettings)}
-    return {name: fields[name].default_factory() if fields[name].default is dataclasses.MISSING  # type: ignore[misc]
-            else fields[name].default for name in names}
-
-
-def recorded_settings(values: dict) -> BaselineSettings:
-    """A study's settings as its OUT/config.json records them; what an older study did not record has its
-    default, and what this version no longer has is left out."""
-    known = {f.name for f in dataclasses.fields(BaselineSettings)}
-    values = {**default_settings(NEW_SETTINGS), **{k: v for k, v in values.items() if k in known}}
-    verdict = {f.name for f in dataclasses.fields(VerdictSettings)}
-    values["verdict"] = VerdictSettings(**{k: v for k, v in (values.get("verdict") or {}).items() if k in verdict})
-    return BaselineSettings(**values)
-
-
-def check_out(out: Path, settings: BaselineSettings) -> None:
-    """Refuse an OUT that holds another study, or anything else (nothing in it is touched)."""
-    previous = runs.previous_record(out, "baseline")
-    if previous is not None:
-        if isinstance(previous.get("settings"), dict):  # what an older study did not record had its default
-            previous = {**previous, "settings": {**default_settings(NEW_SETTINGS), **previous["settings"]}}
-        if previous.get("study") != STUDY:
-            raise BadInput(f"{out} holds the output of another command ({out / 'config.json'}); choose another "
-                           "--out.")
-        if previous.get("settings") != io.json_round_trip(asdict(settings)):
-            changed = sorted(k for k, v in asdict(settings).items()
-                             if io.json_round_trip(v) != previous.get("settings", {}).get(k))
-            what = ", ".join(changed) or "see config.json"
-            raise BadInput(f"{out} holds a study with other settings ({what}); choose another --out or repeat "
-                             "its settings.")
-    else:
-        runs.check_no_foreign_files(out)
 
 
 @dataclass
@@ -283,9 +259,8 @@ def train_config_for(s: BaselineSettings, check: Preflight, unit: str, architect
 
 
 def judge_options(settings: BaselineSettings) -> dict:
-    from randsae.autointerp.clients import JudgeSettings
 
-    return JudgeSettings(**settings.judge, device=settings.device).options()
+    return dataclasses.replace(settings.judge, device=settings.device).options()
 
 
 # --- the units: a variant at one seed ---------------------------------------------------------------------------
@@ -327,15 +302,17 @@ MEASURES = ("probing", "absorption")  # what --scorers may name beside the laten
 
 
 def all_scorers() -> list[str]:
-    from randsae.autointerp.scorers import SCORERS
-
     return [*SCORERS, *MEASURES]
 
 
 def study_scorers(s: BaselineSettings) -> list[str]:
     """The study's --scorers: as given, or every one (the latent scorers, probing and absorption)."""
-    given = s.autointerp.get("scorers")
-    return list(given) if given is not None else all_scorers()
+    return list(s.scorers) if s.scorers is not None else all_scorers()
+
+
+def latent_only(scorers: list[str] | None) -> list[str]:
+    """The latent scorers of a study's --scorers (every one where it names none, or none given)."""
+    return list(dict.fromkeys(name for name in scorers or () if name in SCORERS)) or list(SCORERS)
 
 
 def latent_scorers(s: BaselineSettings) -> list[str]:
@@ -351,15 +328,13 @@ def check_scorers(s: BaselineSettings) -> None:
                        f"{', '.join(all_scorers())}.")
     if len(set(names)) != len(names):
         raise BadInput(f"--scorers names a scorer twice: {','.join(names)!r}.")
-    if s.probing.get("probe_data") is not None and not probes_wanted(s):
+    if s.probing.probe_data is not None and not probes_wanted(s):
         raise BadInput("--probe-data is read by the probing stage; add probing to --scorers.")
 
 
 def autointerp_settings(s: BaselineSettings, seed: int):
     """The autointerp stage's settings at a unit's seed (its scorers: the latent ones of --scorers)."""
-    from randsae.experiments.lm_autointerp import AutointerpSettings
-
-    return AutointerpSettings(seed=seed, **{**s.autointerp, "scorers": latent_scorers(s)})
+    return dataclasses.replace(s.autointerp, seed=seed, scorers=latent_scorers(s))
 
 
 def probes_wanted(s: BaselineSettings) -> bool:
@@ -368,9 +343,7 @@ def probes_wanted(s: BaselineSettings) -> bool:
 
 def probe_settings(s: BaselineSettings, seed: int):
     """The probing stage's settings at a unit's seed (absorption where --scorers names it)."""
-    from randsae.experiments.lm_probe import ProbeSettings
-
-    return ProbeSettings(**{**s.probing, "seed": seed, "absorption": "absorption" in study_scorers(s)})
+    return dataclasses.replace(s.probing, seed=seed, absorption="absorption" in study_scorers(s))
 
 
 def judge_asked(settings: BaselineSettings) -> bool:

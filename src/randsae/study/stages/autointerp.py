@@ -56,9 +56,9 @@ def check_judge(settings: BaselineSettings, _: bool = False) -> None:
     from randsae.autointerp.clients import make_judge
 
     if not judge_asked(settings):
-        if settings.judge.get("url"):
+        if settings.judge.url:
             log.warning("--llm-url %s names a judge, but no scorer of --scorers %s asks one: the judge is not "
-                        "used", settings.judge["url"], ",".join(study_scorers(settings)))
+                        "used", settings.judge.url, ",".join(study_scorers(settings)))
         return
     from randsae.lm.models import load_config
 

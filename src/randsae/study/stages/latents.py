@@ -1,6 +1,8 @@
 """The latents stage: each unit's latent records, sampled latents' examples and token entropy, by `lm latents`
 (from the cache, or on the fly after the training text). Reads OUT/<unit>/sae, writes OUT/<unit>/latents."""
 
+import dataclasses
+
 import numpy as np
 
 from randsae.metrics import mean_draws
@@ -18,12 +20,11 @@ from randsae.tables import PlanRow
 
 def run(study: StudyState, unit: str) -> None:
     from randsae.experiments.lm_latents import build_latents
-    from randsae.lm.examples import ExampleSettings
 
     s = study.settings
     out = study.directory(unit, "latents")
     out.mkdir(parents=True, exist_ok=True)
-    settings = ExampleSettings(seed=seed_of(study, unit), **s.examples)
+    settings = dataclasses.replace(s.examples, seed=seed_of(study, unit))
     on_the_fly = s.latent_tokens is not None or not s.cache
     build_latents(study.directory(unit, "sae"), out, settings=settings, device=s.device, progress=False,
                   max_tokens=s.latent_tokens if on_the_fly else None,

@@ -54,7 +54,7 @@ def check(settings: BaselineSettings, _: bool = False) -> None:
     from randsae.experiments.lm_probe import check_probe_data
     from randsae.study.settings import probe_settings
 
-    data = settings.probing.get("probe_data")
+    data = settings.probing.probe_data
     if not probes_wanted(settings) or data is None or str(data).startswith("hf:"):
         return
     check_probe_data(probe_settings(settings, settings.seed), seeds=range(settings.seed,
