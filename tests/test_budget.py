@@ -109,7 +109,9 @@ def test_presets_and_the_papers_layer_rule():
     paper = settings_for("paper", {})
     assert (paper.k, paper.expansion, paper.tokens, paper.latent_tokens, paper.layers) == (
         32, 64, 100_000_000, 10_000_000, "paper")
+    from randsae.autointerp.clients import JudgeSettings
+
     demo = settings_for("demo", {"tokens": 1000, "judge": {"url": "http://127.0.0.1:1/v1", "model": "m"}})
-    assert demo.tokens == 1000 and demo.expansion == 8 and demo.judge == {"url": "http://127.0.0.1:1/v1",
-                                                                          "model": "m"}
+    assert demo.tokens == 1000 and demo.expansion == 8
+    assert demo.judge == JudgeSettings(url="http://127.0.0.1:1/v1", model="m")  # a server replaces the local judge
     assert settings_for("paper", {"latent_tokens": "cache"}).latent_tokens is None  # --latent-tokens cache

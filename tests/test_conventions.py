@@ -109,7 +109,7 @@ def test_a_study_takes_the_released_saes_bos_and_context_size_unless_told_otherw
     assert settings.context_length != 48 and settings.prepend_bos is None  # the preset's, before the SAEs are read
     preflight(settings, plan=True)
     assert (settings.context_length, settings.prepend_bos) == (48, True)
-    assert "each beginning with the BOS token" in text_conventions({**vars(settings)})
+    assert "each beginning with the BOS token" in text_conventions(settings)
 
     asked = settings_for("demo", {"model": str(tiny_dir), "sae": str(sae), "layers": "1", "context_length": 64,
                                   "prepend_bos": False})
