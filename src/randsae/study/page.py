@@ -6,6 +6,7 @@ import base64
 import html
 from pathlib import Path
 
+from randsae.study import summaries
 from randsae.study.browser import browser_html
 from randsae.study.evidence import VERDICT_COLUMNS, read_verdict, verdict_cells
 from randsae.study.plan import plan_grid
@@ -18,14 +19,6 @@ from randsae.study.report import (
     plan_basis,
     settings_rows,
     stage_sections,
-)
-from randsae.study.summaries import (
-    PROBE_NOTE,
-    SEPARATION_NOTE,
-    probe_grids,
-    read_summaries,
-    separation_grid,
-    separation_sentence,
 )
 from randsae.study.verdict import by_layer
 
@@ -203,16 +196,16 @@ def dictionaries_html(rows: list) -> str:
 
 def summaries_html(out: Path) -> str:
     e = html.escape
-    ranked, probes = read_summaries(out)
+    ranked, probes = summaries.read_summaries(out)
     parts = []
     if ranked:
-        parts.append(f"<section id='separation'><h2>{e(SEPARATES)}</h2><p>{e(separation_sentence(ranked))}</p>"
-                     f"{html_table(*separation_grid(ranked))}<p class='meta'>{emphasis_html(SEPARATION_NOTE)}</p>"
-                     "</section>")
+        sentence, note = summaries.separation_sentence(ranked), emphasis_html(summaries.SEPARATION_NOTE)
+        parts.append(f"<section id='separation'><h2>{e(SEPARATES)}</h2><p>{e(sentence)}</p>"
+                     f"{html_table(*summaries.separation_grid(ranked))}<p class='meta'>{note}</p></section>")
     if probes:
         tables = "".join(f"<h3>Layer {layer}</h3>{html_table(header, rows)}"
                          + "".join(f"<p class='chance'>{e(note)}</p>" for note in notes)
-                         for layer, header, rows, notes in probe_grids(probes))
+                         for layer, header, rows, notes in summaries.probe_grids(probes))
         parts.append(f"<section id='probing'><h2>Probing (no judge)</h2>{tables}<p class='meta'>"
-                     f"{e(PROBE_NOTE)}</p></section>")
+                     f"{e(summaries.PROBE_NOTE)}</p></section>")
     return "".join(parts)
